@@ -1,0 +1,129 @@
+"""Where labelled images come from: HAM10000, the clinical photo set, or a class-per-folder tree.
+
+Each loader returns a list of `Sample`s. `group` is what must never straddle
+splits (a lesion, a patient, a case series) and `stratum` is what the split
+keeps in proportion (the finest label the source has).
+"""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.images import is_image_file
+
+CLASSES = ("vascular", "nevus", "other")
+
+# HAM10000 diagnosis -> SpotCheck group. Everything that is neither a vascular
+# lesion nor a melanocytic nevus needs a doctor's look, so it is "other".
+DX_TO_CLASS = {
+    "vasc": "vascular",
+    "nv": "nevus",
+    "mel": "other",
+    "bkl": "other",
+    "bcc": "other",
+    "akiec": "other",
+    "df": "other",
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str  # one of CLASSES
+    group: str  # images of one lesion/patient share a group
+    stratum: str  # finer label used to stratify splits (e.g. HAM10000 dx)
+    source: str  # "ham10000", "clinical", "folder"
+    detail: str = ""  # the source's own diagnosis, e.g. "mel"
+
+    @property
+    def target(self) -> int:
+        return CLASSES.index(self.label)
+
+
+def load_ham10000(root: str | Path) -> list[Sample]:
+    """HAM10000 as released: `HAM10000_metadata.csv` plus the images.
+
+    Images may sit in `images/`, in the Dataverse's `HAM10000_images_part_1/2`
+    folders, or beside the CSV.
+    """
+    root = Path(root)
+    metadata = root / "HAM10000_metadata.csv"
+    if not metadata.is_file():
+        raise FileNotFoundError(f"{metadata} not found: is {root} a HAM10000 folder?")
+    by_stem = {p.stem: p for p in root.rglob("*.jpg")}
+    samples = []
+    with metadata.open(newline="") as f:
+        for row in csv.DictReader(f):
+            path = by_stem.get(row["image_id"])
+            if path is None:
+                raise FileNotFoundError(f"image {row['image_id']} listed in {metadata.name} is missing under {root}")
+            dx = row["dx"]
+            samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + row["lesion_id"], dx, "ham10000", dx))
+    return samples
+
+
+def _clinical_group(source: str, original_path: str) -> str:
+    """The unit a clinical photo must be split by, as its SOURCES.md says."""
+    tail = original_path.split(":")[-1]
+    if source == "nci_moles_to_melanoma":  # one case folder = one lesion over years
+        return "nci:" + Path(tail).parent.name
+    if source == "pad_ufes_20":  # PAT_<patient>_<lesion>_<image>
+        match = re.search(r"PAT_(\d+)_", tail)
+        return "pad:" + (match.group(1) if match else tail)
+    return f"{source}:{Path(tail).stem}"  # SD-198 has no patient ids: one image, one group
+
+
+def load_clinical(root: str | Path) -> list[Sample]:
+    """The clinical photo set: `labels.csv` (filename,label,source,...) plus `images/`."""
+    root = Path(root)
+    labels = root / "labels.csv"
+    if not labels.is_file():
+        raise FileNotFoundError(f"{labels} not found")
+    samples = []
+    with labels.open(newline="") as f:
+        for row in csv.DictReader(f):
+            label = row["label"]
+            if label not in CLASSES:
+                raise ValueError(f"{labels}: unknown label {label!r} for {row['filename']}")
+            source = row.get("source", "clinical")
+            group = _clinical_group(source, row.get("original_path", row["filename"]))
+            samples.append(
+                Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
+                       row.get("source_category", ""))
+            )
+    return samples
+
+
+def load_class_folders(root: str | Path) -> list[Sample]:
+    """A plain tree: `root/vascular/*.jpg`, `root/nevus/*.jpg`, `root/other/*.jpg`.
+
+    Every image is its own group; put one lesion's photos in a subfolder
+    (`root/nevus/lesion42/a.jpg`) to keep them together in one split.
+    """
+    root = Path(root)
+    samples = []
+    for label in CLASSES:
+        folder = root / label
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)):
+            parent = path.parent.relative_to(root)
+            group = f"folder:{parent}" if parent != Path(label) else f"folder:{path.relative_to(root)}"
+            samples.append(Sample(path, label, group, label, "folder", label))
+    if not samples:
+        raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/")
+    return samples
+
+
+def load_dataset(root: str | Path) -> list[Sample]:
+    """Pick the loader by what the folder holds."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if (root / "HAM10000_metadata.csv").is_file():
+        return load_ham10000(root)
+    if (root / "labels.csv").is_file():
+        return load_clinical(root)
+    return load_class_folders(root)

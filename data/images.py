@@ -1,0 +1,72 @@
+"""Reading image files into RGB uint8 arrays, safely.
+
+Every entry point (training, batch scoring, the web app) reads images through
+`read_image` / `decode_image`, so a hostile file fails the same way everywhere:
+with an `ImageError` whose message a user can act on.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# OpenCV reads this limit when it decodes a header, before allocating pixels:
+# a "decompression bomb" claiming 50,000 x 50,000 pixels is refused up front.
+MAX_PIXELS = 64_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402  (must come after the pixel limit is set)
+import numpy as np  # noqa: E402
+
+MAX_FILE_BYTES = 50 * 1024 * 1024
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as a photo; the message says why."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an RGB uint8 array (H, W, 3), EXIF orientation applied."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ImageError(f"cannot open the file: {err.strerror or err}") from err
+    if size == 0:
+        raise ImageError("the file is empty")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"the file is too large ({size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB)")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageError(f"cannot read the file: {err.strerror or err}") from err
+    return decode_image(data)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode encoded image bytes as an RGB uint8 array (H, W, 3).
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are all
+    converted to 8-bit RGB; EXIF orientation is honoured (OpenCV applies it
+    when decoding in colour mode).
+    """
+    if len(data) == 0:
+        raise ImageError("the file is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"the file is too large ({len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB)")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        # OpenCV raises (rather than returning None) for over-limit headers.
+        if "pixels" in str(err).lower() or "validateInputImageSize" in str(err):
+            raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)") from err
+        raise ImageError("the file is not a readable image (corrupt or unsupported format)") from err
+    if bgr is None or bgr.size == 0:
+        raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True for the file suffixes batch scoring and folder datasets pick up."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES

@@ -1,0 +1,81 @@
+"""The checkpoint file: weights plus everything needed to use them the same way everywhere.
+
+A checkpoint is a plain dict saved with `torch.save` and loaded with
+`weights_only=True` (tensors, numbers, strings, lists and dicts only: no
+pickled code is ever executed). A `.sha256` file beside it lets loading refuse
+a truncated or tampered file. Writes are atomic: a crash mid-save leaves the
+previous file intact.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "spotcheck/1"
+DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "spotcheck.pt"
+REQUIRED = ("format", "model", "classes", "preprocess", "calibration", "meta")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, tampered with or not SpotCheck's."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Atomically write the checkpoint and its `.sha256` file."""
+    path = Path(path)
+    missing = [k for k in REQUIRED if k not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint lacks {missing}")
+    _atomic_write(path, lambda f: torch.save(checkpoint, f))
+    _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
+
+
+def load_checkpoint(path: str | Path | None = None) -> dict[str, Any]:
+    """Load and check a checkpoint; the embedded default model when `path` is None."""
+    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    checksum = path.with_name(path.name + ".sha256")
+    if checksum.is_file():
+        expected = checksum.read_text().split()[0] if checksum.read_text().strip() else ""
+        if sha256_of(path) != expected:
+            raise CheckpointError(f"{path} does not match its checksum in {checksum.name}: the file is damaged or was changed")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable SpotCheck checkpoint (corrupt, truncated or unsafe): {err}") from err
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a SpotCheck checkpoint (expected format {FORMAT!r})")
+    missing = [k for k in REQUIRED if k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}")
+    return checkpoint

@@ -1,0 +1,83 @@
+"""Turning samples into tensors for training: decode once, sample with balance, augment per draw."""
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.datasets import Sample
+from data.images import ImageError, read_image
+from data.presets import TrainPreset, frame_and_resize, normalize
+
+
+def _framed(args: tuple[str, int]) -> np.ndarray | None:
+    path, side = args
+    try:
+        return frame_and_resize(read_image(path), size=side)[0]
+    except ImageError:
+        return None
+
+
+def decode_all(samples: list[Sample], side: int, workers: int, desc: str) -> tuple[np.ndarray, list[Sample]]:
+    """Read, frame and resize every image once: (N, side, side, 3) uint8 and the samples kept.
+
+    Unreadable images are skipped with a warning rather than stopping a long run.
+    """
+    jobs = [(str(s.path), side) for s in samples]
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pixels = list(tqdm(pool.imap(_framed, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False, disable=None))
+    else:
+        pixels = [_framed(job) for job in tqdm(jobs, desc=desc, leave=False, disable=None)]
+    kept = [i for i, p in enumerate(pixels) if p is not None]
+    if len(kept) < len(samples):
+        bad = [str(samples[i].path) for i, p in enumerate(pixels) if p is None]
+        print(f"warning: skipped {len(bad)} unreadable images, e.g. {bad[:3]}")
+    if not kept:
+        raise RuntimeError(f"none of the {len(samples)} {desc} images could be read")
+    return np.stack([pixels[i] for i in kept]), [samples[i] for i in kept]
+
+
+def sampling_weights(samples: list[Sample], clinical_share: float) -> np.ndarray:
+    """Per-sample draw weights: every class equally often, and clinical photos `clinical_share` of draws.
+
+    Within each domain (dermoscopy vs clinical photos) each class gets the same
+    share, so the 100-odd vascular images are drawn as often as the thousands
+    of nevi: imbalance is handled by the sampler, and the loss stays plain.
+    """
+    domain = ["clinical" if s.source == "clinical" else "dermoscopy" for s in samples]
+    counts = Counter(zip(domain, (s.label for s in samples)))
+    classes_in = Counter(d for d, _ in counts)
+    has_clinical = "clinical" in classes_in
+    share = {"clinical": clinical_share if has_clinical else 0.0, "dermoscopy": 1.0 - clinical_share if has_clinical else 1.0}
+    if "dermoscopy" not in classes_in:
+        share["clinical"] = 1.0
+    return np.array([share[d] / classes_in[d] / counts[(d, s.label)] for d, s in zip(domain, samples)])
+
+
+class EpochDraws(torch.utils.data.Dataset):
+    """One epoch's draws; each draw's augmentation is seeded by (seed, epoch, position), so
+    a resumed run sees exactly the images an uninterrupted one would."""
+
+    def __init__(self, pixels: np.ndarray, targets: np.ndarray, weights: np.ndarray, preset: TrainPreset,
+                 *, draws: int, seed: int, epoch: int):
+        rng = np.random.default_rng([seed, epoch])
+        self.indices = rng.choice(len(pixels), size=draws, replace=True, p=weights / weights.sum())
+        self.pixels, self.targets, self.preset, self.seed, self.epoch = pixels, targets, preset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+        i = self.indices[k]
+        image = self.preset(self.pixels[i], np.random.default_rng([self.seed, self.epoch, k]))
+        return torch.from_numpy(image), int(self.targets[i])
+
+
+def eval_batches(pixels: np.ndarray, *, mean, std, batch_size: int):
+    """Normalised eval-preset batches of already framed, model-sized squares."""
+    for start in range(0, len(pixels), batch_size):
+        yield torch.from_numpy(np.stack([normalize(p, mean=mean, std=std) for p in pixels[start : start + batch_size]]))

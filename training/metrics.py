@@ -1,0 +1,80 @@
+"""Scores for a set of predictions: what evaluation reports and what training selects on."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+from data.datasets import CLASSES
+from model.decision import UNSURE
+
+VASCULAR, NEVUS = CLASSES.index("vascular"), CLASSES.index("nevus")
+
+
+def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)
+
+
+def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """The per-epoch validation figures: balanced accuracy and vascular recall (argmax)."""
+    predicted = probabilities.argmax(axis=1)
+    vascular = targets == VASCULAR
+    return {
+        "balanced_accuracy": float(balanced_accuracy_score(targets, predicted)),
+        "vascular_recall": float((predicted[vascular] == VASCULAR).mean()) if vascular.any() else float("nan"),
+    }
+
+
+def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[str], details: list[str]) -> dict:
+    """Everything evaluation reports for one split (probabilities calibrated, `decided` after the rule)."""
+    predicted = probabilities.argmax(axis=1)
+    present = sorted(set(targets.tolist()))
+    precision, recall, _, support = precision_recall_fscore_support(
+        targets, predicted, labels=range(len(CLASSES)), zero_division=0
+    )
+    report = {
+        "images": int(len(targets)),
+        "class_counts": {c: int(n) for c, n in zip(CLASSES, support)},
+        "argmax": {
+            "balanced_accuracy": float(balanced_accuracy_score(targets, predicted)),
+            "per_class": {c: {"precision": float(p), "recall": float(r)} for c, p, r in zip(CLASSES, precision, recall)},
+            "confusion_matrix": confusion_matrix(targets, predicted, labels=range(len(CLASSES))).tolist(),
+        },
+        "ece_15_bins": expected_calibration_error(probabilities, targets),
+    }
+    if len(present) == len(CLASSES):
+        report["roc_auc_ovr"] = {c: float(roc_auc_score(targets == i, probabilities[:, i])) for i, c in enumerate(CLASSES)}
+        pair = np.isin(targets, [VASCULAR, NEVUS])
+        report["vascular_vs_nevus_auc"] = float(roc_auc_score(targets[pair] == VASCULAR, probabilities[pair, VASCULAR]))
+    decided = np.asarray(decided)
+    sure = decided != UNSURE
+    truth = np.asarray([CLASSES[t] for t in targets])
+    nonvascular = truth != "vascular"
+    melanoma = np.isin(np.asarray(details), ["mel", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma"]) | np.char.startswith(
+        np.asarray(details, dtype=str), "melanoma"
+    )
+    called_vascular = decided == "vascular"
+    report["with_decision_rule"] = {
+        "coverage": float(sure.mean()),
+        "unsure_rate": float(1 - sure.mean()),
+        "accuracy_when_sure": float((decided[sure] == truth[sure]).mean()) if sure.any() else float("nan"),
+        "balanced_accuracy_when_sure": float(balanced_accuracy_score(truth[sure], decided[sure])) if sure.any() else float("nan"),
+        "vascular_recall": float(called_vascular[truth == "vascular"].mean()) if (truth == "vascular").any() else float("nan"),
+        "vascular_precision": float((truth[called_vascular] == "vascular").mean()) if called_vascular.any() else float("nan"),
+        "nonvascular_called_vascular": float(called_vascular[nonvascular].mean()) if nonvascular.any() else float("nan"),
+        "melanomas": int(melanoma.sum()),
+        "melanoma_called_vascular": float(called_vascular[melanoma].mean()) if melanoma.any() else float("nan"),
+        "recall": {c: float((decided[truth == c] == c).mean()) if (truth == c).any() else float("nan") for c in CLASSES},
+        "confusion_matrix_rows_truth_cols_" + "_".join(CLASSES + (UNSURE,)): [
+            [int(((truth == t) & (decided == d)).sum()) for d in CLASSES + (UNSURE,)] for t in CLASSES
+        ],
+    }
+    return report

@@ -1,0 +1,209 @@
+"""Train SpotCheck's CNN: `python -m training.train [--flags]`.
+
+Reads top to bottom: data -> split -> decode once -> train with balanced draws
+-> pick the best epoch on validation -> calibrate on validation -> write
+`OUT/spotcheck.pt`. The defaults reproduce the shipped model
+(`model/weights/spotcheck.pt`). The test split is never touched here; score
+it with `python -m training.evaluate`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.datasets import CLASSES, load_dataset
+from data.presets import MEAN, STD, TrainPreset
+from data.splits import class_counts, split_samples
+from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from model.decision import softmax
+from model.net import SpotNet, count_flops, count_parameters
+from training.calibrate import fit_calibration
+from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
+from training.metrics import quick_scores
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = [str(SHARED / "ham10000"), str(SHARED / "clinical")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", nargs="+", default=DEFAULT_DATA,
+                   help="data folders: HAM10000 (metadata CSV + images), the clinical set (labels.csv) "
+                        "or a class-per-folder tree (vascular/ nevus/ other/)")
+    p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
+    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--draws-per-epoch", type=int, default=5000, help="class-balanced draws (with replacement) per epoch")
+    p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (one-cycle schedule)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
+    p.add_argument("--clinicalize-p", type=float, default=0.5,
+                   help="probability of making a dermoscopic image look like a phone photo")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the draws and the weights")
+    p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--unsure-rate", type=float, default=0.10, help="share of validation images answered 'unsure'")
+    p.add_argument("--max-false-vascular", type=float, default=0.005,
+                   help="share of validation non-vascular images allowed over the vascular bar")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    return p.parse_args(argv)
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load_splits(roots: list[str], seed: int) -> dict[str, list]:
+    """Split each data folder on its own (by lesion/patient group) and pool the parts."""
+    pooled = {"train": [], "val": [], "test": []}
+    for root in roots:
+        samples = load_dataset(root)
+        folds = 7 if len(samples) >= 2000 else 5  # small sets: bigger val/test parts
+        for name, part in split_samples(samples, seed=seed, n_folds=folds).items():
+            pooled[name] += part
+        print(f"{root}: {len(samples)} images, {folds} folds")
+    for name, part in pooled.items():
+        print(f"  {name}: {len(part)} images {class_counts(part)}")
+    return pooled
+
+
+@torch.no_grad()
+def predict_logits(model: SpotNet, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(x).numpy() for x in eval_batches(pixels, mean=MEAN, std=STD, batch_size=batch_size)])
+
+
+def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy per domain; the selection score weighs dermoscopy and clinical photos equally."""
+    scores = {}
+    for domain in sorted(set(domains)):
+        part = domains == domain
+        for key, value in quick_scores(softmax(logits[part]), targets[part]).items():
+            scores[f"{domain}_{key}"] = value
+    scores["score"] = float(np.mean([scores[f"{d}_balanced_accuracy"] for d in sorted(set(domains))]))
+    return scores
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+
+    # Data: split, then decode every image once (framed, resized) into memory.
+    splits = load_splits(args.data, args.seed)
+    cache_side = math.ceil(args.image_size * 1.25)  # room for random crops and rotations
+    train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train")
+    val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
+    train_targets = np.array([s.target for s in train_samples])
+    val_targets = np.array([s.target for s in val_samples])
+    val_domains = np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in val_samples])
+    weights = sampling_weights(train_samples, args.clinical_share)
+    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p)
+
+    # Model, optimiser, one-cycle schedule over all steps.
+    model = SpotNet(num_classes=len(CLASSES))
+    steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                   pct_start=0.15)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
+    if args.resume and (out / "last.pt").is_file():
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        print(f"resumed after epoch {state['epoch']}")
+
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        torch.manual_seed(args.seed * 1000 + epoch)  # dropout: same masks on resume
+        draws = EpochDraws(train_pixels, train_targets, weights, preset,
+                           draws=args.draws_per_epoch, seed=args.seed, epoch=epoch)
+        loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
+        seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
+        for images, targets in bar:
+            logits = model(images)
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(targets)
+            loss_sum += loss.item() * len(targets)
+            correct += (logits.argmax(1) == targets).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        train_seconds = time.time() - epoch_start
+        val = validation_scores(predict_logits(model, val_pixels, 256), val_targets, val_domains)
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "train_images_per_s": seen / train_seconds, **val}
+        history.append(row)
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if val["score"] > best["score"]:
+            best = {"score": val["score"], "epoch": epoch}
+            save_checkpoint(out / "best.pt", {
+                "format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES),
+                "preprocess": {}, "calibration": {}, "meta": {"epoch": epoch}})
+        save_checkpoint(out / "last.pt", {
+            "format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES), "preprocess": {},
+            "calibration": {}, "meta": {}, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "epoch": epoch, "best": best, "history": history})
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+
+    # The best epoch on validation, calibrated on validation, becomes the deliverable.
+    try:
+        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    except CheckpointError as err:
+        raise SystemExit(f"no usable best checkpoint: {err}")
+    val_logits = predict_logits(model, val_pixels, 256)
+    calibration = fit_calibration(val_logits, val_targets, max_false_vascular=args.max_false_vascular,
+                                  unsure_rate=args.unsure_rate)
+    final = out / "spotcheck.pt"
+    save_checkpoint(final, {
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "classes": list(CLASSES),
+        "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD), "framing": "data.framing.frame_spot"},
+        "calibration": calibration,
+        "meta": {
+            "data": [str(Path(d)) for d in args.data],
+            "split_seed": args.seed,
+            "split_counts": {k: class_counts(v) for k, v in splits.items()},
+            "best_epoch": best["epoch"],
+            "validation": history[best["epoch"]] if best["epoch"] < len(history) else {},
+            "flags": vars(args),
+            "parameters": count_parameters(model),
+            "flops": count_flops(args.image_size),
+            "train_minutes": round((time.time() - started) / 60, 1),
+            "code_version": code_version(),
+            "torch": torch.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    })
+    print(f"best epoch {best['epoch'] + 1}, calibration {calibration}")
+    print(f"wrote {final} in {(time.time() - started) / 60:.1f} min")
+    return final
+
+
+if __name__ == "__main__":
+    main()
