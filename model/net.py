@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import Conv2dNormActivation
 
 # (out_channels, stride) per conv layer; the stem is the first entry.
 LAYERS = ((32, 2), (48, 2), (48, 1), (96, 2), (96, 1), (160, 2), (160, 1), (256, 2))
-
-
-def conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
-    )
 
 
 class SpotNet(nn.Module):
@@ -26,7 +21,7 @@ class SpotNet(nn.Module):
         super().__init__()
         layers, c_in = [], 3
         for c_out, stride in LAYERS:
-            layers.append(conv_bn_relu(c_in, c_out, stride))
+            layers.append(Conv2dNormActivation(c_in, c_out, kernel_size=3, stride=stride))  # conv, BN, ReLU
             c_in = c_out
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)

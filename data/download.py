@@ -1,0 +1,301 @@
+"""Download HAM10000 from its official release: `python -m data.download --out DIR`.
+
+The source is the Harvard Dataverse dataset doi:10.7910/DVN/DBW86T, read
+through the Dataverse native API:
+
+- `GET {server}/api/datasets/:persistentId/?persistentId=DOI` lists the files
+  with their ids and checksums;
+- `GET {server}/api/access/datafile/{id}` downloads one (`?format=original`
+  for the metadata, which Dataverse ingested as a table: the original CSV is
+  what the listed checksum is for).
+
+Result, as `data.datasets.load_ham10000(DIR)` expects:
+
+    DIR/HAM10000_metadata.csv
+    DIR/images/ISIC_0024306.jpg ...
+
+- Every download streams to a `.part` file and is checked against the
+  checksum Dataverse lists; a mismatch deletes the file and stops.
+- Running again is cheap: a file already unpacked (recorded in
+  `DIR/archives/NAME.done`) or already downloaded with the right checksum is
+  not fetched again.
+- Zip entries with absolute paths or `..` are refused.
+- The zips are deleted once unpacked unless `--keep-archives`.
+- Exit status 0 on success, 1 on any network, checksum or archive error.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import http.client
+import json
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
+
+from tqdm import tqdm
+
+DEFAULT_SERVER = "https://dataverse.harvard.edu"
+DOI = "doi:10.7910/DVN/DBW86T"
+IMAGE_ARCHIVES = ("HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip")
+METADATA_STEM = "HAM10000_metadata"
+METADATA_CSV = "HAM10000_metadata.csv"
+METADATA_COLUMNS = ("lesion_id", "image_id", "dx")
+TIMEOUT_S = 60
+CHUNK = 1 << 20
+USER_AGENT = "SpotCheck-data-download/1.0 (python urllib)"
+
+
+class DownloadError(RuntimeError):
+    """A download or unpacking step failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    id: int
+    name: str  # the name it is saved under (the original name for ingested tables)
+    checksum_type: str  # as Dataverse spells it: "MD5", "SHA-1", "SHA-256", ...
+    checksum: str
+    size: int | None
+    ingested: bool  # a table Dataverse converted: fetch it with ?format=original
+
+    @property
+    def is_metadata(self) -> bool:
+        return PurePosixPath(self.name).stem == METADATA_STEM
+
+
+# ---------------------------------------------------------------- listing
+
+
+def _get(url: str, timeout: float = TIMEOUT_S):
+    return urlopen(Request(url, headers={"User-Agent": USER_AGENT}), timeout=timeout)
+
+
+def list_files(server: str, doi: str = DOI) -> list[RemoteFile]:
+    """The files of the latest published version of the dataset."""
+    url = f"{server}/api/datasets/:persistentId/?{urlencode({'persistentId': doi})}"
+    try:
+        with _get(url) as resp:
+            reply = json.load(resp)
+    except HTTPError as err:
+        raise DownloadError(f"the Dataverse at {server} answered {err.code} {err.reason} for {doi}") from None
+    except (URLError, OSError, http.client.HTTPException) as err:
+        raise DownloadError(f"cannot reach {server}: {getattr(err, 'reason', err)}") from None
+    except json.JSONDecodeError:
+        raise DownloadError(f"{url} did not return JSON: is {server} a Dataverse?") from None
+    try:
+        return [_parse_file(entry["dataFile"]) for entry in reply["data"]["latestVersion"]["files"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DownloadError(f"unexpected dataset listing from {url}: {err!r}") from None
+
+
+def _parse_file(df: dict) -> RemoteFile:
+    checksum = df.get("checksum") or {"type": "MD5", "value": df["md5"]}
+    ingested = bool(df.get("originalFileFormat"))
+    name = df.get("originalFileName") if ingested and df.get("originalFileName") else df["filename"]
+    size = df.get("originalFileSize") if ingested else df.get("filesize")
+    return RemoteFile(int(df["id"]), name, checksum["type"], checksum["value"].lower(), size, ingested)
+
+
+def needed_files(files: list[RemoteFile]) -> list[RemoteFile]:
+    """The metadata table and the two image zips, or a DownloadError naming what is missing."""
+    by_name = {f.name: f for f in files}
+    metadata = [f for f in files if f.is_metadata]
+    missing = [name for name in IMAGE_ARCHIVES if name not in by_name]
+    if not metadata:
+        missing.insert(0, METADATA_STEM + ".csv/.tab")
+    if missing:
+        raise DownloadError(f"the dataset does not list {', '.join(missing)}; found: {sorted(by_name)}")
+    return [metadata[0]] + [by_name[name] for name in IMAGE_ARCHIVES]
+
+
+# ---------------------------------------------------------------- downloading
+
+
+def _hasher(checksum_type: str):
+    name = checksum_type.lower().replace("-", "")
+    if name not in hashlib.algorithms_available:
+        raise DownloadError(f"unsupported checksum type {checksum_type!r}")
+    return hashlib.new(name)
+
+
+def file_digest(path: Path, checksum_type: str) -> str:
+    h = _hasher(checksum_type)
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def datafile_url(server: str, remote: RemoteFile) -> str:
+    url = f"{server}/api/access/datafile/{remote.id}"
+    return url + "?format=original" if remote.ingested else url
+
+
+def download(url: str, dest: Path, remote: RemoteFile) -> None:
+    """Stream `url` to `dest` via `dest.part`, checking the checksum on the way."""
+    part = dest.with_name(dest.name + ".part")
+    h = _hasher(remote.checksum_type)
+    try:
+        with _get(url) as resp, part.open("wb") as f:
+            total = int(resp.headers.get("Content-Length") or 0) or remote.size
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=remote.name) as bar:
+                while chunk := resp.read(CHUNK):
+                    h.update(chunk)
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except HTTPError as err:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"downloading {remote.name} failed: {url} answered {err.code} {err.reason}") from None
+    except (URLError, OSError, http.client.HTTPException) as err:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"downloading {remote.name} failed: {getattr(err, 'reason', err)}") from None
+    got = h.hexdigest()
+    if got != remote.checksum:
+        part.unlink()
+        raise DownloadError(
+            f"checksum mismatch for {remote.name}: expected {remote.checksum_type} {remote.checksum}, got {got}; "
+            "the file was deleted, run again to retry")
+    part.replace(dest)
+
+
+# ---------------------------------------------------------------- unpacking
+
+
+def _is_unsafe(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts or (len(name) > 1 and name[1] == ":")
+
+
+def image_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The .jpg entries of an archive; any entry with an absolute path or `..` refuses the whole archive."""
+    unsafe = [info.filename for info in zf.infolist() if _is_unsafe(info.filename)]
+    if unsafe:
+        raise DownloadError(f"refusing unsafe archive entries (absolute path or '..'): {unsafe[:5]}")
+    return [info for info in zf.infolist()
+            if not info.is_dir() and info.filename.lower().endswith(".jpg")
+            and "__MACOSX" not in info.filename and not PurePosixPath(info.filename).name.startswith("._")]
+
+
+def extract_images(archive: Path, images_dir: Path) -> list[str]:
+    """Unpack the jpgs of `archive` flat into `images_dir`; returns their file names."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = image_members(zf)
+            if not members:
+                raise DownloadError("it holds no .jpg images")
+            images_dir.mkdir(parents=True, exist_ok=True)
+            names = []
+            for info in tqdm(members, desc=f"unpacking {archive.name}", unit="img"):
+                name = PurePosixPath(info.filename).name
+                with zf.open(info) as src, (images_dir / name).open("wb") as dst:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+                names.append(name)
+    except zipfile.BadZipFile as err:
+        raise DownloadError(f"{archive.name} is not a valid zip: {err}") from None
+    except DownloadError as err:
+        raise DownloadError(f"{archive.name}: {err}") from None
+    return names
+
+
+def write_metadata(src: Path, dest: Path) -> int:
+    """Copy the metadata table to `dest` as comma-separated CSV; returns the row count."""
+    with src.open(newline="", encoding="utf-8-sig") as f:
+        header = f.readline()
+        f.seek(0)
+        delimiter = "\t" if "\t" in header and "," not in header else ","
+        rows = list(csv.reader(f, delimiter=delimiter))
+    if not rows or not set(METADATA_COLUMNS) <= set(rows[0]):
+        raise DownloadError(f"{src.name} does not look like the HAM10000 metadata "
+                            f"(header {rows[0] if rows else []}, need {list(METADATA_COLUMNS)})")
+    tmp = dest.with_name(dest.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    tmp.replace(dest)
+    return len(rows) - 1
+
+
+# ---------------------------------------------------------------- one file, end to end
+
+
+def _marker(archives: Path, remote: RemoteFile) -> Path:
+    return archives / (remote.name + ".done")
+
+
+def already_installed(out: Path, archives: Path, remote: RemoteFile) -> bool:
+    """True if a previous run unpacked this exact file and what it produced is still there."""
+    try:
+        done = json.loads(_marker(archives, remote).read_text())
+    except (OSError, ValueError):
+        return False
+    return (done.get("checksum") == f"{remote.checksum_type}:{remote.checksum}"
+            and all((out / p).is_file() for p in done.get("files", [])))
+
+
+def install(server: str, out: Path, remote: RemoteFile, keep_archives: bool) -> None:
+    """Download (unless verified already), unpack, and record one dataset file."""
+    archives = out / "archives"
+    if already_installed(out, archives, remote):
+        print(f"{remote.name}: already downloaded and unpacked, skipping")
+        return
+    archives.mkdir(parents=True, exist_ok=True)
+    path = archives / remote.name
+    if path.is_file() and file_digest(path, remote.checksum_type) == remote.checksum:
+        print(f"{remote.name}: already downloaded, checksum OK")
+    else:
+        download(datafile_url(server, remote), path, remote)
+    if remote.is_metadata:
+        write_metadata(path, out / METADATA_CSV)
+        produced = [METADATA_CSV]
+    else:
+        produced = [f"images/{name}" for name in extract_images(path, out / "images")]
+    _marker(archives, remote).write_text(json.dumps(
+        {"checksum": f"{remote.checksum_type}:{remote.checksum}", "files": produced}))
+    if not keep_archives:
+        path.unlink()
+
+
+def check_layout(out: Path) -> tuple[int, list[str]]:
+    """(images in `out/images`, metadata image ids with no image there)."""
+    images = {p.stem for p in (out / "images").glob("*.jpg")}
+    with (out / METADATA_CSV).open(newline="") as f:
+        ids = [row["image_id"] for row in csv.DictReader(f)]
+    return len(images), [i for i in ids if i not in images]
+
+
+def fetch(out: Path, server: str = DEFAULT_SERVER, keep_archives: bool = False) -> int:
+    """Download and unpack HAM10000 into `out`; returns the number of images."""
+    server = server.rstrip("/")
+    out.mkdir(parents=True, exist_ok=True)
+    for remote in needed_files(list_files(server)):
+        install(server, out, remote, keep_archives)
+    n_images, missing = check_layout(out)
+    if missing:
+        raise DownloadError(f"{len(missing)} images listed in {METADATA_CSV} are missing from {out / 'images'} "
+                            f"(e.g. {missing[:3]})")
+    return n_images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder to fill (created if needed)")
+    parser.add_argument("--server", default=DEFAULT_SERVER, help=f"Dataverse base URL (default: {DEFAULT_SERVER})")
+    parser.add_argument("--keep-archives", action="store_true", help="keep the downloaded zips in OUT/archives")
+    args = parser.parse_args(argv)
+    try:
+        n_images = fetch(args.out, args.server, args.keep_archives)
+    except (DownloadError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"done: {n_images} images in {args.out / 'images'}, metadata in {args.out / METADATA_CSV}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

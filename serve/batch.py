@@ -1,0 +1,177 @@
+"""Score a folder of images into a CSV: `python -m serve.batch FOLDER --out scores.csv`.
+
+- Recursive; picks up jpg, jpeg, png, webp, bmp, tif(f); never follows
+  symlinked folders (no loops) and never writes into the input folder
+  unless `--out` points there.
+- One row per file, written as it goes: a bad file gets an `error` row with
+  the reason, and the run goes on.
+- Decoding and framing run in parallel threads while the network scores
+  whole batches, and memory stays flat however large the folder.
+- `--resume` continues an interrupted run: files already in the CSV are
+  skipped, so every file appears exactly once.
+- Exit status 0 if at least one file was scored, 1 if none could be.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import os
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from data.images import ImageError, is_image_file, read_image
+from model.checkpoint import CheckpointError
+from model.predictor import Prepared, Prediction, Predictor, overlay_heatmap
+
+FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "error")
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
+
+
+def find_images(folder: Path) -> Iterator[Path]:
+    """Image files under `folder`, sorted, without following symlinked folders."""
+    for root, dirs, files in os.walk(folder, followlinks=False, onerror=lambda err: None):
+        dirs.sort()
+        for name in sorted(files):
+            if is_image_file(name):
+                yield Path(root) / name
+
+
+def already_scored(out: Path) -> set[str]:
+    """Paths in an existing CSV; a half-written last line (from a kill) is cut off first."""
+    if not out.is_file():
+        return set()
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with out.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    with out.open(newline="", **ENCODING) as f:
+        return {row["path"] for row in csv.DictReader(f)}
+
+
+def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[str, str]:
+    if prediction is None:
+        return {"path": str(path), "label": "error", "error": error}
+    p = prediction.probabilities
+    return {
+        "path": str(path),
+        "label": prediction.label,
+        "confidence": f"{prediction.confidence:.4f}",
+        "p_vascular": f"{p['vascular']:.4f}",
+        "p_nevus": f"{p['nevus']:.4f}",
+        "p_other": f"{p['other']:.4f}",
+        "reason": prediction.reason,
+        "error": "",
+    }
+
+
+def _prepare(predictor: Predictor, path: Path) -> Prepared | str:
+    try:
+        return predictor.prepare(read_image(path))
+    except ImageError as err:
+        return str(err)
+    except Exception as err:  # a batch must never stop on one file
+        return f"unexpected error: {type(err).__name__}: {err}"
+
+
+def prepared_stream(predictor: Predictor, paths: Iterable[Path], workers: int, ahead: int
+                    ) -> Iterator[tuple[Path, Prepared | str]]:
+    """Decode and frame in `workers` threads, at most `ahead` files in flight, in input order."""
+    with ThreadPoolExecutor(workers) as pool:
+        paths = iter(paths)
+        inflight = deque((p, pool.submit(_prepare, predictor, p)) for p in itertools.islice(paths, ahead))
+        while inflight:
+            path, future = inflight.popleft()
+            following = next(paths, None)
+            if following is not None:
+                inflight.append((following, pool.submit(_prepare, predictor, following)))
+            yield path, future.result()
+
+
+def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool = False,
+                 heatmaps: Path | None = None, batch_size: int = 32, workers: int = 2,
+                 progress: bool = True) -> tuple[int, int]:
+    """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
+    done = already_scored(out) if resume else set()
+    todo = [p for p in find_images(folder) if str(p) not in done]
+    if heatmaps:
+        heatmaps.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    append = resume and out.is_file() and out.stat().st_size > 0
+    scored = errors = 0
+    with out.open("a" if append else "w", newline="", **ENCODING) as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if not append:
+            writer.writeheader()
+        pending: list[tuple[Path, Prepared | str]] = []
+
+        def flush() -> None:
+            nonlocal scored, errors
+            ready = [item for _, item in pending if isinstance(item, Prepared)]
+            predictions = iter(predictor.classify(ready))
+            for path, item in pending:
+                if isinstance(item, str):
+                    writer.writerow(row_for(path, None, item))
+                    errors += 1
+                    continue
+                prediction = next(predictions)
+                writer.writerow(row_for(path, prediction))
+                scored += 1
+                if heatmaps:
+                    name = str(path.relative_to(folder)).replace(os.sep, "__") + ".png"
+                    picture = overlay_heatmap(prediction.square, prediction.heatmap)
+                    cv2.imwrite(str(heatmaps / name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            f.flush()
+            pending.clear()
+
+        stream = prepared_stream(predictor, todo, workers, ahead=2 * batch_size)
+        for path, item in tqdm(stream, total=len(todo), desc="scoring", unit="img", disable=not progress):
+            pending.append((path, item))
+            if sum(isinstance(i, Prepared) for _, i in pending) >= batch_size:
+                flush()
+        flush()
+    return scored, errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="CSV to write (default: ./scores.csv)")
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out and score the rest")
+    parser.add_argument("--heatmaps", type=Path, default=None, help="also write a heatmap PNG per image here")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads")
+    args = parser.parse_args(argv)
+
+    folder = args.folder
+    if not folder.is_dir():
+        print(f"error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    out = args.out if args.out is not None else Path("scores.csv")
+    if args.out is None and folder.resolve() in out.resolve().parents:
+        print(f"error: the default output {out} would land inside the input folder; pass --out to choose",
+              file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor(args.checkpoint)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    scored, errors = score_folder(predictor, folder, out, resume=args.resume, heatmaps=args.heatmaps,
+                                  batch_size=args.batch_size, workers=args.workers, progress=True)
+    print(f"scored {scored} images, {errors} could not be read; wrote {out}")
+    if scored == 0 and not (args.resume and already_scored(out)):
+        print("error: no image could be scored", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

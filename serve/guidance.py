@@ -1,0 +1,78 @@
+"""What SpotCheck tells a person, for each answer. Plain text (Markdown), well-established facts only.
+
+Sources: the cherry-angioma articles quoted in the project's issues; claims
+they make without good evidence (liver or gut causes, vitamin deficiencies,
+cures by diet, creams) are deliberately left out.
+"""
+from __future__ import annotations
+
+DISCLAIMER = (
+    "**SpotCheck is not a diagnosis.** It is an automated estimate from one photo and can be wrong. "
+    "See a doctor if you are in doubt, or if the spot changes, grows, bleeds or itches."
+)
+
+HEADLINES = {
+    "vascular": "Looks like a cherry angioma: a harmless red spot",
+    "nevus": "Looks like a mole",
+    "other": "Another kind of spot: have a doctor look at it",
+    "unsure": "Not sure: SpotCheck cannot tell from this photo",
+}
+
+SEE_A_DOCTOR = (
+    "See a doctor soon if a spot is new in a child, if many spots appear suddenly, "
+    "or if a spot grows fast, bleeds without being injured, or changes colour or shape."
+)
+
+BLANCH_TEST = (
+    "**Blanch test:** press gently on the red spot with a clear glass or a fingertip for a few seconds. "
+    "A cherry angioma turns pale under pressure and its colour comes back when you let go."
+)
+
+ABCDE = (
+    "**ABCDE signs** - see a dermatologist if a mole shows any of them:\n"
+    "- **A**symmetry: the two halves do not match\n"
+    "- **B**order: ragged, notched or blurred edge\n"
+    "- **C**olour: several shades of brown, black, red, white or blue\n"
+    "- **D**iameter: larger than about 6 mm\n"
+    "- **E**volving: it changes in size, shape, colour, or starts to itch or bleed"
+)
+
+GUIDANCE = {
+    "vascular": "\n\n".join([
+        "Cherry angiomas (also called ruby spots, senile haemangiomas or Campbell de Morgan spots) are small, "
+        "benign growths of widened capillaries in the skin. They begin as flat, sharply outlined bright-red dots "
+        "and can become small dome-shaped bumps, usually about 4 mm and rarely over 1 cm, turning darker red with "
+        "time. They appear mostly on the trunk, less often on the arms, legs and face.",
+        "They are common, often run in families, and usually start to appear from about age 35-40, with more as "
+        "people get older. They are harmless; a raised one can bleed if it is scratched or knocked.",
+        BLANCH_TEST,
+        "Removal is only needed for cosmetic reasons or for a spot that is often rubbed or injured. A dermatologist "
+        "can remove one by laser (usually one short session), freezing with liquid nitrogen (may leave a small "
+        "mark; not advised on the face), electrocoagulation (leaves a crust that heals in about 10 days) or a "
+        "small surgical excision. Be wary of creams and remedies sold online.",
+        SEE_A_DOCTOR,
+    ]),
+    "nevus": "\n\n".join([
+        "Moles (melanocytic nevi) are brown or black spots made of pigment cells. Most are harmless, but they "
+        "should be watched: have them checked regularly by a dermatologist, and sooner if one changes.",
+        ABCDE,
+        SEE_A_DOCTOR,
+    ]),
+    "other": "\n\n".join([
+        "This spot does not look like a typical cherry angioma or a typical mole. Many such spots are harmless, "
+        "but some (for example melanoma or skin carcinomas) need treatment, and this tool cannot tell them apart.",
+        "**Have it checked by a doctor or dermatologist.**",
+        SEE_A_DOCTOR,
+    ]),
+    "unsure": "\n\n".join([
+        "SpotCheck cannot give a reliable answer for this photo. If the reason is the photo itself, retake it: "
+        "close up, in focus, in daylight, with the spot in the middle.",
+        "If you are worried about the spot, **have it checked by a doctor**: this tool cannot tell.",
+        SEE_A_DOCTOR,
+    ]),
+}
+
+PHOTO_TIPS = (
+    "**How to take a good photo:** get close (the spot should fill a good part of the picture), "
+    "hold steady so it is in focus, use daylight without flash, and keep the spot in the middle."
+)

@@ -1,0 +1,67 @@
+"""Checkpoints round-trip, and damaged or foreign files are refused with a clear error."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from model.net import SpotNet
+from model.predictor import Predictor
+
+
+def tiny_checkpoint() -> dict:
+    return {"format": FORMAT, "model": SpotNet().state_dict(), "classes": ["vascular", "nevus", "other"],
+            "preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
+            "calibration": {"temperature": 1.5, "unsure_below": 0.5, "vascular_min": 0.9, "ood_energy_max": 0.0},
+            "meta": {"split_seed": 0}}
+
+
+def test_round_trip_and_checksum_file(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, tiny_checkpoint())
+    assert (tmp_path / "m.pt.sha256").read_text().split()[1] == "m.pt"
+    loaded = load_checkpoint(path)
+    assert loaded["calibration"]["temperature"] == 1.5
+    assert Predictor(path).calibration.temperature == 1.5
+
+
+def test_tampered_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, tiny_checkpoint())
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_without_checksum_is_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, tiny_checkpoint())
+    (tmp_path / "m.pt.sha256").unlink()
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(path)
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "payload": print}, path)  # a callable: weights_only refuses it
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_foreign_or_missing_files(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a SpotCheck checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_wrong_architecture_is_a_checkpoint_error(tmp_path):
+    bad = tiny_checkpoint()
+    bad["model"] = {"head.weight": torch.zeros(3, 7)}
+    save_checkpoint(tmp_path / "bad.pt", bad)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Predictor(tmp_path / "bad.pt")

@@ -1,0 +1,99 @@
+"""Loaders for the three data layouts, and splits that never leak a lesion."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
+from data.splits import split_samples
+from tests.conftest import SHARED_DATA, needs_shared, spot_photo, write_rgb
+
+DX = ["nv"] * 40 + ["mel"] * 14 + ["bkl"] * 10 + ["vasc"] * 10 + ["df"] * 6
+
+
+def make_ham(root):
+    """A miniature HAM10000: 80 images of 50 lesions, some lesions with two images."""
+    rows = []
+    for i, dx in enumerate(DX):
+        lesion = f"HAM_{i // 2 if dx == 'nv' else i:07d}"
+        rows.append({"lesion_id": lesion, "image_id": f"ISIC_{i:07d}", "dx": dx, "dx_type": "histo",
+                     "age": "50", "sex": "male", "localization": "back"})
+        write_rgb(root / "images" / f"ISIC_{i:07d}.jpg", spot_photo("nevus", size=32, radius=6, seed=i))
+    with (root / "HAM10000_metadata.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def test_ham10000_mapping_and_groups(tmp_path):
+    samples = load_ham10000(make_ham(tmp_path))
+    assert len(samples) == len(DX)
+    by_dx = {s.detail: s.label for s in samples}
+    assert by_dx == {"nv": "nevus", "mel": "other", "bkl": "other", "vasc": "vascular", "df": "other"}
+    assert len({s.group for s in samples}) == 60  # 20 nevus lesions with 2 images + 40 single
+
+
+def test_ham10000_missing_image_is_reported(tmp_path):
+    root = make_ham(tmp_path)
+    (root / "images" / "ISIC_0000003.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="ISIC_0000003"):
+        load_ham10000(root)
+
+
+def test_class_folders(class_tree):
+    samples = load_dataset(class_tree)
+    assert {s.label for s in samples} == set(CLASSES)
+    assert len(samples) == 30 and len({s.group for s in samples}) == 30
+
+
+def test_class_folders_keep_lesion_subfolders_together(tmp_path):
+    for i in range(3):
+        write_rgb(tmp_path / "nevus" / "lesion7" / f"{i}.png", spot_photo("nevus", size=32))
+    assert {s.group for s in load_class_folders(tmp_path)} == {"folder:nevus/lesion7"}
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no images"):
+        load_dataset(tmp_path)
+
+
+def test_clinical_groups_follow_sources(tmp_path):
+    rows = [
+        ("a.jpg", "nevus", "nci_moles_to_melanoma", "x", "o/r@1:assets/images/DN4/DN4A.jpg"),
+        ("b.jpg", "other", "nci_moles_to_melanoma", "x", "o/r@1:assets/images/DN4/DN4C.jpg"),
+        ("c.jpg", "nevus", "pad_ufes_20", "NEV", "o/r@1:images/PAT_417_828_723.png"),
+        ("d.jpg", "nevus", "pad_ufes_20", "NEV", "o/r@1:images/PAT_417_900_1.png"),
+        ("e.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/0101.jpg"),
+    ]
+    with (tmp_path / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "label", "source", "source_category", "original_path"])
+        writer.writerows(rows)
+    groups = [s.group for s in load_clinical(tmp_path)]
+    assert groups[0] == groups[1] and groups[2] == groups[3] and len(set(groups)) == 3
+
+
+def test_split_is_grouped_stratified_and_reproducible(tmp_path):
+    samples = load_ham10000(make_ham(tmp_path))
+    split = split_samples(samples, seed=3, n_folds=5)
+    groups = {name: {s.group for s in part} for name, part in split.items()}
+    assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"]
+    assert not groups["val"] & groups["test"]
+    assert sum(len(p) for p in split.values()) == len(samples)
+    assert all(any(s.detail == "vasc" for s in part) for part in split.values())  # stratified
+    again = split_samples(list(reversed(samples)), seed=3, n_folds=5)
+    assert [s.path for s in again["test"]] == [s.path for s in split["test"]]
+    other_seed = split_samples(samples, seed=4, n_folds=5)
+    assert [s.path for s in other_seed["test"]] != [s.path for s in split["test"]]
+
+
+@needs_shared
+def test_real_ham10000_split_has_no_lesion_leak():
+    samples = load_ham10000(SHARED_DATA / "ham10000")
+    assert len(samples) == 10015
+    split = split_samples(samples, seed=0, n_folds=7)
+    test_lesions = {s.group for s in split["test"]}
+    assert not test_lesions & {s.group for s in split["train"] + split["val"]}
+    assert sum(s.label == "vascular" for s in split["test"]) >= 15

@@ -1,0 +1,56 @@
+"""Training, resuming and evaluating end to end on a tiny class-per-folder dataset."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import training.train as train
+from model.checkpoint import load_checkpoint
+from model.predictor import Predictor
+from training import evaluate
+
+FAST = ["--epochs", "2", "--draws-per-epoch", "48", "--batch-size", "16", "--image-size", "48", "--workers", "0"]
+
+
+def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    ckpt = load_checkpoint(final)
+    assert ckpt["classes"] == ["vascular", "nevus", "other"]
+    assert ckpt["preprocess"]["size"] == 48
+    assert set(ckpt["calibration"]) == {"temperature", "vascular_min", "unsure_below", "ood_energy_max"}
+    assert ckpt["calibration"]["vascular_min"] >= 0.5
+    assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] in (0, 1)
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+    prediction = Predictor(final).predict_file(next(class_tree.rglob("*.png")))
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+
+    metrics = evaluate.main(["--checkpoint", str(final), "--data", str(class_tree), "--out", str(tmp_path / "eval")])
+    report = metrics["domains"]["dermoscopy"]
+    assert report["images"] == sum(report["class_counts"].values()) > 0
+    for name in ("metrics.json", "MODEL_CARD.md", "confusion_dermoscopy.png", "reliability_dermoscopy.png",
+                 "roc_dermoscopy.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_path, monkeypatch):
+    straight = train.main(["--data", str(class_tree), "--out", str(tmp_path / "a"), *FAST])
+
+    real_scores, calls = train.validation_scores, []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if killed during epoch 2, after epoch 1's checkpoint
+        return real_scores(*args, **kwargs)
+
+    monkeypatch.setattr(train, "validation_scores", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--data", str(class_tree), "--out", str(tmp_path / "b"), *FAST])
+    monkeypatch.setattr(train, "validation_scores", real_scores)
+    resumed = train.main(["--data", str(class_tree), "--out", str(tmp_path / "b"), *FAST, "--resume"])
+
+    a, b = load_checkpoint(straight)["model"], load_checkpoint(resumed)["model"]
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name

@@ -1,0 +1,116 @@
+"""Score a checkpoint on the held-out test split: `python -m training.evaluate [--checkpoint PATH]`.
+
+Rebuilds the split with the seed stored in the checkpoint, runs every test
+image through `model.predictor.Predictor` (the same path the app and batch
+scoring use), and writes to `--out`:
+
+- metrics.json: per domain (dermoscopy = HAM10000, clinical photos), per-class
+  precision/recall, balanced accuracy, ROC AUC, confusion matrices, ECE, the
+  decision rule's coverage and safety rates, and 95% bootstrap intervals
+  resampled by lesion;
+- confusion_<domain>.png, roc_<domain>.png, reliability_<domain>.png;
+- MODEL_CARD.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+from tqdm import tqdm
+
+from data.datasets import CLASSES, Sample
+from data.images import ImageError, read_image
+from model.checkpoint import DEFAULT_CHECKPOINT
+from model.predictor import Predictor
+from training.metrics import full_report
+from training.report import plot_confusion, plot_reliability, plot_roc, write_model_card
+from training.train import DEFAULT_DATA, load_splits
+
+
+def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 64):
+    """Calibrated probabilities and decided labels for each readable sample."""
+    kept, probs, decided = [], [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="test", disable=None):
+        chunk, prepared = [], []
+        for sample in samples[start : start + batch_size]:
+            try:
+                prepared.append(predictor.prepare(read_image(sample.path)))
+                chunk.append(sample)
+            except ImageError as err:
+                print(f"warning: skipped {sample.path}: {err}")
+        for sample, prediction in zip(chunk, predictor.classify(prepared)):
+            kept.append(sample)
+            probs.append([prediction.probabilities[c] for c in CLASSES])
+            decided.append(prediction.label)
+    return kept, np.array(probs), decided
+
+
+def bootstrap_intervals(samples: list[Sample], probs: np.ndarray, decided: list[str],
+                        rounds: int = 1000, seed: int = 0) -> dict[str, list[float]]:
+    """95% intervals, resampling whole lesions (groups) with replacement."""
+    groups = sorted({s.group for s in samples})
+    members = {g: [] for g in groups}
+    for i, s in enumerate(samples):
+        members[s.group].append(i)
+    targets = np.array([s.target for s in samples])
+    truth = np.array([s.label for s in samples])
+    decided = np.asarray(decided)
+    rng = np.random.default_rng(seed)
+    values = {"balanced_accuracy": [], "vascular_recall_with_rule": [], "nonvascular_called_vascular": []}
+    for _ in range(rounds):
+        idx = np.concatenate([members[groups[g]] for g in rng.integers(0, len(groups), len(groups))])
+        t, p, d, tr = targets[idx], probs[idx], decided[idx], truth[idx]
+        if len(set(t.tolist())) < len(CLASSES):
+            continue
+        values["balanced_accuracy"].append(balanced_accuracy_score(t, p.argmax(1)))
+        values["vascular_recall_with_rule"].append((d[tr == "vascular"] == "vascular").mean())
+        values["nonvascular_called_vascular"].append((d[tr != "vascular"] == "vascular").mean())
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in values.items() if v}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="the data folders the model was trained on")
+    parser.add_argument("--out", default=None, help="output folder (default: beside the checkpoint)")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    args = parser.parse_args(argv)
+
+    predictor = Predictor(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    samples = load_splits(args.data, int(predictor.meta.get("split_seed", 0)))[args.split]
+    samples, probs, decided = predict_samples(predictor, samples)
+    metrics = {"checkpoint": str(args.checkpoint), "split": args.split, "calibration": vars(predictor.calibration),
+               "domains": {}}
+    domains = np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in samples])
+    for domain in sorted(set(domains)):
+        part = np.flatnonzero(domains == domain)
+        sub = [samples[i] for i in part]
+        targets = np.array([s.target for s in sub])
+        report = full_report(probs[part], targets, [decided[i] for i in part], [s.detail for s in sub])
+        report["bootstrap_95ci_by_lesion"] = bootstrap_intervals(sub, probs[part], [decided[i] for i in part])
+        metrics["domains"][domain] = report
+        plot_confusion(report, out / f"confusion_{domain}.png", title=f"{domain} {args.split}")
+        plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=f"{domain} {args.split}")
+        plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=f"{domain} {args.split}")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_model_card(predictor.meta, metrics, out / "MODEL_CARD.md")
+    for domain, report in metrics["domains"].items():
+        rule = report["with_decision_rule"]
+        print(f"{domain}: n={report['images']} {report['class_counts']} "
+              f"balanced_acc={report['argmax']['balanced_accuracy']:.3f} "
+              f"vascular_recall={report['argmax']['per_class']['vascular']['recall']:.3f} "
+              f"ece={report['ece_15_bins']:.3f} | rule: coverage={rule['coverage']:.3f} "
+              f"vascular_recall={rule['vascular_recall']:.3f} vascular_precision={rule['vascular_precision']:.3f} "
+              f"nonvascular->vascular={rule['nonvascular_called_vascular']:.4f} "
+              f"melanoma->vascular={rule['melanoma_called_vascular']:.4f}")
+    print(f"wrote {out / 'metrics.json'} and {out / 'MODEL_CARD.md'}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
