@@ -273,6 +273,7 @@ def fetch(out: Path, server: str = DEFAULT_SERVER, keep_archives: bool = False) 
     """Download and unpack HAM10000 into `out`; returns the number of images."""
     server = server.rstrip("/")
     out.mkdir(parents=True, exist_ok=True)
+    print(f"listing {DOI} on {server}")
     for remote in needed_files(list_files(server)):
         install(server, out, remote, keep_archives)
     n_images, missing = check_layout(out)

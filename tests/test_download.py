@@ -1,0 +1,257 @@
+"""data.download against a fake Dataverse on 127.0.0.1 (never the real host)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import socket
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import cv2
+import numpy as np
+import pytest
+
+from data.datasets import load_ham10000
+from data.download import DOI, DownloadError, main, write_metadata
+
+# image_id -> (lesion_id, dx); part 1 holds the first three, part 2 the rest
+IMAGES = {
+    "ISIC_0000001": ("HAM_0000001", "nv"),
+    "ISIC_0000002": ("HAM_0000001", "nv"),
+    "ISIC_0000003": ("HAM_0000002", "vasc"),
+    "ISIC_0000004": ("HAM_0000003", "mel"),
+    "ISIC_0000005": ("HAM_0000004", "bkl"),
+}
+PART_1, PART_2 = list(IMAGES)[:3], list(IMAGES)[3:]
+
+
+def jpg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", pixels)
+    assert ok
+    return buf.tobytes()
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def metadata_csv() -> bytes:
+    lines = ["lesion_id,image_id,dx,dx_type,age,sex,localization"]
+    lines += [f"{lesion},{image},{dx},histo,50.0,male,back" for image, (lesion, dx) in IMAGES.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def dataset_files() -> dict[int, dict]:
+    """id -> what the fake server knows: the file's listing entry and its bytes."""
+    part_1 = make_zip({f"{i}.jpg": jpg(n) for n, i in enumerate(PART_1)})
+    # part 2 nests its images in a folder and carries macOS litter, as real zips can
+    part_2 = make_zip({"HAM10000_images_part_2/": b"", "__MACOSX/._x.jpg": b"junk",
+                       **{f"HAM10000_images_part_2/{i}.jpg": jpg(10 + n) for n, i in enumerate(PART_2)}})
+    csv_bytes = metadata_csv()
+    tab_bytes = csv_bytes.replace(b",", b"\t")
+    return {
+        # the metadata as Dataverse keeps it: ingested to .tab, the original CSV on request
+        11: {"filename": "HAM10000_metadata.tab", "originalFileName": "HAM10000_metadata.csv",
+             "originalFileFormat": "text/csv", "data": tab_bytes, "original": csv_bytes},
+        12: {"filename": "HAM10000_images_part_1.zip", "data": part_1},
+        13: {"filename": "HAM10000_images_part_2.zip", "data": part_2},
+        14: {"filename": "ISIC2018_Task3_Test_Images.zip", "data": b"not needed"},
+    }
+
+
+class FakeDataverse:
+    """A ThreadingHTTPServer on 127.0.0.1 serving the dataset listing and datafile endpoints."""
+
+    def __init__(self) -> None:
+        self.files = dataset_files()
+        self.checksums: dict[int, str] = {}  # overrides of the listed md5
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                fake.requests.append(self.path)
+                url = urlparse(self.path)
+                query = parse_qs(url.query)
+                if url.path == "/api/datasets/:persistentId/" and query.get("persistentId") == [DOI]:
+                    self.reply(json.dumps(fake.listing()).encode(), "application/json")
+                elif url.path.startswith("/api/access/datafile/") and url.path.rsplit("/", 1)[1].isdigit():
+                    entry = fake.files.get(int(url.path.rsplit("/", 1)[1]))
+                    if entry is None:
+                        self.send_error(404)
+                        return
+                    original = query.get("format") == ["original"] and "original" in entry
+                    self.reply(entry["original"] if original else entry["data"], "application/octet-stream")
+                else:
+                    self.send_error(404)
+
+            def reply(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
+        self.thread.start()
+
+    def listing(self) -> dict:
+        files = []
+        for file_id, entry in self.files.items():
+            stored = entry.get("original", entry["data"])  # Dataverse lists the original's checksum
+            md5 = self.checksums.get(file_id, hashlib.md5(stored).hexdigest())
+            data_file = {"id": file_id, "filename": entry["filename"], "filesize": len(entry["data"]),
+                         "md5": md5, "checksum": {"type": "MD5", "value": md5}}
+            if "original" in entry:
+                data_file.update(originalFileName=entry["originalFileName"],
+                                 originalFileFormat=entry["originalFileFormat"], originalFileSize=len(stored))
+            files.append({"label": entry["filename"], "dataFile": data_file})
+        return {"status": "OK", "data": {"id": 1, "latestVersion": {"files": files}}}
+
+    def datafile_requests(self) -> list[str]:
+        return [r for r in self.requests if r.startswith("/api/access/datafile/")]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def localhost_only(monkeypatch):
+    """Fail any connection to anything but 127.0.0.1, and keep proxies out of the way."""
+    real = socket.create_connection
+
+    def guarded(address, *args, **kwargs):
+        if address[0] != "127.0.0.1":
+            raise AssertionError(f"test tried to connect to {address}")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", guarded)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+@pytest.fixture
+def dataverse():
+    fake = FakeDataverse()
+    yield fake
+    fake.close()
+
+
+def run(out: Path, dataverse: FakeDataverse, *extra: str) -> int:
+    return main(["--out", str(out), "--server", dataverse.url, *extra])
+
+
+def test_download_builds_the_loader_layout(tmp_path, dataverse, capsys):
+    out = tmp_path / "ham"
+    assert run(out, dataverse) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i}.jpg" for i in IMAGES]
+    assert (out / "HAM10000_metadata.csv").read_bytes() == metadata_csv()
+    assert "?format=original" in dataverse.datafile_requests()[0]  # the ingested table came back as CSV
+    assert "/api/access/datafile/14" not in dataverse.requests  # files we do not need are not fetched
+    assert not list((out / "archives").glob("*.zip")), "archives are removed unless --keep-archives"
+    assert not list(out.rglob("*.part"))
+    assert f"done: {len(IMAGES)} images" in capsys.readouterr().out
+
+    samples = {s.path.stem: s for s in load_ham10000(out)}
+    assert set(samples) == set(IMAGES)
+    for image_id, (lesion, dx) in IMAGES.items():
+        s = samples[image_id]
+        assert (s.detail, s.group) == (dx, "ham:" + lesion)
+        assert s.path == out / "images" / f"{image_id}.jpg"
+    assert [samples[i].label for i in IMAGES] == ["nevus", "nevus", "vascular", "other", "other"]
+
+
+def test_checksum_mismatch_fails_cleanly_and_leaves_no_file(tmp_path, dataverse, capsys):
+    dataverse.checksums[13] = "0" * 32
+    out = tmp_path / "ham"
+    assert run(out, dataverse, "--keep-archives") == 1
+    err = capsys.readouterr().err
+    assert "checksum mismatch for HAM10000_images_part_2.zip" in err
+    assert "Traceback" not in err
+    assert not [p for p in out.rglob("*") if p.name.startswith("HAM10000_images_part_2.zip")]
+    assert not list(out.rglob("*.part"))
+
+
+def test_second_run_skips_verified_files(tmp_path, dataverse, capsys):
+    out = tmp_path / "ham"
+    assert run(out, dataverse) == 0
+    assert len(dataverse.datafile_requests()) == 3
+    dataverse.requests.clear()
+    assert run(out, dataverse) == 0
+    assert dataverse.requests and not dataverse.datafile_requests()  # only the listing
+    assert "skipping" in capsys.readouterr().out
+
+
+def test_kept_archives_are_reused_without_downloading(tmp_path, dataverse):
+    out = tmp_path / "ham"
+    assert run(out, dataverse, "--keep-archives") == 0
+    assert (out / "archives" / "HAM10000_images_part_1.zip").is_file()
+    (out / "images" / "ISIC_0000001.jpg").unlink()
+    dataverse.requests.clear()
+    assert run(out, dataverse, "--keep-archives") == 0
+    assert not dataverse.datafile_requests()
+    assert (out / "images" / "ISIC_0000001.jpg").is_file()
+
+
+def test_corrupt_kept_archive_is_downloaded_again(tmp_path, dataverse):
+    out = tmp_path / "ham"
+    assert run(out, dataverse, "--keep-archives") == 0
+    (out / "archives" / "HAM10000_images_part_1.zip.done").unlink()
+    (out / "archives" / "HAM10000_images_part_1.zip").write_bytes(b"truncated")
+    dataverse.requests.clear()
+    assert run(out, dataverse, "--keep-archives") == 0
+    assert dataverse.datafile_requests() == ["/api/access/datafile/12"]
+
+
+def test_zip_with_parent_path_entry_is_refused(tmp_path, dataverse, capsys):
+    dataverse.files[12]["data"] = make_zip({"ISIC_0000001.jpg": jpg(0), "../evil.jpg": jpg(1)})
+    out = tmp_path / "ham"
+    assert run(out, dataverse) == 1
+    err = capsys.readouterr().err
+    assert "HAM10000_images_part_1.zip" in err and "unsafe" in err and "../evil.jpg" in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.rglob("evil.jpg"))
+    assert not (out / "images" / "ISIC_0000001.jpg").exists(), "nothing is unpacked from a refused archive"
+
+
+def test_missing_file_in_listing_is_reported(tmp_path, dataverse, capsys):
+    del dataverse.files[13]
+    assert run(tmp_path / "ham", dataverse) == 1
+    assert "does not list HAM10000_images_part_2.zip" in capsys.readouterr().err
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path, capsys):
+    with socket.socket() as s:  # a port that was free a moment ago: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["--out", str(tmp_path / "ham"), "--server", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach") and "Traceback" not in err
+
+
+def test_tab_separated_metadata_becomes_csv(tmp_path):
+    src = tmp_path / "HAM10000_metadata.tab"
+    src.write_text('lesion_id\timage_id\tdx\tdx_type\tage\tsex\tlocalization\n'
+                   '"HAM_0000001"\t"ISIC_0000001"\t"nv"\t"follow_up"\t45.0\t"female"\t"lower extremity"\n')
+    dest = tmp_path / "HAM10000_metadata.csv"
+    assert write_metadata(src, dest) == 1
+    assert dest.read_text() == ("lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+                                "HAM_0000001,ISIC_0000001,nv,follow_up,45.0,female,lower extremity\n")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DownloadError, match="does not look like"):
+        write_metadata(tmp_path / "bad.csv", tmp_path / "out.csv")

@@ -1,0 +1,66 @@
+"""The embedded model: loads offline, answers sensibly, and meets its targets on real data."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from tests.conftest import SHARED_DATA, needs_shared, spot_photo
+
+
+def test_embedded_model_is_small_and_complete():
+    assert DEFAULT_CHECKPOINT.stat().st_size < 10 * 2**20
+    meta = load_checkpoint()["meta"]
+    assert meta["split_seed"] == 0 and "validation" in meta and meta["code_version"] != "unknown"
+
+
+def test_prediction_has_probabilities_reason_and_heatmap(predictor):
+    result = predictor.predict(spot_photo("vascular", size=300, radius=30))
+    assert result.label in {"vascular", "nevus", "other", "unsure"}
+    assert abs(sum(result.probabilities.values()) - 1) < 1e-5
+    assert result.confidence == max(result.probabilities.values())
+    assert result.reason
+    assert result.heatmap.shape == (predictor.size, predictor.size)
+    assert 0 <= result.heatmap.min() and result.heatmap.max() <= 1
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda: np.full((300, 400, 3), 250, np.uint8), "overexposed"),
+    (lambda: cv2.GaussianBlur(spot_photo("nevus", size=300), (0, 0), 15), "blurred"),
+], ids=["white", "blurred"])
+def test_unusable_photos_are_unsure_with_a_reason(predictor, make, reason):
+    result = predictor.predict(make())
+    assert result.label == "unsure" and reason in result.reason
+
+
+def test_not_skin_is_refused(predictor):
+    landscape = np.zeros((300, 400, 3), np.uint8)
+    landscape[:150] = (110, 160, 230)  # sky
+    landscape[150:] = (60, 140, 50)  # grass
+    landscape = np.clip(landscape + np.random.default_rng(0).normal(0, 8, landscape.shape), 0, 255).astype(np.uint8)
+    result = predictor.predict(landscape)
+    assert result.label == "unsure"
+
+
+@needs_shared
+def test_shipped_metrics_meet_the_targets():
+    """The committed evaluation of the shipped model, on the lesion-grouped HAM10000 test split."""
+    metrics = json.loads((DEFAULT_CHECKPOINT.parent / "metrics.json").read_text())
+    derm = metrics["domains"]["dermoscopy"]
+    assert derm["argmax"]["per_class"]["vascular"]["recall"] >= 0.90
+    assert derm["argmax"]["balanced_accuracy"] >= 0.75
+
+
+@needs_shared
+def test_real_photos_score_like_the_committed_evaluation(predictor):
+    """Re-score a fixed sample of real test images: the app path must agree with metrics.json's model."""
+    from data.datasets import load_ham10000
+    from data.splits import split_samples
+
+    test = split_samples(load_ham10000(SHARED_DATA / "ham10000"), seed=0, n_folds=7)["test"]
+    vascular = [s for s in test if s.label == "vascular"]
+    hits = sum(predictor.predict_file(s.path).probabilities["vascular"] > 0.5 for s in vascular)
+    assert hits / len(vascular) >= 0.85
