@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="data folders: HAM10000 (metadata CSV + images), the clinical set (labels.csv) "
                         "or a class-per-folder tree (vascular/ nevus/ other/)")
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
-    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--draws-per-epoch", type=int, default=5000, help="class-balanced draws (with replacement) per epoch")
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=64)
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> Path:
             "flops": count_flops(args.image_size),
             "train_minutes": round((time.time() - started) / 60, 1),
             "code_version": code_version(),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     })
