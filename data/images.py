@@ -18,7 +18,7 @@ import cv2  # noqa: E402  (must come after the pixel limit is set)
 import numpy as np  # noqa: E402
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class ImageError(ValueError):

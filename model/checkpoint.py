@@ -4,7 +4,8 @@ A checkpoint is a plain dict saved with `torch.save` and loaded with
 `weights_only=True` (tensors, numbers, strings, lists and dicts only: no
 pickled code is ever executed). A `.sha256` file beside it lets loading refuse
 a truncated or tampered file. Writes are atomic: a crash mid-save leaves the
-previous file intact.
+previous file intact. torch is imported only to save or load a checkpoint, so
+the ONNX Runtime path (see model.export) can use this module without it.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
-
-import torch
 
 FORMAT = "spotcheck/1"
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "spotcheck.pt"
@@ -56,6 +55,8 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint lacks {missing}")
+    import torch
+
     _atomic_write(path, lambda f: torch.save(checkpoint, f))
     _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
 
@@ -70,6 +71,8 @@ def load_checkpoint(path: str | Path | None = None) -> dict[str, Any]:
         expected = checksum.read_text().split()[0] if checksum.read_text().strip() else ""
         if sha256_of(path) != expected:
             raise CheckpointError(f"{path} does not match its checksum in {checksum.name}: the file is damaged or was changed")
+    import torch
+
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:

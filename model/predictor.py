@@ -7,24 +7,41 @@
 `prepare` (checks + framing + eval preset, numpy only) and `classify` (the
 network on a batch) are separate so batch scoring can decode in parallel
 threads and run the network on whole batches.
+
+Two backends run the network, with the same answers (tests/test_onnx.py):
+
+- "torch": the checkpoint (`spotcheck.pt`) in PyTorch;
+- "onnx": the export beside it (`spotcheck.onnx` + `spotcheck.json`, written
+  by `python -m model.export`) in ONNX Runtime. This path never imports torch,
+  so the app and batch scoring can run where only onnxruntime is installed;
+- "auto" (the default): ONNX Runtime when the export exists, matches the
+  checkpoint and onnxruntime is installed (it is the faster one on a CPU, see
+  bench/results.md); PyTorch otherwise.
+
+torch is imported only inside the torch backend.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from data.framing import Framing
 from data.images import read_image
 from data.presets import eval_preset
 from data.quality import photo_problem
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, sha256_of
 from model.decision import UNSURE, Calibration, decide, energy, softmax
-from model.net import SpotNet
+from model.export import SIDECAR_FORMAT, onnx_paths
+
+BACKENDS = ("auto", "torch", "onnx")
+AUTO_PREFERS = "onnx"  # the faster backend on this project's machines (bench/results.md)
 
 
 @dataclass
@@ -48,37 +65,126 @@ class Prediction:
     framing: Framing | None = None
 
 
-class Predictor:
-    def __init__(self, checkpoint: str | os.PathLike | None = None, *, threads: int | None = None):
-        ckpt = load_checkpoint(checkpoint)
-        self.classes = tuple(ckpt["classes"])
-        self.size = int(ckpt["preprocess"]["size"])
-        self.mean, self.std = tuple(ckpt["preprocess"]["mean"]), tuple(ckpt["preprocess"]["std"])
-        self.calibration = Calibration.from_dict(ckpt["calibration"])
-        self.meta = ckpt["meta"]
-        self.model = SpotNet(num_classes=len(self.classes))
+class _TorchEngine:
+    """SpotNet in PyTorch, from the checkpoint."""
+
+    def __init__(self, checkpoint: dict[str, Any], threads: int | None):
+        import torch
+
+        from model.net import SpotNet
+
+        self._torch = torch
+        self.model = SpotNet(num_classes=len(checkpoint["classes"]))
         try:
-            self.model.load_state_dict(ckpt["model"])
+            self.model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:
             raise CheckpointError(f"the checkpoint's weights do not fit SpotNet: {err}") from err
         self.model.eval()
         if threads:
             torch.set_num_threads(threads)
+        self.head_weight = self.model.head.weight.detach().numpy()
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._torch.inference_mode():
+            logits, maps = self.model.forward_with_maps(self._torch.from_numpy(x))
+        return logits.numpy(), maps.numpy()
+
+
+class _OnnxEngine:
+    """The exported graph in ONNX Runtime; the head's weights (for the heatmap) come from the sidecar."""
+
+    def __init__(self, onnx_path: Path, sidecar: dict[str, Any], threads: int | None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: one per physical core
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep rather than spin: batch scoring decodes images in other threads meanwhile.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self.model = None
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input, self.outputs = sidecar["input"], list(sidecar["outputs"])
+        self.head_weight = np.asarray(sidecar["head"]["weight"], np.float32)
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, maps = self.session.run(self.outputs, {self.input: x})
+        return logits, maps
+
+
+def onnx_problem(checkpoint: str | os.PathLike | None = None) -> str | None:
+    """Why the ONNX export of `checkpoint` cannot be used, or None when it can."""
+    return _read_export(checkpoint)[1]
+
+
+def _read_export(checkpoint: str | os.PathLike | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(the sidecar, None) for a usable export of `checkpoint`, else (None, why not)."""
+    checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    onnx_path, json_path = onnx_paths(checkpoint)
+    if not onnx_path.is_file() or not json_path.is_file():
+        return None, f"no ONNX export of {checkpoint.name} (run: python -m model.export --checkpoint {checkpoint})"
+    try:
+        sidecar = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, f"{json_path} is not readable JSON: {err}"
+    required = ("format", "onnx_sha256", "checkpoint_sha256", "input", "outputs", "classes", "preprocess",
+                "calibration", "meta", "head")
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT or any(k not in sidecar for k in required):
+        return None, f"{json_path} is not a SpotCheck ONNX sidecar (expected format {SIDECAR_FORMAT!r})"
+    if sha256_of(onnx_path) != sidecar["onnx_sha256"]:
+        return None, f"{onnx_path} does not match its checksum in {json_path.name}: the file is damaged or was changed"
+    if checkpoint.suffix not in (".onnx", ".json") and checkpoint.is_file() \
+            and sha256_of(checkpoint) != sidecar["checkpoint_sha256"]:
+        return None, (f"{onnx_path.name} was exported from another version of {checkpoint.name} "
+                      f"(re-run: python -m model.export --checkpoint {checkpoint})")
+    return sidecar, None
+
+
+def choose_backend(checkpoint: str | os.PathLike | None = None) -> str:
+    """What backend="auto" runs: ONNX Runtime when its export is usable and it is installed, else PyTorch."""
+    if AUTO_PREFERS == "onnx" and importlib.util.find_spec("onnxruntime") is not None and onnx_problem(checkpoint) is None:
+        return "onnx"
+    return "torch"
+
+
+class Predictor:
+    def __init__(self, checkpoint: str | os.PathLike | None = None, *, backend: str = "auto",
+                 threads: int | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+        if backend == "auto":
+            backend = choose_backend(path)
+        if backend == "onnx":
+            info, problem = _read_export(path)
+            if problem:
+                raise CheckpointError(problem)
+            self._engine = _OnnxEngine(onnx_paths(path)[0], info, threads)
+        else:
+            info = load_checkpoint(path.with_suffix(".pt") if path.suffix in (".onnx", ".json") else path)
+            self._engine = _TorchEngine(info, threads)
+        self.backend = backend
+        self.model = self._engine.model  # the torch module (None with ONNX Runtime)
+        self.classes = tuple(info["classes"])
+        self.size = int(info["preprocess"]["size"])
+        self.mean, self.std = tuple(info["preprocess"]["mean"]), tuple(info["preprocess"]["std"])
+        self.calibration = Calibration.from_dict(info["calibration"])
+        self.meta = info["meta"]
 
     def prepare(self, image: np.ndarray) -> Prepared:
         x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std)
         return Prepared(x, square, framing, photo_problem(image))
 
-    @torch.inference_mode()
     def classify(self, batch: list[Prepared]) -> list[Prediction]:
         if not batch:
             return []
-        logits, maps = self.model.forward_with_maps(torch.from_numpy(np.stack([p.input for p in batch])))
-        logits, maps = logits.numpy(), maps.numpy()
+        logits, maps = self._engine.run(np.stack([p.input for p in batch]))
         cal = self.calibration
         probs = softmax(logits, cal.temperature)
         energies = energy(logits, cal.temperature)
-        weights = self.model.head.weight.numpy()
+        weights = self._engine.head_weight
         results = []
         for i, prepared in enumerate(batch):
             top = int(probs[i].argmax())

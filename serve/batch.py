@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from data.images import ImageError, is_image_file, read_image
 from model.checkpoint import CheckpointError
-from model.predictor import Prepared, Prediction, Predictor, overlay_heatmap
+from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_heatmap
 
 FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "error")
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
@@ -126,7 +126,8 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                 if heatmaps:
                     name = str(path.relative_to(folder)).replace(os.sep, "__") + ".png"
                     picture = overlay_heatmap(prediction.square, prediction.heatmap)
-                    cv2.imwrite(str(heatmaps / name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                    png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))[1]
+                    (heatmaps / name).write_bytes(png.tobytes())  # Python, not OpenCV, handles odd file names
             f.flush()
             pending.clear()
 
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="CSV to write (default: ./scores.csv)")
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out and score the rest")
     parser.add_argument("--heatmaps", type=Path, default=None, help="also write a heatmap PNG per image here")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        predictor = Predictor(args.checkpoint)
+        predictor = Predictor(args.checkpoint, backend=args.backend)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -92,3 +92,20 @@ def test_decompression_bomb_is_refused_fast():
     with pytest.raises(ImageError):
         decode_image(b"\x89PNG\r\n\x1a\n" + header + body)
     assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animated_images_give_their_first_frame(fmt):
+    frames = [Image.new("RGB", (40, 30), colour) for colour in [(255, 0, 0), (0, 255, 0)]]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    rgb = decode_image(buffer.getvalue())
+    assert rgb.shape == (30, 40, 3) and rgb[0, 0, 0] > 200 and rgb[0, 0, 1] < 50
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.jpg"
+    with path.open("wb") as f:
+        f.truncate(60 * 2**20)  # sparse: 60 MB on paper, nothing on disk
+    with pytest.raises(ImageError, match="too large"):
+        read_image(path)

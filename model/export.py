@@ -1,0 +1,151 @@
+"""Export a checkpoint for ONNX Runtime: `python -m model.export [--checkpoint PATH]`.
+
+Writes two files beside the checkpoint (`spotcheck.pt` -> `spotcheck.onnx` and
+`spotcheck.json`):
+
+- the ONNX graph: input `input` (N, 3, size, size) float32, outputs `logits`
+  (N, classes) and `maps` (N, C, h, w), the last feature maps from
+  `SpotNet.forward_with_maps`; the batch axis is dynamic;
+- a JSON sidecar with everything else the checkpoint holds, as plain JSON:
+  classes, preprocess, calibration and meta, plus the head's weights (for the
+  class activation map) and the SHA-256 of both the ONNX file and the
+  checkpoint it came from, so a stale or damaged export is noticed.
+
+With these two files `model.predictor.Predictor(..., backend="onnx")` needs
+only onnxruntime and numpy, no torch. The export is checked before it is
+written: ONNX Runtime must reproduce PyTorch's logits and maps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, _atomic_write, load_checkpoint, sha256_of
+
+SIDECAR_FORMAT = "spotcheck-onnx/1"
+OPSET = 17
+INPUT, OUTPUTS = "input", ("logits", "maps")
+
+
+def onnx_paths(checkpoint: str | Path) -> tuple[Path, Path]:
+    """(the ONNX file, its JSON sidecar) for a checkpoint path such as `spotcheck.pt`."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_suffix(".onnx"), checkpoint.with_suffix(".json")
+
+
+def plain(value: Any) -> Any:
+    """Checkpoint metadata as plain JSON values (tensors and arrays become lists)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):  # torch tensors, numpy arrays and scalars
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: bool = True) -> tuple[Path, Path]:
+    """Export `checkpoint` (default: the embedded model) to ONNX + JSON beside it; returns both paths."""
+    import io
+    import warnings
+
+    import torch
+
+    from model.net import SpotNet
+
+    checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    ckpt = load_checkpoint(checkpoint)
+    classes = list(ckpt["classes"])
+    size = int(ckpt["preprocess"]["size"])
+    model = SpotNet(num_classes=len(classes))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"the checkpoint's weights do not fit SpotNet: {err}") from err
+    model.eval()
+
+    class WithMaps(torch.nn.Module):
+        def __init__(self, net: SpotNet):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.forward_with_maps(x)
+
+    wrapper = WithMaps(model).eval()  # the exporter restores the wrapper's mode, recursively, afterwards
+    example = torch.zeros(2, 3, size, size)
+    buffer = io.BytesIO()
+    batch = {0: "batch"}
+    with warnings.catch_warnings():
+        # The TorchScript exporter: deprecated, but it needs no onnxscript and handles this plain CNN exactly.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(wrapper, (example,), buffer, input_names=[INPUT], output_names=list(OUTPUTS),
+                          dynamic_axes={INPUT: batch, OUTPUTS[0]: batch, OUTPUTS[1]: batch},
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    graph = buffer.getvalue()
+    model.eval()
+
+    if check:
+        _check_against_torch(model, graph, size)
+
+    onnx_path, json_path = onnx_paths(checkpoint)
+    _atomic_write(onnx_path, lambda f: f.write(graph))
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "onnx": onnx_path.name,
+        "onnx_sha256": sha256_of(onnx_path),
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": sha256_of(checkpoint),
+        "input": INPUT,
+        "outputs": list(OUTPUTS),
+        "opset": opset,
+        "classes": classes,
+        "preprocess": plain(ckpt["preprocess"]),
+        "calibration": plain(ckpt["calibration"]),
+        "meta": plain(ckpt["meta"]),
+        # float32 values printed by Python round-trip exactly back to float32
+        "head": {"weight": plain(model.head.weight.detach().numpy()), "bias": plain(model.head.bias.detach().numpy())},
+    }
+    _atomic_write(json_path, lambda f: f.write((json.dumps(sidecar, indent=1) + "\n").encode()))
+    return onnx_path, json_path
+
+
+def _check_against_torch(model, graph: bytes, size: int, tolerance: float = 1e-4) -> None:
+    import onnxruntime as ort
+    import torch
+
+    x = np.random.default_rng(0).normal(0, 1, (3, 3, size, size)).astype(np.float32)
+    with torch.inference_mode():
+        expected = [t.numpy() for t in model.forward_with_maps(torch.from_numpy(x))]
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    got = session.run(list(OUTPUTS), {INPUT: x})
+    for name, e, g in zip(OUTPUTS, expected, got):
+        worst = float(np.abs(e - g).max())
+        if e.shape != g.shape or worst > tolerance * max(1.0, float(np.abs(e).max())):
+            raise RuntimeError(f"ONNX Runtime does not reproduce PyTorch's {name}: shapes {e.shape} vs {g.shape}, "
+                               f"largest difference {worst:.2e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="checkpoint to export (default: the embedded model)")
+    parser.add_argument("--opset", type=int, default=OPSET)
+    args = parser.parse_args(argv)
+    try:
+        onnx_path, json_path = export(args.checkpoint, opset=args.opset)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 2**20:.2f} MB) and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

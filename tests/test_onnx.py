@@ -1,0 +1,125 @@
+"""The ONNX export: same answers as PyTorch, no torch needed to use it, stale or damaged exports noticed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, save_checkpoint
+from model.export import export, onnx_paths
+from model.net import SpotNet
+from model.predictor import Predictor, choose_backend, onnx_problem
+from tests.conftest import spot_photo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_checkpoint(seed: int = 0) -> dict:
+    """A tiny SpotNet with random weights and batch-norm statistics (not the identity a fresh one has)."""
+    torch.manual_seed(seed)
+    net = SpotNet()
+    state = net.state_dict()
+    for name, value in state.items():
+        if name.endswith("running_mean") or name.endswith(".bias"):
+            value.copy_(torch.randn_like(value) * 0.1)
+        elif name.endswith("running_var"):
+            value.copy_(torch.rand_like(value) + 0.5)
+        elif name.endswith(".weight") and value.ndim == 1:
+            value.copy_(torch.rand_like(value) + 0.5)
+    return {"format": FORMAT, "model": state, "classes": ["vascular", "nevus", "other"],
+            "preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
+            "calibration": {"temperature": 1.5, "unsure_below": 0.5, "vascular_min": 0.9, "ood_energy_max": 5.0},
+            "meta": {"split_seed": 0, "train_minutes": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "m.pt"
+    save_checkpoint(path, random_checkpoint())
+    export(path)
+    return path
+
+
+def photos() -> list[np.ndarray]:
+    return [spot_photo("vascular", size=160, seed=1), spot_photo("nevus", size=240, radius=40, seed=2),
+            spot_photo("other", size=120, radius=12, centre=(40, 70), seed=3),
+            np.full((90, 150, 3), 255, np.uint8)]  # overexposed: unsure whatever the network says
+
+
+def test_export_writes_the_graph_and_the_sidecar(exported):
+    import onnxruntime as ort
+
+    onnx_path, json_path = onnx_paths(exported)
+    assert onnx_path.name == "m.onnx" and json_path.name == "m.json"
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "maps"]
+    assert not isinstance(session.get_inputs()[0].shape[0], int)  # dynamic batch axis
+    logits, maps = session.run(None, {"input": np.zeros((5, 3, 64, 64), np.float32)})
+    assert logits.shape == (5, 3) and maps.shape == (5, 256, 2, 2)
+    assert onnx_problem(exported) is None and choose_backend(exported) == "onnx"
+
+
+def test_torch_and_onnx_agree(exported):
+    by_torch, by_onnx = Predictor(exported, backend="torch"), Predictor(exported, backend="onnx")
+    assert (by_torch.backend, by_onnx.backend) == ("torch", "onnx")
+    assert by_onnx.classes == by_torch.classes and by_onnx.calibration == by_torch.calibration
+    assert by_onnx.meta == by_torch.meta and by_onnx.size == by_torch.size == 64
+    prepared = [by_torch.prepare(image) for image in photos()]
+    for batch in (prepared, prepared[:1]):  # a whole batch and a single image
+        for t, o in zip(by_torch.classify(batch), by_onnx.classify(batch)):
+            assert (t.label, t.reason) == (o.label, o.reason)
+            assert max(abs(t.probabilities[c] - o.probabilities[c]) for c in t.probabilities) < 1e-4
+            assert abs(t.confidence - o.confidence) < 1e-4
+            assert t.heatmap.shape == o.heatmap.shape == (64, 64)
+            assert np.abs(t.heatmap - o.heatmap).max() < 1e-4
+    assert by_onnx.classify([]) == []
+
+
+def test_onnx_backend_never_imports_torch(exported):
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from model.predictor import Predictor
+        import serve.batch
+        predictor = Predictor({str(exported)!r}, backend="onnx")
+        assert Predictor({str(exported)!r}).backend == "onnx"  # auto
+        result = predictor.predict(np.full((80, 80, 3), 128, np.uint8))
+        assert abs(sum(result.probabilities.values()) - 1) < 1e-5
+        assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_stale_or_damaged_exports_are_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, random_checkpoint(1))
+    assert choose_backend(path) == "torch" and Predictor(path).backend == "torch"  # no export yet
+    with pytest.raises(CheckpointError, match="no ONNX export"):
+        Predictor(path, backend="onnx")
+    export(path)
+    assert Predictor(path).backend == "onnx"
+    save_checkpoint(path, random_checkpoint(2))  # retrained, not re-exported
+    assert "re-run" in onnx_problem(path) and Predictor(path).backend == "torch"
+    with pytest.raises(CheckpointError, match="re-run"):
+        Predictor(path, backend="onnx")
+    export(path)
+    onnx_path = onnx_paths(path)[0]
+    data = bytearray(onnx_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx_path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        Predictor(path, backend="onnx")
+    with pytest.raises(ValueError, match="backend"):
+        Predictor(path, backend="tensorrt")
+
+
+@pytest.mark.skipif(not onnx_paths(DEFAULT_CHECKPOINT)[0].is_file(), reason="the shipped model has no ONNX export")
+def test_shipped_export_matches_the_shipped_checkpoint():
+    problem = onnx_problem(DEFAULT_CHECKPOINT)
+    assert problem is None, f"{problem}: re-export with `python -m model.export` after replacing the shipped model"
