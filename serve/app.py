@@ -18,6 +18,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from gradio.data_classes import ImageData  # noqa: E402
 
 from data.images import ImageError, read_image  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
@@ -25,7 +26,7 @@ from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: 
 
 MAX_UPLOAD = "20mb"
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
-HEATMAP_DISPLAY = 336  # the heatmap is shown enlarged from the model's input size (112 px)
+HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
 log = logging.getLogger("spotcheck")
 
 
@@ -59,41 +60,42 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
                   GUIDANCE[label])
 
 
-class PhotoInput(gr.Image):
-    """gr.Image that hands the upload over as it is, for `check_spot` to read.
+def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
+    """The uploaded file itself, for `check_spot` to read (the click runs with preprocess=False).
 
-    gr.Image opens every upload with PIL before the handler runs: a file that is
-    not an image then fails inside Gradio (the page shows only "Error" next to
-    the previous answer), and uploads it converts (RGBA, grayscale, rotated) are
-    re-saved as copies, so deleting the handler's file leaves the original behind.
-    Here the handler gets the uploaded file itself: `read_image` decides, and
-    says why in plain words when it cannot be used. Gradio has already checked
-    that the path is inside its upload folder.
+    gr.Image's own preprocessing opens every upload with PIL before the handler
+    runs: a file that is not an image then fails inside Gradio (the page shows
+    only "Error" next to the previous answer), and uploads it converts (RGBA,
+    grayscale, rotated) are re-saved as copies, so deleting the handler's file
+    would leave the original behind. Gradio has already checked that the path
+    is inside its upload folder.
     """
-
-    is_template = True  # the browser renders it as a plain gr.Image
-
-    def preprocess(self, payload):
-        if payload is not None and payload.path:
-            return str(payload.path)
-        return super().preprocess(payload)
+    if not payload:
+        return None
+    if payload.get("path"):
+        return str(payload["path"])
+    return photo.preprocess(ImageData(**payload))  # e.g. a base64 data URL sent through the API
 
 
 def build_app(predictor: Predictor) -> gr.Blocks:
-    def answer(path):
+    def answer(payload):
+        """The page's outputs, plus whether the photo box should be emptied (no answer: upload another)."""
         try:
-            a = check_spot(predictor, path)
+            a = check_spot(predictor, uploaded_path(photo, payload))
         except Exception:  # never a bare "Error" on the page; the log has the details
-            log.exception("checking %s failed", path)
+            log.exception("checking %s failed", payload)
             return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
-                    "or try another photo.", None, None, "")
+                    "or try another photo.", None, None, "", True)
         heatmap = a.heatmap
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
-        return a.summary, a.probabilities or None, heatmap, a.guidance
+        return a.summary, a.probabilities or None, heatmap, a.guidance, heatmap is None
 
     def clear():  # a new photo: the previous answer must not stay next to it
         return "", None, None, ""
+
+    def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
+        return None if unanswered else gr.skip()
 
     with gr.Blocks(title="SpotCheck", analytics_enabled=False,
                    delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as app:
@@ -101,7 +103,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
         with gr.Row():
             with gr.Column():
-                photo = PhotoInput(type="filepath", sources=["upload", "webcam", "clipboard"],
+                photo = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
                                  label="Photo of the spot", elem_id="photo")
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)
@@ -110,9 +112,13 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
                 heatmap = gr.Image(label="Where the model looked (framed spot)", interactive=False, elem_id="heatmap")
         guidance = gr.Markdown(elem_id="guidance")
+        unanswered = gr.State(False)  # State is not part of the API: /check returns the four outputs
         outputs = [summary, chart, heatmap, guidance]
-        photo.change(clear, outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
-        check.click(answer, inputs=photo, outputs=outputs, api_name="check")
+        # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if.
+        photo.input(clear, outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
+        check.click(answer, inputs=photo, outputs=[*outputs, unanswered], api_name="check", preprocess=False).then(
+            empty_photo_if, inputs=unanswered, outputs=photo, queue=False, show_progress="hidden",
+            api_visibility="private")
     return app
 
 

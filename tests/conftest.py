@@ -1,6 +1,13 @@
 """Shared fixtures: small synthetic photos made by the tests, so no real data is needed."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -9,6 +16,7 @@ import pytest
 
 from model.checkpoint import DEFAULT_CHECKPOINT
 
+ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLOURS = {"vascular": (200, 20, 40), "nevus": (90, 55, 35), "other": (60, 60, 90)}  # RGB spot colours
 
@@ -51,3 +59,60 @@ def predictor():
 
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "ham10000" / "HAM10000_metadata.csv").is_file(),
                                   reason=f"real data not found at {SHARED_DATA} (tests on real data skipped)")
+
+
+@dataclass
+class RunningApp:
+    url: str  # http://127.0.0.1:PORT/
+    process: subprocess.Popen
+    uploads: Path  # the app's GRADIO_TEMP_DIR: uploads and Gradio's copies land here
+    log: Path
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def running_app(tmp_path_factory) -> RunningApp:
+    """`python -m serve.app` on a free port in a subprocess, the way a user starts it; stopped at the end.
+
+    Session-scoped so the browser and API tests share one server (starting one takes ~10 s here).
+    """
+    work = tmp_path_factory.mktemp("app")
+    uploads, log = work / "gradio", work / "app.log"
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(uploads),
+           "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "serve.app", "--port", str(port)], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    app = RunningApp(f"http://127.0.0.1:{port}/", process, uploads, log)
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the app exited with status {process.returncode}:\n{app.log_tail()}")
+            try:
+                with no_proxy.open(app.url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer at {app.url} within 120 s:\n{app.log_tail()}")
+            time.sleep(0.25)
+        yield app
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,116 @@
+"""The app's API, as a program uses it: gradio_client against `python -m serve.app`, and no outbound traffic."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from serve.guidance import GUIDANCE, HEADLINES
+from tests.conftest import free_port, spot_photo, write_rgb
+
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed (pip install -e '.[test]')")
+
+
+def headline_in(summary: str) -> str | None:
+    return next((label for label, headline in HEADLINES.items() if headline in summary), None)
+
+
+@pytest.fixture(scope="module")
+def client(running_app, tmp_path_factory):
+    return gradio_client.Client(running_app.url, verbose=False,
+                                download_files=str(tmp_path_factory.mktemp("client_downloads")))
+
+
+def test_check_answers_a_photo_and_keeps_no_upload(client, running_app, tmp_path):
+    photo = write_rgb(tmp_path / "spot.png", spot_photo("vascular", size=200))
+    summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")
+
+    assert headline_in(summary), summary
+    assert "Why:" in summary
+    assert {c["label"] for c in confidences["confidences"]} == {"vascular", "nevus", "other"}
+    assert confidences["label"] in {"vascular", "nevus", "other"}
+    assert Path(heatmap).is_file() and Path(heatmap).stat().st_size > 0
+    assert guidance in GUIDANCE.values()
+    # The upload itself is gone from the server once answered (only Gradio's heatmap copies remain).
+    assert not list(running_app.uploads.rglob("spot.png")), "the uploaded photo was kept on the server"
+
+
+def test_a_non_image_gets_a_message_not_an_error(client, tmp_path):
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("definitely not a photo")
+    summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(fake)), api_name="/check")
+    assert "cannot be used" in summary and "Please upload a photo" in summary
+    assert not confidences and heatmap is None and guidance == ""
+
+
+def test_30_concurrent_requests_all_get_an_answer(client, tmp_path):
+    # Different photos, as from different people (for the same photo sent many times at once, see below).
+    photos = [write_rgb(tmp_path / f"spot_{i}.png", spot_photo(("vascular", "nevus", "other")[i % 3], size=160,
+                                                              seed=i)) for i in range(30)]
+
+    def check(path: Path) -> str:
+        return client.predict(gradio_client.handle_file(str(path)), api_name="/check")[0]
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        summaries = list(pool.map(check, photos))
+    assert len(summaries) == 30
+    unanswered = [s for s in summaries if not headline_in(s)]
+    assert not unanswered, unanswered[:3]
+
+
+def test_the_same_photo_sent_at_once_never_errors(client, tmp_path):
+    """Gradio stores uploads by content: the same file sent by several requests at once is one file on the
+    server, and the first answer deletes it. The others must then say so plainly (never an error or a crash)."""
+    photo = write_rgb(tmp_path / "same.png", spot_photo("nevus", size=160, seed=7))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        summaries = list(pool.map(
+            lambda _: client.predict(gradio_client.handle_file(str(photo)), api_name="/check")[0], range(8)))
+    assert any(headline_in(s) for s in summaries)
+    odd = [s for s in summaries if not headline_in(s) and "upload the photo again" not in s]
+    assert not odd, odd[:3]
+
+
+def is_loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:  # a host name: it would need a DNS lookup, which is outbound too
+        return False
+
+
+def test_no_outbound_connection_while_serving_and_predicting(monkeypatch, predictor, tmp_path):
+    """The whole app in this process (build, launch, upload, queue, predict, answer) with every
+    non-loopback connect() refused and recorded."""
+    attempts = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(real):
+        def connect(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address):
+                attempts.append(address)
+                raise OSError(f"test: outbound connection to {address} refused")
+            return real(sock, address)
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", guard(real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(real_connect_ex))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+
+    from serve.app import build_app  # built and launched below with the guard in place
+
+    app = build_app(predictor)
+    app.queue(default_concurrency_limit=2).launch(server_name="127.0.0.1", server_port=free_port(),
+                                                  prevent_thread_lock=True, share=False, quiet=True)
+    try:
+        client = gradio_client.Client(app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+        photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200))
+        summary = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")[0]
+        assert headline_in(summary), summary
+    finally:
+        app.close()
+    assert attempts == [], f"outbound connections attempted: {attempts}"

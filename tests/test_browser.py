@@ -1,0 +1,174 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright against `python -m serve.app`.
+
+Screenshots of each state are saved under screenshots/ (git-ignored) for a person to look at.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
+from tests.conftest import ROOT, spot_photo, write_rgb
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = ROOT / "screenshots"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """One fresh page of the app, with every request it makes recorded."""
+
+    def __init__(self, browser, url: str):
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.requests: list[str] = []
+        self.context.on("request", lambda request: self.requests.append(request.url))
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.page.goto(url)
+        self.page.locator("#disclaimer").wait_for()
+
+    def upload(self, path: Path) -> None:
+        self.page.locator("#photo input[type=file]").set_input_files(str(path))
+
+    def check(self) -> None:
+        self.page.locator("#check").click()
+
+    def answer(self) -> str:
+        return self.page.locator("#answer").inner_text()
+
+    def wait_for_answer(self, *texts: str) -> str:
+        self.page.wait_for_function("([texts]) => texts.some(t => document.querySelector('#answer').innerText.includes(t))",
+                                    arg=[list(texts)])
+        return self.answer()
+
+    def screenshot(self, name: str) -> Path:
+        self.page.evaluate("document.fonts.ready.then(() => true)")
+        SCREENSHOTS.mkdir(exist_ok=True)
+        path = SCREENSHOTS / name
+        self.page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot: {path}")
+        return path
+
+    def assert_no_error_shown(self) -> None:
+        """No stack trace anywhere, and none of Gradio's bare "Error" badges on the outputs."""
+        body = self.page.locator("body").inner_text()
+        for sign in ("Traceback", 'File "', "Exception", "ComponentProcessingError"):
+            assert sign not in body, f"{sign!r} on the page:\n{body[:2000]}"
+        for output in ("#answer", "#confidence", "#heatmap", "#guidance"):
+            assert "Error" not in self.page.locator(output).inner_text(), f"an error is shown in {output}"
+
+    def assert_only_local_requests(self) -> None:
+        assert self.requests, "no requests were recorded"
+        outside = [url for url in self.requests
+                   if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).hostname not in LOCAL_HOSTS]
+        assert not outside, f"the page fetched from outside this machine: {outside}"
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def visit(browser, running_app):
+    visit = Visit(browser, running_app.url)
+    yield visit
+    visit.close()
+
+
+def headline_label(text: str) -> str | None:
+    return next((label for label, headline in HEADLINES.items() if headline in text), None)
+
+
+def test_the_page_loads_offline_with_the_disclaimer(visit):
+    page = visit.page
+    assert page.title() == "SpotCheck"
+    disclaimer = page.locator("#disclaimer")
+    assert disclaimer.is_visible()
+    assert disclaimer.inner_text().strip() == DISCLAIMER.replace("**", "")  # the whole text, as plain words
+    assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
+    page.locator("#photo").get_by_text("Click to Upload").wait_for()  # the page has been drawn
+    visit.screenshot("01_loaded.png")
+    visit.assert_only_local_requests()
+
+
+def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
+    page = visit.page
+    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("vascular", size=200)))
+    page.locator("#photo img").wait_for()  # the upload has finished and is shown
+    visit.check()
+    answer = visit.wait_for_answer(*HEADLINES.values())
+    label = headline_label(answer)
+    assert label and "Why:" in answer
+
+    # The heatmap is shown (a loaded picture, served by the app itself) ...
+    heatmap = page.locator("#heatmap img")
+    heatmap.wait_for()
+    page.wait_for_function("() => { const i = document.querySelector('#heatmap img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    assert urlsplit(heatmap.get_attribute("src")).hostname in LOCAL_HOSTS
+    # ... with the confidence chart, the guidance for that answer, and the disclaimer still on screen.
+    assert "%" in page.locator("#confidence").inner_text()
+    first_paragraph = GUIDANCE[label].split("\n\n")[0]
+    sync_api.expect(page.locator("#guidance")).to_contain_text(first_paragraph[:60])
+    assert page.locator("#guidance").is_visible() and page.locator("#disclaimer").is_visible()
+    visit.assert_no_error_shown()
+    visit.screenshot("02_answer.png")
+
+    # Pressing the button again: the upload was deleted once answered, so the page says what to do.
+    visit.check()
+    assert "upload the photo again" in visit.wait_for_answer("upload the photo again")
+    visit.assert_no_error_shown()
+    visit.assert_only_local_requests()
+
+
+def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, running_app):
+    page = visit.page
+    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
+    page.locator("#photo img").wait_for()
+    visit.check()
+    visit.wait_for_answer(*HEADLINES.values())
+
+    # A text file named .jpg passes the browser's image/* filter and reaches the app.
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is a text file, not a photo")
+    visit.upload(fake)
+    # A new file: the previous answer must not stay next to it.
+    page.wait_for_function("() => document.querySelector('#answer').innerText.trim() === ''")
+    visit.check()
+    message = visit.wait_for_answer("cannot be used")
+    assert "Please upload a photo" in message
+    assert not headline_label(message)
+    page.locator("#photo img").wait_for(state="detached")  # the photo box is emptied for the next try
+    assert page.locator("#heatmap img").count() == 0
+    visit.assert_no_error_shown()
+    visit.screenshot("03_bad_file.png")
+    assert "Traceback" not in running_app.log.read_text(errors="replace"), running_app.log_tail()
+
+    # A file that is not an image by name is refused by the page itself, with a message saying why.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo either")
+    visit.upload(notes)
+    toast = page.get_by_test_id("toast-text")
+    sync_api.expect(toast).to_contain_text("notes.txt")
+    page.wait_for_function("() => getComputedStyle(document.querySelector('[data-testid=toast-body]')).opacity === '1'")
+    visit.screenshot("04_text_file.png")  # before the message fades away (after 10 s)
+    assert "image" in toast.inner_text()
+    visit.assert_no_error_shown()
+    visit.assert_only_local_requests()
