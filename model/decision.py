@@ -54,4 +54,7 @@ def decide(probabilities: np.ndarray, energy_score: float, classes: tuple[str, .
         )
     if confidence < cal.unsure_below:
         return UNSURE, f"the model is not confident: its best guess, {classes[top]}, has only {confidence:.0%}"
-    return classes[top], f"{confidence:.0%} {classes[top]}"
+    if classes[top] == "vascular":
+        return classes[top], (f"the model rates it {confidence:.0%} vascular, above the {cal.vascular_min:.0%} "
+                              "it needs before calling a spot harmless")
+    return classes[top], f"the model rates it {confidence:.0%} {classes[top]}"

@@ -30,6 +30,11 @@ from data.images import ImageError, is_image_file, read_image
 from model.checkpoint import CheckpointError
 from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_heatmap
 
+# How `python -m serve.batch` runs; bench/bench.py measures with the same settings.
+WORKERS = 2  # decoding threads
+BATCH_SIZE = 32
+NETWORK_THREADS = None  # threads for the network (None: the backend's default)
+
 FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "error")
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
 
@@ -95,7 +100,7 @@ def prepared_stream(predictor: Predictor, paths: Iterable[Path], workers: int, a
 
 
 def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool = False,
-                 heatmaps: Path | None = None, batch_size: int = 32, workers: int = 2,
+                 heatmaps: Path | None = None, batch_size: int = BATCH_SIZE, workers: int = WORKERS,
                  progress: bool = True) -> tuple[int, int]:
     """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
     done = already_scored(out) if resume else set()
@@ -140,6 +145,12 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
     return scored, errors
 
 
+def make_predictor(checkpoint: str | os.PathLike | None = None, backend: str = "auto",
+                   threads: int | None = NETWORK_THREADS) -> Predictor:
+    """The predictor batch scoring uses."""
+    return Predictor(checkpoint, backend=backend, threads=threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
@@ -149,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out and score the rest")
     parser.add_argument("--heatmaps", type=Path, default=None, help="also write a heatmap PNG per image here")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="decoding threads")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--workers", type=int, default=WORKERS, help="decoding threads")
     args = parser.parse_args(argv)
 
     folder = args.folder
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        predictor = Predictor(args.checkpoint, backend=args.backend)
+        predictor = make_predictor(args.checkpoint, args.backend)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -46,19 +46,40 @@ def test_a_non_image_gets_a_message_not_an_error(client, tmp_path):
     assert not confidences and heatmap is None and guidance == ""
 
 
-def test_30_concurrent_requests_all_get_an_answer(client, tmp_path):
-    # Different photos, as from different people (for the same photo sent many times at once, see below).
-    photos = [write_rgb(tmp_path / f"spot_{i}.png", spot_photo(("vascular", "nevus", "other")[i % 3], size=160,
-                                                              seed=i)) for i in range(30)]
+def test_50_concurrent_requests_mixing_photos_and_bad_files_all_get_an_answer(client, running_app, tmp_path):
+    # Different photos, as from different people (for the same photo sent many times at once, see below),
+    # and every fifth request a file that is not an image.
+    files = []
+    for i in range(50):
+        if i % 5 == 4:
+            bad = tmp_path / f"bad_{i}.jpg"
+            bad.write_bytes(b"not an image %d" % i)
+            files.append(bad)
+        else:
+            label = ("vascular", "nevus", "other")[i % 3]
+            files.append(write_rgb(tmp_path / f"spot_{i}.png", spot_photo(label, size=160, seed=i)))
 
     def check(path: Path) -> str:
         return client.predict(gradio_client.handle_file(str(path)), api_name="/check")[0]
 
-    with ThreadPoolExecutor(max_workers=30) as pool:
-        summaries = list(pool.map(check, photos))
-    assert len(summaries) == 30
-    unanswered = [s for s in summaries if not headline_in(s)]
-    assert not unanswered, unanswered[:3]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        summaries = list(pool.map(check, files))
+    for path, summary in zip(files, summaries):
+        if path.name.startswith("bad"):
+            assert "cannot be used" in summary, summary
+        else:
+            assert headline_in(summary), summary
+    assert running_app.process.poll() is None  # still up
+
+
+def test_a_100_mb_upload_is_refused_and_the_app_stays_up(client, running_app):
+    import httpx
+
+    body = b"\xff\xd8" + b"\0" * (100 * 2**20)
+    response = httpx.post(running_app.url + "gradio_api/upload", files={"files": ("big.jpg", body, "image/jpeg")},
+                          timeout=60, trust_env=False)
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    assert running_app.process.poll() is None
 
 
 def test_the_same_photo_sent_at_once_never_errors(client, tmp_path):
