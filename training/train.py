@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> Path:
     except CheckpointError as err:
         raise SystemExit(f"no usable best checkpoint: {err}")
     val_logits = predict_logits(model, val_pixels, 256)
-    calibration = fit_calibration(val_logits, val_targets, max_false_vascular=args.max_false_vascular,
+    calibration = fit_calibration(val_logits, val_targets, val_domains, max_false_vascular=args.max_false_vascular,
                                   unsure_rate=args.unsure_rate)
     final = out / "spotcheck.pt"
     save_checkpoint(final, {
