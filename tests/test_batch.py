@@ -30,8 +30,13 @@ def messy_folder(tmp_path):
     return folder
 
 
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
 def test_scores_every_file_once_and_reports_bad_ones(messy_folder, tmp_path, predictor):
     out = tmp_path / "scores.csv"
+    before = snapshot(messy_folder)
     scored, errors = batch.score_folder(predictor, messy_folder, out, progress=False)
     table = rows(out)
     assert (scored, errors) == (3, 2) and len(table) == 5
@@ -43,7 +48,7 @@ def test_scores_every_file_once_and_reports_bad_ones(messy_folder, tmp_path, pre
     assert good["label"] in {"vascular", "nevus", "other", "unsure"} and good["error"] == ""
     total = sum(float(good[k]) for k in ("p_vascular", "p_nevus", "p_other"))
     assert abs(total - 1) < 1e-3
-    assert not any(p.suffix == ".csv" for p in messy_folder.rglob("*"))  # nothing written into the input
+    assert snapshot(messy_folder) == before  # input files untouched, nothing added
 
 
 def test_resume_after_a_kill_has_no_duplicates_or_gaps(messy_folder, tmp_path, predictor):
