@@ -100,14 +100,15 @@ def child_batch(args: dict) -> dict:
     t0 = time.perf_counter()
     from serve import batch
 
-    predictor = batch.make_predictor(args["checkpoint"], args["backend"])
+    threads = args.get("threads", batch.NETWORK_THREADS)
+    predictor = batch.make_predictor(args["checkpoint"], args["backend"], threads)
     load_s = time.perf_counter() - t0
     start = time.perf_counter()
     scored, errors = batch.score_folder(predictor, Path(args["folder"]), Path(args["out"]), progress=False)
     seconds = time.perf_counter() - start
     return {"backend": predictor.backend, "scored": scored, "errors": errors, "seconds": seconds,
             "images_per_s": (scored + errors) / seconds, "load_s": load_s, "workers": batch.WORKERS,
-            "batch_size": batch.BATCH_SIZE, "network_threads": batch.NETWORK_THREADS}
+            "batch_size": batch.BATCH_SIZE, "network_threads": threads}
 
 
 def child_ceiling(args: dict) -> dict:
@@ -329,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["rss"][(backend, count)] = rss
                 if name == "all":
                     results["batch"][backend] = result
+        say(f"batch scoring, torch with the network on its default threads (before the fix), {len(paths)} files")
+        results["batch_old"], _ = run_child("batch", {"checkpoint": str(checkpoint), "backend": "torch", "threads": None,
+                                                      "folder": str(folder), "out": str(scratch / "old.csv")})
         if not args.skip_ui:
             photo = Path(sample[0])
             for backend in ("auto", "torch"):
@@ -373,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"{NAMES[backend]}: batch scoring `score_folder`, {n:,} files",
                      f"{r['images_per_s']:,.0f} images/s ({r['seconds']:.1f} s; "
                      f"{r['images_per_s'] / cei['images_per_s']:.0%} of the ceiling)"))
+    old = results["batch_old"]
+    rows.append((f"PyTorch: the same with the network on {os.cpu_count()} threads (before the fix)",
+                 f"{old['images_per_s']:,.0f} images/s ({old['images_per_s'] / cei['images_per_s']:.0%} of the ceiling)"))
     for backend in BACKENDS:
         rows.append((f"{NAMES[backend]}: peak RSS of batch scoring, 1,000 / {n:,} files",
                      f"{mib(rss[(backend, 1000)])} / {mib(rss[(backend, n)])}"))

@@ -113,8 +113,18 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         # float32 values printed by Python round-trip exactly back to float32
         "head": {"weight": plain(model.head.weight.detach().numpy()), "bias": plain(model.head.bias.detach().numpy())},
     }
-    _atomic_write(json_path, lambda f: f.write((json.dumps(sidecar, indent=1) + "\n").encode()))
+    _atomic_write(json_path, lambda f: f.write(sidecar_text(sidecar).encode()))
     return onnx_path, json_path
+
+
+def sidecar_text(sidecar: dict[str, Any]) -> str:
+    """Indented JSON, with each row of the head's weights on one line (a short diff when the model changes)."""
+    head = sidecar["head"]
+    rest = json.dumps({k: v for k, v in sidecar.items() if k != "head"}, indent=1)
+    rows = ",\n".join("   " + json.dumps(row) for row in head["weight"])
+    text = rest[:-2] + f',\n "head": {{\n  "weight": [\n{rows}\n  ],\n  "bias": {json.dumps(head["bias"])}\n }}\n}}\n'
+    assert json.loads(text) == sidecar
+    return text
 
 
 def _check_against_torch(model, graph: bytes, size: int, tolerance: float = 1e-4) -> None:

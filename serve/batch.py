@@ -6,7 +6,10 @@
 - One row per file, written as it goes: a bad file gets an `error` row with
   the reason, and the run goes on.
 - Decoding and framing run in parallel threads while the network scores
-  whole batches, and memory stays flat however large the folder.
+  whole batches on one thread, and memory stays flat however large the folder.
+- `--backend auto` (the default) runs the network in ONNX Runtime when the
+  checkpoint has an up-to-date export (`python -m model.export`), without
+  importing torch; PyTorch otherwise.
 - `--resume` continues an interrupted run: files already in the CSV are
   skipped, so every file appears exactly once.
 - Exit status 0 if at least one file was scored, 1 if none could be.
@@ -33,7 +36,11 @@ from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_h
 # How `python -m serve.batch` runs; bench/bench.py measures with the same settings.
 WORKERS = 2  # decoding threads
 BATCH_SIZE = 32
-NETWORK_THREADS = None  # threads for the network (None: the backend's default)
+# The network runs on one thread: the decoding threads already keep the cores busy, and a
+# multi-threaded network only fights them (PyTorch's OpenMP threads wait at barriers for
+# threads the decoders pushed off a core). On 2 cores this took PyTorch from ~120 to ~170
+# images/s (bench/results.md); give more with --threads on a machine with many cores.
+NETWORK_THREADS = 1
 
 FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "error")
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
@@ -162,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heatmaps", type=Path, default=None, help="also write a heatmap PNG per image here")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--workers", type=int, default=WORKERS, help="decoding threads")
+    parser.add_argument("--threads", type=int, default=NETWORK_THREADS, help="threads for the network")
     args = parser.parse_args(argv)
 
     folder = args.folder
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        predictor = make_predictor(args.checkpoint, args.backend)
+        predictor = make_predictor(args.checkpoint, args.backend, args.threads)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
