@@ -23,6 +23,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] in (0, 1)
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+    assert Predictor(final, backend="onnx").backend == "onnx"  # the export is written and matches
     prediction = Predictor(final).predict_file(next(class_tree.rglob("*.png")))
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
 

@@ -2,7 +2,7 @@
 
 Reads top to bottom: data -> split -> decode once -> train with balanced draws
 -> pick the best epoch on validation -> calibrate on validation -> write
-`OUT/spotcheck.pt`. The defaults reproduce the shipped model
+`OUT/spotcheck.pt` and its ONNX export. The defaults reproduce the shipped model
 (`model/weights/spotcheck.pt`). The test split is never touched here; score
 it with `python -m training.evaluate`.
 """
@@ -25,6 +25,7 @@ from data.presets import MEAN, STD, TrainPreset
 from data.splits import class_counts, split_samples
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
+from model.export import export
 from model.net import SpotNet, count_flops, count_parameters
 from training.calibrate import fit_calibration
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
@@ -201,7 +202,8 @@ def main(argv: list[str] | None = None) -> Path:
         },
     })
     print(f"best epoch {best['epoch'] + 1}, calibration {calibration}")
-    print(f"wrote {final} in {(time.time() - started) / 60:.1f} min")
+    onnx_path, _ = export(final)  # the faster serving backend; kept in step with the checkpoint
+    print(f"wrote {final} and {onnx_path.name} in {(time.time() - started) / 60:.1f} min")
     return final
 
 
