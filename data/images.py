@@ -25,6 +25,10 @@ class ImageError(ValueError):
     """A file that cannot be used as a photo; the message says why."""
 
 
+def _too_large(n_bytes: int) -> ImageError:
+    return ImageError(f"the file is too large ({n_bytes / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB)")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as an RGB uint8 array (H, W, 3), EXIF orientation applied."""
     path = Path(path)
@@ -35,7 +39,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if size == 0:
         raise ImageError("the file is empty")
     if size > MAX_FILE_BYTES:
-        raise ImageError(f"the file is too large ({size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB)")
+        raise _too_large(size)
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -53,7 +57,7 @@ def decode_image(data: bytes) -> np.ndarray:
     if len(data) == 0:
         raise ImageError("the file is empty")
     if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"the file is too large ({len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB)")
+        raise _too_large(len(data))
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
