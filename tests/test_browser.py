@@ -99,11 +99,12 @@ def headline_label(text: str) -> str | None:
 def test_the_page_loads_offline_with_the_disclaimer(visit):
     page = visit.page
     assert page.title() == "SpotCheck"
+    page.locator("#photo").get_by_text("Click to Upload").wait_for()  # the page has been drawn
+    page.locator("#check").wait_for(state="visible")
     disclaimer = page.locator("#disclaimer")
     assert disclaimer.is_visible()
     assert disclaimer.inner_text().strip() == DISCLAIMER.replace("**", "")  # the whole text, as plain words
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
-    page.locator("#photo").get_by_text("Click to Upload").wait_for()  # the page has been drawn
     visit.screenshot("01_loaded.png")
     visit.assert_only_local_requests()
 
