@@ -6,7 +6,8 @@ looks for regions that differ from the surrounding skin in colour (CIE Lab
 distance from the median skin colour), keeps compact blobs away from the image
 edge (rulers, caption bars and pen circles are thin, or touch the edge), and
 returns a square box around the most prominent one. If nothing stands out, or
-the spot already fills the frame, the whole image is used.
+the spot already fills the frame, the whole image is used. The web page lets a
+person move and resize the frame (`box_around`) when the wrong spot was picked.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ ANALYSIS_SIDE = 256  # the analysis runs on a downscaled copy: fast and noise-to
 CONTEXT = 2.0  # box side = CONTEXT x the spot's larger side, like a dermoscopic frame
 MIN_AREA = 0.002  # ignore blobs smaller than this fraction of the image
 FILLS_FRAME = 0.25  # a spot this large (fraction of image) is already framed
+MIN_SIDE = 32.0  # the smallest frame, in pixels
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,11 @@ class Framing:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the original image
     spots: int  # how many candidate spots were seen
     found: bool  # False: nothing stood out, the whole image is used
+    by_user: bool = False  # the person placed the frame themselves
 
     def note(self) -> str:
+        if self.by_user:
+            return "Checked the frame you placed."
         if not self.found:
             return "No distinct spot found: the whole photo was used."
         if self.spots > 1:
@@ -80,12 +85,19 @@ def frame_spot(image: np.ndarray) -> Framing:
     spot_side = max(x1 - x0, y1 - y0)
     if (x1 - x0) * (y1 - y0) > FILLS_FRAME * w * h:
         return Framing((0, 0, w, h), len(blobs), True)
-    side = min(max(spot_side * CONTEXT, 32.0), float(min(h, w)))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    box = box_around(((x0 + x1) / 2, (y0 + y1) / 2), spot_side * CONTEXT, (h, w))
+    return Framing(box, len(blobs), True)
+
+
+def box_around(centre: tuple[float, float], side: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A square box of about `side` pixels centred on (x, y), moved and shrunk to fit inside an image of `shape`."""
+    h, w = shape[:2]
+    side = min(max(side, min(MIN_SIDE, h, w)), float(min(h, w)))
+    cx, cy = centre
     left = int(round(min(max(cx - side / 2, 0), w - side)))
     top = int(round(min(max(cy - side / 2, 0), h - side)))
     side_px = int(round(side))
-    return Framing((left, top, left + side_px, top + side_px), len(blobs), True)
+    return left, top, left + side_px, top + side_px
 
 
 def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

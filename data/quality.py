@@ -58,5 +58,5 @@ def photo_problem(image: np.ndarray) -> str | None:
     if stats.sharpness < MIN_SHARPNESS:
         return "blurred: hold the camera steady, let it focus on the spot and retake"
     if stats.skin < MIN_SKIN:
-        return "this does not look like a photo of skin: photograph the spot close up"
+        return "not a close-up of skin: photograph the spot close up, filling much of the picture"
     return None

@@ -4,7 +4,7 @@ Calling a melanoma "a harmless red spot" is the worst mistake this tool can
 make, so `vascular` has its own, higher bar (`vascular_min`, set on
 validation data so that almost no non-vascular lesion clears it). Below that
 bar, or when no class is confident, or when the photo does not look like the
-spots the model was trained on, the answer is `unsure`.
+spots the model was trained on (`FeatureDistance`), the answer is `unsure`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Calibration:
     temperature: float = 1.0
     unsure_below: float = 0.5  # top probability under this -> unsure
     vascular_min: float = 0.9  # p(vascular) needed to answer "vascular"
-    ood_energy_max: float = float("inf")  # energy above this -> not a skin spot the model knows
+    ood_distance_max: float = float("inf")  # feature distance above this -> not a skin spot the model knows
 
     @classmethod
     def from_dict(cls, values: dict) -> "Calibration":
@@ -34,18 +34,37 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Free energy -T log sum exp(logits / T): higher means less like the training data."""
-    z = np.asarray(logits, np.float64) / temperature
-    top = z.max(axis=-1)
-    return -temperature * (top + np.log(np.exp(z - top[..., None]).sum(axis=-1)))
+class FeatureDistance:
+    """How unlike the training images a photo is, seen through the network.
+
+    The squared Mahalanobis distance of the network's pooled features to the
+    nearest training group mean (one group per domain and class), with one
+    shared covariance (Lee et al., NeurIPS 2018). Text, landscapes or a face
+    seen from afar land far from every group even when the classifier's
+    probabilities look confident.
+    """
+
+    def __init__(self, means: np.ndarray, precision: np.ndarray):
+        self.means = np.asarray(means, np.float32)  # (groups, features)
+        self.precision = np.asarray(precision, np.float32)  # (features, features): the inverse covariance
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        diffs = np.asarray(features, np.float32)[:, None, :] - self.means[None]
+        return np.einsum("ngd,de,nge->ng", diffs, self.precision, diffs).min(axis=1)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FeatureDistance":
+        return cls(values["means"], values["precision"])
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        return {"means": self.means, "precision": self.precision}
 
 
-def decide(probabilities: np.ndarray, energy_score: float, classes: tuple[str, ...], cal: Calibration) -> tuple[str, str]:
-    """Return (label, reason) for one image's calibrated probabilities."""
+def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...], cal: Calibration) -> tuple[str, str]:
+    """Return (label, reason) for one image's calibrated probabilities and its `FeatureDistance`."""
     top = int(np.argmax(probabilities))
     confidence = float(probabilities[top])
-    if energy_score > cal.ood_energy_max:
+    if distance > cal.ood_distance_max:
         return UNSURE, "the photo does not look like the skin spots the model was trained on"
     if classes[top] == "vascular" and confidence < cal.vascular_min:
         return UNSURE, (

@@ -7,8 +7,8 @@ Writes two files beside the checkpoint (`spotcheck.pt` -> `spotcheck.onnx` and
   (N, classes) and `maps` (N, C, h, w), the last feature maps from
   `SpotNet.forward_with_maps`; the batch axis is dynamic;
 - a JSON sidecar with everything else the checkpoint holds, as plain JSON:
-  classes, preprocess, calibration and meta, plus the head's weights (for the
-  class activation map) and the SHA-256 of both the ONNX file and the
+  classes, preprocess, calibration, meta and the feature-distance statistics
+  (`ood`), plus the head's weights (for the class activation map) and the SHA-256 of both the ONNX file and the
   checkpoint it came from, so a stale or damaged export is noticed.
 
 With these two files `model.predictor.Predictor(..., backend="onnx")` needs
@@ -110,6 +110,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         "preprocess": plain(ckpt["preprocess"]),
         "calibration": plain(ckpt["calibration"]),
         "meta": plain(ckpt["meta"]),
+        "ood": plain(ckpt.get("ood")),
         # float32 values printed by Python round-trip exactly back to float32
         "head": {"weight": plain(model.head.weight.detach().numpy()), "bias": plain(model.head.bias.detach().numpy())},
     }
@@ -118,11 +119,18 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
 
 
 def sidecar_text(sidecar: dict[str, Any]) -> str:
-    """Indented JSON, with each row of the head's weights on one line (a short diff when the model changes)."""
-    head = sidecar["head"]
-    rest = json.dumps({k: v for k, v in sidecar.items() if k != "head"}, indent=1)
-    rows = ",\n".join("   " + json.dumps(row) for row in head["weight"])
-    text = rest[:-2] + f',\n "head": {{\n  "weight": [\n{rows}\n  ],\n  "bias": {json.dumps(head["bias"])}\n }}\n}}\n'
+    """Indented JSON, with each row of a matrix on one line (a short diff when the model changes)."""
+
+    def write(value: Any, indent: str) -> str:
+        inner = indent + " "
+        if isinstance(value, dict) and value:
+            items = ",\n".join(f"{inner}{json.dumps(k)}: {write(v, inner)}" for k, v in value.items())
+            return "{\n" + items + "\n" + indent + "}"
+        if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+            return "[\n" + ",\n".join(inner + json.dumps(row) for row in value) + "\n" + indent + "]"
+        return json.dumps(value)
+
+    text = write(sidecar, "") + "\n"
     assert json.loads(text) == sidecar
     return text
 

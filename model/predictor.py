@@ -37,7 +37,7 @@ from data.images import read_image
 from data.presets import eval_preset
 from data.quality import photo_problem
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, sha256_of
-from model.decision import UNSURE, Calibration, decide, energy, softmax
+from model.decision import UNSURE, Calibration, FeatureDistance, decide, softmax
 from model.export import SIDECAR_FORMAT, onnx_paths
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -171,19 +171,27 @@ class Predictor:
         self.size = int(info["preprocess"]["size"])
         self.mean, self.std = tuple(info["preprocess"]["mean"]), tuple(info["preprocess"]["std"])
         self.calibration = Calibration.from_dict(info["calibration"])
+        # Checkpoints without it (e.g. ones tests make) skip the out-of-distribution check.
+        self.feature_distance = FeatureDistance.from_dict(info["ood"]) if info.get("ood") else None
         self.meta = info["meta"]
 
-    def prepare(self, image: np.ndarray) -> Prepared:
-        x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std)
+    def prepare(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prepared:
+        """Check, frame (or crop to `box`) and preprocess one RGB uint8 image."""
+        x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std, box=box)
         return Prepared(x, square, framing, photo_problem(image))
+
+    def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw logits and last feature maps for a batch of eval-preset inputs, (N, 3, size, size) float32."""
+        return self._engine.run(inputs)
 
     def classify(self, batch: list[Prepared]) -> list[Prediction]:
         if not batch:
             return []
-        logits, maps = self._engine.run(np.stack([p.input for p in batch]))
+        logits, maps = self.network(np.stack([p.input for p in batch]))
         cal = self.calibration
         probs = softmax(logits, cal.temperature)
-        energies = energy(logits, cal.temperature)
+        features = maps.mean(axis=(2, 3))  # the pooled features the head sees
+        distances = self.feature_distance(features) if self.feature_distance else np.zeros(len(batch))
         weights = self._engine.head_weight
         results = []
         for i, prepared in enumerate(batch):
@@ -191,7 +199,7 @@ class Predictor:
             if prepared.problem:
                 label, reason = UNSURE, f"the photo is {prepared.problem}"
             else:
-                label, reason = decide(probs[i], float(energies[i]), self.classes, cal)
+                label, reason = decide(probs[i], float(distances[i]), self.classes, cal)
             results.append(Prediction(
                 label=label,
                 reason=reason,
@@ -203,9 +211,9 @@ class Predictor:
             ))
         return results
 
-    def predict(self, image: np.ndarray) -> Prediction:
-        """Predict one RGB uint8 image."""
-        return self.classify([self.prepare(image)])[0]
+    def predict(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prediction:
+        """Predict one RGB uint8 image; `box` (x0, y0, x1, y1) replaces the automatic framing."""
+        return self.classify([self.prepare(image, box)])[0]
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Predict one image file; raises data.images.ImageError for unusable files."""

@@ -20,13 +20,18 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
 
+from data.framing import box_around  # noqa: E402
 from data.images import ImageError, read_image  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
 
 MAX_UPLOAD = "20mb"
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
+HELD_SECONDS = 900  # a photo is held in memory this long after its last answer, so its frame can be moved
+HELD_SIDE = 4096  # larger photos are held downscaled to this longer side (12 MP phone photos fit unchanged)
 HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
+VIEW_SIDE = 512  # the framing view's longer side
+FRAME_DEFAULT = 50  # the frame-size slider before any answer
 log = logging.getLogger("spotcheck")
 
 
@@ -36,10 +41,12 @@ class Answer:
     probabilities: dict[str, float]  # for the bar chart; empty when there is no answer
     heatmap: np.ndarray | None  # the framed spot with the heatmap over it
     guidance: str  # Markdown: what this means and what to do
+    photo: np.ndarray | None = None  # the decoded photo, held in memory (never on disk) so the frame can be moved
+    box: tuple[int, int, int, int] | None = None  # the frame that was checked, in `photo` pixels
 
 
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
-    """Answer one uploaded photo; never raises for a bad file."""
+    """Answer one uploaded photo and delete the file; never raises for a bad file."""
     if not path:
         return Answer("Upload or take a photo of the spot first.", {}, None, "")
     if not Path(path).exists():  # answered before: uploads are deleted once answered
@@ -47,17 +54,56 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
                       "is deleted as soon as it has been answered.", {}, None, "")
     try:
         image = read_image(path)
-        prediction = predictor.predict(image)
     except ImageError as err:
         return Answer(f"### This file cannot be used\n\n{str(err).capitalize()}. Please upload a photo "
                       "(JPEG, PNG, WebP, BMP or TIFF).", {}, None, "")
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
+    scale = HELD_SIDE / max(image.shape[:2])
+    if scale < 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return check_frame(predictor, image)
+
+
+def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Answer:
+    """Answer a decoded photo, framed automatically or by the person (`box`)."""
+    prediction = predictor.predict(photo, box)
     label = prediction.label
-    note = prediction.framing.note() if prediction.framing else ""
-    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.\n\n{note}"
+    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.\n\n{prediction.framing.note()}"
     return Answer(summary, prediction.probabilities, overlay_heatmap(prediction.square, prediction.heatmap),
-                  GUIDANCE[label])
+                  GUIDANCE[label], photo, prediction.framing.box)
+
+
+def view_scale(photo: np.ndarray) -> float:
+    """How much the framing view shrinks the photo (never enlarges it)."""
+    return min(1.0, VIEW_SIDE / max(photo.shape[:2]))
+
+
+def framing_view(photo: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The photo, shrunk for the page, with the checked frame drawn on it."""
+    scale = view_scale(photo)
+    view = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else photo.copy()
+    x0, y0, x1, y1 = (round(v * scale) for v in box)
+    thickness = max(2, round(max(view.shape[:2]) / 200))
+    cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), thickness + 2)  # dark edge: visible on pale skin
+    cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), thickness)
+    return view
+
+
+def frame_percent(photo: np.ndarray, box: tuple[int, int, int, int]) -> int:
+    """The frame's side as a percentage of the photo's shorter side (the page's slider)."""
+    return max(1, min(100, round(100 * (box[2] - box[0]) / min(photo.shape[:2]))))
+
+
+def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tuple[float, float] | None = None,
+                percent: float | None = None) -> tuple[int, int, int, int]:
+    """The frame re-centred on a click in the framing view and/or resized to `percent` of the shorter side."""
+    x0, y0, x1, y1 = box
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    if click is not None:
+        centre = (click[0] / view_scale(photo), click[1] / view_scale(photo))
+    side = x1 - x0 if percent is None else percent / 100 * min(photo.shape[:2])
+    return box_around(centre, side, photo.shape)
 
 
 def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
@@ -78,21 +124,48 @@ def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
 
 
 def build_app(predictor: Predictor) -> gr.Blocks:
-    def answer(payload):
-        """The page's outputs, plus whether the photo box should be emptied (no answer: upload another)."""
-        try:
-            a = check_spot(predictor, uploaded_path(photo, payload))
-        except Exception:  # never a bare "Error" on the page; the log has the details
-            log.exception("checking %s failed", payload)
-            return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
-                    "or try another photo.", None, None, "", True)
+    def shown(a: Answer) -> tuple:
+        """An Answer as the page's outputs: the four API outputs, then whether the photo box should be
+        emptied (no answer: upload another) and the photo held for moving the frame."""
         heatmap = a.heatmap
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
-        return a.summary, a.probabilities or None, heatmap, a.guidance, heatmap is None
+        held_photo = (a.photo, a.box) if a.photo is not None else None
+        return a.summary, a.probabilities or None, heatmap, a.guidance, heatmap is None, held_photo
 
-    def clear():  # a new photo: the previous answer must not stay next to it
-        return "", None, None, ""
+    def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
+        log.exception("checking %s failed", payload)
+        return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
+                "or try another photo.", None, None, "", True, None)
+
+    def answer(payload):
+        try:
+            return shown(check_spot(predictor, uploaded_path(photo, payload)))
+        except Exception:
+            return failed(payload)
+
+    def reframe(held_photo, percent: float, click: tuple[float, float] | None = None):
+        """Check the held photo again with the frame moved (a click on the framing view) or resized (the slider)."""
+        if held_photo is None:
+            return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
+                                f"kept in memory for {HELD_SECONDS // 60} minutes after the last answer.", {}, None, ""))
+        image, box = held_photo
+        try:
+            return shown(check_frame(predictor, image, moved_frame(image, box, click=click, percent=percent)))
+        except Exception:
+            return failed("a moved frame")
+
+    def move_frame(held_photo, percent: float, evt: gr.SelectData):
+        return reframe(held_photo, percent, click=tuple(evt.index))
+
+    def show_frame(held_photo):
+        if held_photo is None:
+            return None, gr.update(value=FRAME_DEFAULT, interactive=False)
+        image, box = held_photo
+        return framing_view(image, box), gr.update(value=frame_percent(image, box), interactive=True)
+
+    def clear():  # a new photo: the previous answer (and the photo held for it) must not stay next to it
+        return "", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False)
 
     def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
         return None if unanswered else gr.skip()
@@ -107,18 +180,30 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                                  label="Photo of the spot", elem_id="photo")
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)
+                framing = gr.Image(label="The frame that was checked: click the spot to move the frame there",
+                                   interactive=False, elem_id="framing")
+                frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
+                                       label="Frame size (% of the photo's shorter side)")
             with gr.Column():
                 summary = gr.Markdown(elem_id="answer")
                 chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
                 heatmap = gr.Image(label="Where the model looked (framed spot)", interactive=False, elem_id="heatmap")
         guidance = gr.Markdown(elem_id="guidance")
-        unanswered = gr.State(False)  # State is not part of the API: /check returns the four outputs
+        # State is not part of the API: /check returns the four outputs. The held photo lives in this
+        # browser session's memory only, and goes with a new upload, the closed tab or HELD_SECONDS.
+        unanswered = gr.State(False)
+        held = gr.State(None, time_to_live=HELD_SECONDS)
         outputs = [summary, chart, heatmap, guidance]
+        private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if.
-        photo.input(clear, outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
-        check.click(answer, inputs=photo, outputs=[*outputs, unanswered], api_name="check", preprocess=False).then(
-            empty_photo_if, inputs=unanswered, outputs=photo, queue=False, show_progress="hidden",
-            api_visibility="private")
+        photo.input(clear, outputs=[*outputs, held, framing, frame_size], **private)
+        check.click(answer, inputs=photo, outputs=[*outputs, unanswered, held], api_name="check",
+                    preprocess=False).then(
+            empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
+            show_frame, inputs=held, outputs=[framing, frame_size], **private)
+        for event, handler in ((framing.select, move_frame), (frame_size.release, reframe)):
+            event(handler, inputs=[held, frame_size], outputs=[*outputs, unanswered, held],
+                  api_visibility="private").then(show_frame, inputs=held, outputs=[framing, frame_size], **private)
     return app
 
 

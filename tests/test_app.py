@@ -1,9 +1,13 @@
 """The web page's logic, without a browser: answers, friendly errors, uploads not kept."""
 from __future__ import annotations
 
-from serve.app import build_app, check_spot
+import numpy as np
+import pytest
+
+import serve.app
+from serve.app import build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
-from tests.conftest import spot_photo, write_rgb
+from tests.conftest import COLOURS, spot_photo, write_rgb
 
 
 def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
@@ -40,3 +44,57 @@ def test_the_page_builds_with_the_disclaimer(predictor):
     config = app.get_config_file()
     texts = [c.get("props", {}).get("value") for c in config["components"]]
     assert DISCLAIMER in texts
+
+
+def two_spots() -> np.ndarray:
+    """A wide photo: a small brown spot on the left, a larger red one on the right."""
+    image = spot_photo("nevus", size=300, radius=12, centre=(60, 150))
+    image = np.concatenate([image, spot_photo("vascular", size=300, radius=30, centre=(150, 150), seed=1)], axis=1)
+    return np.ascontiguousarray(image)
+
+
+def test_the_frame_can_be_moved_to_another_spot_and_resized(predictor):
+    photo = two_spots()
+    first = check_frame(predictor, photo)
+    x0, y0, x1, y1 = first.box
+    assert x0 <= 450 <= x1 and "2 spots seen" in first.summary  # the larger red spot was picked
+    assert first.photo is photo
+
+    # A click on the small spot in the framing view moves the frame there, at the same size.
+    scale = serve.app.view_scale(photo)
+    moved = moved_frame(photo, first.box, click=(60 * scale, 150 * scale))
+    assert moved[0] <= 60 <= moved[2] and moved[1] <= 150 <= moved[3]
+    assert moved[2] - moved[0] == x1 - x0
+    second = check_frame(predictor, photo, moved)
+    assert second.box == moved and "the frame you placed" in second.summary
+    assert not np.array_equal(second.heatmap, first.heatmap)
+
+    # The slider resizes it around the same centre; the frame always stays inside the photo.
+    bigger = moved_frame(photo, moved, percent=80)
+    assert bigger[2] - bigger[0] == 240 and bigger[0] == 0  # moved right to fit
+    assert frame_percent(photo, bigger) == 80
+    assert moved_frame(photo, moved, percent=1)[2] - moved_frame(photo, moved, percent=1)[0] == 32  # smallest frame
+    assert moved_frame(photo, moved, click=(10_000, -50)) == (600 - (x1 - x0), 0, 600, x1 - x0)
+
+
+def test_the_framing_view_shows_the_frame_on_a_shrunk_photo():
+    photo = np.zeros((1500, 3000, 3), np.uint8)
+    view = framing_view(photo, (1000, 500, 1600, 1100))
+    assert view.shape == (256, 512, 3) and photo.max() == 0  # the held photo itself is not drawn on
+    assert (view[85:100, 171:273] == 255).any() and view[120:160, 190:250].max() == 0  # an outline, not a fill
+
+
+def test_a_huge_photo_is_held_downscaled(tmp_path, predictor, monkeypatch):
+    monkeypatch.setattr(serve.app, "HELD_SIDE", 300)
+    upload = write_rgb(tmp_path / "big.png", spot_photo("nevus", size=600, radius=40))
+    answer = check_spot(predictor, str(upload))
+    assert answer.photo.shape == (300, 300, 3) and not upload.exists()
+    assert check_spot(predictor, str(tmp_path / "gone.png")).photo is None
+
+
+@pytest.mark.parametrize("label", list(COLOURS))
+def test_the_app_answers_as_batch_scoring_does(tmp_path, predictor, label):
+    upload = write_rgb(tmp_path / f"{label}.png", spot_photo(label, size=200))
+    expected = predictor.predict_file(upload)
+    answer = check_spot(predictor, str(upload))
+    assert answer.probabilities == pytest.approx(expected.probabilities) and answer.box == expected.framing.box

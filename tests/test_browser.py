@@ -132,6 +132,22 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     visit.assert_no_error_shown()
     visit.screenshot("02_answer.png")
 
+    # The frame that was checked is drawn on the photo; a click there moves it and checks again.
+    framing = page.locator("#framing img")
+    framing.wait_for()
+    framing.click(position={"x": 12, "y": 12})
+    assert "Why:" in visit.wait_for_answer("the frame you placed")
+    # The slider resizes the frame around the same place: the framing view is drawn anew.
+    size = page.locator("#frame-size input[type=range]")
+    sync_api.expect(size).to_be_enabled()
+    moved_view = framing.get_attribute("src")
+    size.fill("90")
+    size.dispatch_event("pointerup")
+    sync_api.expect(framing).not_to_have_attribute("src", moved_view)
+    sync_api.expect(size).to_have_value("90")
+    visit.assert_no_error_shown()
+    visit.screenshot("02b_frame_moved.png")
+
     # Pressing the button again: the upload was deleted once answered, so the page says what to do.
     visit.check()
     assert "upload the photo again" in visit.wait_for_answer("upload the photo again")

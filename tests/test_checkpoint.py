@@ -12,7 +12,7 @@ from model.predictor import Predictor
 def tiny_checkpoint() -> dict:
     return {"format": FORMAT, "model": SpotNet().state_dict(), "classes": ["vascular", "nevus", "other"],
             "preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
-            "calibration": {"temperature": 1.5, "unsure_below": 0.5, "vascular_min": 0.9, "ood_energy_max": 0.0},
+            "calibration": {"temperature": 1.5, "unsure_below": 0.5, "vascular_min": 0.9, "ood_distance_max": 0.0},
             "meta": {"split_seed": 0}}
 
 

@@ -3,30 +3,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.decision import Calibration, decide, energy, softmax
+from model.decision import Calibration, FeatureDistance, decide, softmax
+from training.calibrate import fit_feature_distance
 
 CLASSES = ("vascular", "nevus", "other")
-CAL = Calibration(temperature=1.0, unsure_below=0.6, vascular_min=0.9, ood_energy_max=-1.0)
+CAL = Calibration(temperature=1.0, unsure_below=0.6, vascular_min=0.9, ood_distance_max=100.0)
 
 
 def test_confident_answers_pass():
-    assert decide(np.array([0.95, 0.03, 0.02]), -5.0, CLASSES, CAL)[0] == "vascular"
-    assert decide(np.array([0.05, 0.85, 0.10]), -5.0, CLASSES, CAL)[0] == "nevus"
+    assert decide(np.array([0.95, 0.03, 0.02]), 5.0, CLASSES, CAL)[0] == "vascular"
+    assert decide(np.array([0.05, 0.85, 0.10]), 5.0, CLASSES, CAL)[0] == "nevus"
 
 
 def test_vascular_needs_the_higher_bar():
-    label, reason = decide(np.array([0.80, 0.05, 0.15]), -5.0, CLASSES, CAL)
+    label, reason = decide(np.array([0.80, 0.05, 0.15]), 5.0, CLASSES, CAL)
     assert label == "unsure" and "harmless" in reason
 
 
 def test_low_confidence_and_out_of_distribution_are_unsure():
-    assert decide(np.array([0.2, 0.45, 0.35]), -5.0, CLASSES, CAL)[0] == "unsure"
-    label, reason = decide(np.array([0.02, 0.95, 0.03]), 0.5, CLASSES, CAL)
+    assert decide(np.array([0.2, 0.45, 0.35]), 5.0, CLASSES, CAL)[0] == "unsure"
+    label, reason = decide(np.array([0.02, 0.95, 0.03]), 150.0, CLASSES, CAL)
     assert label == "unsure" and "does not look like" in reason
 
 
-def test_softmax_and_energy():
+def test_softmax():
     logits = np.array([[2.0, 0.0, -1.0]])
     assert np.isclose(softmax(logits).sum(), 1.0)
     assert softmax(logits, 10.0).max() < softmax(logits, 1.0).max()  # higher temperature, softer
-    assert energy(np.array([[10.0, 0, 0]]))[0] < energy(np.array([[0.1, 0, 0]]))[0]
+
+
+def test_feature_distance_is_to_the_nearest_group():
+    distance = FeatureDistance(means=[[0.0, 0.0], [10.0, 10.0]], precision=np.diag([1.0, 4.0]))
+    assert distance(np.array([[1.0, 0.0], [10.0, 9.0], [5.0, 5.0]])).tolist() == [1.0, 4.0, 125.0]
+    restored = FeatureDistance.from_dict(distance.to_dict())
+    assert np.array_equal(restored.means, distance.means) and np.array_equal(restored.precision, distance.precision)
+
+
+def test_fitted_feature_distance_tells_training_like_features_from_strangers():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["a", "b"], 500)
+    features = rng.normal(0, 1, (1000, 8)) + np.where(groups[:, None] == "a", 0.0, 6.0)
+    distance = fit_feature_distance(features, groups)
+    assert np.allclose(sorted(distance.means[:, 0]), [0, 6], atol=0.2)
+    near = distance(rng.normal(0, 1, (200, 8)) + 6.0)
+    far = distance(rng.normal(0, 1, (200, 8)) + np.array([3.0, -6, 0, 0, 0, 0, 0, 0]))
+    assert np.median(near) < 15 < np.median(far)  # 8 features: chi-square with 8 degrees of freedom near home

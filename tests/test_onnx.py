@@ -33,7 +33,8 @@ def random_checkpoint(seed: int = 0) -> dict:
             value.copy_(torch.rand_like(value) + 0.5)
     return {"format": FORMAT, "model": state, "classes": ["vascular", "nevus", "other"],
             "preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
-            "calibration": {"temperature": 1.5, "unsure_below": 0.5, "vascular_min": 0.9, "ood_energy_max": 5.0},
+            "calibration": {"temperature": 1.5, "unsure_below": 0.5, "vascular_min": 0.9, "ood_distance_max": 5.0},
+            "ood": {"means": torch.randn(6, 256), "precision": torch.eye(256) * torch.rand(256)},
             "meta": {"split_seed": 0, "train_minutes": 0.1}}
 
 
@@ -69,6 +70,8 @@ def test_torch_and_onnx_agree(exported):
     assert (by_torch.backend, by_onnx.backend) == ("torch", "onnx")
     assert by_onnx.classes == by_torch.classes and by_onnx.calibration == by_torch.calibration
     assert by_onnx.meta == by_torch.meta and by_onnx.size == by_torch.size == 64
+    for part in ("means", "precision"):  # the out-of-distribution statistics travel in the sidecar
+        assert np.array_equal(getattr(by_onnx.feature_distance, part), getattr(by_torch.feature_distance, part))
     prepared = [by_torch.prepare(image) for image in photos()]
     for batch in (prepared, prepared[:1]):  # a whole batch and a single image
         for t, o in zip(by_torch.classify(batch), by_onnx.classify(batch)):

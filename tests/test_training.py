@@ -19,7 +19,8 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     ckpt = load_checkpoint(final)
     assert ckpt["classes"] == ["vascular", "nevus", "other"]
     assert ckpt["preprocess"]["size"] == 48
-    assert set(ckpt["calibration"]) == {"temperature", "vascular_min", "unsure_below", "ood_energy_max"}
+    assert set(ckpt["calibration"]) == {"temperature", "vascular_min", "unsure_below", "ood_distance_max"}
+    assert ckpt["ood"]["means"].shape == (3, 256) and ckpt["ood"]["precision"].shape == (256, 256)  # 3 classes x 1 domain
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] in (0, 1)
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2

@@ -6,15 +6,17 @@
   clear it (never below 0.5).
 - unsure_below: the top-probability under which the answer is "unsure",
   set so that `unsure_rate` of validation images fall below it.
-- ood_energy_max: the energy that `ood_pass` of validation images stay under.
+- ood_distance_max: the feature distance (model.decision.FeatureDistance, fitted
+  on the training images) that `ood_pass` of validation images stay under.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
 
 from data.datasets import CLASSES
-from model.decision import energy, softmax
+from model.decision import FeatureDistance, softmax
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -32,9 +34,18 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(log_t.detach().exp())
 
 
-def fit_calibration(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray, *,
+def fit_feature_distance(features: np.ndarray, groups: np.ndarray) -> FeatureDistance:
+    """Group means and one shared, shrunk (Ledoit-Wolf) covariance of training features."""
+    names = np.unique(groups)
+    means = np.stack([features[groups == g].mean(axis=0) for g in names])
+    centred = features - means[np.searchsorted(names, groups)]
+    return FeatureDistance(means, LedoitWolf().fit(centred).precision_)
+
+
+def fit_calibration(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray, distances: np.ndarray, *,
                     max_false_vascular: float = 0.005, unsure_rate: float = 0.10,
                     ood_pass: float = 0.995) -> dict[str, float]:
+    """The decision rule's settings from validation logits and feature distances."""
     temperature = fit_temperature(logits, targets)
     p = softmax(logits, temperature)
     vascular = CLASSES.index("vascular")
@@ -47,5 +58,5 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray
         "temperature": temperature,
         "vascular_min": min(vascular_min, 0.999),
         "unsure_below": float(np.quantile(p.max(axis=1), unsure_rate)),
-        "ood_energy_max": float(np.quantile(energy(logits, temperature), ood_pass)),
+        "ood_distance_max": float(np.quantile(distances, ood_pass)),
     }

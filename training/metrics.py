@@ -23,6 +23,13 @@ def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, b
     return float(ece)
 
 
+def is_melanoma(details: list[str]) -> np.ndarray:
+    """Which samples are melanomas, from each source's own diagnosis (HAM10000 `dx`, clinical categories)."""
+    details = np.asarray(details, dtype=str)
+    return np.isin(details, ["mel", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma"]) | np.char.startswith(
+        details, "melanoma")
+
+
 def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """The per-epoch validation figures: balanced accuracy and vascular recall (argmax)."""
     predicted = probabilities.argmax(axis=1)
@@ -58,9 +65,7 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
     sure = decided != UNSURE
     truth = np.asarray([CLASSES[t] for t in targets])
     nonvascular = truth != "vascular"
-    melanoma = np.isin(np.asarray(details), ["mel", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma"]) | np.char.startswith(
-        np.asarray(details, dtype=str), "melanoma"
-    )
+    melanoma = is_melanoma(details)
     called_vascular = decided == "vascular"
     report["with_decision_rule"] = {
         "coverage": float(sure.mean()),

@@ -120,7 +120,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 
 ## Decision rule and calibration (fitted on validation only)
 Temperature {cal['temperature']:.3f}; `vascular` only when p(vascular) >= {cal['vascular_min']:.3f}; `unsure`
-when the top probability < {cal['unsure_below']:.3f}, when the energy score > {cal['ood_energy_max']:.3f}
+when the top probability < {cal['unsure_below']:.3f}, when the feature distance > {cal['ood_distance_max']:.1f}
 (does not look like the training photos), or when the photo is too small, dark, bright, blurred or shows no skin.
 
 ## Results on the {metrics['split']} split

@@ -21,13 +21,13 @@ import torch
 from tqdm import tqdm
 
 from data.datasets import CLASSES, load_dataset
-from data.presets import MEAN, STD, TrainPreset
+from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.splits import class_counts, split_samples
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export
 from model.net import SpotNet, count_flops, count_parameters
-from training.calibrate import fit_calibration
+from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
 from training.metrics import quick_scores
 
@@ -84,9 +84,19 @@ def load_splits(roots: list[str], seed: int) -> dict[str, list]:
 
 
 @torch.no_grad()
-def predict_logits(model: SpotNet, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+def predict(model: SpotNet, pixels: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and the pooled features the head sees (what model.decision.FeatureDistance measures)."""
     model.eval()
-    return np.concatenate([model(x).numpy() for x in eval_batches(pixels, mean=MEAN, std=STD, batch_size=batch_size)])
+    logits, features = [], []
+    for x in eval_batches(pixels, mean=MEAN, std=STD, batch_size=batch_size):
+        z, maps = model.forward_with_maps(x)
+        logits.append(z.numpy())
+        features.append(maps.mean(dim=(2, 3)).numpy())
+    return np.concatenate(logits), np.concatenate(features)
+
+
+def domain_of(samples: list) -> np.ndarray:
+    return np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in samples])
 
 
 def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray) -> dict[str, float]:
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> Path:
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
     train_targets = np.array([s.target for s in train_samples])
     val_targets = np.array([s.target for s in val_samples])
-    val_domains = np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in val_samples])
+    val_domains = domain_of(val_samples)
     weights = sampling_weights(train_samples, args.clinical_share)
     preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p)
 
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> Path:
             correct += (logits.argmax(1) == targets).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         train_seconds = time.time() - epoch_start
-        val = validation_scores(predict_logits(model, val_pixels, 256), val_targets, val_domains)
+        val = validation_scores(predict(model, val_pixels)[0], val_targets, val_domains)
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "train_images_per_s": seen / train_seconds, **val}
         history.append(row)
@@ -176,9 +186,14 @@ def main(argv: list[str] | None = None) -> Path:
         model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     except CheckpointError as err:
         raise SystemExit(f"no usable best checkpoint: {err}")
-    val_logits = predict_logits(model, val_pixels, 256)
-    calibration = fit_calibration(val_logits, val_targets, val_domains, max_false_vascular=args.max_false_vascular,
-                                  unsure_rate=args.unsure_rate)
+    # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
+    train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
+    feature_distance = fit_feature_distance(predict(model, train_centres)[1],
+                                            np.char.add(domain_of(train_samples), train_targets.astype(str)))
+    del train_centres
+    val_logits, val_features = predict(model, val_pixels)
+    calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
+                                  max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
     final = out / "spotcheck.pt"
     save_checkpoint(final, {
         "format": FORMAT,
@@ -186,6 +201,7 @@ def main(argv: list[str] | None = None) -> Path:
         "classes": list(CLASSES),
         "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD), "framing": "data.framing.frame_spot"},
         "calibration": calibration,
+        "ood": {k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()},
         "meta": {
             "data": [str(Path(d)) for d in args.data],
             "split_seed": args.seed,

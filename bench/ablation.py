@@ -1,0 +1,100 @@
+"""What each part of the domain-gap work buys, on the validation splits: `python -m bench.ablation`.
+
+Trains one short run per variant with `python -m training.train` (same seed,
+split and budget; only the named flags differ) and prints, for each run's best
+epoch, the dermoscopic and clinical validation scores and the gap between them:
+
+    ham-only       dermoscopic images only, no phone-photo augmentation ("before")
+    +clinicalize   dermoscopic images made to look like phone photos
+    +clinical      real clinical photos in 30% of the draws, no augmentation to clinical look
+    full           both (the shipped recipe)
+
+Framing (finding and cropping the spot) acts at prediction time, so it is
+measured on the shipped model instead: clinical validation photos framed vs
+the whole photo squashed to the model's input.
+
+Validation only: the test split is never used to compare recipes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = {
+    "ham-only": ["--clinical-share", "0", "--clinicalize-p", "0"],
+    "+clinicalize": ["--clinical-share", "0"],
+    "+clinical": ["--clinicalize-p", "0"],
+    "full": [],
+}
+COLUMNS = ("dermoscopy_balanced_accuracy", "clinical_balanced_accuracy", "dermoscopy_vascular_recall",
+           "clinical_vascular_recall")
+
+
+def train(name: str, flags: list[str], out: Path, epochs: int) -> dict:
+    """Run training for one variant (skipped when its history is already there) and return its best epoch's row."""
+    history_path = out / name / "history.json"
+    if not (out / name / "spotcheck.pt").is_file():
+        command = [sys.executable, "-m", "training.train", "--out", str(out / name), "--epochs", str(epochs), *flags]
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True)
+    history = json.loads(history_path.read_text())
+    return max(history, key=lambda row: row["score"])
+
+
+def framing_effect(checkpoint: str | None) -> dict[str, float]:
+    """Clinical validation balanced accuracy of one model with and without framing the spot."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from data.datasets import load_dataset
+    from data.images import read_image
+    from data.presets import normalize, square_resize
+    from data.splits import split_samples
+    from model.predictor import Predictor
+    from training.train import DEFAULT_DATA
+
+    predictor = Predictor(checkpoint)
+    val = split_samples(load_dataset(DEFAULT_DATA[1]), seed=0, n_folds=5)["val"]
+    targets = np.array([s.target for s in val])
+    scores = {}
+    for mode in ("framed", "whole photo"):
+        predicted = []
+        for sample in val:
+            image = read_image(sample.path)
+            prepared = predictor.prepare(image)
+            if mode == "whole photo":
+                prepared.input = normalize(square_resize(image, predictor.size), mean=predictor.mean, std=predictor.std)
+            predicted.append(int(np.argmax(list(predictor.classify([prepared])[0].probabilities.values()))))
+        scores[mode] = float(balanced_accuracy_score(targets, predicted))
+    return scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--epochs", type=int, default=10, help="a shorter budget than the shipped 24 epochs")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--checkpoint", default=None, help="model for the framing comparison (default: the embedded one)")
+    args = p.parse_args(argv)
+
+    rows = {name: train(name, VARIANTS[name], Path(args.out), args.epochs) for name in args.variants}
+    print(f"\nValidation, best epoch of {args.epochs} (balanced accuracy and argmax vascular recall)\n")
+    print("| variant | best epoch | dermoscopy bal. acc. | clinical bal. acc. | gap | dermoscopy vasc. recall "
+          "| clinical vasc. recall |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        d, c, dv, cv = (row[k] for k in COLUMNS)
+        print(f"| {name} | {row['epoch'] + 1} | {d:.3f} | {c:.3f} | {d - c:+.3f} | {dv:.2f} | {cv:.2f} |")
+    framing = framing_effect(args.checkpoint)
+    print("\nFraming at prediction time (shipped model, clinical validation balanced accuracy)\n")
+    print("| input | clinical bal. acc. |\n|---|---|")
+    for mode, score in framing.items():
+        print(f"| {mode} | {score:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

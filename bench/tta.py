@@ -1,0 +1,100 @@
+"""Does test-time augmentation (flips) help? `python -m bench.tta [--checkpoint PATH]`.
+
+Scores the shipped model on the validation and test splits twice: the plain
+eval preset, and the mean logits over the image and its horizontal, vertical
+and double flips (4 network passes; logits and pooled features averaged). For a
+fair comparison each variant gets its own calibration (temperature and
+thresholds), fitted on validation exactly as training does; the decision rule
+then runs on the test split.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from data.datasets import CLASSES
+from data.images import read_image
+from model.checkpoint import DEFAULT_CHECKPOINT
+from model.decision import Calibration, decide, softmax
+from model.predictor import Predictor
+from training.calibrate import fit_calibration
+from training.metrics import expected_calibration_error, is_melanoma
+from training.train import DEFAULT_DATA, load_splits
+
+VASCULAR, NEVUS = CLASSES.index("vascular"), CLASSES.index("nevus")
+
+
+def run(predictor: Predictor, inputs: np.ndarray, flips: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and feature distances, each averaged over the views."""
+    views = [inputs] if not flips else [inputs, inputs[..., ::-1], inputs[..., ::-1, :], inputs[..., ::-1, ::-1]]
+    logits, features = [], []
+    for view in views:
+        for i in range(0, len(view), 256):
+            z, maps = predictor.network(np.ascontiguousarray(view[i : i + 256]))
+            logits.append(z)
+            features.append(maps.mean(axis=(2, 3)))
+    logits = np.mean(np.split(np.concatenate(logits), len(views)), axis=0)
+    features = np.mean(np.split(np.concatenate(features), len(views)), axis=0)
+    distance = predictor.feature_distance
+    return logits, distance(features) if distance else np.zeros(len(features))
+
+
+def scores(logits: np.ndarray, distances: np.ndarray, targets: np.ndarray, details: list[str],
+           cal: dict) -> dict[str, float]:
+    calibration = Calibration.from_dict(cal)
+    p = softmax(logits, calibration.temperature)
+    decided = np.array([decide(p[i], float(distances[i]), CLASSES, calibration)[0] for i in range(len(p))])
+    vascular, melanoma = targets == VASCULAR, is_melanoma(details)
+    pair = np.isin(targets, [VASCULAR, NEVUS])
+    called = decided == "vascular"
+    return {
+        "balanced accuracy": balanced_accuracy_score(targets, p.argmax(1)),
+        "vascular recall": (p.argmax(1)[vascular] == VASCULAR).mean(),
+        "vasc-vs-nevus AUC": roc_auc_score(targets[pair] == VASCULAR, p[pair, VASCULAR]),
+        "ECE": expected_calibration_error(p, targets),
+        "rule: coverage": (decided != "unsure").mean(),
+        "rule: vascular recall": called[vascular].mean(),
+        "rule: non-vascular -> vascular": called[~vascular].mean(),
+        "rule: melanoma -> vascular": called[melanoma].mean() if melanoma.any() else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("--data", nargs="+", default=DEFAULT_DATA)
+    args = p.parse_args(argv)
+    predictor = Predictor(args.checkpoint, backend="torch")
+    splits = load_splits(args.data, int(predictor.meta.get("split_seed", 0)))
+    parts = {}
+    for name in ("val", "test"):
+        samples = splits[name]
+        inputs = np.stack([predictor.prepare(read_image(s.path)).input for s in samples])
+        domains = np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in samples])
+        parts[name] = (inputs, np.array([s.target for s in samples]), domains, [s.detail for s in samples])
+
+    table = {}
+    for flips in (False, True):
+        inputs, targets, domains, _ = parts["val"]
+        logits, distances = run(predictor, inputs, flips)
+        cal = fit_calibration(logits, targets, domains, distances)
+        for split in ("val", "test"):
+            inputs, targets, domains, details = parts[split]
+            logits, distances = run(predictor, inputs, flips)
+            for domain in ("dermoscopy", "clinical"):
+                keep = domains == domain
+                table[(split, domain, flips)] = scores(logits[keep], distances[keep], targets[keep],
+                                                       [d for d, k in zip(details, keep) if k], cal)
+    for split in ("val", "test"):
+        for domain in ("dermoscopy", "clinical"):
+            plain, tta = table[(split, domain, False)], table[(split, domain, True)]
+            print(f"\n{domain} {split} (n={int((parts[split][2] == domain).sum())})\n")
+            print("| metric | plain | flips TTA | change |\n|---|---|---|---|")
+            for key in plain:
+                print(f"| {key} | {plain[key]:.4f} | {tta[key]:.4f} | {tta[key] - plain[key]:+.4f} |")
+
+
+if __name__ == "__main__":
+    main()
