@@ -31,15 +31,17 @@ VARIANTS = {
     "+clinical": ["--clinicalize-p", "0"],
     "full": [],
 }
+RESULTS = Path(__file__).with_name("ablation.md")
 COLUMNS = ("dermoscopy_balanced_accuracy", "clinical_balanced_accuracy", "dermoscopy_vascular_recall",
            "clinical_vascular_recall")
 
 
 def train(name: str, flags: list[str], out: Path, epochs: int) -> dict:
-    """Run training for one variant (skipped when its history is already there) and return its best epoch's row."""
+    """Train one variant (skipped when finished, resumed when interrupted) and return its best epoch's row."""
     history_path = out / name / "history.json"
     if not (out / name / "spotcheck.pt").is_file():
-        command = [sys.executable, "-m", "training.train", "--out", str(out / name), "--epochs", str(epochs), *flags]
+        command = [sys.executable, "-m", "training.train", "--out", str(out / name), "--epochs", str(epochs), "--resume",
+                   *flags]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
     history = json.loads(history_path.read_text())
@@ -82,19 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     rows = {name: train(name, VARIANTS[name], Path(args.out), args.epochs) for name in args.variants}
-    print(f"\nValidation, best epoch of {args.epochs} (balanced accuracy and argmax vascular recall)\n")
-    print("| variant | best epoch | dermoscopy bal. acc. | clinical bal. acc. | gap | dermoscopy vasc. recall "
-          "| clinical vasc. recall |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"Validation, best epoch of {args.epochs} (balanced accuracy; vascular recall is argmax)", "",
+             "| variant | best epoch | dermoscopy bal. acc. | clinical bal. acc. | gap | dermoscopy vasc. recall "
+             "| clinical vasc. recall |", "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         d, c, dv, cv = (row[k] for k in COLUMNS)
-        print(f"| {name} | {row['epoch'] + 1} | {d:.3f} | {c:.3f} | {d - c:+.3f} | {dv:.2f} | {cv:.2f} |")
-    framing = framing_effect(args.checkpoint)
-    print("\nFraming at prediction time (shipped model, clinical validation balanced accuracy)\n")
-    print("| input | clinical bal. acc. |\n|---|---|")
-    for mode, score in framing.items():
-        print(f"| {mode} | {score:.3f} |")
-
+        lines.append(f"| {name} | {row['epoch'] + 1} | {d:.3f} | {c:.3f} | {d - c:+.3f} | {dv:.2f} | {cv:.2f} |")
+    lines += ["", "Framing at prediction time (shipped model, clinical validation)", "",
+              "| input | clinical bal. acc. |", "|---|---|"]
+    lines += [f"| {mode} | {score:.3f} |" for mode, score in framing_effect(args.checkpoint).items()]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.write_text(f"# Ablation: what each part buys\n\n`python -m bench.ablation --epochs {args.epochs}`\n\n{text}")
 
 if __name__ == "__main__":
     main()

@@ -144,7 +144,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         except Exception:
             return failed(payload)
 
-    def reframe(held_photo, percent: float, click: tuple[float, float] | None = None):
+    def reframe(held_photo, percent: float | None, click: tuple[float, float] | None = None):
         """Check the held photo again with the frame moved (a click on the framing view) or resized (the slider)."""
         if held_photo is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
@@ -155,8 +155,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         except Exception:
             return failed("a moved frame")
 
-    def move_frame(held_photo, percent: float, evt: gr.SelectData):
-        return reframe(held_photo, percent, click=tuple(evt.index))
+    def move_frame(held_photo, evt: gr.SelectData):  # same size, new place
+        return reframe(held_photo, None, click=tuple(evt.index))
 
     def show_frame(held_photo):
         if held_photo is None:
@@ -201,8 +201,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
             show_frame, inputs=held, outputs=[framing, frame_size], **private)
-        for event, handler in ((framing.select, move_frame), (frame_size.release, reframe)):
-            event(handler, inputs=[held, frame_size], outputs=[*outputs, unanswered, held],
+        for event, handler, inputs in ((framing.select, move_frame, [held]),
+                                       (frame_size.release, reframe, [held, frame_size])):
+            event(handler, inputs=inputs, outputs=[*outputs, unanswered, held],
                   api_visibility="private").then(show_frame, inputs=held, outputs=[framing, frame_size], **private)
     return app
 
@@ -212,12 +213,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to serve other machines")
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
+    parser.add_argument("--ssl-certfile", default=None,
+                        help="serve HTTPS with this certificate: phone browsers allow the live camera only over HTTPS")
+    parser.add_argument("--ssl-keyfile", default=None, help="the certificate's private key")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     args = parser.parse_args(argv)
     app = build_app(Predictor(args.checkpoint, backend=args.backend))
     app.queue(default_concurrency_limit=2, max_size=64).launch(
         server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, ssl_verify=args.ssl_certfile is None,
         theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                                 font_mono=["ui-monospace", "monospace"]),
         footer_links=[],

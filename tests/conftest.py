@@ -1,8 +1,10 @@
 """Shared fixtures: small synthetic photos made by the tests, so no real data is needed."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -78,22 +80,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def running_app(tmp_path_factory) -> RunningApp:
-    """`python -m serve.app` on a free port in a subprocess, the way a user starts it; stopped at the end.
-
-    Session-scoped so the browser and API tests share one server (starting one takes ~10 s here).
-    """
-    work = tmp_path_factory.mktemp("app")
+@contextlib.contextmanager
+def serve_app(work: Path, *flags: str):
+    """`python -m serve.app` on a free port in a subprocess, the way a user starts it; stopped on exit."""
     uploads, log = work / "gradio", work / "app.log"
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(uploads),
            "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "serve.app", "--port", str(port)], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    app = RunningApp(f"http://127.0.0.1:{port}/", process, uploads, log)
-    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        process = subprocess.Popen([sys.executable, "-m", "serve.app", "--port", str(port), *flags], cwd=ROOT,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    scheme = "https" if "--ssl-certfile" in flags else "http"
+    app = RunningApp(f"{scheme}://127.0.0.1:{port}/", process, uploads, log)
+    unverified = ssl._create_unverified_context()  # a test certificate: only whether the server is up matters here
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=unverified))
     deadline = time.monotonic() + 120
     try:
         while True:
@@ -116,3 +116,10 @@ def running_app(tmp_path_factory) -> RunningApp:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def running_app(tmp_path_factory) -> RunningApp:
+    """The app as a user starts it, session-scoped so the browser and API tests share one server (~10 s to start)."""
+    with serve_app(tmp_path_factory.mktemp("app")) as app:
+        yield app

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from serve.guidance import GUIDANCE, HEADLINES
-from tests.conftest import free_port, spot_photo, write_rgb
+from tests.conftest import free_port, serve_app, spot_photo, write_rgb
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed (pip install -e '.[test]')")
 
@@ -135,3 +139,18 @@ def test_no_outbound_connection_while_serving_and_predicting(monkeypatch, predic
     finally:
         app.close()
     assert attempts == [], f"outbound connections attempted: {attempts}"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
+def test_the_app_serves_https_so_phones_can_use_the_live_camera(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    with serve_app(tmp_path, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)) as app:
+        assert app.url.startswith("https://")
+        trusting_the_test_certificate = ssl.create_default_context(cafile=str(cert))
+        trusting_the_test_certificate.check_hostname = False
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=trusting_the_test_certificate))
+        with opener.open(app.url, timeout=10) as page:
+            assert page.status == 200 and b"SpotCheck" in page.read()

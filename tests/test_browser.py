@@ -36,8 +36,8 @@ def browser():
 class Visit:
     """One fresh page of the app, with every request it makes recorded."""
 
-    def __init__(self, browser, url: str):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def __init__(self, browser, url: str, **context):
+        self.context = browser.new_context(**({"viewport": {"width": 1280, "height": 900}} | context))
         self.requests: list[str] = []
         self.context.on("request", lambda request: self.requests.append(request.url))
         self.page = self.context.new_page()
@@ -189,3 +189,28 @@ def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, run
     assert "image" in toast.inner_text()
     visit.assert_no_error_shown()
     visit.assert_only_local_requests()
+
+
+def test_the_page_works_on_a_phone(browser, running_app, tmp_path):
+    """A phone-sized touch screen: everything fits the width, and the photo button can take a picture."""
+    phone = Visit(browser, running_app.url, viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                  is_mobile=True, has_touch=True,
+                  user_agent="Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+                             "Chrome/130.0 Mobile Safari/537.36")
+    try:
+        page = phone.page
+        page.locator("#photo").get_by_text("Click to Upload").wait_for()
+        # An image file input: phone browsers offer the camera or the photo library for it.
+        assert "image" in page.locator("#photo input[type=file]").get_attribute("accept")
+        phone.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=300, radius=30)))
+        page.locator("#photo img").wait_for()
+        page.locator("#check").tap()
+        answer = phone.wait_for_answer(*HEADLINES.values())
+        assert headline_label(answer) and "Why:" in answer
+        assert page.locator("#disclaimer").is_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        phone.assert_no_error_shown()
+        phone.screenshot("05_phone.png")
+        phone.assert_only_local_requests()
+    finally:
+        phone.close()

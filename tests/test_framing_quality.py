@@ -42,4 +42,4 @@ def test_photo_problems_have_reasons():
     page = np.full((200, 200, 3), 245, np.uint8)
     for row in range(20, 180, 16):
         cv2.putText(page, "lorem ipsum dolor", (5, row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    assert "does not look like" in photo_problem(page)
+    assert "not a close-up of skin" in photo_problem(page)

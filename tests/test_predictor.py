@@ -6,7 +6,9 @@ import json
 import cv2
 import numpy as np
 import pytest
+from matplotlib import cbook
 
+from data.images import read_image
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from tests.conftest import SHARED_DATA, needs_shared, spot_photo
 
@@ -36,13 +38,41 @@ def test_unusable_photos_are_unsure_with_a_reason(predictor, make, reason):
     assert result.label == "unsure" and reason in result.reason
 
 
-def test_not_skin_is_refused(predictor):
-    landscape = np.zeros((300, 400, 3), np.uint8)
-    landscape[:150] = (110, 160, 230)  # sky
-    landscape[150:] = (60, 140, 50)  # grass
-    landscape = np.clip(landscape + np.random.default_rng(0).normal(0, 8, landscape.shape), 0, 255).astype(np.uint8)
-    result = predictor.predict(landscape)
+def landscape() -> np.ndarray:
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[:150] = (110, 160, 230)  # sky
+    image[150:] = (60, 140, 50)  # grass
+    return np.clip(image + np.random.default_rng(0).normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+def text_page() -> np.ndarray:
+    page = np.full((800, 600, 3), (242, 240, 232), np.uint8)
+    for line in range(20):
+        cv2.putText(page, "The quick brown fox jumps over", (20, 40 + line * 38), cv2.FONT_HERSHEY_SIMPLEX, 0.9,
+                    (30, 30, 30), 2, cv2.LINE_AA)
+    return page
+
+
+def face_from_afar(wall: tuple[int, int, int]) -> np.ndarray:
+    """A real portrait photo (matplotlib's sample of Grace Hopper) shrunk to a quarter, on a plain wall."""
+    portrait = read_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    small = cv2.resize(portrait, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    scene = np.clip(np.random.default_rng(0).normal(wall, 5, (900, 1200, 3)), 0, 255).astype(np.uint8)
+    (h, w), top, left = small.shape[:2], 300, 400
+    scene[top : top + h, left : left + w] = small
+    return scene
+
+
+@pytest.mark.parametrize("make", [
+    landscape, text_page,
+    lambda: face_from_afar((200, 190, 170)),  # a skin-coloured wall: passes the skin check, not the feature distance
+    lambda: face_from_afar((90, 110, 140)),
+    lambda: face_from_afar((150, 150, 150)),
+], ids=["landscape", "text", "face-beige-wall", "face-blue-wall", "face-grey-wall"])
+def test_things_that_are_not_skin_spots_are_refused(predictor, make):
+    result = predictor.predict(make())
     assert result.label == "unsure"
+    assert "not a close-up of skin" in result.reason or "does not look like the skin spots" in result.reason
 
 
 @needs_shared

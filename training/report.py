@@ -90,6 +90,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
             f"| {_fmt(rule['nonvascular_called_vascular'])} | {_fmt(rule['melanoma_called_vascular'])} |"
         )
     cal = metrics["calibration"]
+    val = meta.get("validation", {})
     split_counts = meta.get("split_counts", {})
     text = f"""# Model card: SpotCheck SpotNet
 
@@ -132,6 +133,13 @@ Brackets: 95% bootstrap interval, resampling whole lesions.
 {chr(10).join(rows)}
 
 Figures: `confusion_*.png`, `roc_*.png`, `reliability_*.png` beside this card.
+
+## Dermoscopy vs clinical photos (validation, best epoch)
+Balanced accuracy {_fmt(val.get('dermoscopy_balanced_accuracy', float('nan')))} on dermoscopy and
+{_fmt(val.get('clinical_balanced_accuracy', float('nan')))} on clinical photos: a gap of
+{_fmt(val.get('dermoscopy_balanced_accuracy', float('nan')) - val.get('clinical_balanced_accuracy', float('nan')))}.
+What each part of the domain-gap work buys, from a model trained on HAM10000 alone onwards, is measured by
+`python -m bench.ablation` (bench/ablation.md).
 
 ## Limitations
 - HAM10000 is dermoscopy only; everyday phone photos differ (light, blur, framing, skin texture). The clinical
