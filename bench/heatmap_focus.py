@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     for sample in samples:
         image = read_image(sample.path)
         result = predictor.predict(image)
-        key = (sample.source, sample.label)
+        key = (sample.stratum.split("/")[0], sample.label)  # the clinical set's stratum is "source/label"
         shares.setdefault(key, []).append(central_share(result.heatmap))
         photo = cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
         overlay = cv2.resize(overlay_heatmap(result.square, result.heatmap), (THUMB, THUMB))

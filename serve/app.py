@@ -180,14 +180,14 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                                  label="Photo of the spot", elem_id="photo")
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)
-                framing = gr.Image(label="The frame that was checked: click the spot to move the frame there",
-                                   interactive=False, elem_id="framing")
-                frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
-                                       label="Frame size (% of the photo's shorter side)")
-            with gr.Column():
+            with gr.Column():  # on a phone this column comes below the first: the answer right after the button
                 summary = gr.Markdown(elem_id="answer")
                 chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
                 heatmap = gr.Image(label="Where the model looked (framed spot)", interactive=False, elem_id="heatmap")
+                framing = gr.Image(label="The frame that was checked: wrong spot? Click the right one",
+                                   interactive=False, elem_id="framing")
+                frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
+                                       label="Frame size (% of the photo's shorter side)")
         guidance = gr.Markdown(elem_id="guidance")
         # State is not part of the API: /check returns the four outputs. The held photo lives in this
         # browser session's memory only, and goes with a new upload, the closed tab or HELD_SECONDS.

@@ -80,13 +80,15 @@ def test_shipped_metrics_meet_the_targets():
     """The committed evaluation of the shipped model, on the lesion-grouped HAM10000 test split.
 
     Floors at the measured figures (0.85 and 0.825): a retrained default must not do worse.
-    The issue's goal for vascular recall is 0.90; see README "Results".
+    The issue's goal for vascular recall is 0.90; see README "Results". The safety rates are the goals.
     """
     metrics = json.loads((DEFAULT_CHECKPOINT.parent / "metrics.json").read_text())
     derm = metrics["domains"]["dermoscopy"]
     assert derm["argmax"]["per_class"]["vascular"]["recall"] >= 0.85
     assert derm["argmax"]["balanced_accuracy"] >= 0.80
     assert derm["with_decision_rule"]["nonvascular_called_vascular"] <= 0.01
+    assert derm["with_decision_rule"]["melanoma_called_vascular"] <= 0.005
+    assert derm["ece_15_bins"] <= 0.03
 
 
 @needs_shared
