@@ -43,6 +43,7 @@ class Answer:
     guidance: str  # Markdown: what this means and what to do
     photo: np.ndarray | None = None  # the decoded photo, held in memory (never on disk) so the frame can be moved
     box: tuple[int, int, int, int] | None = None  # the frame that was checked, in `photo` pixels
+    placed: bool = False  # the person placed the frame (else SpotCheck framed the spot itself)
 
 
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
@@ -71,7 +72,7 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     label = prediction.label
     summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.\n\n{prediction.framing.note()}"
     return Answer(summary, prediction.probabilities, overlay_heatmap(prediction.square, prediction.heatmap),
-                  GUIDANCE[label], photo, prediction.framing.box)
+                  GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user)
 
 
 def view_scale(photo: np.ndarray) -> float:
@@ -130,7 +131,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         heatmap = a.heatmap
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
-        held_photo = (a.photo, a.box) if a.photo is not None else None
+        held_photo = (a.photo, a.box, a.placed) if a.photo is not None else None
         return a.summary, a.probabilities or None, heatmap, a.guidance, heatmap is None, held_photo
 
     def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
@@ -138,9 +139,13 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
                 "or try another photo.", None, None, "", True, None)
 
-    def answer(payload):
+    def answer(payload, held_photo):
         try:
-            return shown(check_spot(predictor, uploaded_path(photo, payload)))
+            path = uploaded_path(photo, payload)
+            if path and not Path(path).exists() and held_photo is not None:  # checked again: the photo is held
+                image, box, placed = held_photo
+                return shown(check_frame(predictor, image, box if placed else None))
+            return shown(check_spot(predictor, path))
         except Exception:
             return failed(payload)
 
@@ -149,7 +154,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if held_photo is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
                                 f"kept in memory for {HELD_SECONDS // 60} minutes after the last answer.", {}, None, ""))
-        image, box = held_photo
+        image, box, _ = held_photo
         try:
             return shown(check_frame(predictor, image, moved_frame(image, box, click=click, percent=percent)))
         except Exception:
@@ -161,7 +166,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     def show_frame(held_photo):
         if held_photo is None:
             return None, gr.update(value=FRAME_DEFAULT, interactive=False)
-        image, box = held_photo
+        image, box, _ = held_photo
         return framing_view(image, box), gr.update(value=frame_percent(image, box), interactive=True)
 
     def clear():  # a new photo: the previous answer (and the photo held for it) must not stay next to it
@@ -197,7 +202,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if.
         photo.input(clear, outputs=[*outputs, held, framing, frame_size], **private)
-        check.click(answer, inputs=photo, outputs=[*outputs, unanswered, held], api_name="check",
+        check.click(answer, inputs=[photo, held], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
             show_frame, inputs=held, outputs=[framing, frame_size], **private)
