@@ -46,6 +46,16 @@ class Answer:
     placed: bool = False  # the person placed the frame (else SpotCheck framed the spot itself)
 
 
+@dataclass
+class HeldPhoto:
+    """A photo kept in one browser session's memory (never on disk) so its frame can be moved."""
+
+    upload: str  # the upload's path: Gradio names uploads by content, so the same path means the same photo
+    photo: np.ndarray
+    box: tuple[int, int, int, int]
+    placed: bool
+
+
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
     """Answer one uploaded photo and delete the file; never raises for a bad file."""
     if not path:
@@ -125,13 +135,13 @@ def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
 
 
 def build_app(predictor: Predictor) -> gr.Blocks:
-    def shown(a: Answer) -> tuple:
+    def shown(a: Answer, upload: str | None) -> tuple:
         """An Answer as the page's outputs: the four API outputs, then whether the photo box should be
         emptied (no answer: upload another) and the photo held for moving the frame."""
         heatmap = a.heatmap
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
-        held_photo = (a.photo, a.box, a.placed) if a.photo is not None else None
+        held_photo = HeldPhoto(upload, a.photo, a.box, a.placed) if a.photo is not None and upload else None
         return a.summary, a.probabilities or None, heatmap, a.guidance, heatmap is None, held_photo
 
     def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
@@ -139,35 +149,37 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
                 "or try another photo.", None, None, "", True, None)
 
-    def answer(payload, held_photo):
+    def answer(payload, held_photo: HeldPhoto | None):
         try:
             path = uploaded_path(photo, payload)
-            if path and not Path(path).exists() and held_photo is not None:  # checked again: the photo is held
-                image, box, placed = held_photo
-                return shown(check_frame(predictor, image, box if placed else None))
-            return shown(check_spot(predictor, path))
+            if held_photo and held_photo.upload == path and not Path(path).exists():  # checked again
+                h = held_photo
+                return shown(check_frame(predictor, h.photo, h.box if h.placed else None), path)
+            return shown(check_spot(predictor, path), path)
         except Exception:
             return failed(payload)
 
-    def reframe(held_photo, percent: float | None, click: tuple[float, float] | None = None):
+    def reframe(held_photo: HeldPhoto | None, percent: float | None, click: tuple[float, float] | None = None):
         """Check the held photo again with the frame moved (a click on the framing view) or resized (the slider)."""
         if held_photo is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
-                                f"kept in memory for {HELD_SECONDS // 60} minutes after the last answer.", {}, None, ""))
-        image, box, _ = held_photo
+                                f"kept in memory for {HELD_SECONDS // 60} minutes after the last answer.", {}, None, ""),
+                         None)
+        h = held_photo
         try:
-            return shown(check_frame(predictor, image, moved_frame(image, box, click=click, percent=percent)))
+            return shown(check_frame(predictor, h.photo, moved_frame(h.photo, h.box, click=click, percent=percent)),
+                         h.upload)
         except Exception:
             return failed("a moved frame")
 
-    def move_frame(held_photo, evt: gr.SelectData):  # same size, new place
+    def move_frame(held_photo: HeldPhoto | None, evt: gr.SelectData):  # same size, new place
         return reframe(held_photo, None, click=tuple(evt.index))
 
-    def show_frame(held_photo):
+    def show_frame(held_photo: HeldPhoto | None):
         if held_photo is None:
             return None, gr.update(value=FRAME_DEFAULT, interactive=False)
-        image, box, _ = held_photo
-        return framing_view(image, box), gr.update(value=frame_percent(image, box), interactive=True)
+        h = held_photo
+        return framing_view(h.photo, h.box), gr.update(value=frame_percent(h.photo, h.box), interactive=True)
 
     def clear():  # a new photo: the previous answer (and the photo held for it) must not stay next to it
         return "", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False)

@@ -98,3 +98,18 @@ def test_the_app_answers_as_batch_scoring_does(tmp_path, predictor, label):
     expected = predictor.predict_file(upload)
     answer = check_spot(predictor, str(upload))
     assert answer.probabilities == pytest.approx(expected.probabilities) and answer.box == expected.framing.box
+
+
+def test_checking_again_uses_the_held_photo_only_for_the_same_upload(tmp_path, predictor):
+    """The page's button: a photo answered before is held in memory; a different upload never gets its answer."""
+    answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
+    first = write_rgb(tmp_path / "first.png", spot_photo("vascular", size=200))
+    summary, _, _, _, unanswered, held = answer({"path": str(first)}, None)
+    assert not unanswered and isinstance(held, serve.app.HeldPhoto) and held.upload == str(first)
+    assert not first.exists()
+
+    again = answer({"path": str(first)}, held)  # pressed again: the upload is gone, the held photo answers
+    assert again[0] == summary and again[5].photo is held.photo
+
+    other = answer({"path": str(tmp_path / "other.png")}, held)  # another upload that is gone: not the held photo
+    assert "upload the photo again" in other[0] and other[5] is None
