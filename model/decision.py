@@ -50,7 +50,7 @@ class FeatureDistance:
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         diffs = np.asarray(features, np.float32)[:, None, :] - self.means[None]
-        return np.einsum("ngd,de,nge->ng", diffs, self.precision, diffs).min(axis=1)
+        return ((diffs @ self.precision) * diffs).sum(axis=-1).min(axis=1)  # a matrix product: BLAS, fast
 
     @classmethod
     def from_dict(cls, values: dict) -> "FeatureDistance":
