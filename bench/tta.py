@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from data.datasets import CLASSES
 from data.images import read_image
@@ -20,10 +19,8 @@ from model.checkpoint import DEFAULT_CHECKPOINT
 from model.decision import Calibration, decide, softmax
 from model.predictor import Predictor
 from training.calibrate import fit_calibration
-from training.metrics import expected_calibration_error, is_melanoma
+from training.metrics import full_report
 from training.train import DEFAULT_DATA, load_splits
-
-VASCULAR, NEVUS = CLASSES.index("vascular"), CLASSES.index("nevus")
 
 
 def run(predictor: Predictor, inputs: np.ndarray, flips: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -43,21 +40,21 @@ def run(predictor: Predictor, inputs: np.ndarray, flips: bool) -> tuple[np.ndarr
 
 def scores(logits: np.ndarray, distances: np.ndarray, targets: np.ndarray, details: list[str],
            cal: dict) -> dict[str, float]:
+    """The figures `training.evaluate` reports, for these logits under calibration `cal`."""
     calibration = Calibration.from_dict(cal)
     p = softmax(logits, calibration.temperature)
-    decided = np.array([decide(p[i], float(distances[i]), CLASSES, calibration)[0] for i in range(len(p))])
-    vascular, melanoma = targets == VASCULAR, is_melanoma(details)
-    pair = np.isin(targets, [VASCULAR, NEVUS])
-    called = decided == "vascular"
+    decided = [decide(p[i], float(distances[i]), CLASSES, calibration)[0] for i in range(len(p))]
+    report = full_report(p, targets, decided, details)
+    rule = report["with_decision_rule"]
     return {
-        "balanced accuracy": balanced_accuracy_score(targets, p.argmax(1)),
-        "vascular recall": (p.argmax(1)[vascular] == VASCULAR).mean(),
-        "vasc-vs-nevus AUC": roc_auc_score(targets[pair] == VASCULAR, p[pair, VASCULAR]),
-        "ECE": expected_calibration_error(p, targets),
-        "rule: coverage": (decided != "unsure").mean(),
-        "rule: vascular recall": called[vascular].mean(),
-        "rule: non-vascular -> vascular": called[~vascular].mean(),
-        "rule: melanoma -> vascular": called[melanoma].mean() if melanoma.any() else float("nan"),
+        "balanced accuracy": report["argmax"]["balanced_accuracy"],
+        "vascular recall": report["argmax"]["per_class"]["vascular"]["recall"],
+        "vasc-vs-nevus AUC": report["vascular_vs_nevus_auc"],
+        "ECE": report["ece_15_bins"],
+        "rule: coverage": rule["coverage"],
+        "rule: vascular recall": rule["vascular_recall"],
+        "rule: non-vascular -> vascular": rule["nonvascular_called_vascular"],
+        "rule: melanoma -> vascular": rule["melanoma_called_vascular"],
     }
 
 
@@ -72,17 +69,17 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("val", "test"):
         samples = splits[name]
         inputs = np.stack([predictor.prepare(read_image(s.path)).input for s in samples])
-        domains = np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in samples])
+        domains = np.array([s.domain for s in samples])
         parts[name] = (inputs, np.array([s.target for s in samples]), domains, [s.detail for s in samples])
 
     table = {}
     for flips in (False, True):
-        inputs, targets, domains, _ = parts["val"]
-        logits, distances = run(predictor, inputs, flips)
-        cal = fit_calibration(logits, targets, domains, distances)
+        outputs = {split: run(predictor, parts[split][0], flips) for split in ("val", "test")}
+        (val_logits, val_distances), (_, val_targets, val_domains, _) = outputs["val"], parts["val"]
+        cal = fit_calibration(val_logits, val_targets, val_domains, val_distances)
         for split in ("val", "test"):
-            inputs, targets, domains, details = parts[split]
-            logits, distances = run(predictor, inputs, flips)
+            _, targets, domains, details = parts[split]
+            logits, distances = outputs[split]
             for domain in ("dermoscopy", "clinical"):
                 keep = domains == domain
                 table[(split, domain, flips)] = scores(logits[keep], distances[keep], targets[keep],

@@ -41,6 +41,11 @@ class Sample:
     def target(self) -> int:
         return CLASSES.index(self.label)
 
+    @property
+    def domain(self) -> str:
+        """"clinical" for ordinary photos, "dermoscopy" for HAM10000 and class-per-folder trees."""
+        return "clinical" if self.source == "clinical" else "dermoscopy"
+
 
 def load_ham10000(root: str | Path) -> list[Sample]:
     """HAM10000 as released: `HAM10000_metadata.csv` plus the images.

@@ -30,6 +30,7 @@ import csv
 import hashlib
 import http.client
 import json
+import shutil
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -194,8 +195,7 @@ def extract_images(archive: Path, images_dir: Path) -> list[str]:
             for info in tqdm(members, desc=f"unpacking {archive.name}", unit="img"):
                 name = PurePosixPath(info.filename).name
                 with zf.open(info) as src, (images_dir / name).open("wb") as dst:
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
+                    shutil.copyfileobj(src, dst, CHUNK)
                 names.append(name)
     except zipfile.BadZipFile as err:
         raise DownloadError(f"{archive.name} is not a valid zip: {err}") from None

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-ANALYSIS_SIDE = 256  # the analysis runs on a downscaled copy: fast and noise-tolerant
+from data.images import ANALYSIS_SIDE, analysis_copy
+
 CONTEXT = 2.0  # box side = CONTEXT x the spot's larger side, like a dermoscopic frame
 MIN_AREA = 0.002  # ignore blobs smaller than this fraction of the image
 FILLS_FRAME = 0.25  # a spot this large (fraction of image) is already framed
@@ -60,13 +61,15 @@ def _blob_score(mask: np.ndarray, distance: np.ndarray) -> list[tuple[float, tup
     return sorted(blobs, reverse=True)
 
 
-def frame_spot(image: np.ndarray) -> Framing:
-    """Locate the most prominent spot in an RGB uint8 image and return a square box around it."""
+def frame_spot(image: np.ndarray, analysis: np.ndarray | None = None) -> Framing:
+    """Locate the most prominent spot in an RGB uint8 image and return a square box around it.
+
+    `analysis`: the image's `data.images.analysis_copy`, if the caller already made it.
+    """
     h, w = image.shape[:2]
     whole = Framing((0, 0, w, h), 0, False)
     scale = ANALYSIS_SIDE / max(h, w)
-    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (5, 5), 0)
+    small = cv2.GaussianBlur(analysis_copy(image) if analysis is None else analysis, (5, 5), 0)
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
     skin = np.median(lab.reshape(-1, 3), axis=0)
     # Lightness counts less than colour: shadows and glare change L, spots change a and b.

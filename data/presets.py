@@ -27,10 +27,10 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     return resized[top : top + size, left : left + size]
 
 
-def frame_and_resize(image: np.ndarray, *, size: int,
-                     box: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, Framing]:
+def frame_and_resize(image: np.ndarray, *, size: int, box: tuple[int, int, int, int] | None = None,
+                     analysis: np.ndarray | None = None) -> tuple[np.ndarray, Framing]:
     """Frame the spot (see data.framing), or use the `box` a person placed, and bring it to size x size uint8 RGB."""
-    framing = frame_spot(image) if box is None else Framing(box, spots=1, found=True, by_user=True)
+    framing = frame_spot(image, analysis) if box is None else Framing(box, spots=1, found=True, by_user=True)
     return square_resize(crop(image, framing.box), size), framing
 
 
@@ -41,13 +41,14 @@ def normalize(square: np.ndarray, *, mean=MEAN, std=STD) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def eval_preset(image: np.ndarray, *, size: int = 112, mean=MEAN, std=STD,
-                box: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
+def eval_preset(image: np.ndarray, *, size: int = 112, mean=MEAN, std=STD, box: tuple[int, int, int, int] | None = None,
+                analysis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
     """RGB uint8 photo -> (model input CHW float32, the framed square uint8, the framing).
 
-    `box` (x0, y0, x1, y1) replaces the automatic framing, e.g. when a person moved the frame.
+    `box` (x0, y0, x1, y1) replaces the automatic framing, e.g. when a person moved the frame;
+    `analysis` is the photo's `data.images.analysis_copy`, if the caller already made it.
     """
-    square, framing = frame_and_resize(image, size=size, box=box)
+    square, framing = frame_and_resize(image, size=size, box=box, analysis=analysis)
     return normalize(square, mean=mean, std=std), square, framing
 
 

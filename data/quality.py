@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from data.images import analysis_copy
+
 MIN_SIDE = 48  # pixels
-MIN_SHARPNESS = 4.0  # variance of the Laplacian at 256 px
+MIN_SHARPNESS = 4.0  # variance of the Laplacian on the analysis copy (256 px)
 MAX_DARK = 0.60  # fraction of pixels with brightness < 40
 MAX_BRIGHT = 0.50  # fraction of pixels with brightness > 250
 MIN_SKIN = 0.10  # fraction of skin- or lesion-coloured pixels
@@ -28,10 +30,10 @@ class PhotoStats:
     skin: float
 
 
-def measure(image: np.ndarray) -> PhotoStats:
+def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats:
+    """`analysis`: the image's `data.images.analysis_copy`, if the caller already made it."""
     h, w = image.shape[:2]
-    scale = 256 / max(h, w)
-    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = analysis_copy(image) if analysis is None else analysis
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     value = small.max(axis=2)
     ycrcb = cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb)
@@ -46,9 +48,9 @@ def measure(image: np.ndarray) -> PhotoStats:
     )
 
 
-def photo_problem(image: np.ndarray) -> str | None:
+def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None) -> str | None:
     """A plain-words reason the photo cannot be judged, or None if it looks usable."""
-    stats = measure(image)
+    stats = measure(image, analysis)
     if stats.min_side < MIN_SIDE:
         return f"too small ({image.shape[1]}x{image.shape[0]} pixels): take a closer photo of the spot"
     if stats.dark > MAX_DARK:

@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path | None = None) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint file at {path}")
     checksum = path.with_name(path.name + ".sha256")
     if checksum.is_file():
-        expected = checksum.read_text().split()[0] if checksum.read_text().strip() else ""
+        expected = (checksum.read_text().split() or [""])[0]
         if sha256_of(path) != expected:
             raise CheckpointError(f"{path} does not match its checksum in {checksum.name}: the file is damaged or was changed")
     import torch

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from data.framing import Framing
-from data.images import read_image
+from data.images import analysis_copy, read_image
 from data.presets import eval_preset
 from data.quality import photo_problem
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, sha256_of
@@ -177,8 +177,10 @@ class Predictor:
 
     def prepare(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prepared:
         """Check, frame (or crop to `box`) and preprocess one RGB uint8 image."""
-        x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std, box=box)
-        return Prepared(x, square, framing, photo_problem(image))
+        analysis = analysis_copy(image)  # one downscaled copy for both the framing and the quality checks
+        x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std, box=box,
+                                         analysis=analysis)
+        return Prepared(x, square, framing, photo_problem(image, analysis))
 
     def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw logits and last feature maps for a batch of eval-preset inputs, (N, 3, size, size) float32."""

@@ -70,10 +70,7 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
                       "(JPEG, PNG, WebP, BMP or TIFF).", {}, None, "")
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
-    scale = HELD_SIDE / max(image.shape[:2])
-    if scale < 1:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return check_frame(predictor, image)
+    return check_frame(predictor, shrunk(image, HELD_SIDE))
 
 
 def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Answer:
@@ -85,6 +82,12 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user)
 
 
+def shrunk(image: np.ndarray, longest: int) -> np.ndarray:
+    """`image` scaled down to `longest` pixels on its longer side; a smaller image is returned as it is."""
+    scale = longest / max(image.shape[:2])
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
+
+
 def view_scale(photo: np.ndarray) -> float:
     """How much the framing view shrinks the photo (never enlarges it)."""
     return min(1.0, VIEW_SIDE / max(photo.shape[:2]))
@@ -93,7 +96,7 @@ def view_scale(photo: np.ndarray) -> float:
 def framing_view(photo: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The photo, shrunk for the page, with the checked frame drawn on it."""
     scale = view_scale(photo)
-    view = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else photo.copy()
+    view = shrunk(photo, VIEW_SIDE).copy()  # a copy: the frame is drawn on it, never on the held photo
     x0, y0, x1, y1 = (round(v * scale) for v in box)
     thickness = max(2, round(max(view.shape[:2]) / 200))
     cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), thickness + 2)  # dark edge: visible on pale skin

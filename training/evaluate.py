@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples, probs, decided = predict_samples(predictor, samples)
     metrics = {"checkpoint": str(args.checkpoint), "split": args.split, "calibration": vars(predictor.calibration),
                "domains": {}}
-    domains = np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in samples])
+    domains = np.array([s.domain for s in samples])
     for domain in sorted(set(domains)):
         part = np.flatnonzero(domains == domain)
         sub = [samples[i] for i in part]

@@ -48,7 +48,7 @@ def sampling_weights(samples: list[Sample], clinical_share: float) -> np.ndarray
     share, so the 100-odd vascular images are drawn as often as the thousands
     of nevi: imbalance is handled by the sampler, and the loss stays plain.
     """
-    domain = ["clinical" if s.source == "clinical" else "dermoscopy" for s in samples]
+    domain = [s.domain for s in samples]
     counts = Counter(zip(domain, (s.label for s in samples)))
     classes_in = Counter(d for d, _ in counts)
     has_clinical = "clinical" in classes_in

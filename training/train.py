@@ -95,10 +95,6 @@ def predict(model: SpotNet, pixels: np.ndarray, batch_size: int = 256) -> tuple[
     return np.concatenate(logits), np.concatenate(features)
 
 
-def domain_of(samples: list) -> np.ndarray:
-    return np.array(["clinical" if s.source == "clinical" else "dermoscopy" for s in samples])
-
-
 def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray) -> dict[str, float]:
     """Balanced accuracy per domain; the selection score weighs dermoscopy and clinical photos equally."""
     scores = {}
@@ -125,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
     train_targets = np.array([s.target for s in train_samples])
     val_targets = np.array([s.target for s in val_samples])
-    val_domains = domain_of(val_samples)
+    val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
     preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p)
 
@@ -189,7 +185,7 @@ def main(argv: list[str] | None = None) -> Path:
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
     train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
     feature_distance = fit_feature_distance(predict(model, train_centres)[1],
-                                            np.char.add(domain_of(train_samples), train_targets.astype(str)))
+                                            np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_centres
     val_logits, val_features = predict(model, val_pixels)
     calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
