@@ -27,8 +27,12 @@ class SpotNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(c_in, num_classes)
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, C) pooled features the head sees."""
+        return self.features(x).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x).mean(dim=(2, 3))))
+        return self.head(self.dropout(self.pooled(x)))
 
     def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and the last feature maps (N, C, h, w), for the heatmap and the OOD score."""

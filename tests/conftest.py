@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import socket
 import ssl
@@ -39,6 +40,24 @@ def write_rgb(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return path
+
+
+HAM_DX = ["nv"] * 40 + ["mel"] * 14 + ["bkl"] * 10 + ["vasc"] * 10 + ["df"] * 6
+
+
+def make_ham(root):
+    """A miniature HAM10000: 80 images of 50 lesions, some lesions with two images."""
+    rows = []
+    for i, dx in enumerate(HAM_DX):
+        lesion = f"HAM_{i // 2 if dx == 'nv' else i:07d}"
+        rows.append({"lesion_id": lesion, "image_id": f"ISIC_{i:07d}", "dx": dx, "dx_type": "histo",
+                     "age": "50", "sex": "male", "localization": "back"})
+        write_rgb(root / "images" / f"ISIC_{i:07d}.jpg", spot_photo("nevus", size=32, radius=6, seed=i))
+    with (root / "HAM10000_metadata.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
 
 
 @pytest.fixture

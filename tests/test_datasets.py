@@ -7,29 +7,12 @@ import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.splits import split_samples
-from tests.conftest import SHARED_DATA, needs_shared, spot_photo, write_rgb
-
-DX = ["nv"] * 40 + ["mel"] * 14 + ["bkl"] * 10 + ["vasc"] * 10 + ["df"] * 6
-
-
-def make_ham(root):
-    """A miniature HAM10000: 80 images of 50 lesions, some lesions with two images."""
-    rows = []
-    for i, dx in enumerate(DX):
-        lesion = f"HAM_{i // 2 if dx == 'nv' else i:07d}"
-        rows.append({"lesion_id": lesion, "image_id": f"ISIC_{i:07d}", "dx": dx, "dx_type": "histo",
-                     "age": "50", "sex": "male", "localization": "back"})
-        write_rgb(root / "images" / f"ISIC_{i:07d}.jpg", spot_photo("nevus", size=32, radius=6, seed=i))
-    with (root / "HAM10000_metadata.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return root
+from tests.conftest import HAM_DX, SHARED_DATA, make_ham, needs_shared, spot_photo, write_rgb
 
 
 def test_ham10000_mapping_and_groups(tmp_path):
     samples = load_ham10000(make_ham(tmp_path))
-    assert len(samples) == len(DX)
+    assert len(samples) == len(HAM_DX)
     by_dx = {s.detail: s.label for s in samples}
     assert by_dx == {"nv": "nevus", "mel": "other", "bkl": "other", "vasc": "vascular", "df": "other"}
     assert len({s.group for s in samples}) == 60  # 20 nevus lesions with 2 images + 40 single

@@ -9,6 +9,7 @@ import torch
 import training.train as train
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
+from tests.conftest import make_ham
 from training import evaluate
 
 FAST = ["--epochs", "2", "--draws-per-epoch", "48", "--batch-size", "16", "--image-size", "48", "--workers", "0"]
@@ -36,8 +37,20 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
         assert (tmp_path / "eval" / name).stat().st_size > 0
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_path, monkeypatch):
-    straight = train.main(["--data", str(class_tree), "--out", str(tmp_path / "a"), *FAST])
+def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_path):
+    ham = str(make_ham(tmp_path / "ham"))
+    plain = load_checkpoint(train.main(["--data", ham, "--out", str(tmp_path / "plain"), *FAST]))["model"]
+    aux = load_checkpoint(train.main(["--data", ham, "--out", str(tmp_path / "aux"), *FAST, "--dx-weight", "0.5"]))["model"]
+    assert plain.keys() == aux.keys()  # the 7-diagnosis head is training-only
+    assert aux["head.weight"].shape == (3, 256)
+    assert not torch.allclose(plain["features.0.0.weight"], aux["features.0.0.weight"])  # its loss did train
+
+
+@pytest.mark.parametrize("extra", [[], ["--dx-weight", "0.5"]], ids=["groups", "with-dx-head"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_path, monkeypatch, extra):
+    data = str(make_ham(tmp_path / "ham")) if extra else str(class_tree)
+    run = ["--data", data, *FAST, *extra]
+    straight = train.main([*run, "--out", str(tmp_path / "a")])
 
     real_scores, calls = train.validation_scores, []
 
@@ -49,9 +62,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
 
     monkeypatch.setattr(train, "validation_scores", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train.main(["--data", str(class_tree), "--out", str(tmp_path / "b"), *FAST])
+        train.main([*run, "--out", str(tmp_path / "b")])
     monkeypatch.setattr(train, "validation_scores", real_scores)
-    resumed = train.main(["--data", str(class_tree), "--out", str(tmp_path / "b"), *FAST, "--resume"])
+    resumed = train.main([*run, "--out", str(tmp_path / "b"), "--resume"])
 
     a, b = load_checkpoint(straight)["model"], load_checkpoint(resumed)["model"]
     for name in a:

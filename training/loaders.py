@@ -71,10 +71,10 @@ class EpochDraws(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, np.ndarray]:
         i = self.indices[k]
         image = self.preset(self.pixels[i], np.random.default_rng([self.seed, self.epoch, k]))
-        return torch.from_numpy(image), int(self.targets[i])
+        return torch.from_numpy(image), self.targets[i]
 
 
 def eval_batches(pixels: np.ndarray, *, mean, std, batch_size: int):

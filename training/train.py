@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from data.datasets import CLASSES, load_dataset
+from data.datasets import CLASSES, DX_TO_CLASS, load_dataset
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.splits import class_counts, split_samples
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
@@ -48,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (one-cycle schedule)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--ema", type=float, default=0.995,
+                   help="decay of an exponential moving average of the weights (and batch-norm statistics), "
+                        "which is what gets validated and shipped; 0 = use the raw weights")
+    p.add_argument("--dx-weight", type=float, default=0.0,
+                   help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
+                        "the model still answers the 3 groups); 0 = learn the 3 groups only")
     p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
     p.add_argument("--clinicalize-p", type=float, default=0.5,
                    help="probability of making a dermoscopic image look like a phone photo")
@@ -120,6 +127,9 @@ def main(argv: list[str] | None = None) -> Path:
     train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train")
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
     train_targets = np.array([s.target for s in train_samples])
+    # Column 2: the HAM10000 diagnosis for the auxiliary head, -100 (ignored) where a source has none.
+    dx_names = tuple(DX_TO_CLASS)
+    train_dx = np.array([dx_names.index(s.detail) if s.source == "ham10000" else -100 for s in train_samples])
     val_targets = np.array([s.target for s in val_samples])
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
@@ -127,15 +137,25 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = SpotNet(num_classes=len(CLASSES))
+    dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
+    trained = [*model.parameters(), *(dx_head.parameters() if dx_head else [])]
     steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
                                                    pct_start=0.15)
+    # The moving average smooths the step-to-step noise of small-batch training (~2.5 epochs at 0.995).
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    shipped = ema.module if ema else model  # the weights that are validated, selected and saved
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    dx_loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
     start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
     if args.resume and (out / "last.pt").is_file():
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
+        if dx_head:
+            dx_head.load_state_dict(state["dx_head"])
+        if ema:
+            ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
@@ -144,36 +164,45 @@ def main(argv: list[str] | None = None) -> Path:
     for epoch in range(start_epoch, args.epochs):
         model.train()
         torch.manual_seed(args.seed * 1000 + epoch)  # dropout: same masks on resume
-        draws = EpochDraws(train_pixels, train_targets, weights, preset,
+        draws = EpochDraws(train_pixels, np.stack([train_targets, train_dx], axis=1), weights, preset,
                            draws=args.draws_per_epoch, seed=args.seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
-        for images, targets in bar:
-            logits = model(images)
+        for images, labels in bar:
+            targets, dx = labels[:, 0], labels[:, 1]
+            features = model.dropout(model.pooled(images))
+            logits = model.head(features)
             loss = loss_fn(logits, targets)
+            if dx_head and (dx >= 0).any():
+                loss = loss + args.dx_weight * dx_loss_fn(dx_head(features), dx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            if ema:
+                ema.update_parameters(model)
             seen += len(targets)
             loss_sum += loss.item() * len(targets)
             correct += (logits.argmax(1) == targets).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         train_seconds = time.time() - epoch_start
-        val = validation_scores(predict(model, val_pixels)[0], val_targets, val_domains)
+        val = validation_scores(predict(shipped, val_pixels)[0], val_targets, val_domains)
+        raw = validation_scores(predict(model, val_pixels)[0], val_targets, val_domains) if ema else {}
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "train_images_per_s": seen / train_seconds, **val}
+               "train_images_per_s": seen / train_seconds, **val, **{f"raw_{k}": v for k, v in raw.items()}}
         history.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if val["score"] > best["score"]:
             best = {"score": val["score"], "epoch": epoch}
             save_checkpoint(out / "best.pt", {
-                "format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES),
+                "format": FORMAT, "model": shipped.state_dict(), "classes": list(CLASSES),
                 "preprocess": {}, "calibration": {}, "meta": {"epoch": epoch}})
         save_checkpoint(out / "last.pt", {
             "format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES), "preprocess": {},
-            "calibration": {}, "meta": {}, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "calibration": {}, "meta": {}, "dx_head": dx_head.state_dict() if dx_head else {},
+            "ema": ema.state_dict() if ema else {},
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history})
         (out / "history.json").write_text(json.dumps(history, indent=1))
 
