@@ -10,6 +10,7 @@ epoch, the dermoscopic and clinical validation scores and the gap between them:
     full           both (the shipped recipe)
     full+dx        both, plus an auxiliary head learning the 7 HAM10000 diagnoses
                    (the 3-groups-vs-7-diagnoses question)
+    full+clin50    both, with clinical photos in half of the draws instead of 30%
 
 All variants train raw weights (`--ema 0`): the moving average of the shipped
 recipe only matters late in a full-length run, and this keeps the stored runs
@@ -37,6 +38,7 @@ VARIANTS = {
     "+clinical": ["--clinicalize-p", "0"],
     "full": [],
     "full+dx": ["--dx-weight", "0.5"],
+    "full+clin50": ["--clinical-share", "0.5"],
 }
 RESULTS = Path(__file__).with_name("ablation.md")
 COLUMNS = ("dermoscopy_balanced_accuracy", "clinical_balanced_accuracy", "dermoscopy_vascular_recall",

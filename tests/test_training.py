@@ -24,7 +24,8 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert ckpt["ood"]["means"].shape == (3, 256) and ckpt["ood"]["precision"].shape == (256, 256)  # 3 classes x 1 domain
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] in (0, 1)
-    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 2 and {"score", "raw_score"} <= history[0].keys()  # averaged and raw weights both scored
     assert Predictor(final, backend="onnx").backend == "onnx"  # the export is written and matches
     prediction = Predictor(final).predict_file(next(class_tree.rglob("*.png")))
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
@@ -46,17 +47,17 @@ def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_p
     assert not torch.allclose(plain["features.0.0.weight"], aux["features.0.0.weight"])  # its loss did train
 
 
-@pytest.mark.parametrize("extra", [[], ["--dx-weight", "0.5"]], ids=["groups", "with-dx-head"])
+@pytest.mark.parametrize("extra", [[], ["--ema", "0"], ["--dx-weight", "0.5"]],
+                         ids=["averaged-weights", "raw-weights", "with-dx-head"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_path, monkeypatch, extra):
-    data = str(make_ham(tmp_path / "ham")) if extra else str(class_tree)
+    data = str(make_ham(tmp_path / "ham")) if "--dx-weight" in extra else str(class_tree)
     run = ["--data", data, *FAST, *extra]
     straight = train.main([*run, "--out", str(tmp_path / "a")])
 
-    real_scores, calls = train.validation_scores, []
+    real_scores = train.validation_scores
 
     def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+        if (tmp_path / "b" / "last.pt").exists():
             raise KeyboardInterrupt  # as if killed during epoch 2, after epoch 1's checkpoint
         return real_scores(*args, **kwargs)
 
@@ -69,3 +70,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     a, b = load_checkpoint(straight)["model"], load_checkpoint(resumed)["model"]
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+    last_a, last_b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in "ab")
+    assert last_a["epoch"] == last_b["epoch"] == 1
+    for part in ("model", "ema"):  # the final epoch's raw and averaged weights, whichever epoch was best
+        for name, tensor in last_a[part].items():
+            assert torch.allclose(tensor.float(), last_b[part][name].float(), atol=1e-5), (part, name)
