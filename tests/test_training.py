@@ -47,6 +47,24 @@ def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_p
     assert not torch.allclose(plain["features.0.0.weight"], aux["features.0.0.weight"])  # its loss did train
 
 
+@pytest.mark.parametrize("winner", ["averaged", "raw"])
+def test_the_best_of_averaged_and_raw_weights_is_kept(class_tree, tmp_path, monkeypatch, winner):
+    calls = []
+
+    def fake_scores(*args, **kwargs):  # each epoch scores the averaged weights first, then the raw ones
+        calls.append(1)
+        kind = "averaged" if len(calls) % 2 else "raw"
+        return {"score": (0.9 if kind == winner else 0.1) + 0.01 * len(calls)}  # the last epoch is best
+
+    monkeypatch.setattr(train, "validation_scores", fake_scores)
+    ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST]))
+    assert ckpt["meta"]["best_weights"] == winner and ckpt["meta"]["best_epoch"] == 1
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    expected = last["model"] if winner == "raw" else {k.removeprefix("module."): v for k, v in last["ema"].items()}
+    for name, tensor in ckpt["model"].items():
+        assert torch.equal(tensor, expected[name]), name
+
+
 @pytest.mark.parametrize("extra", [[], ["--ema", "0"], ["--dx-weight", "0.5"]],
                          ids=["averaged-weights", "raw-weights", "with-dx-head"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_path, monkeypatch, extra):

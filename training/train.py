@@ -50,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.05)
     p.add_argument("--ema", type=float, default=0.995,
-                   help="decay of an exponential moving average of the weights (and batch-norm statistics), "
-                        "which is what gets validated and shipped; 0 = use the raw weights")
+                   help="decay of an exponential moving average of the weights (and batch-norm statistics); "
+                        "each epoch the averaged and the raw weights are validated and the best of all is kept; "
+                        "0 = raw weights only")
     p.add_argument("--dx-weight", type=float, default=0.0,
                    help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> Path:
                                                    pct_start=0.15)
     # The moving average smooths the step-to-step noise of small-batch training (~2.5 epochs at 0.995).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
-    shipped = ema.module if ema else model  # the weights that are validated, selected and saved
+    averaged = ema.module if ema else model
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     dx_loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
     start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
@@ -187,17 +188,20 @@ def main(argv: list[str] | None = None) -> Path:
             correct += (logits.argmax(1) == targets).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         train_seconds = time.time() - epoch_start
-        val = validation_scores(predict(shipped, val_pixels)[0], val_targets, val_domains)
+        val = validation_scores(predict(averaged, val_pixels)[0], val_targets, val_domains)
         raw = validation_scores(predict(model, val_pixels)[0], val_targets, val_domains) if ema else {}
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "train_images_per_s": seen / train_seconds, **val, **{f"raw_{k}": v for k, v in raw.items()}}
         history.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if val["score"] > best["score"]:
-            best = {"score": val["score"], "epoch": epoch}
-            save_checkpoint(out / "best.pt", {
-                "format": FORMAT, "model": shipped.state_dict(), "classes": list(CLASSES),
-                "preprocess": {}, "calibration": {}, "meta": {"epoch": epoch}})
+        # The average lags far behind while the learning rate is high, so the raw weights stay candidates
+        # (they win in short runs); on a tie the average is kept.
+        for net, scores, kind in ((averaged, val, "averaged" if ema else "raw"), (model, raw, "raw")):
+            if scores and scores["score"] > best["score"]:
+                best = {"score": scores["score"], "epoch": epoch, "weights": kind}
+                save_checkpoint(out / "best.pt", {
+                    "format": FORMAT, "model": net.state_dict(), "classes": list(CLASSES),
+                    "preprocess": {}, "calibration": {}, "meta": {"epoch": epoch}})
         save_checkpoint(out / "last.pt", {
             "format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES), "preprocess": {},
             "calibration": {}, "meta": {}, "dx_head": dx_head.state_dict() if dx_head else {},
@@ -232,6 +236,7 @@ def main(argv: list[str] | None = None) -> Path:
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
             "best_epoch": best["epoch"],
+            "best_weights": best["weights"],
             "validation": history[best["epoch"]] if best["epoch"] < len(history) else {},
             "flags": vars(args),
             "parameters": count_parameters(model),
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> Path:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     })
-    print(f"best epoch {best['epoch'] + 1}, calibration {calibration}")
+    print(f"best epoch {best['epoch'] + 1} ({best['weights']} weights), calibration {calibration}")
     onnx_path, _ = export(final)  # the faster serving backend; kept in step with the checkpoint
     print(f"wrote {final} and {onnx_path.name} in {(time.time() - started) / 60:.1f} min")
     return final
