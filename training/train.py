@@ -127,10 +127,11 @@ def main(argv: list[str] | None = None) -> Path:
     cache_side = math.ceil(args.image_size * 1.25)  # room for random crops and rotations
     train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train")
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
-    train_targets = np.array([s.target for s in train_samples])
-    # Column 2: the HAM10000 diagnosis for the auxiliary head, -100 (ignored) where a source has none.
+    # Per training image: the group, and the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
+    # source has none).
     dx_names = tuple(DX_TO_CLASS)
-    train_dx = np.array([dx_names.index(s.detail) if s.source == "ham10000" else -100 for s in train_samples])
+    train_labels = np.array([(s.target, dx_names.index(s.detail) if s.source == "ham10000" else -100)
+                             for s in train_samples])
     val_targets = np.array([s.target for s in val_samples])
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> Path:
     for epoch in range(start_epoch, args.epochs):
         model.train()
         torch.manual_seed(args.seed * 1000 + epoch)  # dropout: same masks on resume
-        draws = EpochDraws(train_pixels, np.stack([train_targets, train_dx], axis=1), weights, preset,
+        draws = EpochDraws(train_pixels, train_labels, weights, preset,
                            draws=args.draws_per_epoch, seed=args.seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
@@ -195,13 +196,14 @@ def main(argv: list[str] | None = None) -> Path:
         history.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         # The average lags far behind while the learning rate is high, so the raw weights stay candidates
-        # (they win in short runs); on a tie the average is kept.
-        for net, scores, kind in ((averaged, val, "averaged" if ema else "raw"), (model, raw, "raw")):
-            if scores and scores["score"] > best["score"]:
-                best = {"score": scores["score"], "epoch": epoch, "weights": kind}
-                save_checkpoint(out / "best.pt", {
-                    "format": FORMAT, "model": net.state_dict(), "classes": list(CLASSES),
-                    "preprocess": {}, "calibration": {}, "meta": {"epoch": epoch}})
+        # (they win in short runs); on a tie the average is kept (max keeps the first).
+        candidates = [(val, averaged, "averaged" if ema else "raw"), *([(raw, model, "raw")] if ema else [])]
+        scores, net, kind = max(candidates, key=lambda c: c[0]["score"])
+        if scores["score"] > best["score"]:
+            best = {"score": scores["score"], "epoch": epoch, "weights": kind}
+            save_checkpoint(out / "best.pt", {
+                "format": FORMAT, "model": net.state_dict(), "classes": list(CLASSES),
+                "preprocess": {}, "calibration": {}, "meta": {"epoch": epoch}})
         save_checkpoint(out / "last.pt", {
             "format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES), "preprocess": {},
             "calibration": {}, "meta": {}, "dx_head": dx_head.state_dict() if dx_head else {},
