@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="data folders: HAM10000 (metadata CSV + images), the clinical set (labels.csv) "
                         "or a class-per-folder tree (vascular/ nevus/ other/)")
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
-    p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--draws-per-epoch", type=int, default=5000, help="class-balanced draws (with replacement) per epoch")
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=64)
@@ -97,9 +97,9 @@ def predict(model: SpotNet, pixels: np.ndarray, batch_size: int = 256) -> tuple[
     model.eval()
     logits, features = [], []
     for x in eval_batches(pixels, mean=MEAN, std=STD, batch_size=batch_size):
-        z, maps = model.forward_with_maps(x)
-        logits.append(z.numpy())
-        features.append(maps.mean(dim=(2, 3)).numpy())
+        pooled = model.pooled(x.contiguous(memory_format=torch.channels_last))
+        logits.append(model.head(pooled).numpy())
+        features.append(pooled.numpy())
     return np.concatenate(logits), np.concatenate(features)
 
 
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> Path:
     preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p)
 
     # Model, optimiser, one-cycle schedule over all steps.
-    model = SpotNet(num_classes=len(CLASSES))
+    # Channels-last memory layout: the same maths, about a fifth faster on CPU (bench/bench.py measures it).
+    model = SpotNet(num_classes=len(CLASSES)).to(memory_format=torch.channels_last)
     dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
     trained = [*model.parameters(), *(dx_head.parameters() if dx_head else [])]
     steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> Path:
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
         for images, labels in bar:
+            images = images.contiguous(memory_format=torch.channels_last)
             targets, dx = labels[:, 0], labels[:, 1]
             features = model.dropout(model.pooled(images))
             logits = model.head(features)
