@@ -97,7 +97,7 @@ def predict(model: SpotNet, pixels: np.ndarray, batch_size: int = 256) -> tuple[
     model.eval()
     logits, features = [], []
     for x in eval_batches(pixels, mean=MEAN, std=STD, batch_size=batch_size):
-        pooled = model.pooled(x.contiguous(memory_format=torch.channels_last))
+        pooled = model.pooled(x)
         logits.append(model.head(pooled).numpy())
         features.append(pooled.numpy())
     return np.concatenate(logits), np.concatenate(features)
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> Path:
     preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p)
 
     # Model, optimiser, one-cycle schedule over all steps.
-    # Channels-last memory layout: the same maths, about a fifth faster on this CPU (137 -> 164 images/s).
-    model = SpotNet(num_classes=len(CLASSES)).to(memory_format=torch.channels_last)
+    model = SpotNet(num_classes=len(CLASSES))
     dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
     trained = [*model.parameters(), *(dx_head.parameters() if dx_head else [])]
     steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
@@ -173,7 +172,6 @@ def main(argv: list[str] | None = None) -> Path:
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
         for images, labels in bar:
-            images = images.contiguous(memory_format=torch.channels_last)
             targets, dx = labels[:, 0], labels[:, 1]
             features = model.dropout(model.pooled(images))
             logits = model.head(features)
