@@ -77,7 +77,8 @@ def framing_effect(checkpoint: str | None) -> dict[str, float]:
             image = read_image(sample.path)
             prepared = predictor.prepare(image)
             if mode == "whole photo":
-                prepared.input = normalize(square_resize(image, predictor.size), mean=predictor.mean, std=predictor.std)
+                prepared.input = normalize(square_resize(image, predictor.size), mean=predictor.mean, std=predictor.std,
+                                           colour_constancy=predictor.colour_constancy)
             predicted.append(int(np.argmax(list(predictor.classify([prepared])[0].probabilities.values()))))
         scores[mode] = float(balanced_accuracy_score(targets, predicted))
     return scores

@@ -34,14 +34,24 @@ def frame_and_resize(image: np.ndarray, *, size: int, box: tuple[int, int, int, 
     return square_resize(crop(image, framing.box), size), framing
 
 
-def normalize(square: np.ndarray, *, mean=MEAN, std=STD) -> np.ndarray:
-    """uint8 HWC RGB -> float32 CHW, normalised."""
-    x = square.astype(np.float32) / 255.0
+def shades_of_grey(image: np.ndarray, p: int) -> np.ndarray:
+    """Colour constancy (Finlayson & Trezzi 2004): estimate the light's colour as each channel's Minkowski
+    p-norm and rescale the channels so that it becomes neutral grey (float32 HWC, 0..255)."""
+    x = image.astype(np.float32)
+    light = np.power(np.mean(np.power(x, p), axis=(0, 1)), 1.0 / p)
+    return np.clip(x * (light.mean() / np.maximum(light, 1e-3)), 0, 255)
+
+
+def normalize(square: np.ndarray, *, mean=MEAN, std=STD, colour_constancy: int = 0) -> np.ndarray:
+    """uint8 HWC RGB -> float32 CHW, normalised; `colour_constancy` p > 0 first neutralises the light's colour
+    with `shades_of_grey` (0: off)."""
+    x = (shades_of_grey(square, colour_constancy) if colour_constancy else square.astype(np.float32)) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def eval_preset(image: np.ndarray, *, size: int = 112, mean=MEAN, std=STD, box: tuple[int, int, int, int] | None = None,
+def eval_preset(image: np.ndarray, *, size: int = 112, mean=MEAN, std=STD, colour_constancy: int = 0,
+                box: tuple[int, int, int, int] | None = None,
                 analysis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
     """RGB uint8 photo -> (model input CHW float32, the framed square uint8, the framing).
 
@@ -49,7 +59,7 @@ def eval_preset(image: np.ndarray, *, size: int = 112, mean=MEAN, std=STD, box: 
     `analysis` is the photo's `data.images.analysis_copy`, if the caller already made it.
     """
     square, framing = frame_and_resize(image, size=size, box=box, analysis=analysis)
-    return normalize(square, mean=mean, std=std), square, framing
+    return normalize(square, mean=mean, std=std, colour_constancy=colour_constancy), square, framing
 
 
 class TrainPreset:
@@ -62,15 +72,16 @@ class TrainPreset:
     `clinicalize`).
     """
 
-    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5):
+    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, colour_constancy: int = 0):
         self.size, self.mean, self.std, self.clinical_p = size, mean, std, clinical_p
+        self.colour_constancy = colour_constancy
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         image = random_geometry(image, rng, self.size)
         image = random_colour(image, rng)
         if rng.random() < self.clinical_p:
             image = clinicalize(image, rng)
-        return normalize(image, mean=self.mean, std=self.std)
+        return normalize(image, mean=self.mean, std=self.std, colour_constancy=self.colour_constancy)
 
 
 def random_geometry(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:

@@ -170,6 +170,7 @@ class Predictor:
         self.classes = tuple(info["classes"])
         self.size = int(info["preprocess"]["size"])
         self.mean, self.std = tuple(info["preprocess"]["mean"]), tuple(info["preprocess"]["std"])
+        self.colour_constancy = int(info["preprocess"].get("colour_constancy", 0))  # older checkpoints: off
         self.calibration = Calibration.from_dict(info["calibration"])
         # Checkpoints without it (e.g. ones tests make) skip the out-of-distribution check.
         self.feature_distance = FeatureDistance.from_dict(info["ood"]) if info.get("ood") else None
@@ -178,8 +179,8 @@ class Predictor:
     def prepare(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prepared:
         """Check, frame (or crop to `box`) and preprocess one RGB uint8 image."""
         analysis = analysis_copy(image)  # one downscaled copy for both the framing and the quality checks
-        x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std, box=box,
-                                         analysis=analysis)
+        x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std,
+                                         colour_constancy=self.colour_constancy, box=box, analysis=analysis)
         return Prepared(x, square, framing, photo_problem(image, analysis))
 
     def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -77,7 +77,8 @@ class EpochDraws(torch.utils.data.Dataset):
         return torch.from_numpy(image), self.targets[i]
 
 
-def eval_batches(pixels: np.ndarray, *, mean, std, batch_size: int):
+def eval_batches(pixels: np.ndarray, *, mean, std, colour_constancy: int = 0, batch_size: int):
     """Normalised eval-preset batches of already framed, model-sized squares."""
     for start in range(0, len(pixels), batch_size):
-        yield torch.from_numpy(np.stack([normalize(p, mean=mean, std=std) for p in pixels[start : start + batch_size]]))
+        yield torch.from_numpy(np.stack([normalize(p, mean=mean, std=std, colour_constancy=colour_constancy)
+                                         for p in pixels[start : start + batch_size]]))

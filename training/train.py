@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
     p.add_argument("--clinicalize-p", type=float, default=0.5,
                    help="probability of making a dermoscopic image look like a phone photo")
+    p.add_argument("--colour-constancy", type=int, default=0,
+                   help="Minkowski norm p of shades-of-grey colour constancy, applied to every input at training and "
+                        "prediction time (stored in the checkpoint); 0 = off")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the draws and the weights")
     p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -92,11 +95,12 @@ def load_splits(roots: list[str], seed: int) -> dict[str, list]:
 
 
 @torch.no_grad()
-def predict(model: SpotNet, pixels: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: SpotNet, pixels: np.ndarray, colour_constancy: int,
+            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Logits and the pooled features the head sees (what model.decision.FeatureDistance measures)."""
     model.eval()
     logits, features = [], []
-    for x in eval_batches(pixels, mean=MEAN, std=STD, batch_size=batch_size):
+    for x in eval_batches(pixels, mean=MEAN, std=STD, colour_constancy=colour_constancy, batch_size=batch_size):
         pooled = model.pooled(x)
         logits.append(model.head(pooled).numpy())
         features.append(pooled.numpy())
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
     val_targets = np.array([s.target for s in val_samples])
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
-    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p)
+    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, colour_constancy=args.colour_constancy)
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = SpotNet(num_classes=len(CLASSES))
@@ -189,8 +193,9 @@ def main(argv: list[str] | None = None) -> Path:
             correct += (logits.argmax(1) == targets).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         train_seconds = time.time() - epoch_start
-        val = validation_scores(predict(averaged, val_pixels)[0], val_targets, val_domains)
-        raw = validation_scores(predict(model, val_pixels)[0], val_targets, val_domains) if ema else {}
+        val = validation_scores(predict(averaged, val_pixels, args.colour_constancy)[0], val_targets, val_domains)
+        raw = (validation_scores(predict(model, val_pixels, args.colour_constancy)[0], val_targets, val_domains)
+               if ema else {})
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "train_images_per_s": seen / train_seconds, **val, **{f"raw_{k}": v for k, v in raw.items()}}
         history.append(row)
@@ -219,10 +224,10 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"no usable best checkpoint: {err}")
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
     train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
-    feature_distance = fit_feature_distance(predict(model, train_centres)[1],
+    feature_distance = fit_feature_distance(predict(model, train_centres, args.colour_constancy)[1],
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_centres
-    val_logits, val_features = predict(model, val_pixels)
+    val_logits, val_features = predict(model, val_pixels, args.colour_constancy)
     calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
                                   max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
     final = out / "spotcheck.pt"
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> Path:
         "format": FORMAT,
         "model": model.state_dict(),
         "classes": list(CLASSES),
-        "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD), "framing": "data.framing.frame_spot"},
+        "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD),
+                       "colour_constancy": args.colour_constancy, "framing": "data.framing.frame_spot"},
         "calibration": calibration,
         "ood": {k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()},
         "meta": {
