@@ -6,7 +6,10 @@ import json
 import pytest
 import torch
 
+import numpy as np
+
 import training.train as train
+from data.images import read_image
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
 from tests.conftest import make_ham
@@ -19,7 +22,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
     ckpt = load_checkpoint(final)
     assert ckpt["classes"] == ["vascular", "nevus", "other"]
-    assert ckpt["preprocess"]["size"] == 48
+    assert ckpt["preprocess"]["size"] == 48 and ckpt["preprocess"]["colour_constancy"] == 0
     assert set(ckpt["calibration"]) == {"temperature", "vascular_min", "unsure_below", "ood_distance_max"}
     assert ckpt["ood"]["means"].shape == (3, 256) and ckpt["ood"]["precision"].shape == (256, 256)  # 3 classes x 1 domain
     assert ckpt["calibration"]["vascular_min"] >= 0.5
@@ -45,6 +48,19 @@ def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_p
     assert plain.keys() == aux.keys()  # the 7-diagnosis head is training-only
     assert aux["head.weight"].shape == (3, 256)
     assert not torch.allclose(plain["features.0.0.weight"], aux["features.0.0.weight"])  # its loss did train
+
+
+def test_colour_constancy_travels_with_the_checkpoint_to_both_backends(class_tree, tmp_path):
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, "--colour-constancy", "6"])
+    assert load_checkpoint(final)["preprocess"]["colour_constancy"] == 6
+    photo = read_image(next(class_tree.rglob("*.png")))
+    warm = np.clip(photo * np.array([1.1, 1.0, 0.85]), 0, 255).astype(np.uint8)  # the same spot under warmer light
+    whole = (0, 0, photo.shape[1], photo.shape[0])
+    for backend in ("torch", "onnx"):
+        predictor = Predictor(final, backend=backend)
+        assert predictor.colour_constancy == 6
+        as_taken, under_warm_light = predictor.prepare(photo, whole).input, predictor.prepare(warm, whole).input
+        assert np.abs(as_taken - under_warm_light).max() < 0.15  # without constancy: about 0.4
 
 
 @pytest.mark.parametrize("winner", ["averaged", "raw"])

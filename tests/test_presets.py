@@ -1,0 +1,44 @@
+"""The eval and training presets: colour constancy."""
+from __future__ import annotations
+
+import numpy as np
+
+from data.presets import TrainPreset, eval_preset, normalize, shades_of_grey
+
+
+def skin_with_spot(cast=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Even skin with a red spot in the middle, under light of colour `cast` (per-channel gains)."""
+    image = np.empty((64, 64, 3), np.float32)
+    image[:] = (200, 160, 140)
+    yy, xx = np.mgrid[:64, :64]
+    image[(yy - 32) ** 2 + (xx - 32) ** 2 < 100] = (170, 40, 50)
+    return np.clip(image * np.asarray(cast, np.float32), 0, 255).astype(np.uint8)
+
+
+def test_colour_constancy_undoes_a_colour_cast():
+    neutral, warm = skin_with_spot(), skin_with_spot(cast=(1.15, 1.0, 0.8))
+    plain_gap = np.abs(normalize(neutral) - normalize(warm)).max()
+    constant_gap = np.abs(normalize(neutral, colour_constancy=6) - normalize(warm, colour_constancy=6)).max()
+    assert plain_gap > 0.4 and constant_gap < 0.05
+
+
+def test_colour_constancy_keeps_the_spot_redder_than_the_skin():
+    out = shades_of_grey(skin_with_spot(cast=(0.8, 1.0, 1.2)), 6)  # cool light
+    spot, skin = out[32, 32], out[2, 2]
+    assert spot[0] - spot[1] > skin[0] - skin[1] + 50
+
+
+def test_grey_light_changes_nothing():
+    grey = np.full((16, 16, 3), 120, np.uint8)
+    assert np.array_equal(shades_of_grey(grey, 6), grey.astype(np.float32))
+
+
+def test_train_and_eval_presets_apply_it_alike():
+    """Without augmentation steps in the way, both presets end in the same constancy + normalisation."""
+    warm = skin_with_spot(cast=(1.15, 1.0, 0.8))
+    x, square, _ = eval_preset(warm, size=64, colour_constancy=6)
+    assert np.allclose(x, normalize(square, colour_constancy=6))
+    train_x = TrainPreset(size=64, clinical_p=0.0, colour_constancy=6)(warm, np.random.default_rng(0))
+    assert train_x.shape == x.shape == (3, 64, 64) and train_x.dtype == x.dtype == np.float32
+    # Under constancy the training input's mean colour is near grey whatever the light was.
+    assert np.ptp(train_x.mean(axis=(1, 2))) < 0.3 < np.ptp(normalize(warm).mean(axis=(1, 2)))
