@@ -11,6 +11,8 @@ epoch, the dermoscopic and clinical validation scores and the gap between them:
     full+dx        both, plus an auxiliary head learning the 7 HAM10000 diagnoses
                    (the 3-groups-vs-7-diagnoses question)
     full+clin50    both, with clinical photos in half of the draws instead of 30%
+    full+constancy both, with shades-of-grey colour constancy (p = 6) on every input,
+                   at training and prediction time
 
 All variants train raw weights (`--ema 0`): the moving average of the shipped
 recipe only matters late in a full-length run, and this keeps the stored runs
@@ -39,6 +41,7 @@ VARIANTS = {
     "full": [],
     "full+dx": ["--dx-weight", "0.5"],
     "full+clin50": ["--clinical-share", "0.5"],
+    "full+constancy": ["--colour-constancy", "6"],
 }
 RESULTS = Path(__file__).with_name("ablation.md")
 COLUMNS = ("dermoscopy_balanced_accuracy", "clinical_balanced_accuracy", "dermoscopy_vascular_recall",
