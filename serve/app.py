@@ -11,7 +11,12 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -120,6 +125,46 @@ def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tup
     return box_around(centre, side, photo.shape)
 
 
+class ImageFiles:
+    """The page's output pictures (heatmap, framing view), each written to a PNG file of its own.
+
+    Gradio stores a picture returned as an array in its cache under a name taken from the picture's
+    content, writing the file in place: when the same photo is checked twice at once, one answer's
+    browser could then fetch a file the other answer is half-way through rewriting. A file path is
+    instead copied into the cache under its own name, so every answer gets a distinct file. These
+    files are only read once, by that copy; a background thread deletes them after one to two minutes.
+    """
+
+    def __init__(self, keep_seconds: float = 60):
+        self.folder = Path(tempfile.mkdtemp(prefix="spotcheck-pictures-"))
+        self.keep_seconds = keep_seconds
+        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
+        threading.Thread(target=self._sweep_forever, daemon=True, name="spotcheck-sweeper").start()
+
+    def write(self, picture: np.ndarray) -> str:
+        """Save an RGB uint8 picture as a new PNG file and return its path."""
+        fd, path = tempfile.mkstemp(suffix=".png", dir=self.folder)
+        os.close(fd)
+        if not cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+        return path
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(self.keep_seconds)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Delete the files older than `keep_seconds`."""
+        cutoff = time.time() - self.keep_seconds
+        for old in self.folder.glob("*.png"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except FileNotFoundError:  # already gone (the folder is removed at exit)
+                pass
+
+
 def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
     """The uploaded file itself, for `check_spot` to read (the click runs with preprocess=False).
 
@@ -138,6 +183,8 @@ def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
 
 
 def build_app(predictor: Predictor) -> gr.Blocks:
+    pictures = ImageFiles()
+
     def shown(a: Answer, upload: str | None) -> tuple:
         """An Answer as the page's outputs: the four API outputs, then whether the photo box should be
         emptied (no answer: upload another) and the photo held for moving the frame."""
@@ -145,7 +192,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
         held_photo = HeldPhoto(upload, a.photo, a.box, a.placed) if a.photo is not None and upload else None
-        return a.summary, a.probabilities or None, heatmap, a.guidance, heatmap is None, held_photo
+        return (a.summary, a.probabilities or None, None if heatmap is None else pictures.write(heatmap), a.guidance,
+                heatmap is None, held_photo)
 
     def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
         log.exception("checking %s failed", payload)
@@ -182,7 +230,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if held_photo is None:
             return None, gr.update(value=FRAME_DEFAULT, interactive=False)
         h = held_photo
-        return framing_view(h.photo, h.box), gr.update(value=frame_percent(h.photo, h.box), interactive=True)
+        return (pictures.write(framing_view(h.photo, h.box)),
+                gr.update(value=frame_percent(h.photo, h.box), interactive=True))
 
     def clear():  # a new photo: the previous answer (and the photo held for it) must not stay next to it
         return "", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False)

@@ -1,11 +1,14 @@
 """The web page's logic, without a browser: answers, friendly errors, uploads not kept."""
 from __future__ import annotations
 
+import os
+
+import cv2
 import numpy as np
 import pytest
 
 import serve.app
-from serve.app import build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
+from serve.app import ImageFiles, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from tests.conftest import COLOURS, spot_photo, write_rgb
 
@@ -113,3 +116,16 @@ def test_checking_again_uses_the_held_photo_only_for_the_same_upload(tmp_path, p
 
     other = answer({"path": str(tmp_path / "other.png")}, held)  # another upload that is gone: not the held photo
     assert "upload the photo again" in other[0] and other[5] is None
+
+
+def test_each_answer_gets_its_own_picture_file_and_old_ones_are_swept():
+    """The same picture twice (the same photo checked twice at once) must give two files: Gradio rewrites a
+    shared one in place while the other answer's browser may be reading it."""
+    pictures = ImageFiles(keep_seconds=60)
+    picture = spot_photo("vascular", size=64)
+    first, second = pictures.write(picture), pictures.write(picture)
+    assert first != second
+    assert np.array_equal(cv2.imread(second)[..., ::-1], picture)
+    os.utime(first, (0, 0))  # long ago
+    pictures.sweep()
+    assert not os.path.exists(first) and os.path.exists(second)
