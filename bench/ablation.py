@@ -65,7 +65,6 @@ def framing_effect(checkpoint: str | None) -> dict[str, float]:
 
     from data.datasets import load_dataset
     from data.images import read_image
-    from data.presets import normalize, square_resize
     from data.splits import split_samples
     from model.predictor import Predictor
     from training.train import DEFAULT_DATA
@@ -78,10 +77,8 @@ def framing_effect(checkpoint: str | None) -> dict[str, float]:
         predicted = []
         for sample in val:
             image = read_image(sample.path)
-            prepared = predictor.prepare(image)
-            if mode == "whole photo":
-                prepared.input = normalize(square_resize(image, predictor.size), mean=predictor.mean, std=predictor.std,
-                                           colour_constancy=predictor.colour_constancy)
+            whole = (0, 0, image.shape[1], image.shape[0])
+            prepared = predictor.prepare(image, box=whole if mode == "whole photo" else None)
             predicted.append(int(np.argmax(list(predictor.classify([prepared])[0].probabilities.values()))))
         scores[mode] = float(balanced_accuracy_score(targets, predicted))
     return scores

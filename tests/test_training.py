@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 import training.train as train
 from data.images import read_image

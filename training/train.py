@@ -151,7 +151,6 @@ def main(argv: list[str] | None = None) -> Path:
                                                    pct_start=0.15)
     # The moving average smooths the step-to-step noise of small-batch training (~2.5 epochs at 0.995).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
-    averaged = ema.module if ema else model
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     dx_loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
     start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
@@ -193,21 +192,21 @@ def main(argv: list[str] | None = None) -> Path:
             correct += (logits.argmax(1) == targets).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         train_seconds = time.time() - epoch_start
-        val = validation_scores(predict(averaged, val_pixels, args.colour_constancy)[0], val_targets, val_domains)
-        raw = (validation_scores(predict(model, val_pixels, args.colour_constancy)[0], val_targets, val_domains)
-               if ema else {})
+        # The average lags far behind while the learning rate is high, so the raw weights stay candidates
+        # (they win in short runs). The average comes first, so a tie keeps it (max keeps the first).
+        candidates = {"averaged": ema.module, "raw": model} if ema else {"raw": model}
+        scored = {kind: validation_scores(predict(net, val_pixels, args.colour_constancy)[0], val_targets,
+                                          val_domains) for kind, net in candidates.items()}
+        raw = {f"raw_{k}": v for k, v in scored["raw"].items()} if ema else {}
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "train_images_per_s": seen / train_seconds, **val, **{f"raw_{k}": v for k, v in raw.items()}}
+               "train_images_per_s": seen / train_seconds, **next(iter(scored.values())), **raw}
         history.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        # The average lags far behind while the learning rate is high, so the raw weights stay candidates
-        # (they win in short runs); on a tie the average is kept (max keeps the first).
-        candidates = [(val, averaged, "averaged" if ema else "raw"), *([(raw, model, "raw")] if ema else [])]
-        scores, net, kind = max(candidates, key=lambda c: c[0]["score"])
-        if scores["score"] > best["score"]:
-            best = {"score": scores["score"], "epoch": epoch, "weights": kind}
+        kind = max(scored, key=lambda k: scored[k]["score"])
+        if scored[kind]["score"] > best["score"]:
+            best = {"score": scored[kind]["score"], "epoch": epoch, "weights": kind}
             save_checkpoint(out / "best.pt", {
-                "format": FORMAT, "model": net.state_dict(), "classes": list(CLASSES),
+                "format": FORMAT, "model": candidates[kind].state_dict(), "classes": list(CLASSES),
                 "preprocess": {}, "calibration": {}, "meta": {"epoch": epoch}})
         save_checkpoint(out / "last.pt", {
             "format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES), "preprocess": {},
