@@ -7,12 +7,17 @@ epoch, the dermoscopic and clinical validation scores and the gap between them:
     ham-only       dermoscopic images only, no phone-photo augmentation ("before")
     +clinicalize   dermoscopic images made to look like phone photos
     +clinical      real clinical photos in 30% of the draws, no augmentation to clinical look
-    full           both (the shipped recipe)
+    full           both (the recipe shipped until the shortcut marks)
     full+dx        both, plus an auxiliary head learning the 7 HAM10000 diagnoses
                    (the 3-groups-vs-7-diagnoses question)
     full+clin50    both, with clinical photos in half of the draws instead of 30%
     full+constancy both, with shades-of-grey colour constancy (p = 6) on every input,
                    at training and prediction time
+    full+marks     both, with pen circles, ink writing, rulers and caption bars drawn on
+                   30% of training images of every class (`--marks-p 0.3`, the shipped recipe)
+
+Each variant's summary is kept in ablation.json, so one variant can be (re)run
+without the others; ablation.md is written from all of them.
 
 All variants train raw weights (`--ema 0`): the moving average of the shipped
 recipe only matters late in a full-length run, and this keeps the stored runs
@@ -34,16 +39,19 @@ from pathlib import Path
 
 import numpy as np
 
+NO_MARKS = ["--marks-p", "0"]  # the variants measured before the shortcut marks existed
 VARIANTS = {
-    "ham-only": ["--clinical-share", "0", "--clinicalize-p", "0"],
-    "+clinicalize": ["--clinical-share", "0"],
-    "+clinical": ["--clinicalize-p", "0"],
-    "full": [],
-    "full+dx": ["--dx-weight", "0.5"],
-    "full+clin50": ["--clinical-share", "0.5"],
-    "full+constancy": ["--colour-constancy", "6"],
+    "ham-only": ["--clinical-share", "0", "--clinicalize-p", "0", *NO_MARKS],
+    "+clinicalize": ["--clinical-share", "0", *NO_MARKS],
+    "+clinical": ["--clinicalize-p", "0", *NO_MARKS],
+    "full": NO_MARKS,
+    "full+dx": ["--dx-weight", "0.5", *NO_MARKS],
+    "full+clin50": ["--clinical-share", "0.5", *NO_MARKS],
+    "full+constancy": ["--colour-constancy", "6", *NO_MARKS],
+    "full+marks": ["--marks-p", "0.3"],
 }
 RESULTS = Path(__file__).with_name("ablation.md")
+SUMMARIES = Path(__file__).with_name("ablation.json")
 COLUMNS = ("dermoscopy_balanced_accuracy", "clinical_balanced_accuracy", "dermoscopy_vascular_recall",
            "clinical_vascular_recall")
 
@@ -84,6 +92,13 @@ def framing_effect(checkpoint: str | None) -> dict[str, float]:
     return scores
 
 
+def summary(history: list[dict]) -> dict[str, float]:
+    """The best epoch's validation figures, and the mean of the last three epochs (steadier than one epoch)."""
+    best = max(history, key=lambda r: r["score"])
+    return {"epochs": len(history), "best_epoch": best["epoch"] + 1, **{k: best[k] for k in COLUMNS},
+            **{f"last3_{k}": float(np.mean([r[k] for r in history[-3:]])) for k in COLUMNS[:2]}}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/ablation")
@@ -92,23 +107,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", default=None, help="model for the framing comparison (default: the embedded one)")
     args = p.parse_args(argv)
 
-    histories = {name: train(name, VARIANTS[name], Path(args.out), args.epochs) for name in args.variants}
-    lines = [f"Validation, best epoch of {args.epochs} (balanced accuracy; vascular recall is argmax). The last column "
-             "averages the last three epochs, which is steadier than one best epoch.", "",
-             "| variant | best epoch | dermoscopy bal. acc. | clinical bal. acc. | gap | dermoscopy vasc. recall "
-             "| clinical vasc. recall | last 3 epochs: dermoscopy / clinical |", "|---|---|---|---|---|---|---|---|"]
-    for name, history in histories.items():
-        row = max(history, key=lambda r: r["score"])
-        d, c, dv, cv = (row[k] for k in COLUMNS)
-        last = [np.mean([r[k] for r in history[-3:]]) for k in COLUMNS[:2]]
-        lines.append(f"| {name} | {row['epoch'] + 1} | {d:.3f} | {c:.3f} | {d - c:+.3f} | {dv:.2f} | {cv:.2f} "
-                     f"| {last[0]:.3f} / {last[1]:.3f} |")
+    summaries = json.loads(SUMMARIES.read_text()) if SUMMARIES.is_file() else {}
+    for name in args.variants:
+        summaries[name] = summary(train(name, VARIANTS[name], Path(args.out), args.epochs))
+    SUMMARIES.write_text(json.dumps(summaries, indent=1) + "\n")
+    lines = ["Validation, best epoch (balanced accuracy; vascular recall is argmax). The last column averages the last "
+             "three epochs, which is steadier than one best epoch.", "",
+             "| variant | epochs | best epoch | dermoscopy bal. acc. | clinical bal. acc. | gap | dermoscopy vasc. recall "
+             "| clinical vasc. recall | last 3 epochs: dermoscopy / clinical |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in (n for n in VARIANTS if n in summaries):
+        r = summaries[name]
+        d, c, dv, cv = (r[k] for k in COLUMNS)
+        lines.append(f"| {name} | {r['epochs']} | {r['best_epoch']} | {d:.3f} | {c:.3f} | {d - c:+.3f} | {dv:.2f} "
+                     f"| {cv:.2f} | {r['last3_' + COLUMNS[0]]:.3f} / {r['last3_' + COLUMNS[1]]:.3f} |")
     lines += ["", "Framing at prediction time (shipped model, clinical validation)", "",
               "| input | clinical bal. acc. |", "|---|---|"]
     lines += [f"| {mode} | {score:.3f} |" for mode, score in framing_effect(args.checkpoint).items()]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.write_text(f"# Ablation: what each part buys\n\n`python -m bench.ablation --epochs {args.epochs}`\n\n{text}")
+    RESULTS.write_text(f"# Ablation: what each part buys\n\n`python -m bench.ablation` (summaries in {SUMMARIES.name})"
+                       f"\n\n{text}")
+
 
 if __name__ == "__main__":
     main()

@@ -67,18 +67,22 @@ class TrainPreset:
 
     Geometry (any rotation, flips, mild zoom) and colour changes that keep red
     red: hue moves at most a few degrees, because colour is what tells a
-    cherry angioma from a brown mole. With probability `clinical_p` the image
-    is also made to look like an ordinary photo rather than dermoscopy (see
-    `clinicalize`).
+    cherry angioma from a brown mole. With probability `marks_p` the image gets
+    the marks that some sources carry on one class only (see `add_marks`), and
+    with probability `clinical_p` it is made to look like an ordinary photo
+    rather than dermoscopy (see `clinicalize`).
     """
 
-    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, colour_constancy: int = 0):
-        self.size, self.mean, self.std, self.clinical_p = size, mean, std, clinical_p
+    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, marks_p: float = 0.0,
+                 colour_constancy: int = 0):
+        self.size, self.mean, self.std, self.clinical_p, self.marks_p = size, mean, std, clinical_p, marks_p
         self.colour_constancy = colour_constancy
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         image = random_geometry(image, rng, self.size)
         image = random_colour(image, rng)
+        if self.marks_p and rng.random() < self.marks_p:  # no draw at 0: older recipes replay exactly
+            image = add_marks(image, rng)
         if rng.random() < self.clinical_p:
             image = clinicalize(image, rng)
         return normalize(image, mean=self.mean, std=self.std, colour_constancy=self.colour_constancy)
@@ -148,3 +152,80 @@ def clinicalize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if ok:
             out = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     return out
+
+
+# Felt-tip inks (RGB): blue, black, brown, purple, green.
+INKS = ((40, 60, 150), (35, 35, 40), (75, 50, 35), (95, 45, 115), (30, 95, 70))
+
+
+def _ink(rng: np.random.Generator) -> tuple[int, int, int]:
+    base = np.asarray(INKS[rng.integers(len(INKS))]) + rng.integers(-15, 16, 3)
+    return tuple(int(v) for v in np.clip(base, 0, 255))
+
+
+def pen_circle(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An ink ring (sometimes open) drawn around the middle, where the spot is, as on the NCI atlas nevi."""
+    out, (h, w) = image.copy(), image.shape[:2]
+    centre = (int(w * rng.uniform(0.4, 0.6)), int(h * rng.uniform(0.4, 0.6)))
+    axes = (int(w * rng.uniform(0.22, 0.45)), int(h * rng.uniform(0.22, 0.45)))
+    start = rng.uniform(0, 60) if rng.random() < 0.5 else 0.0
+    cv2.ellipse(out, centre, axes, rng.uniform(0, 180), start, 360 - start, _ink(rng),
+                int(rng.integers(1, 4)), cv2.LINE_AA)
+    return out
+
+
+def ink_writing(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A handwritten-looking case number, letter or arrow near an edge."""
+    out, (h, w) = image.copy(), image.shape[:2]
+    colour, thickness = _ink(rng), int(rng.integers(1, 3))
+    x, y = int(w * rng.uniform(0.02, 0.7)), int(h * rng.choice([rng.uniform(0.15, 0.3), rng.uniform(0.75, 0.95)]))
+    if rng.random() < 0.25:
+        tip = (int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7)))
+        cv2.arrowedLine(out, (x, y), tip, colour, thickness + 1, cv2.LINE_AA, tipLength=0.3)
+    else:
+        text = "".join(rng.choice(list("0123456789AB"), size=int(rng.integers(1, 4))))
+        font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)[int(rng.integers(2))]
+        cv2.putText(out, text, (x, y), font, rng.uniform(0.4, 1.1) * h / 112, colour, thickness, cv2.LINE_AA)
+    return out
+
+
+def ruler(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A measuring scale along the bottom or left edge: a pale strip (or bare skin) with ticks, every fifth longer."""
+    turned = rng.random() < 0.5  # draw along the bottom of the image turned a quarter, so the scale ends up on the left
+    out = (np.rot90(image, 1) if turned else image).copy()
+    h, w = out.shape[:2]
+    depth, step = int(h * rng.uniform(0.08, 0.16)), max(3, int(w * rng.uniform(0.03, 0.06)))
+    if rng.random() < 0.7:
+        out[h - depth:] = np.clip(rng.integers(200, 256) + rng.integers(-10, 11, 3), 0, 255)
+    tick = (20, 20, 25) if rng.random() < 0.8 else _ink(rng)
+    for i, x in enumerate(range(int(rng.integers(0, step)), w, step)):
+        cv2.line(out, (x, h - 1), (x, h - 1 - (depth if i % 5 == 0 else depth // 2)), tick, 1, cv2.LINE_AA)
+    return np.ascontiguousarray(np.rot90(out, -1)) if turned else out
+
+
+def caption_bar(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grey band with small print along the bottom, as on many SD-198 photos."""
+    out, (h, w) = image.copy(), image.shape[:2]
+    depth = max(3, int(h * rng.uniform(0.04, 0.12)))
+    out[h - depth:] = np.clip(rng.integers(150, 220) + rng.integers(-6, 7, 3), 0, 255)
+    text = "".join(rng.choice(list("abcdefghiklmnopqrstuvwxyz .:"), size=int(rng.integers(6, 20))))
+    shade = int(rng.choice([245, 60]))
+    cv2.putText(out, text, (int(w * rng.uniform(0, 0.3)), h - max(1, depth // 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                depth / 30, (shade, shade, shade), 1, cv2.LINE_AA)
+    return out
+
+
+MARKS = {"pen circle": pen_circle, "ink writing": ink_writing, "ruler": ruler, "caption bar": caption_bar}
+
+
+def add_marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One or two of `MARKS`, drawn on any class alike.
+
+    In the clinical photos these marks go with one class (pen circles, case
+    numbers and rulers with the NCI nevi; caption bars with SD-198's vascular
+    and other photos), so a network can learn the mark instead of the spot.
+    Drawn on every class, they tell it nothing.
+    """
+    for name in rng.choice(list(MARKS), size=int(rng.integers(1, 3)), replace=False):
+        image = MARKS[name](image, rng)
+    return image

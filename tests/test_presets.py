@@ -1,9 +1,12 @@
-"""The eval and training presets: colour constancy."""
+"""The eval and training presets: colour constancy and the shortcut marks."""
 from __future__ import annotations
 
 import numpy as np
 
-from data.presets import TrainPreset, eval_preset, normalize, shades_of_grey
+import pytest
+
+from data.presets import (MARKS, TrainPreset, add_marks, clinicalize, eval_preset, normalize, random_colour,
+                          random_geometry, shades_of_grey)
 
 
 def skin_with_spot(cast=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -42,3 +45,45 @@ def test_train_and_eval_presets_apply_it_alike():
     assert train_x.shape == x.shape == (3, 64, 64) and train_x.dtype == x.dtype == np.float32
     # Under constancy the training input's mean colour is near grey whatever the light was.
     assert np.ptp(train_x.mean(axis=(1, 2))) < 0.3 < np.ptp(normalize(warm).mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("name", list(MARKS))
+def test_each_mark_draws_on_the_picture_and_is_reproducible(name):
+    image = np.ascontiguousarray(np.repeat(np.repeat(skin_with_spot(), 2, axis=0), 2, axis=1)[:112, :112])
+    before = image.copy()
+    for seed in range(5):
+        marked = MARKS[name](image, np.random.default_rng(seed))
+        assert marked.shape == image.shape and marked.dtype == np.uint8
+        assert (np.abs(marked.astype(int) - image).sum(axis=2) > 30).sum() >= 15  # a visible mark, not noise
+        assert np.array_equal(marked, MARKS[name](image, np.random.default_rng(seed)))
+    assert np.array_equal(image, before)  # the input is never drawn on
+
+
+@pytest.mark.parametrize("name", ["pen circle", "ruler", "caption bar"])
+def test_marks_leave_the_spot_itself_alone(name):
+    """They go around or beside the spot, as on the clinical photos, never over its middle."""
+    image = skin_with_spot()
+    for seed in range(20):
+        marked = MARKS[name](image, np.random.default_rng(seed))
+        assert np.array_equal(marked[28:36, 28:36], image[28:36, 28:36])
+
+
+def test_marks_are_drawn_on_any_class_in_training():
+    """With marks_p = 1 every draw is marked; the same draw without marks is the plain recipe."""
+    image = skin_with_spot()
+    marked = TrainPreset(size=64, clinical_p=0.0, marks_p=1.0)(image, np.random.default_rng(5))
+    plain = TrainPreset(size=64, clinical_p=0.0, marks_p=0.0)(image, np.random.default_rng(5))
+    assert not np.allclose(marked, plain)
+    assert any(not np.array_equal(add_marks(image, np.random.default_rng(s)), image) for s in range(5))
+
+
+def test_marks_off_replays_the_older_recipe_exactly():
+    """marks_p = 0 draws no random number for the marks, so runs of earlier recipes (and the shipped
+    weights' history) are reproduced bit for bit."""
+    image = skin_with_spot()
+    rng = np.random.default_rng(11)
+    expected = random_colour(random_geometry(image, rng, 48), rng)
+    if rng.random() < 1.0:
+        expected = clinicalize(expected, rng)
+    got = TrainPreset(size=48, clinical_p=1.0, marks_p=0.0)(image, np.random.default_rng(11))
+    assert np.array_equal(got, normalize(expected))

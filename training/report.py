@@ -93,6 +93,10 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     val = meta.get("validation", {})
     split_counts = meta.get("split_counts", {})
     ema = meta.get("flags", {}).get("ema", 0)
+    marks_p = meta.get("flags", {}).get("marks_p", 0)
+    marks = (f"pen circles, ink writing, rulers and caption bars were drawn on {marks_p:.0%} of training images of "
+             "every class (`--marks-p`), so that they stop telling the classes apart"
+             if marks_p else "no marks were drawn in training (`--marks-p 0`)")
     averaged = (f" The weights are an exponential moving average (decay {ema}) of the trained ones."
                 if ema and meta.get("best_weights", "averaged") == "averaged" else "")
     text = f"""# Model card: SpotCheck SpotNet
@@ -123,6 +127,9 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
   fold 1 = validation. Counts: {split_counts}.
 - Class imbalance (142 vascular images): class-balanced sampling; clinical photos make up
   {meta.get('flags', {}).get('clinical_share', '?')} of training draws.
+- Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi and a grey
+  caption bar with SD-198's vascular and other photos; {marks}. How often such a mark changes the answer is
+  measured by `python -m bench.shortcuts` (bench/shortcuts.md).
 
 ## Decision rule and calibration (fitted on validation only)
 Temperature {cal['temperature']:.3f}; `vascular` only when p(vascular) >= {cal['vascular_min']:.3f}; `unsure`

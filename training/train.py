@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
     p.add_argument("--clinicalize-p", type=float, default=0.5,
                    help="probability of making a dermoscopic image look like a phone photo")
+    p.add_argument("--marks-p", type=float, default=0.3,
+                   help="probability of drawing pen circles, ink writing, a ruler or a caption bar on a training image "
+                        "of any class (some clinical sources carry them on one class only: a shortcut); 0 = off")
     p.add_argument("--colour-constancy", type=int, default=0,
                    help="Minkowski norm p of shades-of-grey colour constancy, applied to every input at training and "
                         "prediction time (stored in the checkpoint); 0 = off")
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> Path:
     val_targets = np.array([s.target for s in val_samples])
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
-    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, colour_constancy=args.colour_constancy)
+    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, marks_p=args.marks_p,
+                         colour_constancy=args.colour_constancy)
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = SpotNet(num_classes=len(CLASSES))

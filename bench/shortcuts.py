@@ -1,0 +1,100 @@
+"""Does the model look at the spot or at the marks beside it? `python -m bench.shortcuts [--checkpoints A B]`.
+
+Some clinical sources carry marks on one class only: pen circles, case numbers
+and rulers on the NCI atlas nevi, a grey caption bar on SD-198's vascular and
+other photos. A network can learn "a ring of ink means a mole". This bench
+takes every validation image, frames it as the predictor does, and scores the
+framed square as it is and again with each of `data.presets.MARKS` drawn on
+it (seeded per image, so every model sees the same marks). A model that looks
+at the spot keeps its answer; one that learned the mark changes it.
+
+The marks are the ones `--marks-p` draws in training, so this measures whether
+training removed the shortcut for such marks; the real NCI rings and SD-198
+bars differ in detail. Validation only.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from data.datasets import CLASSES
+from data.images import ImageError, read_image
+from data.presets import MARKS, normalize
+from model.checkpoint import DEFAULT_CHECKPOINT
+from model.decision import softmax
+from model.predictor import Predictor
+from training.train import DEFAULT_DATA, load_splits
+
+RESULTS = Path(__file__).with_name("shortcuts.md")
+NEVUS, VASCULAR = CLASSES.index("nevus"), CLASSES.index("vascular")
+
+
+def probabilities(predictor: Predictor, squares: list[np.ndarray]) -> np.ndarray:
+    """Calibrated probabilities for framed squares, through the checkpoint's own normalisation."""
+    x = np.stack([normalize(s, mean=predictor.mean, std=predictor.std, colour_constancy=predictor.colour_constancy)
+                  for s in squares])
+    return np.concatenate([softmax(predictor.network(x[i : i + 256])[0], predictor.calibration.temperature)
+                           for i in range(0, len(x), 256)])
+
+
+def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per mark: how often the answer (argmax) changes, how often a non-nevus turns nevus or a non-vascular
+    image turns vascular, and the mean change in p(nevus) on non-nevi."""
+    plain = probabilities(predictor, squares)
+    effects = {}
+    for k, (name, draw) in enumerate(MARKS.items()):
+        marked = probabilities(predictor, [draw(s, np.random.default_rng([i, k])) for i, s in enumerate(squares)])
+        before, after = plain.argmax(1), marked.argmax(1)
+        non_nevi, non_vascular = targets != NEVUS, targets != VASCULAR
+        effects[name] = {
+            "answer changed": float((before != after).mean()),
+            "non-nevi turned nevus": float(((after == NEVUS) & (before != NEVUS))[non_nevi].mean()),
+            "turned vascular": float(((after == VASCULAR) & (before != VASCULAR))[non_vascular].mean()),
+            "mean change in p(nevus), non-nevi": float((marked[:, NEVUS] - plain[:, NEVUS])[non_nevi].mean()),
+        }
+    return effects
+
+
+def framed_validation(predictor: Predictor, seed: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Per domain: the validation images framed as the predictor frames them, and their targets."""
+    by_domain: dict[str, tuple[list, list]] = {}
+    for sample in load_splits(DEFAULT_DATA, seed)["val"]:
+        try:
+            square = predictor.prepare(read_image(sample.path)).square
+        except ImageError:
+            continue
+        squares, targets = by_domain.setdefault(sample.domain, ([], []))
+        squares.append(square)
+        targets.append(sample.target)
+    return {d: (s, np.array(t)) for d, (s, t) in sorted(by_domain.items())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", nargs="+", default=[str(DEFAULT_CHECKPOINT)])
+    p.add_argument("--names", nargs="+", default=None, help="a short name per checkpoint for the table")
+    p.add_argument("--write", action="store_true", help=f"also write the table to {RESULTS.name}")
+    args = p.parse_args(argv)
+    names = args.names or [Path(c).parent.name for c in args.checkpoints]
+
+    columns = ("answer changed", "non-nevi turned nevus", "turned vascular", "mean change in p(nevus), non-nevi")
+    lines = ["| model | validation images | mark | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
+    for name, checkpoint in zip(names, args.checkpoints):
+        predictor = Predictor(checkpoint, backend="torch")
+        seed = int(predictor.meta.get("split_seed", 0))
+        for domain, (squares, targets) in framed_validation(predictor, seed).items():
+            for mark, row in mark_effects(predictor, squares, targets).items():
+                values = [f"{row[c]:.1%}" if c != columns[-1] else f"{row[c]:+.3f}" for c in columns]
+                lines.append(f"| {name} | {domain} ({len(squares)}) | {mark} | " + " | ".join(values) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        RESULTS.write_text(f"# Shortcut marks: does the answer change?\n\n`python -m bench.shortcuts "
+                           f"--checkpoints {' '.join(args.checkpoints)} --names {' '.join(names)} --write`\n\n"
+                           f"{__doc__.split(chr(10) + chr(10), 1)[1]}\n{text}")
+
+
+if __name__ == "__main__":
+    main()
