@@ -13,8 +13,10 @@ epoch, the dermoscopic and clinical validation scores and the gap between them:
     full+clin50    both, with clinical photos in half of the draws instead of 30%
     full+constancy both, with shades-of-grey colour constancy (p = 6) on every input,
                    at training and prediction time
-    full+marks     both, with pen circles, ink writing, rulers and caption bars drawn on
-                   30% of training images of every class (`--marks-p 0.3`, the shipped recipe)
+    full+marks-all both, with pen circles, ink writing, rulers and caption bars drawn on
+                   30% of all training images of every class
+    full+marks     both, with such marks drawn on half of the clinical training photos of
+                   every class, none on dermoscopy (`--marks-p 0.5`, the default)
 
 Each variant's summary is kept in ablation.json, so one variant can be (re)run
 without the others; ablation.md is written from all of them.
@@ -48,7 +50,8 @@ VARIANTS = {
     "full+dx": ["--dx-weight", "0.5", *NO_MARKS],
     "full+clin50": ["--clinical-share", "0.5", *NO_MARKS],
     "full+constancy": ["--colour-constancy", "6", *NO_MARKS],
-    "full+marks": ["--marks-p", "0.3"],
+    "full+marks-all": ["--marks-p", "0.3", "--marks-p-dermoscopy", "0.3"],
+    "full+marks": ["--marks-p", "0.5", "--marks-p-dermoscopy", "0"],
 }
 RESULTS = Path(__file__).with_name("ablation.md")
 SUMMARIES = Path(__file__).with_name("ablation.json")

@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import balanced_accuracy_score
 
 from data.datasets import CLASSES
 from data.images import ImageError, read_image
@@ -39,10 +40,17 @@ def probabilities(predictor: Predictor, squares: list[np.ndarray]) -> np.ndarray
                            for i in range(0, len(x), 256)])
 
 
-def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.ndarray) -> dict[str, dict[str, float]]:
+def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.ndarray) -> dict[str, dict]:
     """Per mark: how often the answer (argmax) changes, how often a non-nevus turns nevus or a non-vascular
-    image turns vascular, and the mean change in p(nevus) on non-nevi."""
+    image turns vascular, the mean change in p(nevus) on non-nevi, the share of non-vascular images over the
+    decision rule's vascular bar (the answer "harmless red spot"), and the balanced accuracy without and with
+    the mark on every image (with it, the mark tells nothing: what is left is reading the spot)."""
     plain = probabilities(predictor, squares)
+    bar = predictor.calibration.vascular_min
+
+    def over_the_bar(p: np.ndarray) -> float:
+        return float(((p.argmax(1) == VASCULAR) & (p[:, VASCULAR] >= bar))[targets != VASCULAR].mean())
+
     effects = {}
     for k, (name, draw) in enumerate(MARKS.items()):
         marked = probabilities(predictor, [draw(s, np.random.default_rng([i, k])) for i, s in enumerate(squares)])
@@ -53,6 +61,9 @@ def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.nd
             "non-nevi turned nevus": float(((after == NEVUS) & (before != NEVUS))[non_nevi].mean()),
             "turned vascular": float(((after == VASCULAR) & (before != VASCULAR))[non_vascular].mean()),
             "mean change in p(nevus), non-nevi": float((marked[:, NEVUS] - plain[:, NEVUS])[non_nevi].mean()),
+            "non-vascular over the vascular bar: plain / marked": (over_the_bar(plain), over_the_bar(marked)),
+            "balanced accuracy: plain / marked": (balanced_accuracy_score(targets, before),
+                                                  balanced_accuracy_score(targets, after)),
         }
     return effects
 
@@ -79,14 +90,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     names = args.names or [Path(c).parent.name for c in args.checkpoints]
 
-    columns = ("answer changed", "non-nevi turned nevus", "turned vascular", "mean change in p(nevus), non-nevi")
+    columns = ("answer changed", "non-nevi turned nevus", "turned vascular", "mean change in p(nevus), non-nevi",
+               "non-vascular over the vascular bar: plain / marked", "balanced accuracy: plain / marked")
+    shown = {"mean change in p(nevus), non-nevi": "{:+.3f}".format,
+             "non-vascular over the vascular bar: plain / marked": lambda v: f"{v[0]:.1%} / {v[1]:.1%}",
+             "balanced accuracy: plain / marked": lambda v: f"{v[0]:.3f} / {v[1]:.3f}"}
     lines = ["| model | validation images | mark | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
     for name, checkpoint in zip(names, args.checkpoints):
         predictor = Predictor(checkpoint, backend="torch")
         seed = int(predictor.meta.get("split_seed", 0))
         for domain, (squares, targets) in framed_validation(predictor, seed).items():
             for mark, row in mark_effects(predictor, squares, targets).items():
-                values = [f"{row[c]:.1%}" if c != columns[-1] else f"{row[c]:+.3f}" for c in columns]
+                values = [shown.get(c, "{:.1%}".format)(row[c]) for c in columns]
                 lines.append(f"| {name} | {domain} ({len(squares)}) | {mark} | " + " | ".join(values) + " |")
     text = "\n".join(lines) + "\n"
     print(text)

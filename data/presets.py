@@ -67,21 +67,21 @@ class TrainPreset:
 
     Geometry (any rotation, flips, mild zoom) and colour changes that keep red
     red: hue moves at most a few degrees, because colour is what tells a
-    cherry angioma from a brown mole. With probability `marks_p` the image gets
-    the marks that some sources carry on one class only (see `add_marks`), and
-    with probability `clinical_p` it is made to look like an ordinary photo
-    rather than dermoscopy (see `clinicalize`).
+    cherry angioma from a brown mole. With probability `marks_p` (given per
+    image: the caller knows which sources carry marks) the image gets the marks
+    that some sources carry on one class only (see `add_marks`), and with
+    probability `clinical_p` it is made to look like an ordinary photo rather
+    than dermoscopy (see `clinicalize`).
     """
 
-    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, marks_p: float = 0.0,
-                 colour_constancy: int = 0):
-        self.size, self.mean, self.std, self.clinical_p, self.marks_p = size, mean, std, clinical_p, marks_p
+    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, colour_constancy: int = 0):
+        self.size, self.mean, self.std, self.clinical_p = size, mean, std, clinical_p
         self.colour_constancy = colour_constancy
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, *, marks_p: float = 0.0) -> np.ndarray:
         image = random_geometry(image, rng, self.size)
         image = random_colour(image, rng)
-        if self.marks_p and rng.random() < self.marks_p:  # no draw at 0: older recipes replay exactly
+        if marks_p and rng.random() < marks_p:  # no draw at 0: older recipes replay exactly
             image = add_marks(image, rng)
         if rng.random() < self.clinical_p:
             image = clinicalize(image, rng)

@@ -70,9 +70,9 @@ def test_marks_leave_the_spot_itself_alone(name):
 
 def test_marks_are_drawn_on_any_class_in_training():
     """With marks_p = 1 every draw is marked; the same draw without marks is the plain recipe."""
-    image = skin_with_spot()
-    marked = TrainPreset(size=64, clinical_p=0.0, marks_p=1.0)(image, np.random.default_rng(5))
-    plain = TrainPreset(size=64, clinical_p=0.0, marks_p=0.0)(image, np.random.default_rng(5))
+    image, preset = skin_with_spot(), TrainPreset(size=64, clinical_p=0.0)
+    marked = preset(image, np.random.default_rng(5), marks_p=1.0)
+    plain = preset(image, np.random.default_rng(5), marks_p=0.0)
     assert not np.allclose(marked, plain)
     assert any(not np.array_equal(add_marks(image, np.random.default_rng(s)), image) for s in range(5))
 
@@ -85,5 +85,5 @@ def test_marks_off_replays_the_older_recipe_exactly():
     expected = random_colour(random_geometry(image, rng, 48), rng)
     if rng.random() < 1.0:
         expected = clinicalize(expected, rng)
-    got = TrainPreset(size=48, clinical_p=1.0, marks_p=0.0)(image, np.random.default_rng(11))
+    got = TrainPreset(size=48, clinical_p=1.0)(image, np.random.default_rng(11), marks_p=0.0)
     assert np.array_equal(got, normalize(expected))

@@ -26,7 +26,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert ckpt["ood"]["means"].shape == (3, 256) and ckpt["ood"]["precision"].shape == (256, 256)  # 3 classes x 1 domain
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] in (0, 1)
-    assert ckpt["meta"]["flags"]["marks_p"] == 0.3  # shortcut marks are drawn by default
+    assert ckpt["meta"]["flags"]["marks_p"] == 0.5  # shortcut marks are drawn on clinical photos by default
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 2 and {"score", "raw_score"} <= history[0].keys()  # averaged and raw weights both scored
     assert Predictor(final, backend="onnx").backend == "onnx"  # the export is written and matches
@@ -39,7 +39,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     for name in ("metrics.json", "MODEL_CARD.md", "confusion_dermoscopy.png", "reliability_dermoscopy.png",
                  "roc_dermoscopy.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
-    assert "drawn on 30% of training images of every class" in (tmp_path / "eval" / "MODEL_CARD.md").read_text()
+    assert "drawn on 50% of the clinical training photos of every class" in (tmp_path / "eval" / "MODEL_CARD.md").read_text()
 
 
 def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_path):

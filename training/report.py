@@ -93,10 +93,11 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     val = meta.get("validation", {})
     split_counts = meta.get("split_counts", {})
     ema = meta.get("flags", {}).get("ema", 0)
-    marks_p = meta.get("flags", {}).get("marks_p", 0)
-    marks = (f"pen circles, ink writing, rulers and caption bars were drawn on {marks_p:.0%} of training images of "
-             "every class (`--marks-p`), so that they stop telling the classes apart"
-             if marks_p else "no marks were drawn in training (`--marks-p 0`)")
+    flags = meta.get("flags", {})
+    marks_p, marks_dermoscopy = flags.get("marks_p", 0), flags.get("marks_p_dermoscopy", 0)
+    marks = (f"pen circles, ink writing, rulers and caption bars were drawn on {marks_p:.0%} of the clinical training "
+             f"photos of every class (`--marks-p`; dermoscopic images {marks_dermoscopy:.0%}), so that they stop "
+             "telling the classes apart" if marks_p or marks_dermoscopy else "no marks were drawn in training")
     averaged = (f" The weights are an exponential moving average (decay {ema}) of the trained ones."
                 if ema and meta.get("best_weights", "averaged") == "averaged" else "")
     text = f"""# Model card: SpotCheck SpotNet

@@ -59,9 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
     p.add_argument("--clinicalize-p", type=float, default=0.5,
                    help="probability of making a dermoscopic image look like a phone photo")
-    p.add_argument("--marks-p", type=float, default=0.3,
-                   help="probability of drawing pen circles, ink writing, a ruler or a caption bar on a training image "
-                        "of any class (some clinical sources carry them on one class only: a shortcut); 0 = off")
+    p.add_argument("--marks-p", type=float, default=0.5,
+                   help="probability of drawing pen circles, ink writing, a ruler or a caption bar on a clinical "
+                        "training photo of any class (some clinical sources carry them on one class only: a shortcut); "
+                        "0 = off")
+    p.add_argument("--marks-p-dermoscopy", type=float, default=0.0,
+                   help="the same for dermoscopic training images (which carry no such marks)")
     p.add_argument("--colour-constancy", type=int, default=0,
                    help="Minkowski norm p of shades-of-grey colour constancy, applied to every input at training and "
                         "prediction time (stored in the checkpoint); 0 = off")
@@ -142,8 +145,8 @@ def main(argv: list[str] | None = None) -> Path:
     val_targets = np.array([s.target for s in val_samples])
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
-    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, marks_p=args.marks_p,
-                         colour_constancy=args.colour_constancy)
+    marks_p = np.array([args.marks_p if s.domain == "clinical" else args.marks_p_dermoscopy for s in train_samples])
+    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, colour_constancy=args.colour_constancy)
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = SpotNet(num_classes=len(CLASSES))
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> Path:
     for epoch in range(start_epoch, args.epochs):
         model.train()
         torch.manual_seed(args.seed * 1000 + epoch)  # dropout: same masks on resume
-        draws = EpochDraws(train_pixels, train_labels, weights, preset,
+        draws = EpochDraws(train_pixels, train_labels, weights, preset, marks_p=marks_p,
                            draws=args.draws_per_epoch, seed=args.seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
