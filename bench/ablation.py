@@ -7,7 +7,7 @@ epoch, the dermoscopic and clinical validation scores and the gap between them:
     ham-only       dermoscopic images only, no phone-photo augmentation ("before")
     +clinicalize   dermoscopic images made to look like phone photos
     +clinical      real clinical photos in 30% of the draws, no augmentation to clinical look
-    full           both (the recipe shipped until the shortcut marks)
+    full           both (the shipped recipe)
     full+dx        both, plus an auxiliary head learning the 7 HAM10000 diagnoses
                    (the 3-groups-vs-7-diagnoses question)
     full+clin50    both, with clinical photos in half of the draws instead of 30%
@@ -16,7 +16,7 @@ epoch, the dermoscopic and clinical validation scores and the gap between them:
     full+marks-all both, with pen circles, ink writing, rulers and caption bars drawn on
                    30% of all training images of every class
     full+marks     both, with such marks drawn on half of the clinical training photos of
-                   every class, none on dermoscopy (`--marks-p 0.5`, the default)
+                   every class, none on dermoscopy (`--marks-p 0.5`)
 
 Each variant's summary is kept in ablation.json, so one variant can be (re)run
 without the others; ablation.md is written from all of them.
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-NO_MARKS = ["--marks-p", "0"]  # the variants measured before the shortcut marks existed
+NO_MARKS = ["--marks-p", "0"]  # explicit: these variants were measured before the shortcut marks existed
 VARIANTS = {
     "ham-only": ["--clinical-share", "0", "--clinicalize-p", "0", *NO_MARKS],
     "+clinicalize": ["--clinical-share", "0", *NO_MARKS],

@@ -74,5 +74,6 @@ GUIDANCE = {
 
 PHOTO_TIPS = (
     "**How to take a good photo:** get close (the spot should fill a good part of the picture), "
-    "hold steady so it is in focus, use daylight without flash, and keep the spot in the middle."
+    "hold steady so it is in focus, use daylight without flash, and keep the spot in the middle. Leave pen marks, "
+    "rulers and writing out of the picture: they can sway the answer."
 )

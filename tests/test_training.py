@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import data.presets as presets
 import training.train as train
 from data.images import read_image
 from model.checkpoint import load_checkpoint
@@ -26,7 +27,6 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert ckpt["ood"]["means"].shape == (3, 256) and ckpt["ood"]["precision"].shape == (256, 256)  # 3 classes x 1 domain
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] in (0, 1)
-    assert ckpt["meta"]["flags"]["marks_p"] == 0.5  # shortcut marks are drawn on clinical photos by default
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 2 and {"score", "raw_score"} <= history[0].keys()  # averaged and raw weights both scored
     assert Predictor(final, backend="onnx").backend == "onnx"  # the export is written and matches
@@ -39,7 +39,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     for name in ("metrics.json", "MODEL_CARD.md", "confusion_dermoscopy.png", "reliability_dermoscopy.png",
                  "roc_dermoscopy.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
-    assert "drawn on 50% of the clinical training photos of every class" in (tmp_path / "eval" / "MODEL_CARD.md").read_text()
+    assert "no marks were drawn in training" in (tmp_path / "eval" / "MODEL_CARD.md").read_text()  # the default
 
 
 def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_path):
@@ -110,3 +110,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     for part in ("model", "ema"):  # the final epoch's raw and averaged weights, whichever epoch was best
         for name, tensor in last_a[part].items():
             assert torch.allclose(tensor.float(), last_b[part][name].float(), atol=1e-5), (part, name)
+
+
+@pytest.mark.parametrize("flags,marked", [([], 0), (["--marks-p", "1"], 0), (["--marks-p-dermoscopy", "1"], 2 * 48)],
+                         ids=["default-off", "clinical-only", "dermoscopy"])
+def test_shortcut_marks_are_drawn_only_where_asked(class_tree, tmp_path, monkeypatch, flags, marked):
+    """--marks-p is for the clinical photos (this class-per-folder tree counts as dermoscopy), --marks-p-dermoscopy
+    for the rest; every draw of the 2 x 48 is marked at probability 1."""
+    calls, draw = [], presets.add_marks
+    monkeypatch.setattr(presets, "add_marks", lambda image, rng: calls.append(1) or draw(image, rng))
+    ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, *flags]))
+    assert len(calls) == marked
+    assert ckpt["meta"]["flags"]["marks_p_dermoscopy"] == (1.0 if marked else 0.0)

@@ -59,10 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
     p.add_argument("--clinicalize-p", type=float, default=0.5,
                    help="probability of making a dermoscopic image look like a phone photo")
-    p.add_argument("--marks-p", type=float, default=0.5,
+    p.add_argument("--marks-p", type=float, default=0.0,
                    help="probability of drawing pen circles, ink writing, a ruler or a caption bar on a clinical "
-                        "training photo of any class (some clinical sources carry them on one class only: a shortcut); "
-                        "0 = off")
+                        "training photo of any class (some clinical sources carry them on one class only: a shortcut; "
+                        "measured in bench/shortcuts.md, off by default); 0 = off")
     p.add_argument("--marks-p-dermoscopy", type=float, default=0.0,
                    help="the same for dermoscopic training images (which carry no such marks)")
     p.add_argument("--colour-constancy", type=int, default=0,
