@@ -92,8 +92,8 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     cal = metrics["calibration"]
     val = meta.get("validation", {})
     split_counts = meta.get("split_counts", {})
-    ema = meta.get("flags", {}).get("ema", 0)
     flags = meta.get("flags", {})
+    ema = flags.get("ema", 0)
     marks_p, marks_dermoscopy = flags.get("marks_p", 0), flags.get("marks_p_dermoscopy", 0)
     marks = (f"pen circles, ink writing, rulers and caption bars were drawn on {marks_p:.0%} of the clinical training "
              f"photos of every class (`--marks-p`; dermoscopic images {marks_dermoscopy:.0%}), so that they stop "
