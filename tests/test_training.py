@@ -122,3 +122,15 @@ def test_shortcut_marks_are_drawn_only_where_asked(class_tree, tmp_path, monkeyp
     ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, *flags]))
     assert len(calls) == marked
     assert ckpt["meta"]["flags"]["marks_p_dermoscopy"] == (1.0 if marked else 0.0)
+
+
+def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):
+    """--run-seed reseeds the draws and the weights only, so one recipe can be run several times on one split."""
+    def run(name, *flags):
+        return load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / name), *FAST, *flags]))
+
+    default, same, other = run("default"), run("same", "--run-seed", "0"), run("other", "--run-seed", "1")
+    for name, tensor in default["model"].items():
+        assert torch.equal(tensor, same["model"][name]), name  # --run-seed defaults to --seed
+    assert not torch.equal(default["model"]["head.weight"], other["model"]["head.weight"])
+    assert other["meta"]["split_counts"] == default["meta"]["split_counts"] and other["meta"]["split_seed"] == 0

@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Minkowski norm p of shades-of-grey colour constancy, applied to every input at training and "
                         "prediction time (stored in the checkpoint); 0 = off")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the draws and the weights")
+    p.add_argument("--run-seed", type=int, default=None,
+                   help="seeds the draws and the weights only, keeping --seed's split: several runs of one recipe on "
+                        "one split measure its run-to-run spread (default: --seed)")
     p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--unsure-rate", type=float, default=0.10, help="share of validation images answered 'unsure'")
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
+    run_seed = args.seed if args.run_seed is None else args.run_seed
+    torch.manual_seed(run_seed)
     torch.set_num_threads(args.threads)
     started = time.time()
 
@@ -175,9 +179,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     for epoch in range(start_epoch, args.epochs):
         model.train()
-        torch.manual_seed(args.seed * 1000 + epoch)  # dropout: same masks on resume
+        torch.manual_seed(run_seed * 1000 + epoch)  # dropout: same masks on resume
         draws = EpochDraws(train_pixels, train_labels, weights, preset, marks_p=marks_p,
-                           draws=args.draws_per_epoch, seed=args.seed, epoch=epoch)
+                           draws=args.draws_per_epoch, seed=run_seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
