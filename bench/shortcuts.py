@@ -22,7 +22,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from data.datasets import CLASSES
 from data.images import ImageError, read_image
-from data.presets import MARKS, normalize
+from data.presets import MARKS, eval_preset, frame_and_resize
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.decision import softmax
 from model.predictor import Predictor
@@ -33,8 +33,10 @@ NEVUS, VASCULAR = CLASSES.index("nevus"), CLASSES.index("vascular")
 
 
 def probabilities(predictor: Predictor, squares: list[np.ndarray]) -> np.ndarray:
-    """Calibrated probabilities for framed squares, through the checkpoint's own normalisation."""
-    x = np.stack([normalize(s, mean=predictor.mean, std=predictor.std, colour_constancy=predictor.colour_constancy)
+    """Calibrated probabilities for framed squares, through the one eval preset with the checkpoint's settings
+    (each square is its own frame)."""
+    x = np.stack([eval_preset(s, size=predictor.size, mean=predictor.mean, std=predictor.std,
+                              colour_constancy=predictor.colour_constancy, box=(0, 0, s.shape[1], s.shape[0]))[0]
                   for s in squares])
     return np.concatenate([softmax(predictor.network(x[i : i + 256])[0], predictor.calibration.temperature)
                            for i in range(0, len(x), 256)])
@@ -47,15 +49,15 @@ def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.nd
     the mark on every image (with it, the mark tells nothing: what is left is reading the spot)."""
     plain = probabilities(predictor, squares)
     bar = predictor.calibration.vascular_min
+    non_nevi, non_vascular = targets != NEVUS, targets != VASCULAR
 
     def over_the_bar(p: np.ndarray) -> float:
-        return float(((p.argmax(1) == VASCULAR) & (p[:, VASCULAR] >= bar))[targets != VASCULAR].mean())
+        return float(((p.argmax(1) == VASCULAR) & (p[:, VASCULAR] >= bar))[non_vascular].mean())
 
     effects = {}
     for k, (name, draw) in enumerate(MARKS.items()):
         marked = probabilities(predictor, [draw(s, np.random.default_rng([i, k])) for i, s in enumerate(squares)])
         before, after = plain.argmax(1), marked.argmax(1)
-        non_nevi, non_vascular = targets != NEVUS, targets != VASCULAR
         effects[name] = {
             "answer changed": float((before != after).mean()),
             "non-nevi turned nevus": float(((after == NEVUS) & (before != NEVUS))[non_nevi].mean()),
@@ -68,12 +70,13 @@ def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.nd
     return effects
 
 
-def framed_validation(predictor: Predictor, seed: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
-    """Per domain: the validation images framed as the predictor frames them, and their targets."""
+def framed_validation(size: int, seed: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Per domain: the validation images framed as the predictor frames them (the framing does not depend on the
+    model), at `size`, and their targets."""
     by_domain: dict[str, tuple[list, list]] = {}
     for sample in load_splits(DEFAULT_DATA, seed)["val"]:
         try:
-            square = predictor.prepare(read_image(sample.path)).square
+            square = frame_and_resize(read_image(sample.path), size=size)[0]
         except ImageError:
             continue
         squares, targets = by_domain.setdefault(sample.domain, ([], []))
@@ -96,10 +99,13 @@ def main(argv: list[str] | None = None) -> None:
              "non-vascular over the vascular bar: plain / marked": lambda v: f"{v[0]:.1%} / {v[1]:.1%}",
              "balanced accuracy: plain / marked": lambda v: f"{v[0]:.3f} / {v[1]:.3f}"}
     lines = ["| model | validation images | mark | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
+    framed = {}  # (size, split seed) -> framed validation: read and framed once for all models that share them
     for name, checkpoint in zip(names, args.checkpoints):
         predictor = Predictor(checkpoint, backend="torch")
-        seed = int(predictor.meta.get("split_seed", 0))
-        for domain, (squares, targets) in framed_validation(predictor, seed).items():
+        key = (predictor.size, int(predictor.meta.get("split_seed", 0)))
+        if key not in framed:
+            framed[key] = framed_validation(*key)
+        for domain, (squares, targets) in framed[key].items():
             for mark, row in mark_effects(predictor, squares, targets).items():
                 values = [shown.get(c, "{:.1%}".format)(row[c]) for c in columns]
                 lines.append(f"| {name} | {domain} ({len(squares)}) | {mark} | " + " | ".join(values) + " |")

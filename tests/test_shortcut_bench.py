@@ -10,7 +10,7 @@ from model.decision import Calibration
 class InkSeer:
     """A stand-in predictor that answers `nevus` whenever the square has dark ink on it, else `other`."""
 
-    mean, std, colour_constancy, calibration = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 0, Calibration()
+    size, mean, std, colour_constancy, calibration = 112, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 0, Calibration()
 
     def network(self, x: np.ndarray) -> tuple[np.ndarray, None]:
         pixels = x * 0.25 + 0.5  # back to 0..1

@@ -106,7 +106,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
 
 ## What it is
 A small CNN (SpotNet: 8 conv layers, {meta.get('parameters', 0):,} parameters, {meta.get('flops', 0) / 1e6:.0f} MFLOPs per
-{meta.get('flags', {}).get('image_size', 112)} px image) that sorts a photo of one skin spot into `vascular`
+{flags.get('image_size', 112)} px image) that sorts a photo of one skin spot into `vascular`
 (cherry-angioma-like red spot), `nevus` (mole) or `other` (any other lesion), and answers `unsure` when it
 cannot tell. Trained from scratch by `python -m training.train` (code version `{meta.get('code_version', '?')}`,
 {meta.get('train_minutes', '?')} min on a 2-core CPU, best epoch {meta.get('best_epoch', -1) + 1}).{averaged}
@@ -127,7 +127,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
   patient, or image), seed {meta.get('split_seed', 0)}; HAM10000 in 7 folds, the clinical set in 5; fold 0 = test,
   fold 1 = validation. Counts: {split_counts}.
 - Class imbalance (142 vascular images): class-balanced sampling; clinical photos make up
-  {meta.get('flags', {}).get('clinical_share', '?')} of training draws.
+  {flags.get('clinical_share', '?')} of training draws.
 - Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi and a grey
   caption bar with SD-198's vascular and other photos; {marks}. How often such a mark changes the answer is
   measured by `python -m bench.shortcuts` (bench/shortcuts.md).
