@@ -17,6 +17,9 @@ epoch, the dermoscopic and clinical validation scores and the gap between them:
                    30% of all training images of every class
     full+marks     both, with such marks drawn on half of the clinical training photos of
                    every class, none on dermoscopy (`--marks-p 0.5`)
+    full+zoom      both, with 30% of the dermoscopic draws shrunk onto a wider surround of
+                   skin (`--zoom-out-p 0.3`), no marks
+    full+marks+zoom  both, with the marks of full+marks and the zoom-out of full+zoom
 
 Each variant's summary is kept in ablation.json, so one variant can be (re)run
 without the others; ablation.md is written from all of them.
@@ -52,6 +55,8 @@ VARIANTS = {
     "full+constancy": ["--colour-constancy", "6", *NO_MARKS],
     "full+marks-all": ["--marks-p", "0.3", "--marks-p-dermoscopy", "0.3"],
     "full+marks": ["--marks-p", "0.5", "--marks-p-dermoscopy", "0"],
+    "full+zoom": ["--zoom-out-p", "0.3", *NO_MARKS],
+    "full+marks+zoom": ["--marks-p", "0.5", "--zoom-out-p", "0.3"],
 }
 RESULTS = Path(__file__).with_name("ablation.md")
 SUMMARIES = Path(__file__).with_name("ablation.json")

@@ -71,15 +71,20 @@ class TrainPreset:
     image: the caller knows which sources carry marks) the image gets the marks
     that some sources carry on one class only (see `add_marks`), and with
     probability `clinical_p` it is made to look like an ordinary photo rather
-    than dermoscopy (see `clinicalize`).
+    than dermoscopy (see `clinicalize`). With probability `zoom_out_p` (per
+    image: for dermoscopic images, which fill their frame) the spot is shrunk
+    onto a wider surround of skin, as a framed phone photo shows it (see `zoom_out`).
     """
 
     def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, colour_constancy: int = 0):
         self.size, self.mean, self.std, self.clinical_p = size, mean, std, clinical_p
         self.colour_constancy = colour_constancy
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator, *, marks_p: float = 0.0) -> np.ndarray:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, *, marks_p: float = 0.0,
+                 zoom_out_p: float = 0.0) -> np.ndarray:
         image = random_geometry(image, rng, self.size)
+        if zoom_out_p and rng.random() < zoom_out_p:  # no draw at 0, as for the marks below
+            image = zoom_out(image, rng)
         image = random_colour(image, rng)
         if marks_p and rng.random() < marks_p:  # no draw at 0: older recipes replay exactly
             image = add_marks(image, rng)
@@ -108,6 +113,35 @@ def random_colour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     mean = out.mean()
     out = (out - mean) * rng.uniform(0.8, 1.2) + mean  # contrast
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def zoom_out(image: np.ndarray, rng: np.random.Generator, *, scale: float | None = None) -> np.ndarray:
+    """Shrink a frame-filling dermoscopic crop onto a wider surround of skin, as a framed phone photo shows a spot.
+
+    The crop is scaled to `scale` of the side (default: 45-85% at random), its
+    corners (where a dermoscope's field often goes dark) faded out with a soft
+    oval, and laid on skin of the crop's own skin colour (the median of its
+    border, leaving out a dermoscope's near-black vignette) with soft uneven
+    shading and fine grain, so there is no seam or frame for the network to learn.
+    """
+    h, w = image.shape[:2]
+    scale = rng.uniform(0.45, 0.85) if scale is None else scale
+    sw, sh = max(4, round(w * scale)), max(4, round(h * scale))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    border = np.concatenate([image[:h // 10].reshape(-1, 3), image[-(h // 10):].reshape(-1, 3),
+                             image[:, :w // 10].reshape(-1, 3), image[:, -(w // 10):].reshape(-1, 3)]).astype(np.float32)
+    brightness = border.sum(axis=1)
+    skin = np.median(border[brightness >= 0.5 * np.percentile(brightness, 95)], axis=0) * rng.uniform(0.95, 1.05, 3)
+    shading = cv2.resize(rng.normal(0, 1, (4, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+    canvas = skin * (1 + rng.uniform(0.01, 0.04) * shading) + rng.normal(0, rng.uniform(1, 4), (h, w, 3))
+    mask = np.zeros((sh, sw), np.float32)
+    cv2.ellipse(mask, (sw // 2, sh // 2), (int(sw * 0.42), int(sh * 0.42)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, sw * 0.06))[..., None]
+    x0 = int(np.clip((w - sw) / 2 + rng.uniform(-0.1, 0.1) * w, 0, w - sw))
+    y0 = int(np.clip((h - sh) / 2 + rng.uniform(-0.1, 0.1) * h, 0, h - sh))
+    window = canvas[y0:y0 + sh, x0:x0 + sw]
+    canvas[y0:y0 + sh, x0:x0 + sw] = small * mask + window * (1 - mask)
+    return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
 def clinicalize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -60,6 +60,21 @@ def make_ham(root):
     return root
 
 
+def make_clinical(root: Path) -> Path:
+    """A miniature clinical photo set (labels.csv + images/): 10 photos per class, one group each."""
+    rows = []
+    for label in COLOURS:
+        for i in range(10):
+            name = f"c_{label}_{i}.jpg"
+            write_rgb(root / "images" / name, spot_photo(label, size=96, radius=12 + i % 4, seed=i))
+            rows.append([name, label, "sd198_subset", label, f"o/r@1:raw_images/{label}/{i}.jpg"])
+    with (root / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "label", "source", "source_category", "original_path"])
+        writer.writerows(rows)
+    return root
+
+
 @pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
     """A class-per-folder dataset: 10 small photos per class, varied position and size."""

@@ -1,4 +1,4 @@
-"""The eval and training presets: colour constancy and the shortcut marks."""
+"""The eval and training presets: colour constancy, the shortcut marks and zooming out."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data.presets import (MARKS, TrainPreset, add_marks, clinicalize, eval_preset, normalize, random_colour,
-                          random_geometry, shades_of_grey)
+                          random_geometry, shades_of_grey, zoom_out)
 
 
 def skin_with_spot(cast=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -87,3 +87,33 @@ def test_marks_off_replays_the_older_recipe_exactly():
         expected = clinicalize(expected, rng)
     got = TrainPreset(size=48, clinical_p=1.0)(image, np.random.default_rng(11), marks_p=0.0)
     assert np.array_equal(got, normalize(expected))
+
+
+def test_zoom_out_shows_the_spot_smaller_on_skin():
+    """The spot shrinks to `scale` of the frame, the new surround is the image's own skin colour (no seam, no
+    dark frame), and the input is left as it was."""
+    image = skin_with_spot()
+    before = image.copy()
+    out = zoom_out(image, np.random.default_rng(3), scale=0.5)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(image, before)
+    red = lambda im: (im[..., 0].astype(int) - im[..., 1] > 80).sum()  # the spot's pixels
+    assert 0.15 < red(out) / red(image) < 0.35  # about scale**2 of the area
+    corners = np.concatenate([out[:8, :8], out[:8, -8:], out[-8:, :8], out[-8:, -8:]]).reshape(-1, 3)
+    assert np.abs(corners.mean(axis=0) - (200, 160, 140)).max() < 15  # skin, the colour of the image's own
+
+
+def test_zoom_out_ignores_a_dark_vignette_when_picking_the_skin_colour():
+    image = skin_with_spot()
+    yy, xx = np.mgrid[:64, :64]
+    image[(yy - 32) ** 2 + (xx - 32) ** 2 > 31 ** 2] = (10, 10, 10)  # a dermoscope's dark corners
+    out = zoom_out(image, np.random.default_rng(0), scale=0.6)
+    assert out[:4, :4].mean() > 120  # skin, not black
+
+
+def test_zoom_out_off_replays_the_older_recipe_exactly():
+    """zoom_out_p = 0 draws no random number, like marks_p = 0; at 1 every draw is zoomed out."""
+    image, preset = skin_with_spot(), TrainPreset(size=48, clinical_p=0.0)
+    plain = preset(image, np.random.default_rng(5))
+    assert np.array_equal(preset(image, np.random.default_rng(5), zoom_out_p=0.0), plain)
+    assert not np.allclose(preset(image, np.random.default_rng(5), zoom_out_p=1.0), plain)

@@ -12,8 +12,9 @@ import training.train as train
 from data.images import read_image
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
-from tests.conftest import make_ham
+from tests.conftest import make_clinical, make_ham
 from training import evaluate
+from training.report import write_model_card
 
 FAST = ["--epochs", "2", "--draws-per-epoch", "48", "--batch-size", "16", "--image-size", "48", "--workers", "0"]
 
@@ -39,7 +40,14 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     for name in ("metrics.json", "MODEL_CARD.md", "confusion_dermoscopy.png", "reliability_dermoscopy.png",
                  "roc_dermoscopy.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
-    assert "no marks were drawn in training" in (tmp_path / "eval" / "MODEL_CARD.md").read_text()  # the default
+    card = (tmp_path / "eval" / "MODEL_CARD.md").read_text()
+    assert "no marks were drawn in training" in card and "were made to look like" in card  # the defaults
+    assert "surround of skin" not in card
+    recipe = {**ckpt["meta"], "flags": {**ckpt["meta"]["flags"], "marks_p": 0.5, "zoom_out_p": 0.3}}
+    write_model_card(recipe, metrics, tmp_path / "card.md")  # the card names the recipe's augmentations
+    card = (tmp_path / "card.md").read_text()
+    assert "drawn on 50% of the clinical training" in card
+    assert "30% of the dermoscopic draws were shrunk onto a wider surround of skin" in card
 
 
 def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_path):
@@ -112,16 +120,34 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
             assert torch.allclose(tensor.float(), last_b[part][name].float(), atol=1e-5), (part, name)
 
 
-@pytest.mark.parametrize("flags,marked", [([], 0), (["--marks-p", "1"], 0), (["--marks-p-dermoscopy", "1"], 2 * 48)],
-                         ids=["default-off", "clinical-only", "dermoscopy"])
-def test_shortcut_marks_are_drawn_only_where_asked(class_tree, tmp_path, monkeypatch, flags, marked):
-    """--marks-p is for the clinical photos (this class-per-folder tree counts as dermoscopy), --marks-p-dermoscopy
-    for the rest; every draw of the 2 x 48 is marked at probability 1."""
-    calls, draw = [], presets.add_marks
-    monkeypatch.setattr(presets, "add_marks", lambda image, rng: calls.append(1) or draw(image, rng))
-    ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, *flags]))
-    assert len(calls) == marked
-    assert ckpt["meta"]["flags"]["marks_p_dermoscopy"] == (1.0 if marked else 0.0)
+@pytest.mark.parametrize("source,flags,marked,zoomed", [
+    ("tree", [], 0, 0),
+    ("tree", ["--marks-p", "1"], 0, 0),
+    ("tree", ["--marks-p-dermoscopy", "1"], 2 * 48, 0),
+    ("tree", ["--zoom-out-p", "1"], 0, 2 * 48),
+    ("clinical", ["--marks-p", "1"], 2 * 48, 0),
+    ("clinical", ["--zoom-out-p", "1"], 0, 0),
+], ids=["default-off", "marks-clinical-on-dermoscopy", "marks-dermoscopy", "zoom-out-dermoscopy",
+        "marks-clinical", "zoom-out-on-clinical"])
+def test_marks_and_zoom_out_are_drawn_only_where_asked(class_tree, tmp_path, monkeypatch, source, flags, marked,
+                                                       zoomed):
+    """--marks-p is for the clinical photos, --marks-p-dermoscopy and --zoom-out-p for the rest (a class-per-folder
+    tree counts as dermoscopy; clinical photos already show skin around the spot). At probability 1 every one of
+    the 2 x 48 draws gets it."""
+    calls = {"marks": 0, "zoom": 0}
+
+    def counted(name, draw):
+        def wrapped(image, rng, **kwargs):
+            calls[name] += 1
+            return draw(image, rng, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(presets, "add_marks", counted("marks", presets.add_marks))
+    monkeypatch.setattr(presets, "zoom_out", counted("zoom", presets.zoom_out))
+    data = class_tree if source == "tree" else make_clinical(tmp_path / "clinical")
+    ckpt = load_checkpoint(train.main(["--data", str(data), "--out", str(tmp_path / "run"), *FAST, *flags]))
+    assert calls == {"marks": marked, "zoom": zoomed}
+    assert ckpt["meta"]["flags"]["zoom_out_p"] == (1.0 if "--zoom-out-p" in flags else 0.0)
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):

@@ -98,6 +98,9 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     marks = (f"pen circles, ink writing, rulers and caption bars were drawn on {marks_p:.0%} of the clinical training "
              f"photos of every class (`--marks-p`; dermoscopic images {marks_dermoscopy:.0%}), so that they stop "
              "telling the classes apart" if marks_p or marks_dermoscopy else "no marks were drawn in training")
+    zoom_out_p = flags.get("zoom_out_p", 0)
+    zoomed = (f"; {zoom_out_p:.0%} of the dermoscopic draws were shrunk onto a wider surround of skin, as a framed "
+              "phone photo shows a spot (`--zoom-out-p`)" if zoom_out_p else "")
     averaged = (f" The weights are an exponential moving average (decay {ema}) of the trained ones."
                 if ema and meta.get("best_weights", "averaged") == "averaged" else "")
     text = f"""# Model card: SpotCheck SpotNet
@@ -128,6 +131,8 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
   fold 1 = validation. Counts: {split_counts}.
 - Class imbalance (142 vascular images): class-balanced sampling; clinical photos make up
   {flags.get('clinical_share', '?')} of training draws.
+- The domain gap: {flags.get('clinicalize_p', 0):.0%} of training draws (of either source) were made to look like
+  phone photos (colour casts, uneven light, hair, glare, blur, noise, JPEG){zoomed}.
 - Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi and a grey
   caption bar with SD-198's vascular and other photos; {marks}. How often such a mark changes the answer is
   measured by `python -m bench.shortcuts` (bench/shortcuts.md).

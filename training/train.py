@@ -58,13 +58,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
     p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
     p.add_argument("--clinicalize-p", type=float, default=0.5,
-                   help="probability of making a dermoscopic image look like a phone photo")
+                   help="probability of making a training image (of either source) look like a phone photo")
     p.add_argument("--marks-p", type=float, default=0.0,
                    help="probability of drawing pen circles, ink writing, a ruler or a caption bar on a clinical "
                         "training photo of any class (some clinical sources carry them on one class only: a shortcut; "
                         "measured in bench/shortcuts.md, off by default); 0 = off")
     p.add_argument("--marks-p-dermoscopy", type=float, default=0.0,
                    help="the same for dermoscopic training images (which carry no such marks)")
+    p.add_argument("--zoom-out-p", type=float, default=0.0,
+                   help="probability of shrinking a dermoscopic training image onto a wider surround of skin, as a "
+                        "framed phone photo shows a spot (clinical photos are left as they are); 0 = off")
     p.add_argument("--colour-constancy", type=int, default=0,
                    help="Minkowski norm p of shades-of-grey colour constancy, applied to every input at training and "
                         "prediction time (stored in the checkpoint); 0 = off")
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> Path:
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
     marks_p = np.array([args.marks_p if s.domain == "clinical" else args.marks_p_dermoscopy for s in train_samples])
+    zoom_out_p = np.array([0.0 if s.domain == "clinical" else args.zoom_out_p for s in train_samples])
     preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, colour_constancy=args.colour_constancy)
 
     # Model, optimiser, one-cycle schedule over all steps.
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> Path:
     for epoch in range(start_epoch, args.epochs):
         model.train()
         torch.manual_seed(run_seed * 1000 + epoch)  # dropout: same masks on resume
-        draws = EpochDraws(train_pixels, train_labels, weights, preset, marks_p=marks_p,
+        draws = EpochDraws(train_pixels, train_labels, weights, preset, marks_p=marks_p, zoom_out_p=zoom_out_p,
                            draws=args.draws_per_epoch, seed=run_seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
