@@ -43,3 +43,29 @@ def test_photo_problems_have_reasons():
     for row in range(20, 180, 16):
         cv2.putText(page, "lorem ipsum dolor", (5, row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     assert "not a close-up of skin" in photo_problem(page)
+
+
+def wide_photo(spot_diameter: int, *, seed: int = 0) -> np.ndarray:
+    """A 2000 x 1500 photo of even, slightly grainy skin with one small red spot off centre at (1100, 700)."""
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal((205, 160, 140), 4, (1500, 2000, 3)), 0, 255).astype(np.uint8)
+    cv2.circle(image, (1100, 700), spot_diameter // 2, (170, 30, 45), -1, cv2.LINE_AA)
+    return image
+
+
+def test_a_small_spot_in_a_wide_photo_is_found_and_framed():
+    """A 3-mm cherry angioma photographed from a step back: 3.5% of the photo's height, still 52 pixels wide."""
+    framing = frame_spot(wide_photo(52))
+    x0, y0, x1, y1 = framing.box
+    assert framing.found and x0 < 1100 < x1 and y0 < 700 < y1
+    assert 80 < x1 - x0 < 160  # about twice the spot, as a dermoscopic frame shows it
+
+
+def test_freckles_beside_the_spot_are_not_counted_as_spots():
+    image = wide_photo(120)
+    for x in range(200, 1800, 300):  # six small freckles, well apart: each big enough to be a candidate
+        cv2.circle(image, (x, 1300), 30, (150, 100, 80), -1)
+    framing = frame_spot(image)
+    x0, y0, x1, y1 = framing.box
+    assert x0 < 1100 < x1 and y0 < 700 < y1
+    assert framing.spots == 1 and framing.note() == "The spot was found and framed."

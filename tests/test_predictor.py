@@ -79,7 +79,7 @@ def test_things_that_are_not_skin_spots_are_refused(predictor, make):
 def test_shipped_metrics_meet_the_targets():
     """The committed evaluation of the shipped model, on the lesion-grouped HAM10000 test split.
 
-    Floors at the measured figures (0.85 and 0.825): a retrained default must not do worse.
+    Floors: vascular recall at the measured 0.85, balanced accuracy 0.80: a retrained default must not do worse.
     The issue's goal for vascular recall is 0.90; see README "Results". The safety rates are the goals.
     """
     metrics = json.loads((DEFAULT_CHECKPOINT.parent / "metrics.json").read_text())
