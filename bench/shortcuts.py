@@ -14,19 +14,16 @@ bars differ in detail. Validation only.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
+from bench.compare import framed_validation, parse_models, publish
 from data.datasets import CLASSES
-from data.images import ImageError, read_image
-from data.presets import MARKS, eval_preset, frame_and_resize
-from model.checkpoint import DEFAULT_CHECKPOINT
+from data.presets import MARKS, eval_preset
 from model.decision import softmax
 from model.predictor import Predictor
-from training.train import DEFAULT_DATA, load_splits
 
 RESULTS = Path(__file__).with_name("shortcuts.md")
 NEVUS, VASCULAR = CLASSES.index("nevus"), CLASSES.index("vascular")
@@ -70,28 +67,8 @@ def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.nd
     return effects
 
 
-def framed_validation(size: int, seed: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
-    """Per domain: the validation images framed as the predictor frames them (the framing does not depend on the
-    model), at `size`, and their targets."""
-    by_domain: dict[str, tuple[list, list]] = {}
-    for sample in load_splits(DEFAULT_DATA, seed)["val"]:
-        try:
-            square = frame_and_resize(read_image(sample.path), size=size)[0]
-        except ImageError:
-            continue
-        squares, targets = by_domain.setdefault(sample.domain, ([], []))
-        squares.append(square)
-        targets.append(sample.target)
-    return {d: (s, np.array(t)) for d, (s, t) in sorted(by_domain.items())}
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoints", nargs="+", default=[str(DEFAULT_CHECKPOINT)])
-    p.add_argument("--names", nargs="+", default=None, help="a short name per checkpoint for the table")
-    p.add_argument("--write", action="store_true", help=f"also write the table to {RESULTS.name}")
-    args = p.parse_args(argv)
-    names = args.names or [Path(c).parent.name for c in args.checkpoints]
+    args, names = parse_models(__doc__, RESULTS, argv)
 
     columns = ("answer changed", "non-nevi turned nevus", "turned vascular", "mean change in p(nevus), non-nevi",
                "non-vascular over the vascular bar: plain / marked", "balanced accuracy: plain / marked")
@@ -109,12 +86,8 @@ def main(argv: list[str] | None = None) -> None:
             for mark, row in mark_effects(predictor, squares, targets).items():
                 values = [shown.get(c, "{:.1%}".format)(row[c]) for c in columns]
                 lines.append(f"| {name} | {domain} ({len(squares)}) | {mark} | " + " | ".join(values) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        RESULTS.write_text(f"# Shortcut marks: does the answer change?\n\n`python -m bench.shortcuts "
-                           f"--checkpoints {' '.join(args.checkpoints)} --names {' '.join(names)} --write`\n\n"
-                           f"{__doc__.split(chr(10) + chr(10), 1)[1]}\n{text}")
+    publish(lines, title="Shortcut marks: does the answer change?", module="bench.shortcuts", doc=__doc__,
+            results=RESULTS, args=args, names=names)
 
 
 if __name__ == "__main__":

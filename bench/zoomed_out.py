@@ -17,17 +17,15 @@ images. Validation only.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from bench.shortcuts import framed_validation
+from bench.compare import framed_validation, parse_models, publish
 from data.datasets import CLASSES
 from data.presets import zoom_out
-from model.checkpoint import DEFAULT_CHECKPOINT
 from model.decision import UNSURE
 from model.predictor import Predictor
 
@@ -65,12 +63,7 @@ def scores(predictor: Predictor, images: list[np.ndarray], targets: np.ndarray, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoints", nargs="+", default=[str(DEFAULT_CHECKPOINT)])
-    p.add_argument("--names", nargs="+", default=None, help="a short name per checkpoint for the table")
-    p.add_argument("--write", action="store_true", help=f"also write the table to {RESULTS.name}")
-    args = p.parse_args(argv)
-    names = args.names or [Path(c).parent.name for c in args.checkpoints]
+    args, names = parse_models(__doc__, RESULTS, argv)
 
     columns = ("balanced accuracy", "vascular recall", "answered", "non-vascular called vascular")
     lines = ["| model | validation images | spot size | input | " + " | ".join(columns) + " |",
@@ -90,12 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                     size = "as it is" if scale == 1 else f"{scale:.0%} of the side"
                     lines.append(f"| {name} | {domain} ({len(squares)}) | {size} | {mode} | "
                                  + " | ".join(values) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        RESULTS.write_text(f"# A small spot in a wide photo: does the answer hold?\n\n`python -m bench.zoomed_out "
-                           f"--checkpoints {' '.join(args.checkpoints)} --names {' '.join(names)} --write`\n\n"
-                           f"{__doc__.split(chr(10) + chr(10), 1)[1]}\n{text}")
+    publish(lines, title="A small spot in a wide photo: does the answer hold?", module="bench.zoomed_out",
+            doc=__doc__, results=RESULTS, args=args, names=names)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,20 @@ def test_pictures_shrink_the_spot_the_same_way_for_every_model():
     assert all(np.array_equal(a, b) for a, b in zip(small, pictures(squares, 0.25)))  # seeded per image
     red = lambda im: (im[..., 0].astype(int) - im[..., 1] > 60).sum()
     assert all(red(s) < 0.2 * red(q) for s, q in zip(small, squares))
+
+
+def test_the_table_is_kept_with_its_command_only_when_asked(tmp_path, capsys):
+    import bench.zoomed_out as bench
+    from bench.compare import parse_models, publish
+
+    results = tmp_path / "table.md"
+    for argv in (["--checkpoints", "runs/a/spotcheck.pt", "b.pt", "--names", "a", "b"],
+                 ["--checkpoints", "runs/a/spotcheck.pt", "--write"]):
+        args, names = parse_models(bench.__doc__, results, argv)
+        publish(["| a table |"], title="Title", module="bench.zoomed_out", doc=bench.__doc__, results=results,
+                args=args, names=names)
+        assert "| a table |" in capsys.readouterr().out
+        assert results.is_file() == ("--write" in argv)
+    text = results.read_text()
+    assert text.startswith("# Title\n\n`python -m bench.zoomed_out --checkpoints runs/a/spotcheck.pt --names a --write`")
+    assert "Caveat:" in text and text.endswith("| a table |\n")  # the docstring's body, then the table
