@@ -67,21 +67,25 @@ class TrainPreset:
 
     Geometry (any rotation, flips, mild zoom) and colour changes that keep red
     red: hue moves at most a few degrees, because colour is what tells a
-    cherry angioma from a brown mole. With probability `marks_p` (given per
-    image: the caller knows which sources carry marks) the image gets the marks
-    that some sources carry on one class only (see `add_marks`), and with
-    probability `clinical_p` it is made to look like an ordinary photo rather
-    than dermoscopy (see `clinicalize`). With probability `zoom_out_p` (per
-    image: for dermoscopic images, which fill their frame) the spot is shrunk
-    onto a wider surround of skin, as a framed phone photo shows it (see `zoom_out`).
+    cherry angioma from a brown mole. With probability `zoom_out_p` a
+    dermoscopic image, which fills its frame, is shrunk onto a wider surround of
+    skin, as a framed phone photo shows a spot (see `zoom_out`). With
+    probability `marks_p` (clinical photos) or `marks_p_dermoscopy` the image
+    gets the marks that some sources carry on one class only (see `add_marks`),
+    and with probability `clinical_p` it is made to look like an ordinary photo
+    rather than dermoscopy (see `clinicalize`).
     """
 
-    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, colour_constancy: int = 0):
+    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, colour_constancy: int = 0,
+                 marks_p: float = 0.0, marks_p_dermoscopy: float = 0.0, zoom_out_p: float = 0.0):
         self.size, self.mean, self.std, self.clinical_p = size, mean, std, clinical_p
         self.colour_constancy = colour_constancy
+        self.marks_p, self.marks_p_dermoscopy, self.zoom_out_p = marks_p, marks_p_dermoscopy, zoom_out_p
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator, *, marks_p: float = 0.0,
-                 zoom_out_p: float = 0.0) -> np.ndarray:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, *, clinical: bool = False) -> np.ndarray:
+        """`clinical`: the image is an ordinary clinical photo rather than dermoscopy."""
+        zoom_out_p = 0.0 if clinical else self.zoom_out_p
+        marks_p = self.marks_p if clinical else self.marks_p_dermoscopy
         image = random_geometry(image, rng, self.size)
         if zoom_out_p and rng.random() < zoom_out_p:  # no draw at 0, as for the marks below
             image = zoom_out(image, rng)

@@ -70,9 +70,9 @@ def test_marks_leave_the_spot_itself_alone(name):
 
 def test_marks_are_drawn_on_any_class_in_training():
     """With marks_p = 1 every draw is marked; the same draw without marks is the plain recipe."""
-    image, preset = skin_with_spot(), TrainPreset(size=64, clinical_p=0.0)
-    marked = preset(image, np.random.default_rng(5), marks_p=1.0)
-    plain = preset(image, np.random.default_rng(5), marks_p=0.0)
+    image = skin_with_spot()
+    marked = TrainPreset(size=64, clinical_p=0.0, marks_p=1.0)(image, np.random.default_rng(5), clinical=True)
+    plain = TrainPreset(size=64, clinical_p=0.0)(image, np.random.default_rng(5), clinical=True)
     assert not np.allclose(marked, plain)
     assert any(not np.array_equal(add_marks(image, np.random.default_rng(s)), image) for s in range(5))
 
@@ -85,7 +85,7 @@ def test_marks_off_replays_the_older_recipe_exactly():
     expected = random_colour(random_geometry(image, rng, 48), rng)
     if rng.random() < 1.0:
         expected = clinicalize(expected, rng)
-    got = TrainPreset(size=48, clinical_p=1.0)(image, np.random.default_rng(11), marks_p=0.0)
+    got = TrainPreset(size=48, clinical_p=1.0)(image, np.random.default_rng(11), clinical=True)
     assert np.array_equal(got, normalize(expected))
 
 
@@ -115,5 +115,5 @@ def test_zoom_out_off_replays_the_older_recipe_exactly():
     """zoom_out_p = 0 draws no random number, like marks_p = 0; at 1 every draw is zoomed out."""
     image, preset = skin_with_spot(), TrainPreset(size=48, clinical_p=0.0)
     plain = preset(image, np.random.default_rng(5))
-    assert np.array_equal(preset(image, np.random.default_rng(5), zoom_out_p=0.0), plain)
-    assert not np.allclose(preset(image, np.random.default_rng(5), zoom_out_p=1.0), plain)
+    assert np.array_equal(TrainPreset(size=48, clinical_p=0.0, zoom_out_p=0.0)(image, np.random.default_rng(5)), plain)
+    assert not np.allclose(TrainPreset(size=48, clinical_p=0.0, zoom_out_p=1.0)(image, np.random.default_rng(5)), plain)

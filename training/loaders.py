@@ -60,24 +60,23 @@ def sampling_weights(samples: list[Sample], clinical_share: float) -> np.ndarray
 
 class EpochDraws(torch.utils.data.Dataset):
     """One epoch's draws; each draw's augmentation is seeded by (seed, epoch, position), so
-    a resumed run sees exactly the images an uninterrupted one would. `marks_p` and `zoom_out_p`: per image,
-    the probabilities of drawing shortcut marks on it and of shrinking it onto a skin surround
-    (see data.presets.add_marks and zoom_out)."""
+    a resumed run sees exactly the images an uninterrupted one would. `clinical`: per image, whether it is a
+    clinical photo rather than dermoscopy (the preset augments the two differently)."""
 
     def __init__(self, pixels: np.ndarray, targets: np.ndarray, weights: np.ndarray, preset: TrainPreset,
-                 *, marks_p: np.ndarray, zoom_out_p: np.ndarray, draws: int, seed: int, epoch: int):
+                 *, clinical: np.ndarray, draws: int, seed: int, epoch: int):
         rng = np.random.default_rng([seed, epoch])
         self.indices = rng.choice(len(pixels), size=draws, replace=True, p=weights / weights.sum())
         self.pixels, self.targets, self.preset, self.seed, self.epoch = pixels, targets, preset, seed, epoch
-        self.marks_p, self.zoom_out_p = marks_p, zoom_out_p
+        self.clinical = clinical
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, np.ndarray]:
         i = self.indices[k]
-        image = self.preset(self.pixels[i], np.random.default_rng([self.seed, self.epoch, k]), marks_p=self.marks_p[i],
-                            zoom_out_p=self.zoom_out_p[i])
+        image = self.preset(self.pixels[i], np.random.default_rng([self.seed, self.epoch, k]),
+                            clinical=bool(self.clinical[i]))
         return torch.from_numpy(image), self.targets[i]
 
 

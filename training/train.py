@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> Path:
     val_targets = np.array([s.target for s in val_samples])
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
-    marks_p = np.array([args.marks_p if s.domain == "clinical" else args.marks_p_dermoscopy for s in train_samples])
-    zoom_out_p = np.array([0.0 if s.domain == "clinical" else args.zoom_out_p for s in train_samples])
-    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, colour_constancy=args.colour_constancy)
+    clinical = np.array([s.domain == "clinical" for s in train_samples])
+    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, colour_constancy=args.colour_constancy,
+                         marks_p=args.marks_p, marks_p_dermoscopy=args.marks_p_dermoscopy, zoom_out_p=args.zoom_out_p)
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = SpotNet(num_classes=len(CLASSES))
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> Path:
     for epoch in range(start_epoch, args.epochs):
         model.train()
         torch.manual_seed(run_seed * 1000 + epoch)  # dropout: same masks on resume
-        draws = EpochDraws(train_pixels, train_labels, weights, preset, marks_p=marks_p, zoom_out_p=zoom_out_p,
+        draws = EpochDraws(train_pixels, train_labels, weights, preset, clinical=clinical,
                            draws=args.draws_per_epoch, seed=run_seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
