@@ -20,7 +20,7 @@ from data.images import ANALYSIS_SIDE, analysis_copy
 
 CONTEXT = 2.0  # box side = CONTEXT x the spot's larger side, like a dermoscopic frame
 # Ignore blobs smaller than this fraction of the image: a spot down to about 3% of a photo's height is still found
-# (the 5 x 5 opening below removes smaller specks; 0.002 lost spots under 6%: README "A small spot in a wide photo").
+# (the 5 x 5 opening below removes smaller specks; 0.002 lost spots under 6%: bench/README.md, "A small spot").
 MIN_AREA = 0.0004
 RIVAL = 1 / 3  # other blobs count as spots in the note when they score at least this share of the best
 FILLS_FRAME = 0.25  # a spot this large (fraction of image) is already framed
