@@ -10,6 +10,10 @@
 - `--backend auto` (the default) runs the network in ONNX Runtime when the
   checkpoint has an up-to-date export (`python -m model.export`), without
   importing torch; PyTorch otherwise.
+- `spots` and `frame` say what was checked: how many spots the framing saw
+  (0: none stood out and the whole photo was checked; 2 or more: the most
+  prominent one was checked, and `--heatmaps` shows which) and the box
+  `x0 y0 x1 y1` in pixels of the upright photo.
 - `--resume` continues an interrupted run: files already in the CSV are
   skipped, so every file appears exactly once.
 - Exit status 0 if at least one file was scored, 1 if none could be.
@@ -42,7 +46,7 @@ BATCH_SIZE = 32
 # images/s (bench/results.md); give more with --threads on a machine with many cores.
 NETWORK_THREADS = 1
 
-FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "error")
+FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "spots", "frame", "error")
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
 
 
@@ -55,6 +59,10 @@ def find_images(folder: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
+class ResumeError(ValueError):
+    """The CSV to resume was not written with this version's columns."""
+
+
 def already_scored(out: Path) -> set[str]:
     """Paths in an existing CSV; a half-written last line (from a kill) is cut off first."""
     if not out.is_file():
@@ -64,7 +72,11 @@ def already_scored(out: Path) -> set[str]:
         with out.open("r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
     with out.open(newline="", **ENCODING) as f:
-        return {row["path"] for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        if reader.fieldnames is not None and tuple(reader.fieldnames) != FIELDS:
+            raise ResumeError(f"{out} has the columns {','.join(reader.fieldnames)}, not {','.join(FIELDS)}: "
+                              "it was written by another version; score into a new file")
+        return {row["path"] for row in reader}
 
 
 def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[str, str]:
@@ -79,6 +91,8 @@ def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[
         "p_nevus": f"{p['nevus']:.4f}",
         "p_other": f"{p['other']:.4f}",
         "reason": prediction.reason,
+        "spots": str(prediction.framing.spots) if prediction.framing else "",
+        "frame": " ".join(map(str, prediction.framing.box)) if prediction.framing else "",
         "error": "",
     }
 
@@ -186,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    scored, errors = score_folder(predictor, folder, out, resume=args.resume, heatmaps=args.heatmaps,
-                                  batch_size=args.batch_size, workers=args.workers, progress=True)
+    try:
+        scored, errors = score_folder(predictor, folder, out, resume=args.resume, heatmaps=args.heatmaps,
+                                      batch_size=args.batch_size, workers=args.workers, progress=True)
+    except ResumeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"scored {scored} images, {errors} could not be read; wrote {out}")
     if scored == 0 and not (args.resume and already_scored(out)):
         print("error: no image could be scored", file=sys.stderr)

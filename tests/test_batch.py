@@ -4,10 +4,12 @@ from __future__ import annotations
 import csv
 import os
 
+import cv2
+import numpy as np
 import pytest
 
 from serve import batch
-from tests.conftest import spot_photo, write_rgb
+from tests.conftest import COLOURS, spot_photo, write_rgb
 
 
 def rows(path):
@@ -48,6 +50,9 @@ def test_scores_every_file_once_and_reports_bad_ones(messy_folder, tmp_path, pre
     assert good["label"] in {"vascular", "nevus", "other", "unsure"} and good["error"] == ""
     total = sum(float(good[k]) for k in ("p_vascular", "p_nevus", "p_other"))
     assert abs(total - 1) < 1e-3
+    x0, y0, x1, y1 = map(int, good["frame"].split())  # the spot (radius 18, centred) framed, not the whole photo
+    assert good["spots"] == "1" and 0 < x0 < 80 < x1 < 160 and 0 < y0 < 80 < y1 < 160
+    assert by_name["empty.jpg"]["spots"] == by_name["empty.jpg"]["frame"] == ""
     assert snapshot(messy_folder) == before  # input files untouched, nothing added
 
 
@@ -60,6 +65,29 @@ def test_resume_after_a_kill_has_no_duplicates_or_gaps(messy_folder, tmp_path, p
     batch.score_folder(predictor, messy_folder, out, resume=True, progress=False)
     resumed = rows(out)
     assert sorted(r["path"] for r in resumed) == sorted(r["path"] for r in complete)
+
+
+def test_rows_say_how_many_spots_were_seen_and_what_was_checked(tmp_path, predictor):
+    folder = tmp_path / "photos"
+    plain = np.clip(np.random.default_rng(0).normal((225, 180, 160), 6, (200, 200, 3)), 0, 255).astype(np.uint8)
+    two = spot_photo("nevus", size=200, radius=14, centre=(60, 100))
+    cv2.circle(two, (140, 100), 14, COLOURS["nevus"], -1, cv2.LINE_AA)
+    write_rgb(folder / "plain.png", plain)
+    write_rgb(folder / "two.png", two)
+    batch.score_folder(predictor, folder, tmp_path / "s.csv", progress=False)
+    by_name = {os.path.basename(r["path"]): r for r in rows(tmp_path / "s.csv")}
+    assert (by_name["plain.png"]["spots"], by_name["plain.png"]["frame"]) == ("0", "0 0 200 200")
+    assert by_name["two.png"]["spots"] == "2"
+    x0, _, x1, _ = map(int, by_name["two.png"]["frame"].split())
+    assert x1 - x0 < 100 and (x1 <= 100 or x0 >= 100)  # one of the two, not both
+
+
+def test_resume_refuses_a_csv_with_other_columns(messy_folder, tmp_path):
+    out = tmp_path / "old.csv"
+    old = "path,label,confidence,p_vascular,p_nevus,p_other,reason,error\nx.jpg,nevus,0.9,0,0.9,0.1,,\n"
+    out.write_text(old)
+    assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 2
+    assert out.read_text() == old  # nothing appended under the wrong header
 
 
 def test_heatmaps_are_written(messy_folder, tmp_path, predictor):
