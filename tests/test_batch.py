@@ -84,10 +84,10 @@ def test_rows_say_how_many_spots_were_seen_and_what_was_checked(tmp_path, predic
 
 def test_resume_refuses_a_csv_with_other_columns(messy_folder, tmp_path):
     out = tmp_path / "old.csv"
-    old = "path,label,confidence,p_vascular,p_nevus,p_other,reason,error\nx.jpg,nevus,0.9,0,0.9,0.1,,\n"
-    out.write_text(old)
+    old = "path,label,confidence,p_vascular,p_nevus,p_other,reason,error\r\nx.jpg,nevus,0.9,0,0.9,0.1,,\r\ny.jp"
+    out.write_bytes(old.encode())  # ends in a half-written row
     assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 2
-    assert out.read_text() == old  # nothing appended under the wrong header
+    assert out.read_bytes() == old.encode()  # untouched: nothing cut, nothing appended under the wrong header
 
 
 def test_heatmaps_are_written(messy_folder, tmp_path, predictor):
