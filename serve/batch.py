@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 import os
 import sys
@@ -64,20 +65,20 @@ class ResumeError(ValueError):
 
 
 def already_scored(out: Path) -> set[str]:
-    """Paths in an existing CSV; a half-written last line (from a kill) is cut off first. A CSV with other
+    """Paths in an existing CSV, read once; a half-written last line (from a kill) is cut off. A CSV with other
     columns (written by another version) is refused before anything in it is changed."""
     if not out.is_file():
         return set()
     data = out.read_bytes()
-    header = next(csv.reader([data.split(b"\n", 1)[0].rstrip(b"\r").decode(**ENCODING)]), None)
-    if header is not None and tuple(header) != FIELDS:
-        raise ResumeError(f"{out} has the columns {','.join(header)}, not {','.join(FIELDS)}: "
+    complete = data[: data.rfind(b"\n") + 1]  # whole rows only
+    reader = csv.DictReader(io.StringIO(complete.decode(**ENCODING), newline=""))
+    if reader.fieldnames is not None and tuple(reader.fieldnames) != FIELDS:
+        raise ResumeError(f"{out} has the columns {','.join(reader.fieldnames)}, not {','.join(FIELDS)}: "
                           "it was written by another version; score into a new file")
-    if data and not data.endswith(b"\n"):
+    if len(complete) < len(data):
         with out.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-    with out.open(newline="", **ENCODING) as f:
-        return {row["path"] for row in csv.DictReader(f)}
+            f.truncate(len(complete))
+    return {row["path"] for row in reader}
 
 
 def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[str, str]:
