@@ -6,16 +6,20 @@ with an `ImageError` whose message a user can act on.
 """
 from __future__ import annotations
 
+import io
 import os
+import stat
+import warnings
 from pathlib import Path
 
-# OpenCV reads this limit when it decodes a header, before allocating pixels:
-# a "decompression bomb" claiming 50,000 x 50,000 pixels is refused up front.
-MAX_PIXELS = 64_000_000
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+import cv2
+import numpy as np
+from PIL import Image
 
-import cv2  # noqa: E402  (must come after the pixel limit is set)
-import numpy as np  # noqa: E402
+# A "decompression bomb" (a small file whose header claims, say, 50,000 x 50,000 pixels) is refused from its
+# header, before any pixel is allocated. OpenCV has a limit of its own, but reads it once, when it is first
+# imported, so it cannot be relied on here; Pillow reads headers without decoding.
+MAX_PIXELS = 64_000_000
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
@@ -44,9 +48,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as an RGB uint8 array (H, W, 3), EXIF orientation applied."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as err:
         raise ImageError(f"cannot open the file: {err.strerror or err}") from err
+    if not stat.S_ISREG(info.st_mode):  # a folder, a pipe or a device named like a photo
+        raise ImageError("not a regular file")
+    size = info.st_size
     if size == 0:
         raise ImageError("the file is empty")
     if size > MAX_FILE_BYTES:
@@ -69,17 +76,30 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageError("the file is empty")
     if len(data) > MAX_FILE_BYTES:
         raise _too_large(len(data))
+    if _header_pixels(data) > MAX_PIXELS:
+        raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    except cv2.error as err:
-        # OpenCV raises (rather than returning None) for over-limit headers.
-        if "pixels" in str(err).lower() or "validateInputImageSize" in str(err):
-            raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)") from err
-        raise ImageError("the file is not a readable image (corrupt or unsupported format)") from err
+    except cv2.error as err:  # e.g. a header over OpenCV's own pixel limit, in a format Pillow does not read
+        raise ImageError("the file is not a readable image (corrupt, too large or unsupported format)") from err
     if bgr is None or bgr.size == 0:
         raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _header_pixels(data: bytes) -> float:
+    """Width x height as the file's header states it; 0 when Pillow cannot read the header (OpenCV decides)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError:  # Pillow's own limit, about 179 megapixels
+        return float("inf")
+    except Exception:  # not an image Pillow knows, or a damaged header
+        return 0
+    return width * height
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
