@@ -12,6 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import argparse  # noqa: E402
 import atexit  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -49,6 +50,7 @@ class Answer:
     photo: np.ndarray | None = None  # the decoded photo, held in memory (never on disk) so the frame can be moved
     box: tuple[int, int, int, int] | None = None  # the frame that was checked, in `photo` pixels
     placed: bool = False  # the person placed the frame (else SpotCheck framed the spot itself)
+    label: str | None = None  # the decision: vascular | nevus | other | unsure (None: no answer)
 
 
 @dataclass
@@ -84,7 +86,7 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     label = prediction.label
     summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.\n\n{prediction.framing.note()}"
     return Answer(summary, prediction.probabilities, overlay_heatmap(prediction.square, prediction.heatmap),
-                  GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user)
+                  GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
 
 
 def shrunk(image: np.ndarray, longest: int) -> np.ndarray:
@@ -125,8 +127,9 @@ def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tup
     return box_around(centre, side, photo.shape)
 
 
-class ImageFiles:
-    """The page's output pictures (heatmap, framing view), each written to a PNG file of its own.
+class OutputFiles:
+    """The page's output pictures (heatmap, framing view), each written to a PNG file of its own, and the
+    confidence panel's values, written to a JSON file (see `write_label`).
 
     Gradio stores a picture returned as an array in its cache under a name taken from the picture's
     content, writing the file in place: when the same photo is checked twice at once, one answer's
@@ -136,17 +139,27 @@ class ImageFiles:
     """
 
     def __init__(self, keep_seconds: float = 60):
-        self.folder = Path(tempfile.mkdtemp(prefix="spotcheck-pictures-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="spotcheck-outputs-"))
         self.keep_seconds = keep_seconds
         atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
         threading.Thread(target=self._sweep_forever, daemon=True, name="spotcheck-sweeper").start()
 
-    def write(self, picture: np.ndarray) -> str:
+    def write_picture(self, picture: np.ndarray) -> str:
         """Save an RGB uint8 picture as a new PNG file and return its path."""
         fd, path = tempfile.mkstemp(suffix=".png", dir=self.folder)
         os.close(fd)
         if not cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {path}")
+        return path
+
+    def write_label(self, label: str, probabilities: dict[str, float]) -> str:
+        """The confidence panel's value as a JSON file, the one way gr.Label takes a heading other than the top
+        group: the heading (and the API's `label`) is the decision, so a spot below the vascular bar reads
+        "unsure" above its bars, never "vascular"."""
+        ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)
+        fd, path = tempfile.mkstemp(suffix=".json", dir=self.folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"label": label, "confidences": [{"label": c, "confidence": p} for c, p in ranked]}, f)
         return path
 
     def _sweep_forever(self) -> None:
@@ -157,7 +170,7 @@ class ImageFiles:
     def sweep(self) -> None:
         """Delete the files older than `keep_seconds`."""
         cutoff = time.time() - self.keep_seconds
-        for old in self.folder.glob("*.png"):
+        for old in self.folder.glob("*"):
             try:
                 if old.stat().st_mtime < cutoff:
                     old.unlink()
@@ -183,7 +196,7 @@ def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
 
 
 def build_app(predictor: Predictor) -> gr.Blocks:
-    pictures = ImageFiles()
+    files = OutputFiles()
 
     def shown(a: Answer, upload: str | None) -> tuple:
         """An Answer as the page's outputs: the four API outputs, then whether the photo box should be
@@ -192,7 +205,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
         held_photo = HeldPhoto(upload, a.photo, a.box, a.placed) if a.photo is not None and upload else None
-        return (a.summary, a.probabilities or None, None if heatmap is None else pictures.write(heatmap), a.guidance,
+        chart = files.write_label(a.label, a.probabilities) if a.label and a.probabilities else None
+        return (a.summary, chart, None if heatmap is None else files.write_picture(heatmap), a.guidance,
                 heatmap is None, held_photo)
 
     def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
@@ -230,7 +244,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if held_photo is None:
             return None, gr.update(value=FRAME_DEFAULT, interactive=False)
         h = held_photo
-        return (pictures.write(framing_view(h.photo, h.box)),
+        return (files.write_picture(framing_view(h.photo, h.box)),
                 gr.update(value=frame_percent(h.photo, h.box), interactive=True))
 
     def clear():  # a new photo: the previous answer (and the photo held for it) must not stay next to it
@@ -295,7 +309,10 @@ def main(argv: list[str] | None = None) -> None:
         theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                                 font_mono=["ui-monospace", "monospace"]),
         footer_links=[],
+        quiet=True, prevent_thread_lock=True,  # Gradio's own banner suggests a public share link: not for this app
     )
+    print(f"SpotCheck is running at {app.local_url} (offline; stop it with Ctrl+C)", flush=True)
+    app.block_thread()
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 DISCLAIMER = (
     "**SpotCheck is not a diagnosis.** It is an automated estimate from one photo and can be wrong. "
-    "See a doctor if you are in doubt, or if the spot changes, grows, bleeds or itches."
+    "See a doctor if you are in doubt, or if a spot is new, changes, grows, bleeds or itches."
 )
 
 HEADLINES = {
-    "vascular": "Looks like a cherry angioma: a harmless red spot",
+    "vascular": "Looks like a cherry angioma: usually a harmless red spot",
     "nevus": "Looks like a mole",
     "other": "Another kind of spot: have a doctor look at it",
     "unsure": "Not sure: SpotCheck cannot tell from this photo",
@@ -24,8 +24,10 @@ SEE_A_DOCTOR = (
 )
 
 BLANCH_TEST = (
-    "**Blanch test:** press gently on the red spot with a clear glass or a fingertip for a few seconds. "
-    "A cherry angioma turns pale under pressure and its colour comes back when you let go."
+    "**Blanch test:** press a clear glass gently on the red spot for a few seconds and look at it through the "
+    "glass. A cherry angioma turns pale under pressure and its colour comes back when you let go. A red spot that "
+    "does not fade under the glass is not typical of a cherry angioma: have a doctor look at it, urgently if you "
+    "feel unwell or have a fever."
 )
 
 ABCDE = (
@@ -43,9 +45,12 @@ GUIDANCE = {
         "benign growths of widened capillaries in the skin. They begin as flat, sharply outlined bright-red dots "
         "and can become small dome-shaped bumps, usually about 4 mm and rarely over 1 cm, turning darker red with "
         "time. They appear mostly on the trunk, less often on the arms, legs and face.",
-        "They are common, often run in families, and usually start to appear from about age 35-40, with more as "
-        "people get older. They are harmless; a raised one can bleed if it is scratched or knocked.",
+        "They are common, a tendency to them can run in families, and they usually start to appear from about "
+        "age 35-40, with more as people get older. They are harmless; a raised one can bleed if it is scratched "
+        "or knocked.",
         BLANCH_TEST,
+        "SpotCheck can be wrong: on ordinary photos it has taken a few red melanomas for cherry angiomas. **Do not "
+        "rely on this answer for a spot that is new, growing, changing or bleeding:** have it checked by a doctor.",
         "Removal is only needed for cosmetic reasons or for a spot that is often rubbed or injured. A dermatologist "
         "can remove one by laser (usually one short session), freezing with liquid nitrogen (may leave a small "
         "mark; not advised on the face), electrocoagulation (leaves a crust that heals in about 10 days) or a "

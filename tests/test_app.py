@@ -1,14 +1,18 @@
 """The web page's logic, without a browser: answers, friendly errors, uploads not kept."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import cv2
+import gradio as gr
 import numpy as np
 import pytest
 
 import serve.app
-from serve.app import ImageFiles, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
+from model.checkpoint import DEFAULT_CHECKPOINT
+from model.predictor import Predictor
+from serve.app import OutputFiles, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from tests.conftest import COLOURS, spot_photo, write_rgb
 
@@ -37,6 +41,8 @@ def test_guidance_is_complete_and_careful():
     assert set(GUIDANCE) == set(HEADLINES) == {"vascular", "nevus", "other", "unsure"}
     assert "not a diagnosis" in DISCLAIMER
     assert "blanch" in GUIDANCE["vascular"].lower() and "ABCDE" in GUIDANCE["nevus"]
+    assert "does not fade" in GUIDANCE["vascular"]  # a red spot that does not blanch needs a doctor
+    assert "can be wrong" in GUIDANCE["vascular"] and "is new" in DISCLAIMER  # the README's own warning, on the page
     assert "doctor" in GUIDANCE["other"] and "doctor" in GUIDANCE["unsure"]
     for text in GUIDANCE.values():
         assert "vitamin" not in text.lower() and "liver" not in text.lower()
@@ -121,11 +127,28 @@ def test_checking_again_uses_the_held_photo_only_for_the_same_upload(tmp_path, p
 def test_each_answer_gets_its_own_picture_file_and_old_ones_are_swept():
     """The same picture twice (the same photo checked twice at once) must give two files: Gradio rewrites a
     shared one in place while the other answer's browser may be reading it."""
-    pictures = ImageFiles(keep_seconds=60)
+    files = OutputFiles(keep_seconds=60)
     picture = spot_photo("vascular", size=64)
-    first, second = pictures.write(picture), pictures.write(picture)
+    first, second = files.write_picture(picture), files.write_picture(picture)
     assert first != second
     assert np.array_equal(cv2.imread(second)[..., ::-1], picture)
+    chart = files.write_label("nevus", {"vascular": 0.1, "nevus": 0.7, "other": 0.2})
     os.utime(first, (0, 0))  # long ago
-    pictures.sweep()
-    assert not os.path.exists(first) and os.path.exists(second)
+    os.utime(chart, (0, 0))
+    files.sweep()
+    assert not os.path.exists(first) and not os.path.exists(chart) and os.path.exists(second)
+
+
+def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(tmp_path):
+    """Below the vascular bar the answer is "unsure": the panel's heading (and the API's `label`) must not say
+    "vascular" under a "Not sure" headline."""
+    strict = Predictor(DEFAULT_CHECKPOINT)
+    strict.calibration = dataclasses.replace(strict.calibration, vascular_min=0.9999, unsure_below=0.0)
+    answer = next(f.fn for f in build_app(strict).fns.values() if f.api_name == "check")
+    upload = write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200))
+    summary, chart, *_ = answer({"path": str(upload)}, None)
+    panel = gr.Label().postprocess(chart)
+    assert HEADLINES["unsure"] in summary
+    assert panel.label == "unsure" and panel.confidences[0].label == "vascular"
+    shares = [c.confidence for c in panel.confidences]
+    assert len(shares) == 3 and shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1)
