@@ -14,9 +14,13 @@
   (0: none stood out and the whole photo was checked; 2 or more: the most
   prominent one was checked, and `--heatmaps` shows which) and the box
   `x0 y0 x1 y1` in pixels of the upright photo.
+- `--heatmaps DIR` writes each heatmap at the image's own relative path
+  under DIR, with `.png` added (`a/b.jpg` -> `DIR/a/b.jpg.png`).
 - `--resume` continues an interrupted run: files already in the CSV are
-  skipped, so every file appears exactly once.
-- Exit status 0 if at least one file was scored, 1 if none could be.
+  skipped (compared as absolute paths, however the folder is spelled), so
+  every file appears exactly once.
+- Exit status 0 if at least one file was scored, 1 if none could be, 2 for
+  bad arguments, 130 when interrupted (the CSV keeps every row written).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from data.images import ImageError, is_image_file, read_image
+from data.images import IMAGE_SUFFIXES, ImageError, is_image_file, read_image
 from model.checkpoint import CheckpointError
 from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_heatmap
 
@@ -51,9 +55,13 @@ FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "re
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
 
 
+def _unreadable_folder(err: OSError) -> None:
+    print(f"warning: skipped a folder that cannot be read: {err.filename}: {err.strerror}", file=sys.stderr)
+
+
 def find_images(folder: Path) -> Iterator[Path]:
     """Image files under `folder`, sorted, without following symlinked folders."""
-    for root, dirs, files in os.walk(folder, followlinks=False, onerror=lambda err: None):
+    for root, dirs, files in os.walk(folder, followlinks=False, onerror=_unreadable_folder):
         dirs.sort()
         for name in sorted(files):
             if is_image_file(name):
@@ -64,21 +72,24 @@ class ResumeError(ValueError):
     """The CSV to resume was not written with this version's columns."""
 
 
-def already_scored(out: Path) -> set[str]:
-    """Paths in an existing CSV, read once; a half-written last line (from a kill) is cut off. A CSV with other
-    columns (written by another version) is refused before anything in it is changed."""
-    if not out.is_file():
-        return set()
+def already_scored(out: Path) -> dict[str, str]:
+    """The label of each file in an existing CSV, by absolute path; read once. A half-written last line (from a
+    kill) is cut off. A file without this version's header (another version's CSV, or not a CSV at all) is refused
+    before anything in it is changed."""
+    if not out.is_file() or out.stat().st_size == 0:
+        return {}
     data = out.read_bytes()
+    header = ",".join(FIELDS).encode() + b"\r\n"  # as csv.DictWriter writes it
+    if not data.startswith(header):
+        first = data.split(b"\n", 1)[0][:200].decode("utf-8", "replace").strip()
+        raise ResumeError(f"{out} does not start with the columns {','.join(FIELDS)} (it starts {first!r}): it "
+                          "was written by another version, or is not a scores CSV; score into a new file")
     complete = data[: data.rfind(b"\n") + 1]  # whole rows only
-    reader = csv.DictReader(io.StringIO(complete.decode(**ENCODING), newline=""))
-    if reader.fieldnames is not None and tuple(reader.fieldnames) != FIELDS:
-        raise ResumeError(f"{out} has the columns {','.join(reader.fieldnames)}, not {','.join(FIELDS)}: "
-                          "it was written by another version; score into a new file")
     if len(complete) < len(data):
         with out.open("r+b") as f:
             f.truncate(len(complete))
-    return {row["path"] for row in reader}
+    reader = csv.DictReader(io.StringIO(complete.decode(**ENCODING), newline=""))
+    return {os.path.abspath(row["path"]): row["label"] for row in reader}
 
 
 def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[str, str]:
@@ -126,8 +137,8 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                  heatmaps: Path | None = None, batch_size: int = BATCH_SIZE, workers: int = WORKERS,
                  progress: bool = True) -> tuple[int, int]:
     """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
-    done = already_scored(out) if resume else set()
-    todo = [p for p in find_images(folder) if str(p) not in done]
+    done = already_scored(out) if resume else {}
+    todo = [p for p in find_images(folder) if os.path.abspath(p) not in done]
     if heatmaps:
         heatmaps.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,13 +160,10 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                     errors += 1
                     continue
                 prediction = next(predictions)
+                if heatmaps:  # before the row, so a resumed run never leaves a scored file without its heatmap
+                    write_heatmap(prediction, heatmaps / f"{path.relative_to(folder)}.png")
                 writer.writerow(row_for(path, prediction))
                 scored += 1
-                if heatmaps:
-                    name = str(path.relative_to(folder)).replace(os.sep, "__") + ".png"
-                    picture = overlay_heatmap(prediction.square, prediction.heatmap)
-                    png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))[1]
-                    (heatmaps / name).write_bytes(png.tobytes())  # Python, not OpenCV, handles odd file names
             f.flush()
             pending.clear()
 
@@ -166,6 +174,17 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                 flush()
         flush()
     return scored, errors
+
+
+def write_heatmap(prediction: Prediction, target: Path) -> None:
+    """Save the framed spot with its heatmap as a PNG; a file that cannot be written is a warning, not a stop."""
+    picture = overlay_heatmap(prediction.square, prediction.heatmap)
+    png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))[1]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png.tobytes())  # Python, not OpenCV, handles odd file names
+    except OSError as err:
+        tqdm.write(f"warning: no heatmap for {target}: {err.strerror or err}", file=sys.stderr)
 
 
 def make_predictor(checkpoint: str | os.PathLike | None = None, backend: str = "auto",
@@ -193,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else Path("scores.csv")
+    if out.is_dir():
+        print(f"error: --out {out} is a folder; give the CSV file to write, e.g. {out / 'scores.csv'}", file=sys.stderr)
+        return 2
     if args.out is None and folder.resolve() in out.resolve().parents:
         print(f"error: the default output {out} would land inside the input folder; pass --out to choose",
               file=sys.stderr)
@@ -202,14 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if next(find_images(folder), None) is None:
+        print(f"error: no image files ({', '.join(IMAGE_SUFFIXES)}) found under {folder}", file=sys.stderr)
+        return 1
     try:
         scored, errors = score_folder(predictor, folder, out, resume=args.resume, heatmaps=args.heatmaps,
                                       batch_size=args.batch_size, workers=args.workers, progress=True)
     except ResumeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the rows written so far are in {out}; add --resume to score the rest", file=sys.stderr)
+        return 130
     print(f"scored {scored} images, {errors} could not be read; wrote {out}")
-    if scored == 0 and not (args.resume and already_scored(out)):
+    if scored == 0 and not (args.resume and any(label != "error" for label in already_scored(out).values())):
         print("error: no image could be scored", file=sys.stderr)
         return 1
     return 0

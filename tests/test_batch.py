@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -90,9 +91,33 @@ def test_resume_refuses_a_csv_with_other_columns(messy_folder, tmp_path):
     assert out.read_bytes() == old.encode()  # untouched: nothing cut, nothing appended under the wrong header
 
 
-def test_heatmaps_are_written(messy_folder, tmp_path, predictor):
-    batch.score_folder(predictor, messy_folder, tmp_path / "s.csv", heatmaps=tmp_path / "maps", progress=False)
-    assert len(list((tmp_path / "maps").glob("*.png"))) == 3
+def test_resume_matches_files_however_the_folder_is_spelled(messy_folder, tmp_path, predictor, monkeypatch):
+    out = tmp_path / "scores.csv"
+    batch.score_folder(predictor, messy_folder, out, progress=False)  # absolute paths
+    monkeypatch.chdir(messy_folder.parent)
+    batch.score_folder(predictor, Path("photos/./nested/.."), out, resume=True, progress=False)
+    assert len(rows(out)) == 5  # nothing scored twice
+
+
+def test_resume_refuses_a_file_that_is_not_a_scores_csv(messy_folder, tmp_path):
+    out = tmp_path / "other.csv"
+    out.write_bytes(b"\x8f\x01 no newline in here")
+    assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 2
+    assert out.read_bytes() == b"\x8f\x01 no newline in here"
+
+
+def test_heatmaps_mirror_the_folder_and_a_failed_one_does_not_stop_the_run(messy_folder, tmp_path, predictor):
+    maps = tmp_path / "maps"
+    batch.score_folder(predictor, messy_folder, tmp_path / "s.csv", heatmaps=maps, progress=False)
+    written = sorted(str(p.relative_to(maps)) for p in maps.rglob("*.png"))
+    assert written == sorted(["red.jpg.png", "nested/deeper/brown.png.png", os.fsdecode(b"caf\xe9.png.png")])
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "nested").write_text("a file where the heatmaps' subfolder should go")
+    scored, _ = batch.score_folder(predictor, messy_folder, tmp_path / "t.csv", heatmaps=blocked, progress=False)
+    assert scored == 3 and len(rows(tmp_path / "t.csv")) == 5  # the run went on past the heatmap it could not write
+    assert (blocked / "red.jpg.png").is_file()
 
 
 def test_cli_exit_codes(tmp_path, monkeypatch):
@@ -107,3 +132,21 @@ def test_cli_exit_codes(tmp_path, monkeypatch):
     write_rgb(good / "a.png", spot_photo("nevus"))
     assert batch.main([str(good), "--out", str(tmp_path / "ok.csv")]) == 0
     assert len(rows(tmp_path / "ok.csv")) == 1
+    assert batch.main([str(good), "--out", str(tmp_path)]) == 2  # --out is a folder, not a CSV
+    assert batch.main([str(bad), "--out", str(tmp_path / "s.csv"), "--resume"]) == 1  # still nothing scored
+
+
+def test_cli_messages(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert batch.main([str(empty), "--out", str(tmp_path / "s.csv")]) == 1
+    assert "no image files" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+
+    write_rgb(tmp_path / "good" / "a.png", spot_photo("nevus"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "score_folder", interrupted)
+    assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "s.csv")]) == 130
+    assert "--resume" in capsys.readouterr().err
