@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from data.framing import Framing
-from data.images import analysis_copy, read_image
+from data.images import ImageError, analysis_copy, read_image
 from data.presets import eval_preset
 from data.quality import photo_problem
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, sha256_of
@@ -178,6 +178,7 @@ class Predictor:
 
     def prepare(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prepared:
         """Check, frame (or crop to `box`) and preprocess one RGB uint8 image."""
+        check_rgb8(image)
         analysis = analysis_copy(image)  # one downscaled copy for both the framing and the quality checks
         x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std,
                                          colour_constancy=self.colour_constancy, box=box, analysis=analysis)
@@ -221,6 +222,20 @@ class Predictor:
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Predict one image file; raises data.images.ImageError for unusable files."""
         return self.predict(read_image(Path(path)))
+
+
+def check_rgb8(image: object) -> None:
+    """Refuse, with a message that says what to do, an array that is not an (H, W, 3) uint8 RGB photo.
+
+    Files never need it (`data.images.read_image` converts grayscale, RGBA and 16-bit); arrays handed to
+    `predict` by other code do: a float or 16-bit array would otherwise be misread, not refused.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ImageError(f"expected an RGB uint8 array of shape (height, width, 3), got a {got}; read files with "
+                         "data.images.read_image, which converts grayscale, RGBA and 16-bit images")
+    if min(image.shape[:2]) < 1:
+        raise ImageError(f"the image is empty (shape {image.shape})")
 
 
 def class_activation_map(maps: np.ndarray, class_weights: np.ndarray, size: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib import cbook
 
-from data.images import read_image
+from data.images import ImageError, read_image
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from tests.conftest import SHARED_DATA, needs_shared, spot_photo
 
@@ -114,3 +114,16 @@ def test_extreme_sizes_get_an_answer(predictor, shape):
     assert result.label in {"vascular", "nevus", "other", "unsure"}
     if shape == (8, 8, 3):
         assert result.label == "unsure" and "too small" in result.reason
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((50, 50, 3), np.float32),  # 0..1 floats would read as a black photo
+    np.zeros((50, 50, 3), np.uint16),
+    np.zeros((50, 50), np.uint8),
+    np.zeros((50, 50, 4), np.uint8),
+    np.zeros((0, 0, 3), np.uint8),
+    [[1, 2, 3]],
+], ids=["float", "uint16", "grayscale", "rgba", "empty", "list"])
+def test_arrays_that_are_not_rgb_photos_are_refused_with_a_clear_message(predictor, array):
+    with pytest.raises(ImageError, match="expected an RGB uint8 array|empty"):
+        predictor.predict(array)

@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     predictor = Predictor(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
-    samples = load_splits(args.data, int(predictor.meta.get("split_seed", 0)))[args.split]
+    try:
+        samples = load_splits(args.data, int(predictor.meta.get("split_seed", 0)))[args.split]
+    except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
+        raise SystemExit(f"error: {err}")
     samples, probs, decided = predict_samples(predictor, samples)
     metrics = {"checkpoint": str(args.checkpoint), "split": args.split, "calibration": vars(predictor.calibration),
                "domains": {}}
