@@ -76,6 +76,8 @@ GUIDANCE = {
         SEE_A_DOCTOR,
     ]),
 }
+# Every answer ends with the disclaimer as well: over the API there is no page around it.
+GUIDANCE = {label: f"{text}\n\n{DISCLAIMER}" for label, text in GUIDANCE.items()}
 
 PHOTO_TIPS = (
     "**How to take a good photo:** get close (the spot should fill a good part of the picture), "

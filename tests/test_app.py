@@ -45,6 +45,7 @@ def test_guidance_is_complete_and_careful():
     assert "can be wrong" in GUIDANCE["vascular"] and "is new" in DISCLAIMER  # the README's own warning, on the page
     assert "doctor" in GUIDANCE["other"] and "doctor" in GUIDANCE["unsure"]
     for text in GUIDANCE.values():
+        assert text.endswith(DISCLAIMER)  # every answer carries it, over the API too
         assert "vitamin" not in text.lower() and "liver" not in text.lower()
 
 
