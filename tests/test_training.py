@@ -160,3 +160,11 @@ def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):
         assert torch.equal(tensor, same["model"][name]), name  # --run-seed defaults to --seed
     assert not torch.equal(default["model"]["head.weight"], other["model"]["head.weight"])
     assert other["meta"]["split_counts"] == default["meta"]["split_counts"] and other["meta"]["split_seed"] == 0
+
+
+def test_a_folder_without_training_data_is_a_clear_error(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(SystemExit, match=r"error: no images found under .*photos/\{vascular,nevus,other\}"):
+        train.main(["--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])

@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.time()
 
     # Data: split, then decode every image once (framed, resized) into memory.
-    splits = load_splits(args.data, args.seed)
+    try:
+        splits = load_splits(args.data, args.seed)
+    except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
+        raise SystemExit(f"error: {err}")
     cache_side = math.ceil(args.image_size * 1.25)  # room for random crops and rotations
     train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train")
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
