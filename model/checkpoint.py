@@ -61,8 +61,12 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
 
 
-def load_checkpoint(path: str | Path | None = None) -> dict[str, Any]:
-    """Load and check a checkpoint; the embedded default model when `path` is None."""
+def load_checkpoint(path: str | Path | None = None, *, finished: bool = True) -> dict[str, Any]:
+    """Load and check a checkpoint; the embedded default model when `path` is None.
+
+    `finished`: it must be a model ready to serve (`spotcheck.pt`: preprocessing and calibration filled in),
+    not one of training's snapshots (`best.pt`, `last.pt`), which only training itself reads back.
+    """
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
@@ -82,4 +86,7 @@ def load_checkpoint(path: str | Path | None = None) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} lacks {missing}")
+    if finished and not (checkpoint["preprocess"] and checkpoint["calibration"]):
+        raise CheckpointError(f"{path} is a training snapshot, not a finished model: use spotcheck.pt from the same "
+                              "folder (written, calibrated, when training ends)")
     return checkpoint

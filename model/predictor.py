@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,9 +144,17 @@ def _read_export(checkpoint: str | os.PathLike | None) -> tuple[dict[str, Any] |
 
 
 def choose_backend(checkpoint: str | os.PathLike | None = None) -> str:
-    """What backend="auto" runs: ONNX Runtime when its export is usable and it is installed, else PyTorch."""
-    if AUTO_PREFERS == "onnx" and importlib.util.find_spec("onnxruntime") is not None and onnx_problem(checkpoint) is None:
-        return "onnx"
+    """What backend="auto" runs: ONNX Runtime when its export is usable and it is installed, else PyTorch.
+
+    An export that is there but unusable (damaged, or from another version of the checkpoint) is a warning:
+    falling back silently could leave someone believing a model is served that is not.
+    """
+    if AUTO_PREFERS == "onnx" and importlib.util.find_spec("onnxruntime") is not None:
+        problem = onnx_problem(checkpoint)
+        if problem is None:
+            return "onnx"
+        if any(p.exists() for p in onnx_paths(Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT)):
+            warnings.warn(f"running the network in PyTorch instead of ONNX Runtime: {problem}", stacklevel=2)
     return "torch"
 
 

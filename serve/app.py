@@ -28,6 +28,7 @@ from gradio.data_classes import ImageData  # noqa: E402
 
 from data.framing import box_around  # noqa: E402
 from data.images import ImageError, read_image  # noqa: E402
+from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
 
@@ -302,7 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     args = parser.parse_args(argv)
-    app = build_app(Predictor(args.checkpoint, backend=args.backend))
+    try:
+        predictor = Predictor(args.checkpoint, backend=args.backend)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}")
+    app = build_app(predictor)
     app.queue(default_concurrency_limit=2, max_size=64).launch(
         server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, ssl_verify=args.ssl_certfile is None,

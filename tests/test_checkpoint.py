@@ -65,3 +65,11 @@ def test_wrong_architecture_is_a_checkpoint_error(tmp_path):
     save_checkpoint(tmp_path / "bad.pt", bad)
     with pytest.raises(CheckpointError, match="do not fit"):
         Predictor(tmp_path / "bad.pt")
+
+
+def test_a_training_snapshot_is_refused_with_a_pointer_to_the_finished_model(tmp_path):
+    snapshot = tiny_checkpoint() | {"preprocess": {}, "calibration": {}}  # what training writes to best.pt / last.pt
+    save_checkpoint(tmp_path / "best.pt", snapshot)
+    with pytest.raises(CheckpointError, match="training snapshot.*use spotcheck.pt"):
+        Predictor(tmp_path / "best.pt", backend="torch")
+    assert load_checkpoint(tmp_path / "best.pt", finished=False)["model"]  # training reads it back
