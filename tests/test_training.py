@@ -12,7 +12,7 @@ import training.train as train
 from data.images import read_image
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
-from tests.conftest import make_clinical, make_ham
+from tests.conftest import make_clinical, make_ham, spot_photo, write_rgb
 from training import evaluate
 from training.report import write_model_card
 
@@ -43,11 +43,32 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     card = (tmp_path / "eval" / "MODEL_CARD.md").read_text()
     assert "no marks were drawn in training" in card and "were made to look like" in card  # the defaults
     assert "surround of skin" not in card
+    assert "Class-per-folder images" in card and "Tschandl" not in card  # its own data, not the shipped model's
+    vascular = sum(counts["vascular"] for counts in ckpt["meta"]["split_counts"].values())
+    assert f"({vascular} vascular images in all)" in card and str(class_tree) in card
     recipe = {**ckpt["meta"], "flags": {**ckpt["meta"]["flags"], "marks_p": 0.5, "zoom_out_p": 0.3}}
     write_model_card(recipe, metrics, tmp_path / "card.md")  # the card names the recipe's augmentations
     card = (tmp_path / "card.md").read_text()
     assert "drawn on 50% of the clinical training" in card
     assert "30% of the dermoscopic draws were shrunk onto a wider surround of skin" in card
+
+
+def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree, tmp_path, capsys):
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    explicit = evaluate.main(["--checkpoint", str(final), "--data", str(class_tree), "--out", str(tmp_path / "a")])
+    recorded = evaluate.main(["--checkpoint", str(final), "--out", str(tmp_path / "b")])  # no --data
+    assert json.dumps(recorded["domains"], sort_keys=True) == json.dumps(explicit["domains"], sort_keys=True)
+    assert "NaN" not in (tmp_path / "b" / "metrics.json").read_text()  # strict JSON: no precision when none called
+    assert "warning" not in capsys.readouterr().out
+
+    other = tmp_path / "other"
+    for label in ("vascular", "nevus", "other"):
+        for i in range(5):
+            write_rgb(other / label / f"{i}.png", spot_photo(label, size=64, seed=i))
+    evaluate.main(["--checkpoint", str(final), "--data", str(other), "--out", str(tmp_path / "c")])
+    assert "the model was trained on" in capsys.readouterr().out  # another split may hold its training images
+    evaluate.main(["--checkpoint", str(final), "--split", "val"])
+    assert (tmp_path / "run" / "val" / "metrics.json").is_file()  # the test split's report beside it is kept
 
 
 def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_path):
@@ -168,3 +189,24 @@ def test_a_folder_without_training_data_is_a_clear_error(tmp_path):
         train.main(["--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run")])
     with pytest.raises(SystemExit, match="does not exist"):
         train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+
+
+def test_a_class_missing_from_training_or_validation_is_a_clear_error(tmp_path):
+    tree = tmp_path / "tree"
+    for label, n in (("vascular", 2), ("nevus", 20), ("other", 20)):  # 2 vascular photos cannot reach every split
+        for i in range(n):
+            write_rgb(tree / label / f"{i}.png", spot_photo(label, size=48, seed=i))
+    with pytest.raises(SystemExit, match="split has no vascular images"):
+        train.main(["--data", str(tree), "--out", str(tmp_path / "run"), *FAST])
+    assert not (tmp_path / "run" / "spotcheck.pt").exists()
+
+
+def test_resume_refuses_other_settings_before_reading_any_image(class_tree, tmp_path, monkeypatch):
+    run = ["--data", str(class_tree), "--out", str(tmp_path / "run")]
+    train.main([*run, *FAST])
+    monkeypatch.setattr(train, "load_splits", lambda *a: pytest.fail("the data was read before the flags were checked"))
+    longer = [*FAST[:1], "3", *FAST[2:]]  # --epochs 3 instead of 2: the learning-rate schedule was made for 2
+    with pytest.raises(SystemExit, match="--epochs was 2, now 3"):
+        train.main([*run, *longer, "--resume"])
+    with pytest.raises(SystemExit, match="--seed was 0, now 5"):  # another split
+        train.main([*run, *FAST, "--seed", "5", "--resume"])

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, Sample
 from data.images import ImageError, read_image
-from model.checkpoint import DEFAULT_CHECKPOINT
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from model.predictor import Predictor
-from training.metrics import full_report
+from training.metrics import full_report, json_safe
 from training.report import plot_confusion, plot_reliability, plot_roc, write_model_card
 from training.train import DEFAULT_DATA, load_splits
 
@@ -71,19 +71,39 @@ def bootstrap_intervals(samples: list[Sample], probs: np.ndarray, decided: list[
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in values.items() if v}
 
 
+def trained_on(meta: dict) -> list[str] | None:
+    """The data folders recorded in a checkpoint, if they all exist here."""
+    folders = [str(d) for d in meta.get("data", [])]
+    return folders if folders and all(Path(d).is_dir() for d in folders) else None
+
+
+def same_folders(a: list[str], b: list[str]) -> bool:
+    return sorted(str(Path(d).resolve()) for d in a) == sorted(str(Path(d).resolve()) for d in b)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="the data folders the model was trained on")
-    parser.add_argument("--out", default=None, help="output folder (default: beside the checkpoint)")
+    parser.add_argument("--data", nargs="+", default=None,
+                        help="the data folders the model was trained on (default: those recorded in the checkpoint, "
+                             f"where they exist; else {' '.join(DEFAULT_DATA)})")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: beside the checkpoint; for --split val, its val/ subfolder)")
     parser.add_argument("--split", default="test", choices=["val", "test"])
     args = parser.parse_args(argv)
 
-    predictor = Predictor(args.checkpoint)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    try:
+        predictor = Predictor(args.checkpoint)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}")
+    data = args.data or trained_on(predictor.meta) or DEFAULT_DATA
+    if not same_folders(data, predictor.meta.get("data", data)):
+        print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of other "
+              "folders may hold images it was trained on, and its figures would then be too good")
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
     out.mkdir(parents=True, exist_ok=True)
     try:
-        samples = load_splits(args.data, int(predictor.meta.get("split_seed", 0)))[args.split]
+        samples = load_splits(data, int(predictor.meta.get("split_seed", 0)))[args.split]
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     samples, probs, decided = predict_samples(predictor, samples)
@@ -100,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         plot_confusion(report, out / f"confusion_{domain}.png", title=f"{domain} {args.split}")
         plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=f"{domain} {args.split}")
         plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=f"{domain} {args.split}")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     write_model_card(predictor.meta, metrics, out / "MODEL_CARD.md")
     for domain, report in metrics["domains"].items():
         rule = report["with_decision_rule"]

@@ -83,3 +83,14 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
         ],
     }
     return report
+
+
+def json_safe(value):
+    """`value` with every NaN or infinity replaced by None, so the JSON written is strict (NaN is not JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

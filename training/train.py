@@ -13,6 +13,7 @@ import datetime
 import json
 import math
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +31,17 @@ from model.export import export
 from model.net import SpotNet, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
-from training.metrics import quick_scores
+from training.metrics import json_safe, quick_scores
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_DATA = [str(SHARED / "ham10000"), str(SHARED / "clinical")]
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,10 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="data folders: HAM10000 (metadata CSV + images), the clinical set (labels.csv) "
                         "or a class-per-folder tree (vascular/ nevus/ other/)")
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
-    p.add_argument("--epochs", type=int, default=24)
-    p.add_argument("--draws-per-epoch", type=int, default=5000, help="class-balanced draws (with replacement) per epoch")
-    p.add_argument("--image-size", type=int, default=112)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=positive_int, default=24)
+    p.add_argument("--draws-per-epoch", type=positive_int, default=5000,
+                   help="class-balanced draws (with replacement) per epoch")
+    p.add_argument("--image-size", type=positive_int, default=112)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (one-cycle schedule)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.05)
@@ -82,6 +91,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="share of validation non-vascular images allowed over the vascular bar")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     return p.parse_args(argv)
+
+
+# Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
+RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out"}
+
+
+def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
+    """The state in OUT/last.pt to resume from (None if there is none), refused if it was trained with other flags:
+    the split, the schedule and the draws all follow from them."""
+    if not (out / "last.pt").is_file():
+        return None
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    changed = {k: (old, vars(args).get(k)) for k, old in state.get("flags", {}).items()
+               if k not in RESUME_MAY_CHANGE and vars(args).get(k) != old}
+    if changed:
+        raise SystemExit(f"error: {out / 'last.pt'} was trained with other settings; resume with the same flags, or "
+                         "train into a new --out: " + ", ".join(f"--{k.replace('_', '-')} was {old}, now {new}"
+                                                                for k, (old, new) in changed.items()))
+    return state
 
 
 def code_version() -> str:
@@ -133,17 +161,27 @@ def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarr
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission
+        raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
     run_seed = args.seed if args.run_seed is None else args.run_seed
     torch.manual_seed(run_seed)
     torch.set_num_threads(args.threads)
     started = time.time()
+    state = interrupted_run(out, args) if args.resume else None
 
     # Data: split, then decode every image once (framed, resized) into memory.
     try:
         splits = load_splits(args.data, args.seed)
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
+    for name in ("train", "val"):  # a class absent here would be never learned, or never checked and calibrated
+        empty = [c for c, n in class_counts(splits[name]).items() if n == 0]
+        if empty:
+            raise SystemExit(f"error: the {name} split has no {' or '.join(empty)} images "
+                             f"({class_counts(splits[name])}): every class needs images, from enough lesions to "
+                             "reach each split (with a class-per-folder tree, add photos to that class's folder)")
     cache_side = math.ceil(args.image_size * 1.25)  # room for random crops and rotations
     train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train")
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
@@ -172,8 +210,7 @@ def main(argv: list[str] | None = None) -> Path:
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     dx_loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
     start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
-    if args.resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    if state:
         model.load_state_dict(state["model"])
         if dx_head:
             dx_head.load_state_dict(state["dx_head"])
@@ -231,12 +268,12 @@ def main(argv: list[str] | None = None) -> Path:
             "calibration": {}, "meta": {}, "dx_head": dx_head.state_dict() if dx_head else {},
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "epoch": epoch, "best": best, "history": history})
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+            "epoch": epoch, "best": best, "history": history, "flags": vars(args)})
+        (out / "history.json").write_text(json.dumps(json_safe(history), indent=1, allow_nan=False))
 
     # The best epoch on validation, calibrated on validation, becomes the deliverable.
     try:
-        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+        model.load_state_dict(load_checkpoint(out / "best.pt", finished=False)["model"])
     except CheckpointError as err:
         raise SystemExit(f"no usable best checkpoint: {err}")
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
@@ -258,6 +295,7 @@ def main(argv: list[str] | None = None) -> Path:
         "ood": {k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()},
         "meta": {
             "data": [str(Path(d)) for d in args.data],
+            "sources": sorted({s.source for part in splits.values() for s in part}),  # ham10000, clinical, folder
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
             "best_epoch": best["epoch"],
@@ -279,4 +317,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted: every finished epoch is saved; run the same command with --resume to continue")
