@@ -7,6 +7,7 @@ keeps in proportion (the finest label the source has).
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,16 +58,36 @@ def load_ham10000(root: str | Path) -> list[Sample]:
     metadata = root / "HAM10000_metadata.csv"
     if not metadata.is_file():
         raise FileNotFoundError(f"{metadata} not found: is {root} a HAM10000 folder?")
-    by_stem = {p.stem: p for p in root.rglob("*.jpg")}
+    by_stem = _jpegs_under(root)
     samples = []
     with metadata.open(newline="") as f:
         for row in csv.DictReader(f):
             path = by_stem.get(row["image_id"])
             if path is None:
                 raise FileNotFoundError(f"image {row['image_id']} listed in {metadata.name} is missing under {root}")
-            dx = row["dx"]
+            dx = row["dx"].strip().lower()
+            if dx not in DX_TO_CLASS:
+                raise ValueError(f"{metadata}: unknown dx {row['dx']!r} for {row['image_id']} "
+                                 f"(expected one of {', '.join(DX_TO_CLASS)})")
             samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + row["lesion_id"], dx, "ham10000", dx))
     return samples
+
+
+def _jpegs_under(root: Path) -> dict[str, Path]:
+    """Image id (file stem) -> path for every .jpg or .jpeg, in any case, below `root`. Symlinked folders are
+    followed (downloads are often linked in), each real folder once, so a link loop cannot hang the walk."""
+    found, seen = {}, set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith((".jpg", ".jpeg")):
+                found.setdefault(Path(name).stem, Path(folder) / name)
+    return found
 
 
 def _clinical_group(source: str, original_path: str) -> str:

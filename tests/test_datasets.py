@@ -25,6 +25,30 @@ def test_ham10000_missing_image_is_reported(tmp_path):
         load_ham10000(root)
 
 
+def test_ham10000_images_in_a_linked_folder_with_upper_case_names_are_found(tmp_path):
+    """A download linked in from elsewhere, saved by a tool that upper-cased the suffix; a link loop does not hang."""
+    elsewhere = make_ham(tmp_path / "download")
+    for image in (elsewhere / "images").iterdir():
+        image.rename(image.with_suffix(".JPG"))
+    root = tmp_path / "ham"
+    root.mkdir()
+    (root / "HAM10000_metadata.csv").symlink_to(elsewhere / "HAM10000_metadata.csv")
+    (root / "images").symlink_to(elsewhere / "images", target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    samples = load_ham10000(root)
+    assert len(samples) == len(HAM_DX) and all(s.path.suffix == ".JPG" for s in samples)
+
+
+def test_ham10000_unknown_diagnosis_is_a_clear_error(tmp_path):
+    root = make_ham(tmp_path)
+    text = (root / "HAM10000_metadata.csv").read_text()
+    (root / "HAM10000_metadata.csv").write_text(text.replace(",nv,", ",NV,"))
+    assert {s.detail for s in load_ham10000(root)} >= {"nv"}  # upper case is read as it is meant
+    (root / "HAM10000_metadata.csv").write_text(text.replace(",mel,", ",melanoma,", 1))
+    with pytest.raises(ValueError, match="unknown dx 'melanoma'"):
+        load_ham10000(root)
+
+
 def test_class_folders(class_tree):
     samples = load_dataset(class_tree)
     assert {s.label for s in samples} == set(CLASSES)
