@@ -142,6 +142,7 @@ def download(url: str, dest: Path, remote: RemoteFile) -> None:
     """Stream `url` to `dest` via `dest.part`, checking the checksum on the way."""
     part = dest.with_name(dest.name + ".part")
     h = _hasher(remote.checksum_type)
+    received = 0
     try:
         with _get(url) as resp, part.open("wb") as f:
             total = int(resp.headers.get("Content-Length") or 0) or remote.size
@@ -149,13 +150,21 @@ def download(url: str, dest: Path, remote: RemoteFile) -> None:
                 while chunk := resp.read(CHUNK):
                     h.update(chunk)
                     f.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+    except KeyboardInterrupt:
+        part.unlink(missing_ok=True)
+        raise
     except HTTPError as err:
         part.unlink(missing_ok=True)
         raise DownloadError(f"downloading {remote.name} failed: {url} answered {err.code} {err.reason}") from None
     except (URLError, OSError, http.client.HTTPException) as err:
         part.unlink(missing_ok=True)
         raise DownloadError(f"downloading {remote.name} failed: {getattr(err, 'reason', err)}") from None
+    if remote.size and received < remote.size:
+        part.unlink()
+        raise DownloadError(f"downloading {remote.name} stopped early: got {received:,} of {remote.size:,} bytes; "
+                            "the file was deleted, run again to retry")
     got = h.hexdigest()
     if got != remote.checksum:
         part.unlink()
@@ -294,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DownloadError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to continue (finished files are kept)", file=sys.stderr)
+        return 130
     print(f"done: {n_images} images in {args.out / 'images'}, metadata in {args.out / METADATA_CSV}")
     return 0
 

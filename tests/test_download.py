@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import socket
@@ -74,6 +75,7 @@ class FakeDataverse:
     def __init__(self) -> None:
         self.files = dataset_files()
         self.checksums: dict[int, str] = {}  # overrides of the listed md5
+        self.cut: dict[int, int] = {}  # serve only the first N bytes of a file (its listing keeps the full size)
         self.requests: list[str] = []
         fake = self
 
@@ -90,7 +92,9 @@ class FakeDataverse:
                         self.send_error(404)
                         return
                     original = query.get("format") == ["original"] and "original" in entry
-                    self.reply(entry["original"] if original else entry["data"], "application/octet-stream")
+                    body = entry["original"] if original else entry["data"]
+                    self.reply(body[: fake.cut.get(int(url.path.rsplit("/", 1)[1]), len(body))],
+                               "application/octet-stream")
                 else:
                     self.send_error(404)
 
@@ -184,6 +188,30 @@ def test_checksum_mismatch_fails_cleanly_and_leaves_no_file(tmp_path, dataverse,
     assert "checksum mismatch for HAM10000_images_part_2.zip" in err
     assert "Traceback" not in err
     assert not [p for p in out.rglob("*") if p.name.startswith("HAM10000_images_part_2.zip")]
+    assert not list(out.rglob("*.part"))
+
+
+def test_a_download_that_stops_early_says_so_and_leaves_no_file(tmp_path, dataverse, capsys):
+    dataverse.cut[12] = 100
+    out = tmp_path / "ham"
+    assert run(out, dataverse, "--keep-archives") == 1
+    err = capsys.readouterr().err
+    assert "downloading HAM10000_images_part_1.zip stopped early: got 100 of" in err and "Traceback" not in err
+    assert not [p for p in out.rglob("*") if p.name.startswith("HAM10000_images_part_1.zip")]
+
+
+def test_ctrl_c_leaves_no_part_file_and_says_how_to_continue(tmp_path, dataverse, capsys, monkeypatch):
+    real_read = http.client.HTTPResponse.read
+
+    def read_then_interrupt(self, *args):
+        if "datafile/12" in dataverse.requests[-1]:
+            raise KeyboardInterrupt
+        return real_read(self, *args)
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read", read_then_interrupt)
+    out = tmp_path / "ham"
+    assert run(out, dataverse) == 130
+    assert "run the same command again" in capsys.readouterr().err
     assert not list(out.rglob("*.part"))
 
 
