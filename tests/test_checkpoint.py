@@ -73,3 +73,14 @@ def test_a_training_snapshot_is_refused_with_a_pointer_to_the_finished_model(tmp
     with pytest.raises(CheckpointError, match="training snapshot.*use spotcheck.pt"):
         Predictor(tmp_path / "best.pt", backend="torch")
     assert load_checkpoint(tmp_path / "best.pt", finished=False)["model"]  # training reads it back
+
+
+def test_a_damaged_checkpoint_without_its_checksum_file_is_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, tiny_checkpoint())
+    (tmp_path / "m.pt.sha256").unlink()  # copied without it
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="CRC"):
+        load_checkpoint(path)
