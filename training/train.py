@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> Path:
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "train_images_per_s": seen / train_seconds, **next(iter(scored.values())), **raw}
         history.append(row)
-        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        print(f"epoch {epoch + 1}/{args.epochs}: " + " ".join(  # counted from 1, as "best epoch" is (history.json: from 0)
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
         kind = max(scored, key=lambda k: scored[k]["score"])
         if scored[kind]["score"] > best["score"]:
             best = {"score": scored[kind]["score"], "epoch": epoch, "weights": kind}
