@@ -27,18 +27,21 @@ import numpy as np  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
 
 from data.framing import box_around  # noqa: E402
-from data.images import ImageError, read_image  # noqa: E402
+from data.images import MAX_FILE_BYTES, ImageError, read_image  # noqa: E402
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
 
-MAX_UPLOAD = "20mb"
+MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way in (data.images)
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
 HELD_SECONDS = 900  # a photo is held in memory this long after its last answer, so its frame can be moved
 HELD_SIDE = 4096  # larger photos are held downscaled to this longer side (12 MP phone photos fit unchanged)
 HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
 VIEW_SIDE = 512  # the framing view's longer side
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
+# On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
+SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
+    if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
 log = logging.getLogger("spotcheck")
 
 
@@ -267,11 +270,13 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             with gr.Column():  # on a phone this column comes below the first: the answer right after the button
                 summary = gr.Markdown(elem_id="answer")
                 chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
-                heatmap = gr.Image(label="Where the model looked (framed spot)", interactive=False, elem_id="heatmap")
-                framing = gr.Image(label="The frame that was checked: wrong spot? Click the right one",
+                # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
+                heatmap = gr.Image(label="Where the model looked", interactive=False, elem_id="heatmap",
+                                   buttons=["fullscreen", "download"])
+                framing = gr.Image(label="Frame checked: tap to move it", buttons=[],
                                    interactive=False, elem_id="framing")
                 frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
-                                       label="Frame size (% of the photo's shorter side)")
+                                       label="Frame size (% of the photo's shorter side)", buttons=[])
         guidance = gr.Markdown(elem_id="guidance")
         # State is not part of the API: /check returns the four outputs. The held photo lives in this
         # browser session's memory only, and goes with a new upload, the closed tab or HELD_SECONDS.
@@ -284,7 +289,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         check.click(answer, inputs=[photo, held], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
-            show_frame, inputs=held, outputs=[framing, frame_size], **private)
+            show_frame, inputs=held, outputs=[framing, frame_size], **private).then(
+            None, js=SHOW_ANSWER, **private)
         for event, handler, inputs in ((framing.select, move_frame, [held]),
                                        (frame_size.release, reframe, [held, frame_size])):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held],

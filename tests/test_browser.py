@@ -150,8 +150,12 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     # The frame that was checked is drawn on the photo; a click there moves it and checks again.
     framing = page.locator("#framing img")
     framing.wait_for()
+    first_view = framing.get_attribute("src")
     framing.click(position={"x": 12, "y": 12})
     assert "Why:" in visit.wait_for_answer("the frame you placed")
+    # The moved frame is drawn (the last step after a click) before the slider is touched: drawn later, it would
+    # reset the slider to the frame's size (a slow machine showed that race).
+    sync_api.expect(framing).not_to_have_attribute("src", first_view)
     # The slider resizes the frame around the same place: the framing view is drawn anew.
     size = page.locator("#frame-size input[type=range]")
     sync_api.expect(size).to_be_enabled()
