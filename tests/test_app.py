@@ -54,6 +54,11 @@ def test_the_page_builds_with_the_disclaimer(predictor):
     config = app.get_config_file()
     texts = [c.get("props", {}).get("value") for c in config["components"]]
     assert DISCLAIMER in texts
+    buttons = {c["props"]["elem_id"]: c["props"].get("buttons") for c in config["components"]
+               if c.get("props", {}).get("elem_id") in ("heatmap", "framing", "frame-size")}
+    assert all("share" not in (b or []) for b in buttons.values())  # it posts to Hugging Face: not offline
+    assert "reset" not in (buttons["frame-size"] or [])  # it went to 50%, not back to the automatic frame
+    assert serve.app.MAX_UPLOAD == "50mb"  # the same limit as data.images
 
 
 def two_spots() -> np.ndarray:
