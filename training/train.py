@@ -177,11 +177,12 @@ def main(argv: list[str] | None = None) -> Path:
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     for name in ("train", "val"):  # a class absent here would be never learned, or never checked and calibrated
-        empty = [c for c, n in class_counts(splits[name]).items() if n == 0]
+        counts = class_counts(splits[name])
+        empty = [c for c, n in counts.items() if n == 0]
         if empty:
-            raise SystemExit(f"error: the {name} split has no {' or '.join(empty)} images "
-                             f"({class_counts(splits[name])}): every class needs images, from enough lesions to "
-                             "reach each split (with a class-per-folder tree, add photos to that class's folder)")
+            raise SystemExit(f"error: the {name} split has no {' or '.join(empty)} images ({counts}): every class "
+                             "needs images, from enough lesions to reach each split (with a class-per-folder tree, "
+                             "add photos to that class's folder)")
     cache_side = math.ceil(args.image_size * 1.25)  # room for random crops and rotations
     train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train")
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
