@@ -67,6 +67,16 @@ class HeldPhoto:
     placed: bool
 
 
+@dataclass
+class LatestPhoto:
+    """The photo last put into one browser page: its upload's path, None once the photo box is emptied.
+
+    An answer whose photo was replaced while it was being checked is dropped, not shown next to the new photo.
+    """
+
+    upload: str | None = None
+
+
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
     """Answer one uploaded photo and delete the file; never raises for a bad file."""
     if not path:
@@ -218,31 +228,44 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
                 "or try another photo.", None, None, "", True, None)
 
-    def answer(payload, held_photo: HeldPhoto | None):
+    def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, checked: str | None) -> tuple:
+        """`outputs`, or nothing new on the page if another photo was put in while `checked` was being checked:
+        `clear` has already emptied the answer for the new photo. (A photo whose `clear` arrives only after the
+        button was pressed, `before` being the previous photo, still gets its answer.)"""
+        if latest.upload in (before, checked):
+            return outputs
+        return (*[gr.skip()] * 4, False, gr.skip())
+
+    def answer(payload, held_photo: HeldPhoto | None, latest: LatestPhoto):
+        before, path = latest.upload, None
         try:
             path = uploaded_path(photo, payload)
             if held_photo and held_photo.upload == path and not Path(path).exists():  # checked again
                 h = held_photo
-                return shown(check_frame(predictor, h.photo, h.box if h.placed else None), path)
-            return shown(check_spot(predictor, path), path)
+                outputs = shown(check_frame(predictor, h.photo, h.box if h.placed else None), path)
+            else:
+                outputs = shown(check_spot(predictor, path), path)
         except Exception:
-            return failed(payload)
+            outputs = failed(payload)
+        return unless_replaced(outputs, latest, before, path)
 
-    def reframe(held_photo: HeldPhoto | None, percent: float | None, click: tuple[float, float] | None = None):
+    def reframe(held_photo: HeldPhoto | None, latest: LatestPhoto, percent: float | None,
+                click: tuple[float, float] | None = None):
         """Check the held photo again with the frame moved (a click on the framing view) or resized (the slider)."""
         if held_photo is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
                                 f"kept in memory for {HELD_SECONDS // 60} minutes after the last answer.", {}, None, ""),
                          None)
-        h = held_photo
+        h, before = held_photo, latest.upload
         try:
-            return shown(check_frame(predictor, h.photo, moved_frame(h.photo, h.box, click=click, percent=percent)),
-                         h.upload)
+            outputs = shown(check_frame(predictor, h.photo, moved_frame(h.photo, h.box, click=click, percent=percent)),
+                            h.upload)
         except Exception:
-            return failed("a moved frame")
+            outputs = failed("a moved frame")
+        return unless_replaced(outputs, latest, before, h.upload)
 
-    def move_frame(held_photo: HeldPhoto | None, evt: gr.SelectData):  # same size, new place
-        return reframe(held_photo, None, click=tuple(evt.index))
+    def move_frame(held_photo: HeldPhoto | None, latest: LatestPhoto, evt: gr.SelectData):  # same size, new place
+        return reframe(held_photo, latest, None, click=tuple(evt.index))
 
     def show_frame(held_photo: HeldPhoto | None):
         if held_photo is None:
@@ -251,7 +274,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return (files.write_picture(framing_view(h.photo, h.box)),
                 gr.update(value=frame_percent(h.photo, h.box), interactive=True))
 
-    def clear():  # a new photo: the previous answer (and the photo held for it) must not stay next to it
+    def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
+        latest.upload = (payload or {}).get("path")  # in place: an answer being checked sees it (`unless_replaced`)
         return "", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False)
 
     def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
@@ -282,17 +306,20 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         # browser session's memory only, and goes with a new upload, the closed tab or HELD_SECONDS.
         unanswered = gr.State(False)
         held = gr.State(None, time_to_live=HELD_SECONDS)
+        latest = gr.State(LatestPhoto())  # each page gets its own copy
         outputs = [summary, chart, heatmap, guidance]
         private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
-        # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if.
-        photo.input(clear, outputs=[*outputs, held, framing, frame_size], **private)
-        check.click(answer, inputs=[photo, held], outputs=[*outputs, unanswered, held], api_name="check",
+        # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if;
+        # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
+        photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, framing, frame_size], preprocess=False,
+                    trigger_mode="multiple", **private)
+        check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
             show_frame, inputs=held, outputs=[framing, frame_size], **private).then(
             None, js=SHOW_ANSWER, **private)
-        for event, handler, inputs in ((framing.select, move_frame, [held]),
-                                       (frame_size.release, reframe, [held, frame_size])):
+        for event, handler, inputs in ((framing.select, move_frame, [held, latest]),
+                                       (frame_size.release, reframe, [held, latest, frame_size])):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held],
                   api_visibility="private").then(show_frame, inputs=held, outputs=[framing, frame_size], **private)
     return app

@@ -119,15 +119,46 @@ def test_checking_again_uses_the_held_photo_only_for_the_same_upload(tmp_path, p
     """The page's button: a photo answered before is held in memory; a different upload never gets its answer."""
     answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
     first = write_rgb(tmp_path / "first.png", spot_photo("vascular", size=200))
-    summary, _, _, _, unanswered, held = answer({"path": str(first)}, None)
+    summary, _, _, _, unanswered, held = answer({"path": str(first)}, None, serve.app.LatestPhoto())
     assert not unanswered and isinstance(held, serve.app.HeldPhoto) and held.upload == str(first)
     assert not first.exists()
 
-    again = answer({"path": str(first)}, held)  # pressed again: the upload is gone, the held photo answers
+    again = answer({"path": str(first)}, held, serve.app.LatestPhoto())  # pressed again: the upload is gone, the held photo answers
     assert again[0] == summary and again[5].photo is held.photo
 
-    other = answer({"path": str(tmp_path / "other.png")}, held)  # another upload that is gone: not the held photo
+    other = answer({"path": str(tmp_path / "other.png")}, held, serve.app.LatestPhoto())  # another upload that is gone: not the held photo
     assert "upload the photo again" in other[0] and other[5] is None
+
+
+class PhotoPutInWhileChecking:
+    """A predictor during whose answer the page's photo is replaced (`clear` sets the page's latest photo)."""
+
+    def __init__(self, predictor: Predictor, latest: serve.app.LatestPhoto, put_in: str | None):
+        self.predictor, self.latest, self.put_in = predictor, latest, put_in
+
+    def predict(self, *args, **kwargs):
+        self.latest.upload = self.put_in
+        return self.predictor.predict(*args, **kwargs)
+
+
+@pytest.mark.parametrize("before, put_in, shown", [
+    ("red.png", "brown.png", False),  # another photo replaced it: its answer must not appear next to the new one
+    ("red.png", None, False),  # the photo box was emptied
+    ("old.png", "red.png", True),  # this photo's own `clear` arrived after the button was pressed
+    (None, None, True),  # no page events at all (an API client)
+])
+def test_an_answer_is_dropped_when_its_photo_was_replaced_while_being_checked(tmp_path, predictor, before, put_in,
+                                                                            shown):
+    upload = write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200))
+    latest = serve.app.LatestPhoto(before and str(tmp_path / before))
+    app = build_app(PhotoPutInWhileChecking(predictor, latest, put_in and str(tmp_path / put_in)))
+    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
+    summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(upload)}, None, latest)
+    if shown:
+        assert any(h in summary for h in HEADLINES.values()) and isinstance(held, serve.app.HeldPhoto)
+    else:
+        skipped = gr.skip()
+        assert [summary, chart, heatmap, guidance, held] == [skipped] * 5 and unanswered is False
 
 
 def test_each_answer_gets_its_own_picture_file_and_old_ones_are_swept():
@@ -152,7 +183,7 @@ def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(tmp_pa
     strict.calibration = dataclasses.replace(strict.calibration, vascular_min=0.9999, unsure_below=0.0)
     answer = next(f.fn for f in build_app(strict).fns.values() if f.api_name == "check")
     upload = write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200))
-    summary, chart, *_ = answer({"path": str(upload)}, None)
+    summary, chart, *_ = answer({"path": str(upload)}, None, serve.app.LatestPhoto())
     panel = gr.Label().postprocess(chart)
     assert HEADLINES["unsure"] in summary
     assert panel.label == "unsure" and panel.confidences[0].label == "vascular"

@@ -4,13 +4,15 @@ Screenshots of each state are saved under screenshots/ (git-ignored) for a perso
 """
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
-from tests.conftest import ROOT, spot_photo, write_rgb
+from tests.conftest import ROOT, free_port, spot_photo, write_rgb
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -208,6 +210,65 @@ def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, run
     assert "image" in toast.inner_text()
     visit.assert_no_error_shown()
     visit.assert_only_local_requests()
+
+
+class SlowPredictor:
+    """The real predictor, slowed down so that a person can put in another photo while one is checked."""
+
+    def __init__(self, predictor, seconds: float):
+        self.predictor, self.seconds = predictor, seconds
+        self.answered = threading.Event()
+
+    def predict(self, *args, **kwargs):
+        time.sleep(self.seconds)
+        try:
+            return self.predictor.predict(*args, **kwargs)
+        finally:
+            self.answered.set()
+
+
+def test_a_photo_replaced_while_being_checked_does_not_get_the_old_answer(browser, predictor, tmp_path):
+    from serve.app import build_app
+
+    slow = SlowPredictor(predictor, seconds=2)
+    app = build_app(slow)
+    app.queue().launch(server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    visit = Visit(browser, app.local_url)
+    try:
+        page = visit.page
+        visit.upload(write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200)))
+        page.locator("#photo img").wait_for()
+        visit.check()
+        page.locator("#answer [data-testid=status-tracker]:not(.hide)").wait_for()  # being checked
+        first_photo = page.locator("#photo img").get_attribute("src")
+        visit.upload(write_rgb(tmp_path / "brown.png", spot_photo("nevus", size=200)))
+        sync_api.expect(page.locator("#photo img")).not_to_have_attribute("src", first_photo)
+        assert slow.answered.wait(30), "the first photo was never answered"
+        page.locator("#answer [data-testid=status-tracker].hide").wait_for(state="attached")
+        page.wait_for_timeout(1000)  # the answer's follow-up steps (the framing view) have run
+        assert visit.answer().strip() == "", "the first photo's answer is shown next to the second photo"
+        assert page.locator("#framing img").count() == 0 and page.locator("#heatmap img").count() == 0
+        assert page.locator("#photo img").count() == 1  # the new photo stays, ready to be checked
+
+        slow.seconds = 0
+        visit.check()
+        assert headline_label(visit.wait_for_answer(*HEADLINES.values()))
+        visit.assert_no_error_shown()
+
+        # The same while a moved frame is being checked.
+        slow.seconds, slow.answered = 2, threading.Event()
+        page.locator("#framing img").click(position={"x": 12, "y": 12})
+        page.locator("#answer [data-testid=status-tracker]:not(.hide)").wait_for()
+        visit.upload(write_rgb(tmp_path / "third.png", spot_photo("other", size=200)))
+        page.wait_for_function("() => document.querySelector('#answer').innerText.trim() === ''")
+        assert slow.answered.wait(30), "the moved frame was never answered"
+        page.locator("#answer [data-testid=status-tracker].hide").wait_for(state="attached")
+        page.wait_for_timeout(1000)
+        assert visit.answer().strip() == "", "the moved frame's answer is shown next to the third photo"
+        assert page.locator("#framing img").count() == 0
+    finally:
+        visit.close()
+        app.close()
 
 
 def test_the_page_works_on_a_phone(browser, running_app, tmp_path):
