@@ -42,6 +42,13 @@ FRAME_DEFAULT = 50  # the frame-size slider before any answer
 # On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
 SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
+# The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
+# the arrow keys work for people using a keyboard.
+SLIDER_KEYS = """() => { const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
+    document.addEventListener('keyup', (event) => {
+        if (keys.includes(event.key) && event.target.matches('#frame-size input[type=range]'))
+            event.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));  // Svelte listens at the root
+    }); }"""
 log = logging.getLogger("spotcheck")
 
 
@@ -288,7 +295,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 photo = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
-                                 label="Photo of the spot", elem_id="photo")
+                                 label="Photo of the spot", elem_id="photo", alt_text="Your photo of the spot")
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)
             with gr.Column():  # on a phone this column comes below the first: the answer right after the button
@@ -296,9 +303,10 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
                 # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
                 heatmap = gr.Image(label="Where the model looked", interactive=False, elem_id="heatmap",
-                                   buttons=["fullscreen", "download"])
-                framing = gr.Image(label="Frame checked: tap to move it", buttons=[],
-                                   interactive=False, elem_id="framing")
+                                   buttons=["fullscreen", "download"],
+                                   alt_text="The framed spot, coloured where the model looked most")
+                framing = gr.Image(label="Frame checked: tap to move it", buttons=[], interactive=False,
+                                   elem_id="framing", alt_text="Your photo with the checked frame drawn on it")
                 frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
                                        label="Frame size (% of the photo's shorter side)", buttons=[])
         guidance = gr.Markdown(elem_id="guidance")
@@ -322,6 +330,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                                        (frame_size.release, reframe, [held, latest, frame_size])):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held],
                   api_visibility="private").then(show_frame, inputs=held, outputs=[framing, frame_size], **private)
+        app.load(None, js=SLIDER_KEYS)
     return app
 
 

@@ -166,6 +166,16 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     size.dispatch_event("pointerup")
     sync_api.expect(framing).not_to_have_attribute("src", moved_view)
     sync_api.expect(size).to_have_value("90")
+    # The arrow keys resize it too, for people using a keyboard: checked again when the key is let go.
+    keyed_view = framing.get_attribute("src")
+    size.focus()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    sync_api.expect(framing).not_to_have_attribute("src", keyed_view)
+    sync_api.expect(size).to_have_value("88")
+    # Every picture says in words what it shows.
+    for picture in ("#photo img", "#heatmap img", "#framing img"):
+        assert page.locator(picture).get_attribute("alt"), f"{picture} has no alt text"
     visit.assert_no_error_shown()
     visit.screenshot("02b_frame_moved.png")
 
