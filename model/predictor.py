@@ -22,6 +22,7 @@ torch is imported only inside the torch backend.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -91,10 +92,18 @@ class _TorchEngine:
         return logits.numpy(), maps.numpy()
 
 
+@dataclass
+class _Export:
+    """An ONNX export read and checked: the graph's bytes (read once, so the file checked is the file run)."""
+
+    graph: bytes
+    sidecar: dict[str, Any]
+
+
 class _OnnxEngine:
     """The exported graph in ONNX Runtime; the head's weights (for the heatmap) come from the sidecar."""
 
-    def __init__(self, onnx_path: Path, sidecar: dict[str, Any], threads: int | None):
+    def __init__(self, export: _Export, threads: int | None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -106,7 +115,8 @@ class _OnnxEngine:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.model = None
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(export.graph, options, providers=["CPUExecutionProvider"])
+        sidecar = export.sidecar
         self.input, self.outputs = sidecar["input"], list(sidecar["outputs"])
         self.head_weight = np.asarray(sidecar["head"]["weight"], np.float32)
 
@@ -120,8 +130,8 @@ def onnx_problem(checkpoint: str | os.PathLike | None = None) -> str | None:
     return _read_export(checkpoint)[1]
 
 
-def _read_export(checkpoint: str | os.PathLike | None) -> tuple[dict[str, Any] | None, str | None]:
-    """(the sidecar, None) for a usable export of `checkpoint`, else (None, why not)."""
+def _read_export(checkpoint: str | os.PathLike | None) -> tuple[_Export | None, str | None]:
+    """(the export, None) for a usable export of `checkpoint`, else (None, why not)."""
     checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     onnx_path, json_path = onnx_paths(checkpoint)
     if not onnx_path.is_file() or not json_path.is_file():
@@ -134,13 +144,17 @@ def _read_export(checkpoint: str | os.PathLike | None) -> tuple[dict[str, Any] |
                 "calibration", "meta", "head")
     if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT or any(k not in sidecar for k in required):
         return None, f"{json_path} is not a SpotCheck ONNX sidecar (expected format {SIDECAR_FORMAT!r})"
-    if sha256_of(onnx_path) != sidecar["onnx_sha256"]:
+    try:
+        graph = onnx_path.read_bytes()
+    except OSError as err:
+        return None, f"{onnx_path} cannot be read: {err}"
+    if hashlib.sha256(graph).hexdigest() != sidecar["onnx_sha256"]:
         return None, f"{onnx_path} does not match its checksum in {json_path.name}: the file is damaged or was changed"
     if checkpoint.suffix not in (".onnx", ".json") and checkpoint.is_file() \
             and sha256_of(checkpoint) != sidecar["checkpoint_sha256"]:
         return None, (f"{onnx_path.name} was exported from another version of {checkpoint.name} "
                       f"(re-run: python -m model.export --checkpoint {checkpoint})")
-    return sidecar, None
+    return _Export(graph, sidecar), None
 
 
 def choose_backend(checkpoint: str | os.PathLike | None = None) -> str:
@@ -149,13 +163,18 @@ def choose_backend(checkpoint: str | os.PathLike | None = None) -> str:
     An export that is there but unusable (damaged, or from another version of the checkpoint) is a warning:
     falling back silently could leave someone believing a model is served that is not.
     """
+    return _choose_backend(checkpoint)[0]
+
+
+def _choose_backend(checkpoint: str | os.PathLike | None) -> tuple[str, _Export | None]:
+    """`choose_backend`'s answer, with the export it read when that is "onnx" (so the Predictor reads it once)."""
     if AUTO_PREFERS == "onnx" and importlib.util.find_spec("onnxruntime") is not None:
-        problem = onnx_problem(checkpoint)
+        export, problem = _read_export(checkpoint)
         if problem is None:
-            return "onnx"
+            return "onnx", export
         if any(p.exists() for p in onnx_paths(Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT)):
-            warnings.warn(f"running the network in PyTorch instead of ONNX Runtime: {problem}", stacklevel=2)
-    return "torch"
+            warnings.warn(f"running the network in PyTorch instead of ONNX Runtime: {problem}", stacklevel=3)
+    return "torch", None
 
 
 class Predictor:
@@ -164,13 +183,16 @@ class Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+        export = None
         if backend == "auto":
-            backend = choose_backend(path)
+            backend, export = _choose_backend(path)
         if backend == "onnx":
-            info, problem = _read_export(path)
-            if problem:
-                raise CheckpointError(problem)
-            self._engine = _OnnxEngine(onnx_paths(path)[0], info, threads)
+            if export is None:
+                export, problem = _read_export(path)
+                if problem:
+                    raise CheckpointError(problem)
+            info = export.sidecar
+            self._engine = _OnnxEngine(export, threads)
         else:
             info = load_checkpoint(path.with_suffix(".pt") if path.suffix in (".onnx", ".json") else path)
             self._engine = _TorchEngine(info, threads)
