@@ -1,7 +1,7 @@
 """SpotCheck benchmark: one script, one run, one table (also written to bench/results.md).
 
     .venv/bin/python bench/bench.py              # the full run: all 10,015 HAM10000 images
-    .venv/bin/python bench/bench.py --limit 500  # a quick run
+    .venv/bin/python bench/bench.py --limit 500 --out /tmp/quick.md  # a quick run, leaving results.md as it is
 
 What it measures, for both backends (PyTorch and ONNX Runtime) where it applies:
 
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-images", type=int, default=200, help="images for the latency percentiles")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--skip-ui", action="store_true", help="leave out the app's cold start")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the table is written (default: bench/results.md)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "ARGS_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -1,8 +1,9 @@
 """Score a folder of images into a CSV: `python -m serve.batch FOLDER --out scores.csv`.
 
-- Recursive; picks up jpg, jpeg, png, webp, bmp, tif(f); never follows
+- Recursive; picks up jpg, jpeg, png, webp, bmp, tif(f), gif; never follows
   symlinked folders (no loops) and never writes into the input folder
-  unless `--out` points there.
+  unless `--out` or `--heatmaps` points there (a heatmaps folder inside
+  the input folder is then left out of the scoring, this run and later ones).
 - One row per file, written as it goes: a bad file gets an `error` row with
   the reason, and the run goes on.
 - Decoding and framing run in parallel threads while the network scores
@@ -59,10 +60,12 @@ def _unreadable_folder(err: OSError) -> None:
     print(f"warning: skipped a folder that cannot be read: {err.filename}: {err.strerror}", file=sys.stderr)
 
 
-def find_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder`, sorted, without following symlinked folders."""
+def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
+    """Image files under `folder`, sorted, without following symlinked folders, and leaving out the folder `skip`
+    (the heatmaps, when they are written inside the input folder: they are not photos to score)."""
+    skip_real = os.path.realpath(skip) if skip is not None else None
     for root, dirs, files in os.walk(folder, followlinks=False, onerror=_unreadable_folder):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if skip_real is None or os.path.realpath(os.path.join(root, d)) != skip_real)
         for name in sorted(files):
             if is_image_file(name):
                 yield Path(root) / name
@@ -138,7 +141,7 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                  progress: bool = True) -> tuple[int, int]:
     """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
     done = already_scored(out) if resume else {}
-    todo = [p for p in find_images(folder) if os.path.abspath(p) not in done]
+    todo = [p for p in find_images(folder, skip=heatmaps) if os.path.abspath(p) not in done]
     if heatmaps:
         heatmaps.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if next(find_images(folder), None) is None:
+    if next(find_images(folder, skip=args.heatmaps), None) is None:
         print(f"error: no image files ({', '.join(IMAGE_SUFFIXES)}) found under {folder}", file=sys.stderr)
         return 1
     try:

@@ -120,6 +120,14 @@ def test_heatmaps_mirror_the_folder_and_a_failed_one_does_not_stop_the_run(messy
     assert (blocked / "red.jpg.png").is_file()
 
 
+def test_heatmaps_written_inside_the_input_folder_are_not_scored_as_photos(messy_folder, tmp_path, predictor):
+    maps = messy_folder / "maps"
+    for out in ("first.csv", "second.csv"):
+        assert batch.main([str(messy_folder), "--out", str(tmp_path / out), "--heatmaps", str(maps)]) == 0
+        assert len(rows(tmp_path / out)) == 5  # the photos only, not last run's heatmaps
+    assert len(list(maps.rglob("*.png"))) == 3
+
+
 def test_cli_exit_codes(tmp_path, monkeypatch):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, Sample
 from data.images import ImageError, read_image
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
 from training.report import plot_confusion, plot_reliability, plot_roc, write_model_card
@@ -83,13 +83,14 @@ def same_folders(a: list[str], b: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="default: the shipped model")
     parser.add_argument("--data", nargs="+", default=None,
                         help="the data folders the model was trained on (default: those recorded in the checkpoint, "
                              f"where they exist; else {' '.join(DEFAULT_DATA)})")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: beside the checkpoint; for --split val, its val/ subfolder)")
-    parser.add_argument("--split", default="test", choices=["val", "test"])
+                        help="output folder (default: beside the checkpoint, so for the shipped model the committed "
+                             "report in model/weights/ is rewritten; for --split val, its val/ subfolder)")
+    parser.add_argument("--split", default="test", choices=["val", "test"], help="default: test")
     args = parser.parse_args(argv)
 
     try:
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     samples, probs, decided = predict_samples(predictor, samples)
-    metrics = {"checkpoint": str(args.checkpoint), "split": args.split, "calibration": vars(predictor.calibration),
+    # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
+    metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": sha256_of(Path(args.checkpoint)),
+               "split": args.split, "calibration": vars(predictor.calibration),
                "domains": {}}
     domains = np.array([s.domain for s in samples])
     for domain in sorted(set(domains)):
