@@ -47,7 +47,7 @@ def test_check_answers_a_photo_and_keeps_no_upload(client, running_app, tmp_path
     assert {c["label"] for c in confidences["confidences"]} == {"vascular", "nevus", "other"}
     assert confidences["label"] == headline_in(summary)  # the decision (vascular | nevus | other | unsure)
     assert Path(heatmap).is_file() and Path(heatmap).stat().st_size > 0 and Path(heatmap).suffix == ".png"
-    assert guidance in GUIDANCE.values()
+    assert guidance == GUIDANCE[headline_in(summary)]  # the guidance for this answer
     # The upload itself is gone from the server once answered (only Gradio's heatmap copies remain).
     assert not list(running_app.uploads.rglob("spot.png")), "the uploaded photo was kept on the server"
 

@@ -24,7 +24,7 @@ def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
     assert "Why:" in answer.summary
     assert set(answer.probabilities) == {"vascular", "nevus", "other"}
     assert answer.heatmap is not None and answer.heatmap.shape[2] == 3
-    assert answer.guidance in GUIDANCE.values()
+    assert answer.summary.startswith(f"### {HEADLINES[answer.label]}") and answer.guidance == GUIDANCE[answer.label]
     assert not upload.exists()
 
 

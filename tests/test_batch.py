@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from data.images import ImageError, read_image
 from serve import batch
 from tests.conftest import COLOURS, spot_photo, write_rgb
 
@@ -45,12 +46,18 @@ def test_scores_every_file_once_and_reports_bad_ones(messy_folder, tmp_path, pre
     assert (scored, errors) == (3, 2) and len(table) == 5
     assert len({r["path"] for r in table}) == 5
     by_name = {os.path.basename(r["path"]): r for r in table}
-    assert by_name["empty.jpg"]["label"] == "error" and "empty" in by_name["empty.jpg"]["error"]
-    assert by_name["notes.jpg"]["label"] == "error" and "not a readable image" in by_name["notes.jpg"]["error"]
+    assert all(None not in r and None not in r.values() for r in table)  # every row has exactly the columns
+    for bad in ("empty.jpg", "notes.jpg"):  # the reason, whole (commas in it quoted, not split into columns)
+        with pytest.raises(ImageError) as reason:
+            read_image(messy_folder / bad)
+        assert by_name[bad]["label"] == "error" and by_name[bad]["error"] == str(reason.value)
+    for name in ("red.jpg", "brown.png"):  # each column holds what the predictor says for that file
+        row, expected = by_name[name], predictor.predict_file(Path(by_name[name]["path"]))
+        assert row["label"] == expected.label and row["error"] == "" and row["reason"] == expected.reason
+        assert float(row["confidence"]) == pytest.approx(expected.confidence, abs=1e-4)
+        for group, p in expected.probabilities.items():
+            assert float(row[f"p_{group}"]) == pytest.approx(p, abs=1e-4)
     good = by_name["red.jpg"]
-    assert good["label"] in {"vascular", "nevus", "other", "unsure"} and good["error"] == ""
-    total = sum(float(good[k]) for k in ("p_vascular", "p_nevus", "p_other"))
-    assert abs(total - 1) < 1e-3
     x0, y0, x1, y1 = map(int, good["frame"].split())  # the spot (radius 18, centred) framed, not the whole photo
     assert good["spots"] == "1" and 0 < x0 < 80 < x1 < 160 and 0 < y0 < 80 < y1 < 160
     assert by_name["empty.jpg"]["spots"] == by_name["empty.jpg"]["frame"] == ""

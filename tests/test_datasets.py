@@ -11,10 +11,14 @@ from tests.conftest import HAM_DX, SHARED_DATA, make_ham, needs_shared, spot_pho
 
 
 def test_ham10000_mapping_and_groups(tmp_path):
-    samples = load_ham10000(make_ham(tmp_path))
+    root = make_ham(tmp_path)
+    metadata = root / "HAM10000_metadata.csv"  # all seven diagnoses: carcinomas too
+    metadata.write_text(metadata.read_text().replace(",bkl,", ",bcc,", 3).replace(",df,", ",akiec,", 2))
+    samples = load_ham10000(root)
     assert len(samples) == len(HAM_DX)
     by_dx = {s.detail: s.label for s in samples}
-    assert by_dx == {"nv": "nevus", "mel": "other", "bkl": "other", "vasc": "vascular", "df": "other"}
+    assert by_dx == {"nv": "nevus", "mel": "other", "bkl": "other", "bcc": "other", "akiec": "other",
+                     "vasc": "vascular", "df": "other"}
     assert len({s.group for s in samples}) == 60  # 20 nevus lesions with 2 images + 40 single
 
 
@@ -73,13 +77,15 @@ def test_clinical_groups_follow_sources(tmp_path):
         ("c.jpg", "nevus", "pad_ufes_20", "NEV", "o/r@1:images/PAT_417_828_723.png"),
         ("d.jpg", "nevus", "pad_ufes_20", "NEV", "o/r@1:images/PAT_417_900_1.png"),
         ("e.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/0101.jpg"),
+        ("f.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/0102.jpg"),
     ]
     with (tmp_path / "labels.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["filename", "label", "source", "source_category", "original_path"])
         writer.writerows(rows)
     groups = [s.group for s in load_clinical(tmp_path)]
-    assert groups[0] == groups[1] and groups[2] == groups[3] and len(set(groups)) == 3
+    # one NCI case folder, one PAD-UFES patient, and each SD-198 image on its own (it has no patient ids)
+    assert groups[0] == groups[1] and groups[2] == groups[3] and groups[4] != groups[5] and len(set(groups)) == 4
 
 
 def test_split_is_grouped_stratified_and_reproducible(tmp_path):

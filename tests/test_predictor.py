@@ -9,7 +9,7 @@ import pytest
 from matplotlib import cbook
 
 from data.images import ImageError, read_image
-from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, sha256_of
 from tests.conftest import SHARED_DATA, needs_shared, spot_photo
 
 
@@ -21,7 +21,7 @@ def test_embedded_model_is_small_and_complete():
 
 def test_prediction_has_probabilities_reason_and_heatmap(predictor):
     result = predictor.predict(spot_photo("vascular", size=300, radius=30))
-    assert result.label in {"vascular", "nevus", "other", "unsure"}
+    assert result.label in ("unsure", max(result.probabilities, key=result.probabilities.get))  # never another group
     assert abs(sum(result.probabilities.values()) - 1) < 1e-5
     assert result.confidence == max(result.probabilities.values())
     assert result.reason
@@ -75,14 +75,14 @@ def test_things_that_are_not_skin_spots_are_refused(predictor, make):
     assert "not a close-up of skin" in result.reason or "does not look like the skin spots" in result.reason
 
 
-@needs_shared
 def test_shipped_metrics_meet_the_targets():
-    """The committed evaluation of the shipped model, on the lesion-grouped HAM10000 test split.
+    """The committed evaluation of the shipped model (that very file), on the lesion-grouped HAM10000 test split.
 
     Floors: vascular recall at the measured 0.85, balanced accuracy 0.80: a retrained default must not do worse.
     The issue's goal for vascular recall is 0.90; see README "Results". The safety rates are the goals.
     """
     metrics = json.loads((DEFAULT_CHECKPOINT.parent / "metrics.json").read_text())
+    assert metrics["checkpoint_sha256"] == sha256_of(DEFAULT_CHECKPOINT), "metrics.json is not of the shipped model"
     derm = metrics["domains"]["dermoscopy"]
     assert derm["argmax"]["per_class"]["vascular"]["recall"] >= 0.85
     assert derm["argmax"]["balanced_accuracy"] >= 0.80
@@ -111,7 +111,9 @@ def test_committed_evaluation_matches_the_shipped_model(predictor):
 def test_extreme_sizes_get_an_answer(predictor, shape):
     image = np.full(shape, (220, 180, 160), np.uint8)
     result = predictor.predict(image)
-    assert result.label in {"vascular", "nevus", "other", "unsure"}
+    assert result.label in ("unsure", max(result.probabilities, key=result.probabilities.get))
+    x0, y0, x1, y1 = result.framing.box  # the frame checked lies inside the photo
+    assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
     if shape == (8, 8, 3):
         assert result.label == "unsure" and "too small" in result.reason
 
