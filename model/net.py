@@ -3,7 +3,7 @@
 Eight 3x3 conv layers with batch norm, halving the resolution five times,
 then global average pooling and one linear layer. Keeping the head a single
 linear layer over pooled features makes the class activation map exact and
-cheap (`class_activation_maps`): no gradients needed, so the same heatmap
+cheap (`model.predictor.class_activation_map`): no gradients needed, so the same heatmap
 comes out of PyTorch and ONNX Runtime.
 """
 from __future__ import annotations

@@ -336,8 +336,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to serve other machines")
+    parser.add_argument("--port", type=int, default=7860, help="default: 7860")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="default: 127.0.0.1 (this machine only); use 0.0.0.0 to serve other machines")
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
     parser.add_argument("--ssl-certfile", default=None,
                         help="serve HTTPS with this certificate: phone browsers allow the live camera only over HTTPS")

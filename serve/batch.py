@@ -205,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out and score the rest")
     parser.add_argument("--heatmaps", type=Path, default=None, help="also write a heatmap PNG per image here")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--workers", type=int, default=WORKERS, help="decoding threads")
-    parser.add_argument("--threads", type=int, default=NETWORK_THREADS, help="threads for the network")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"images per network batch (default: {BATCH_SIZE})")
+    parser.add_argument("--workers", type=int, default=WORKERS, help=f"decoding threads (default: {WORKERS})")
+    parser.add_argument("--threads", type=int, default=NETWORK_THREADS,
+                        help=f"threads for the network (default: {NETWORK_THREADS})")
     args = parser.parse_args(argv)
 
     folder = args.folder

@@ -50,14 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="data folders: HAM10000 (metadata CSV + images), the clinical set (labels.csv) "
                         "or a class-per-folder tree (vascular/ nevus/ other/)")
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
-    p.add_argument("--epochs", type=positive_int, default=24)
+    p.add_argument("--epochs", type=positive_int, default=24, help="passes of --draws-per-epoch draws")
     p.add_argument("--draws-per-epoch", type=positive_int, default=5000,
                    help="class-balanced draws (with replacement) per epoch")
-    p.add_argument("--image-size", type=positive_int, default=112)
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--image-size", type=positive_int, default=112, help="the network's input side in pixels")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
     p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (one-cycle schedule)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
+    p.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
     p.add_argument("--ema", type=float, default=0.995,
                    help="decay of an exponential moving average of the weights (and batch-norm statistics); "
                         "each epoch the averaged and the raw weights are validated and the best of all is kept; "
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the draws and the weights")
     p.add_argument("--run-seed", type=int, default=None,
                    help="seeds the draws and the weights only, keeping --seed's split: several runs of one recipe on "
-                        "one split measure its run-to-run spread (default: --seed)")
+                        "one split measure its run-to-run spread; None: the same as --seed")
     p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--unsure-rate", type=float, default=0.10, help="share of validation images answered 'unsure'")
