@@ -1,0 +1,157 @@
+"""Unit checks of calibration, balanced sampling, per-draw augmentation, lesion bootstrap and report rates."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.datasets import Sample
+from data.presets import TrainPreset
+from model.decision import softmax
+from tests.conftest import spot_photo
+from training.calibrate import fit_calibration
+from training.evaluate import bootstrap_intervals
+from training.loaders import EpochDraws, sampling_weights
+from training.metrics import expected_calibration_error, full_report
+
+
+def nll(logits, targets, temperature):
+    return float(torch.nn.functional.cross_entropy(torch.as_tensor(logits / temperature), torch.as_tensor(targets)))
+
+
+def validation_logits():
+    """200 validation images in two domains: 100 nevi that lean vascular (p(vascular) > 0.5 at any temperature),
+    100 vascular images; clinical nevi lean harder, so that domain sets the vascular bar."""
+    rng = np.random.default_rng(0)
+    lean = np.concatenate([rng.uniform(0.5, 3.0, 50), rng.uniform(1.0, 5.0, 50), rng.uniform(-1.0, 4.0, 100)])
+    logits = np.stack([lean, np.zeros(200), np.full(200, -30.0)], axis=1)
+    targets = np.array([1] * 100 + [0] * 100)
+    domains = np.array(["dermoscopy"] * 50 + ["clinical"] * 50 + ["dermoscopy", "clinical"] * 50)
+    return logits, targets, domains
+
+
+def test_vascular_bar_lets_through_only_the_requested_share_of_nonvascular_images_per_domain():
+    """In each domain at most `max_false_vascular` of validation non-vascular images clear vascular_min,
+    and in the strictest domain almost exactly that share does."""
+    logits, targets, domains = validation_logits()
+    cal = fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.1)
+    p_vascular = softmax(logits, cal["temperature"])[:, 0]
+    shares = [(p_vascular[(targets == 1) & (domains == d)] > cal["vascular_min"]).mean() for d in ("dermoscopy", "clinical")]
+    assert 0.5 < cal["vascular_min"] < 0.999
+    assert shares[0] <= 0.1 and shares[1] == pytest.approx(0.1, abs=0.02)
+
+
+def test_unsure_threshold_puts_the_requested_share_of_validation_images_below_it():
+    """unsure_below is the `unsure_rate` quantile of the top probability: 20% of validation images fall under it."""
+    logits, targets, domains = validation_logits()
+    cal = fit_calibration(logits, targets, domains, np.zeros(200), unsure_rate=0.2)
+    top = softmax(logits, cal["temperature"]).max(axis=1)
+    assert (top < cal["unsure_below"]).mean() == pytest.approx(0.2, abs=0.01)
+
+
+def test_fitted_temperature_softens_overconfident_logits_and_lowers_nll():
+    """Logits four times too sharp get a temperature near 4, with a lower NLL than leaving them at T=1."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(0, 1.5, (400, 3))
+    targets = np.array([rng.choice(3, p=p) for p in softmax(base)])
+    logits = 4 * base
+    cal = fit_calibration(logits, targets, np.array(["dermoscopy"] * 400), np.zeros(400))
+    assert 3 < cal["temperature"] < 5.5
+    assert nll(logits, targets, cal["temperature"]) < nll(logits, targets, 1.0) - 0.3
+
+
+def sample(label, source="ham10000", group="g"):
+    return Sample(Path(f"{label}.jpg"), label, group, label, source)
+
+
+def test_sampling_weights_draw_classes_equally_within_each_domain_and_clinical_at_its_share():
+    """Each (domain, class) gets an equal share of its domain's draws; clinical photos get `clinical_share`."""
+    counts = {("ham10000", "vascular"): 2, ("ham10000", "nevus"): 10, ("ham10000", "other"): 5,
+              ("clinical", "vascular"): 3, ("clinical", "nevus"): 1, ("clinical", "other"): 6}
+    samples = [sample(label, source) for (source, label), n in counts.items() for _ in range(n)]
+    weights = sampling_weights(samples, clinical_share=0.3)
+    share = {key: weights[[(s.source, s.label) == key for s in samples]].sum() / weights.sum() for key in counts}
+    for (source, _), value in share.items():
+        assert value == pytest.approx(0.1 if source == "clinical" else 0.7 / 3)
+
+
+def test_sampling_weights_without_clinical_photos_balance_the_classes():
+    """With dermoscopy only, every class is a third of the draws however many images it has."""
+    samples = [sample("vascular")] * 2 + [sample("nevus")] * 30 + [sample("other")] * 8
+    weights = sampling_weights(samples, clinical_share=0.3)
+    for label in ("vascular", "nevus", "other"):
+        assert weights[[s.label == label for s in samples]].sum() / weights.sum() == pytest.approx(1 / 3)
+
+
+def epoch_draws(epoch=0):
+    pixels = spot_photo("vascular", size=48, radius=8)[None]
+    return EpochDraws(pixels, np.array([0]), np.ones(1), TrainPreset(size=32), clinical=np.array([False]),
+                      draws=4, seed=7, epoch=epoch)
+
+
+def test_each_draw_of_an_image_is_augmented_differently_yet_reproducibly():
+    """Draws of the same image within an epoch differ; the same (seed, epoch, position) gives the same tensor."""
+    draws = epoch_draws()
+    first, second = draws[0][0], draws[1][0]
+    assert not torch.equal(first, second)
+    assert torch.equal(epoch_draws()[1][0], second)
+    assert not torch.equal(epoch_draws(epoch=1)[1][0], second)
+
+
+def rule_samples(groups):
+    """30 images: 20 vascular, with the 11 in group `groups[0]` all missed by the rule, 5 nevi and 5 others."""
+    labels = ["vascular"] * 20 + ["nevus"] * 5 + ["other"] * 5
+    decided = ["unsure"] * 11 + labels[11:]
+    samples = [Sample(Path(f"{i}.jpg"), label, group, label, "ham10000") for i, (label, group) in
+               enumerate(zip(labels, groups))]
+    probs = np.eye(3)[[s.target for s in samples]]
+    return samples, probs, decided
+
+
+def test_bootstrap_resamples_whole_lesions_not_single_images():
+    """Eleven missed images of one lesion rise and fall together, so the lesion interval for vascular recall is much
+    wider than when each image is its own lesion, and reaches 1 (resamples without that lesion)."""
+    by_lesion = ["a"] * 11 + [f"v{i:02d}" for i in range(19)]
+    by_image = [f"i{i:02d}" for i in range(30)]
+    lesion = bootstrap_intervals(*rule_samples(by_lesion), rounds=300)["vascular_recall_with_rule"]
+    image = bootstrap_intervals(*rule_samples(by_image), rounds=300)["vascular_recall_with_rule"]
+    assert lesion[1] == 1.0 and image[1] < 0.75
+    assert lesion[1] - lesion[0] > (image[1] - image[0]) + 0.2
+
+
+def test_expected_calibration_error_by_hand():
+    """Two 15-bin bins: 0.9 confident at 50% accuracy and 0.7 at 100% give 0.5*0.4 + 0.5*0.3 = 0.35."""
+    probs = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.1, 0.7, 0.2], [0.2, 0.1, 0.7]])
+    assert expected_calibration_error(probs, np.array([0, 1, 1, 2])) == pytest.approx(0.35)
+
+
+def test_expected_calibration_error_is_zero_when_confidence_matches_accuracy():
+    """80% confident and right 8 times in 10: no calibration error."""
+    probs = np.tile([0.8, 0.1, 0.1], (10, 1))
+    assert expected_calibration_error(probs, np.array([0] * 8 + [1] * 2)) == pytest.approx(0, abs=1e-12)
+
+
+def decided_report():
+    """Eight images: 3 vascular (2 called vascular), 2 nevi (1 called vascular), 3 others, two of them melanomas
+    (one called vascular); two answers are unsure."""
+    targets = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    decided = ["vascular", "vascular", "unsure", "vascular", "nevus", "unsure", "other", "vascular"]
+    details = ["vasc", "vasc", "vasc", "nv", "nv", "bkl", "Malignant_Melanoma", "mel"]
+    return full_report(np.eye(3)[targets] * 0.8 + 0.2 / 3, targets, decided, details)["with_decision_rule"]
+
+
+def test_rule_rates_on_a_hand_made_case():
+    """Coverage 6/8, vascular recall 2/3, precision 2/4, non-vascular called vascular 2/5."""
+    rule = decided_report()
+    assert rule["coverage"] == pytest.approx(0.75) and rule["unsure_rate"] == pytest.approx(0.25)
+    assert rule["vascular_recall"] == pytest.approx(2 / 3)
+    assert rule["vascular_precision"] == pytest.approx(0.5)
+    assert rule["nonvascular_called_vascular"] == pytest.approx(0.4)
+
+
+def test_melanomas_called_vascular_are_counted():
+    """Both melanoma spellings count; one of the two was called vascular."""
+    rule = decided_report()
+    assert rule["melanomas"] == 2 and rule["melanoma_called_vascular"] == pytest.approx(0.5)
