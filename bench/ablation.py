@@ -79,11 +79,10 @@ def framing_effect(checkpoint: str | None) -> dict[str, float]:
     """Clinical validation balanced accuracy of one model with and without framing the spot."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from data.datasets import load_dataset
+    from data.datasets import DEFAULT_DATA, load_dataset
     from data.images import read_image
     from data.splits import split_samples
     from model.predictor import Predictor
-    from training.train import DEFAULT_DATA
 
     predictor = Predictor(checkpoint)
     val = split_samples(load_dataset(DEFAULT_DATA[1]), seed=0, n_folds=5)["val"]

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from data.datasets import DEFAULT_DATA
 from data.images import ImageError, read_image
 from data.presets import frame_and_resize
+from data.splits import load_splits
 from model.checkpoint import DEFAULT_CHECKPOINT
-from training.train import DEFAULT_DATA, load_splits
 
 
 def parse_models(doc: str, results: Path, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

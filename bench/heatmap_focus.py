@@ -20,11 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.datasets import load_dataset
+from data.datasets import DEFAULT_DATA, load_dataset
 from data.images import read_image
 from data.splits import split_samples
 from model.predictor import Predictor, overlay_heatmap
-from training.train import DEFAULT_DATA
 
 THUMB = 160
 

@@ -13,14 +13,14 @@ import argparse
 
 import numpy as np
 
-from data.datasets import CLASSES
+from data.datasets import CLASSES, DEFAULT_DATA
 from data.images import read_image
+from data.splits import load_splits
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.decision import Calibration, decide, softmax
 from model.predictor import Predictor
 from training.calibrate import fit_calibration
 from training.metrics import full_report
-from training.train import DEFAULT_DATA, load_splits
 
 
 def run(predictor: Predictor, inputs: np.ndarray, flips: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,9 @@ from pathlib import Path
 from data.images import is_image_file
 
 CLASSES = ("vascular", "nevus", "other")
+# Where this project's machines keep the data: ../shared/data beside the repository.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")]
 
 # HAM10000 diagnosis -> SpotCheck group. Everything that is neither a vascular
 # lesion nor a melanocytic nevus needs a doctor's look, so it is "other".

@@ -1,9 +1,12 @@
 """Image presets: the one eval preprocessing and the training augmentation, side by side.
 
-`eval_preset` is the only way an image becomes model input: training's
-validation, `training.evaluate`, batch scoring, the app and the ONNX export all
-call it with the settings stored in the checkpoint, so they never drift apart.
-It returns numpy (no torch) so the ONNX Runtime path can use it too.
+`eval_preset` is the one way a photo becomes model input: `training.evaluate`,
+batch scoring and the app (through `model.predictor`, with the settings stored
+in the checkpoint, for PyTorch and ONNX Runtime alike) all call it, so they
+never drift apart. Training validates with its two halves, `frame_and_resize`
+once per image when the data is decoded and `normalize` per batch, with the
+same settings it then stores. It returns numpy (no torch) so the ONNX Runtime
+path needs no torch.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ def shades_of_grey(image: np.ndarray, p: int) -> np.ndarray:
     return np.clip(x * (light.mean() / np.maximum(light, 1e-3)), 0, 255)
 
 
-def normalize(square: np.ndarray, *, mean=MEAN, std=STD, colour_constancy: int = 0) -> np.ndarray:
+def normalize(square: np.ndarray, *, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
+              colour_constancy: int = 0) -> np.ndarray:
     """uint8 HWC RGB -> float32 CHW, normalised; `colour_constancy` p > 0 first neutralises the light's colour
     with `shades_of_grey` (0: off)."""
     x = (shades_of_grey(square, colour_constancy) if colour_constancy else square.astype(np.float32)) / 255.0
@@ -50,7 +54,8 @@ def normalize(square: np.ndarray, *, mean=MEAN, std=STD, colour_constancy: int =
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def eval_preset(image: np.ndarray, *, size: int = 112, mean=MEAN, std=STD, colour_constancy: int = 0,
+def eval_preset(image: np.ndarray, *, size: int = 112, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
+                colour_constancy: int = 0,
                 box: tuple[int, int, int, int] | None = None,
                 analysis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
     """RGB uint8 photo -> (model input CHW float32, the framed square uint8, the framing).
@@ -76,8 +81,9 @@ class TrainPreset:
     rather than dermoscopy (see `clinicalize`).
     """
 
-    def __init__(self, *, size: int = 112, mean=MEAN, std=STD, clinical_p: float = 0.5, colour_constancy: int = 0,
-                 marks_p: float = 0.0, marks_p_dermoscopy: float = 0.0, zoom_out_p: float = 0.0):
+    def __init__(self, *, size: int = 112, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
+                 clinical_p: float = 0.5, colour_constancy: int = 0, marks_p: float = 0.0,
+                 marks_p_dermoscopy: float = 0.0, zoom_out_p: float = 0.0):
         self.size, self.mean, self.std, self.clinical_p = size, mean, std, clinical_p
         self.colour_constancy = colour_constancy
         self.marks_p, self.marks_p_dermoscopy, self.zoom_out_p = marks_p, marks_p_dermoscopy, zoom_out_p

@@ -10,7 +10,7 @@ from collections import Counter
 
 from sklearn.model_selection import StratifiedGroupKFold
 
-from data.datasets import CLASSES, Sample
+from data.datasets import CLASSES, Sample, load_dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -31,6 +31,21 @@ def split_samples(samples: list[Sample], *, seed: int = 0, n_folds: int = 7) -> 
     for sample, fold in zip(ordered, fold_of):
         split["test" if fold == 0 else "val" if fold == 1 else "train"].append(sample)
     return split
+
+
+def load_splits(roots: list[str], seed: int) -> dict[str, list[Sample]]:
+    """Split each data folder on its own (by lesion/patient group) and pool the parts: training, evaluation and
+    the benches all call this, so they agree on which image is in which split."""
+    pooled = {name: [] for name in SPLITS}
+    for root in roots:
+        samples = load_dataset(root)
+        folds = 7 if len(samples) >= 2000 else 5  # small sets: bigger val/test parts
+        for name, part in split_samples(samples, seed=seed, n_folds=folds).items():
+            pooled[name] += part
+        print(f"{root}: {len(samples)} images, {folds} folds")
+    for name, part in pooled.items():
+        print(f"  {name}: {len(part)} images {class_counts(part)}")
+    return pooled
 
 
 def class_counts(samples: list[Sample]) -> dict[str, int]:

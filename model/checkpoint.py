@@ -14,8 +14,12 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from model.net import SpotNet
 
 FORMAT = "spotcheck/1"
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "spotcheck.pt"
@@ -34,7 +38,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `write(file)` into a temporary file beside it, then rename: a crash never leaves half a
+    file under the real name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -57,8 +63,20 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
         raise ValueError(f"checkpoint lacks {missing}")
     import torch
 
-    _atomic_write(path, lambda f: torch.save(checkpoint, f))
-    _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
+    atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
+
+
+def spotnet_from(checkpoint: dict[str, Any]) -> SpotNet:
+    """SpotNet with a loaded checkpoint's weights, in eval mode; CheckpointError if they do not fit."""
+    from model.net import SpotNet
+
+    model = SpotNet(num_classes=len(checkpoint["classes"]))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"the checkpoint's weights do not fit SpotNet: {err}") from err
+    return model.eval()
 
 
 def load_checkpoint(path: str | Path | None = None, *, finished: bool = True) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, _atomic_write, load_checkpoint, sha256_of
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, load_checkpoint, sha256_of, spotnet_from
 
 SIDECAR_FORMAT = "spotcheck-onnx/1"
 OPSET = 17
@@ -64,12 +64,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
     ckpt = load_checkpoint(checkpoint)
     classes = list(ckpt["classes"])
     size = int(ckpt["preprocess"]["size"])
-    model = SpotNet(num_classes=len(classes))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"the checkpoint's weights do not fit SpotNet: {err}") from err
-    model.eval()
+    model = spotnet_from(ckpt)
 
     class WithMaps(torch.nn.Module):
         def __init__(self, net: SpotNet):
@@ -90,13 +85,12 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
                           dynamic_axes={INPUT: batch, OUTPUTS[0]: batch, OUTPUTS[1]: batch},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     graph = buffer.getvalue()
-    model.eval()
 
     if check:
         _check_against_torch(model, graph, size)
 
     onnx_path, json_path = onnx_paths(checkpoint)
-    _atomic_write(onnx_path, lambda f: f.write(graph))
+    atomic_write(onnx_path, lambda f: f.write(graph))
     sidecar = {
         "format": SIDECAR_FORMAT,
         "onnx": onnx_path.name,
@@ -114,7 +108,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         # float32 values printed by Python round-trip exactly back to float32
         "head": {"weight": plain(model.head.weight.detach().numpy()), "bias": plain(model.head.bias.detach().numpy())},
     }
-    _atomic_write(json_path, lambda f: f.write(sidecar_text(sidecar).encode()))
+    atomic_write(json_path, lambda f: f.write(sidecar_text(sidecar).encode()))
     return onnx_path, json_path
 
 

@@ -38,12 +38,11 @@ from data.framing import Framing
 from data.images import ImageError, analysis_copy, read_image
 from data.presets import eval_preset
 from data.quality import photo_problem
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, sha256_of
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, sha256_of, spotnet_from
 from model.decision import UNSURE, Calibration, FeatureDistance, decide, softmax
 from model.export import SIDECAR_FORMAT, onnx_paths
 
 BACKENDS = ("auto", "torch", "onnx")
-AUTO_PREFERS = "onnx"  # the faster backend on this project's machines (bench/results.md)
 
 
 @dataclass
@@ -73,15 +72,8 @@ class _TorchEngine:
     def __init__(self, checkpoint: dict[str, Any], threads: int | None):
         import torch
 
-        from model.net import SpotNet
-
         self._torch = torch
-        self.model = SpotNet(num_classes=len(checkpoint["classes"]))
-        try:
-            self.model.load_state_dict(checkpoint["model"])
-        except RuntimeError as err:
-            raise CheckpointError(f"the checkpoint's weights do not fit SpotNet: {err}") from err
-        self.model.eval()
+        self.model = spotnet_from(checkpoint)
         if threads:
             torch.set_num_threads(threads)
         self.head_weight = self.model.head.weight.detach().numpy()
@@ -114,7 +106,6 @@ class _OnnxEngine:
         # Idle threads sleep rather than spin: batch scoring decodes images in other threads meanwhile.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self.model = None
         self.session = ort.InferenceSession(export.graph, options, providers=["CPUExecutionProvider"])
         sidecar = export.sidecar
         self.input, self.outputs = sidecar["input"], list(sidecar["outputs"])
@@ -168,7 +159,7 @@ def choose_backend(checkpoint: str | os.PathLike | None = None) -> str:
 
 def _choose_backend(checkpoint: str | os.PathLike | None) -> tuple[str, _Export | None]:
     """`choose_backend`'s answer, with the export it read when that is "onnx" (so the Predictor reads it once)."""
-    if AUTO_PREFERS == "onnx" and importlib.util.find_spec("onnxruntime") is not None:
+    if importlib.util.find_spec("onnxruntime") is not None:  # the faster one here (bench/results.md)
         export, problem = _read_export(checkpoint)
         if problem is None:
             return "onnx", export
@@ -197,7 +188,6 @@ class Predictor:
             info = load_checkpoint(path.with_suffix(".pt") if path.suffix in (".onnx", ".json") else path)
             self._engine = _TorchEngine(info, threads)
         self.backend = backend
-        self.model = self._engine.model  # the torch module (None with ONNX Runtime)
         self.classes = tuple(info["classes"])
         self.size = int(info["preprocess"]["size"])
         self.mean, self.std = tuple(info["preprocess"]["mean"]), tuple(info["preprocess"]["std"])

@@ -21,16 +21,17 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
-from data.datasets import CLASSES, Sample
+from data.datasets import CLASSES, DEFAULT_DATA, Sample
 from data.images import ImageError, read_image
+from data.splits import load_splits
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
 from training.report import plot_confusion, plot_reliability, plot_roc, write_model_card
-from training.train import DEFAULT_DATA, load_splits
 
 
-def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 64):
+def predict_samples(predictor: Predictor, samples: list[Sample],
+                    batch_size: int = 64) -> tuple[list[Sample], np.ndarray, list[str]]:
     """Calibrated probabilities and decided labels for each readable sample."""
     kept, probs, decided = [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="test", disable=None):

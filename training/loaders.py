@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -80,7 +81,8 @@ class EpochDraws(torch.utils.data.Dataset):
         return torch.from_numpy(image), self.targets[i]
 
 
-def eval_batches(pixels: np.ndarray, *, mean, std, colour_constancy: int = 0, batch_size: int):
+def eval_batches(pixels: np.ndarray, *, mean: tuple[float, ...], std: tuple[float, ...], colour_constancy: int = 0,
+                 batch_size: int) -> Iterator[torch.Tensor]:
     """Normalised eval-preset batches of already framed, model-sized squares."""
     for start in range(0, len(pixels), batch_size):
         yield torch.from_numpy(np.stack([normalize(p, mean=mean, std=std, colour_constancy=colour_constancy)

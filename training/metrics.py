@@ -1,6 +1,8 @@
 """Scores for a set of predictions: what evaluation reports and what training selects on."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
@@ -85,7 +87,7 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
     return report
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """`value` with every NaN or infinity replaced by None, so the JSON written is strict (NaN is not JSON)."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}

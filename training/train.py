@@ -22,9 +22,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DX_TO_CLASS, load_dataset
+from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS
 from data.presets import MEAN, STD, TrainPreset, square_resize
-from data.splits import class_counts, split_samples
+from data.splits import class_counts, load_splits
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export
@@ -32,9 +32,6 @@ from model.net import SpotNet, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
 from training.metrics import json_safe, quick_scores
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_DATA = [str(SHARED / "ham10000"), str(SHARED / "clinical")]
 
 
 def positive_int(text: str) -> int:
@@ -118,20 +115,6 @@ def code_version() -> str:
                               cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def load_splits(roots: list[str], seed: int) -> dict[str, list]:
-    """Split each data folder on its own (by lesion/patient group) and pool the parts."""
-    pooled = {"train": [], "val": [], "test": []}
-    for root in roots:
-        samples = load_dataset(root)
-        folds = 7 if len(samples) >= 2000 else 5  # small sets: bigger val/test parts
-        for name, part in split_samples(samples, seed=seed, n_folds=folds).items():
-            pooled[name] += part
-        print(f"{root}: {len(samples)} images, {folds} folds")
-    for name, part in pooled.items():
-        print(f"  {name}: {len(part)} images {class_counts(part)}")
-    return pooled
 
 
 @torch.no_grad()
