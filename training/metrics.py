@@ -12,17 +12,23 @@ from model.decision import UNSURE
 VASCULAR, NEVUS = CLASSES.index("vascular"), CLASSES.index("nevus")
 
 
-def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
-    """Top-label ECE with equal-width confidence bins."""
+def reliability_bins(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, count) of each non-empty equal-width bin of the top probability."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == targets
     edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
+    found = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (confidence > lo) & (confidence <= hi)
         if inside.any():
-            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(ece)
+            found.append((float(confidence[inside].mean()), float(correct[inside].mean()), int(inside.sum())))
+    return found
+
+
+def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    return sum(count * abs(accuracy - confidence)
+               for confidence, accuracy, count in reliability_bins(probabilities, targets, bins)) / max(len(targets), 1)
 
 
 def is_melanoma(details: list[str]) -> np.ndarray:

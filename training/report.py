@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from data.datasets import CLASSES  # noqa: E402
+from training.metrics import reliability_bins  # noqa: E402
 
 
 def plot_confusion(report: dict, path: Path, *, title: str) -> None:
@@ -46,16 +47,7 @@ def plot_roc(probs: np.ndarray, targets: np.ndarray, path: Path, *, title: str) 
 
 
 def plot_reliability(probs: np.ndarray, targets: np.ndarray, path: Path, *, title: str, bins: int = 15) -> None:
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == targets
-    edges = np.linspace(0, 1, bins + 1)
-    centres, accuracy, counts = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (confidence > lo) & (confidence <= hi)
-        if inside.any():
-            centres.append(confidence[inside].mean())
-            accuracy.append(correct[inside].mean())
-            counts.append(inside.sum())
+    centres, accuracy, counts = zip(*reliability_bins(probs, targets, bins))
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5, label="perfect calibration")
     ax.plot(centres, accuracy, "o-", label="model")
