@@ -200,19 +200,22 @@ class OutputFiles:
 
 
 def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
-    """The uploaded file itself, for `check_spot` to read (the click runs with preprocess=False).
+    """The uploaded file itself, for `check_spot` to read (the click runs with preprocess=False); None for a path
+    outside Gradio's upload folder.
 
     gr.Image's own preprocessing opens every upload with PIL before the handler
     runs: a file that is not an image then fails inside Gradio (the page shows
     only "Error" next to the previous answer), and uploads it converts (RGBA,
     grayscale, rotated) are re-saved as copies, so deleting the handler's file
-    would leave the original behind. Gradio has already checked that the path
-    is inside its upload folder.
+    would leave the original behind. Gradio checks that a path is one of its
+    uploads only when the payload carries its file metadata, so the path is
+    checked here: `check_spot` reads the file it is given, and deletes it.
     """
     if not payload:
         return None
     if payload.get("path"):
-        return str(payload["path"])
+        path = str(payload["path"])
+        return path if Path(path).resolve().is_relative_to(Path(photo.GRADIO_CACHE).resolve()) else None
     return photo.preprocess(ImageData(**payload))  # e.g. a base64 data URL sent through the API
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import shutil
 import socket
 import ssl
@@ -50,6 +51,22 @@ def test_check_answers_a_photo_and_keeps_no_upload(client, running_app, tmp_path
     assert guidance == GUIDANCE[headline_in(summary)]  # the guidance for this answer
     # The upload itself is gone from the server once answered (only Gradio's heatmap copies remain).
     assert not list(running_app.uploads.rglob("spot.png")), "the uploaded photo was kept on the server"
+
+
+def test_a_bare_path_to_another_file_on_the_server_is_neither_read_nor_deleted(running_app, tmp_path):
+    """The API takes a file as a bare {"path": ...}, which Gradio checks only when its file metadata is sent: the
+    app itself must refuse a path outside its upload folder (it deletes each upload once answered)."""
+    secret = write_rgb(tmp_path / "someone_elses.png", spot_photo("vascular", size=200))
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"{running_app.url}gradio_api/call/check", method="POST",
+                                     data=json.dumps({"data": [{"path": str(secret)}]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with no_proxy.open(request, timeout=30) as response:
+        event = json.loads(response.read())["event_id"]
+    with no_proxy.open(f"{running_app.url}gradio_api/call/check/{event}", timeout=60) as response:
+        stream = response.read().decode()
+    assert "event: complete" in stream and "Upload or take a photo of the spot first" in stream, stream
+    assert secret.is_file(), "the app deleted a file outside its upload folder"
 
 
 def test_a_non_image_gets_a_message_not_an_error(client, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import cv2
 import gradio as gr
@@ -15,6 +16,14 @@ from model.predictor import Predictor
 from serve.app import OutputFiles, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from tests.conftest import COLOURS, spot_photo, write_rgb
+
+
+@pytest.fixture
+def uploads(tmp_path, monkeypatch) -> Path:
+    """Gradio's upload folder for the apps a test builds: the page's handlers read files inside it only."""
+    folder = tmp_path / "uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
 
 
 def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
@@ -115,10 +124,10 @@ def test_the_app_answers_as_batch_scoring_does(tmp_path, predictor, label):
     assert answer.probabilities == pytest.approx(expected.probabilities) and answer.box == expected.framing.box
 
 
-def test_checking_again_uses_the_held_photo_only_for_the_same_upload(tmp_path, predictor):
+def test_checking_again_uses_the_held_photo_only_for_the_same_upload(uploads, predictor):
     """The page's button: a photo answered before is held in memory; a different upload never gets its answer."""
     answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
-    first = write_rgb(tmp_path / "first.png", spot_photo("vascular", size=200))
+    first = write_rgb(uploads / "first.png", spot_photo("vascular", size=200))
     summary, _, _, _, unanswered, held = answer({"path": str(first)}, None, serve.app.LatestPhoto())
     assert not unanswered and isinstance(held, serve.app.HeldPhoto) and held.upload == str(first)
     assert not first.exists()
@@ -126,8 +135,19 @@ def test_checking_again_uses_the_held_photo_only_for_the_same_upload(tmp_path, p
     again = answer({"path": str(first)}, held, serve.app.LatestPhoto())  # pressed again: the upload is gone, the held photo answers
     assert again[0] == summary and again[5].photo is held.photo
 
-    other = answer({"path": str(tmp_path / "other.png")}, held, serve.app.LatestPhoto())  # another upload that is gone: not the held photo
+    other = answer({"path": str(uploads / "other.png")}, held, serve.app.LatestPhoto())  # another upload that is gone: not the held photo
     assert "upload the photo again" in other[0] and other[5] is None
+
+
+def test_the_page_reads_and_deletes_only_files_in_its_upload_folder(tmp_path, uploads, predictor):
+    """A request naming any other file on the server (the API lets a caller send a bare path) gets no answer from
+    it, and the file stays: nothing is read or deleted, and the reply does not even say whether it exists."""
+    answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
+    elsewhere = write_rgb(tmp_path / "private" / "photo.png", spot_photo("vascular", size=200))
+    for path in (elsewhere, tmp_path / "private" / "missing.png", uploads / ".." / "private" / "photo.png"):
+        summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(path)}, None, serve.app.LatestPhoto())
+        assert summary == check_spot(predictor, None).summary and chart is heatmap is held is None
+    assert elsewhere.is_file()
 
 
 class PhotoPutInWhileChecking:
@@ -147,11 +167,11 @@ class PhotoPutInWhileChecking:
     ("old.png", "red.png", True),  # this photo's own `clear` arrived after the button was pressed
     (None, None, True),  # no page events at all (an API client)
 ])
-def test_an_answer_is_dropped_when_its_photo_was_replaced_while_being_checked(tmp_path, predictor, before, put_in,
+def test_an_answer_is_dropped_when_its_photo_was_replaced_while_being_checked(uploads, predictor, before, put_in,
                                                                             shown):
-    upload = write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200))
-    latest = serve.app.LatestPhoto(before and str(tmp_path / before))
-    app = build_app(PhotoPutInWhileChecking(predictor, latest, put_in and str(tmp_path / put_in)))
+    upload = write_rgb(uploads / "red.png", spot_photo("vascular", size=200))
+    latest = serve.app.LatestPhoto(before and str(uploads / before))
+    app = build_app(PhotoPutInWhileChecking(predictor, latest, put_in and str(uploads / put_in)))
     answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
     summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(upload)}, None, latest)
     if shown:
@@ -176,13 +196,13 @@ def test_each_answer_gets_its_own_picture_file_and_old_ones_are_swept():
     assert not os.path.exists(first) and not os.path.exists(chart) and os.path.exists(second)
 
 
-def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(tmp_path):
+def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(uploads):
     """Below the vascular bar the answer is "unsure": the panel's heading (and the API's `label`) must not say
     "vascular" under a "Not sure" headline."""
     strict = Predictor(DEFAULT_CHECKPOINT)
     strict.calibration = dataclasses.replace(strict.calibration, vascular_min=0.9999, unsure_below=0.0)
     answer = next(f.fn for f in build_app(strict).fns.values() if f.api_name == "check")
-    upload = write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200))
+    upload = write_rgb(uploads / "red.png", spot_photo("vascular", size=200))
     summary, chart, *_ = answer({"path": str(upload)}, None, serve.app.LatestPhoto())
     panel = gr.Label().postprocess(chart)
     assert HEADLINES["unsure"] in summary
