@@ -76,7 +76,10 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageError("the file is empty")
     if len(data) > MAX_FILE_BYTES:
         raise _too_large(len(data))
-    if _header_pixels(data) > MAX_PIXELS:
+    pixels = _header_pixels(data)
+    if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
+        raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)")
+    if pixels > MAX_PIXELS:
         raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
@@ -88,8 +91,10 @@ def decode_image(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _header_pixels(data: bytes) -> float:
-    """Width x height as the file's header states it; 0 when Pillow cannot read the header (OpenCV decides)."""
+def _header_pixels(data: bytes) -> float | None:
+    """Width x height as the file's header states it; None when Pillow cannot read the header. Only formats whose
+    size Pillow can read are decoded: OpenCV alone reads a few more (e.g. Radiance HDR), and one of those with a
+    20,000 x 20,000 header took 6 GB to decode."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -98,7 +103,7 @@ def _header_pixels(data: bytes) -> float:
     except Image.DecompressionBombError:  # Pillow's own limit, about 179 megapixels
         return float("inf")
     except Exception:  # not an image Pillow knows, or a damaged header
-        return 0
+        return None
     return width * height
 
 

@@ -107,6 +107,15 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path, width, height):
     assert "too large (more than 64 megapixels)" in result.stdout, result.stdout + result.stderr
 
 
+def test_formats_whose_size_pillow_cannot_read_are_refused():
+    """OpenCV alone decodes a few formats whose header Pillow cannot read (here Radiance HDR): their pixel count is
+    unknown before decoding, and a 24-MB HDR file claiming 20,000 x 20,000 pixels took 6 GB, so they are refused."""
+    hdr = cv2.imencode(".hdr", np.ones((64, 64, 3), np.float32))[1].tobytes()
+    assert cv2.imdecode(np.frombuffer(hdr, np.uint8), cv2.IMREAD_COLOR) is not None  # a valid image for OpenCV
+    with pytest.raises(ImageError, match="not a readable image"):
+        decode_image(hdr)
+
+
 def test_images_just_under_the_pixel_limit_are_read():
     rgb = decode_image(cv2.imencode(".png", np.zeros((6_000, 10_000, 3), np.uint8))[1].tobytes())
     assert rgb.shape == (6_000, 10_000, 3)
