@@ -18,6 +18,8 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import weakref  # noqa: E402
+from collections import deque  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -36,6 +38,7 @@ MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
 HELD_SECONDS = 900  # a photo is held in memory this long after its last answer, so its frame can be moved
 HELD_SIDE = 4096  # larger photos are held downscaled to this longer side (12 MP phone photos fit unchanged)
+HELD_BYTES = 2**30  # all held photos together (about 28 twelve-megapixel photos); beyond it the oldest are let go
 HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
 VIEW_SIDE = 512  # the framing view's longer side
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
@@ -44,7 +47,8 @@ SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
 # The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
 # the arrow keys work for people using a keyboard.
-SLIDER_KEYS = """() => { const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
+SLIDER_KEYS = """() => {
+    const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
     document.addEventListener('keyup', (event) => {
         if (keys.includes(event.key) && event.target.matches('#frame-size input[type=range]'))
             event.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));  // Svelte listens at the root
@@ -69,9 +73,39 @@ class HeldPhoto:
     """A photo kept in one browser session's memory (never on disk) so its frame can be moved."""
 
     upload: str  # the upload's path: Gradio names uploads by content, so the same path means the same photo
-    photo: np.ndarray
+    photo: np.ndarray | None  # None once let go to keep within HELD_BYTES (see HeldPhotos)
     box: tuple[int, int, int, int]
     placed: bool
+
+
+class HeldPhotos:
+    """Every photo held in memory, across all browser sessions, kept within `budget` bytes: when a new one goes over,
+    the longest-held are let go (their page then asks for the photo again). Gradio drops each after HELD_SECONDS,
+    but requests arriving faster than that (40 API calls with a 16-MP photo took the server to 2.3 GB) would
+    otherwise fill the memory. Only weak references are kept here: a photo Gradio drops is gone."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._held: deque[weakref.ref[HeldPhoto]] = deque()
+        self._lock = threading.Lock()
+
+    def hold(self, held: HeldPhoto) -> HeldPhoto:
+        with self._lock:
+            self._held.append(weakref.ref(held))
+            live = [h for h in (ref() for ref in self._held) if h is not None and h.photo is not None]
+            self._held = deque(weakref.ref(h) for h in live)
+            total = sum(h.photo.nbytes for h in live)  # a photo held twice (moments after a new answer) counts twice
+            for oldest in live[:-1]:
+                if total <= self.budget:
+                    break
+                total -= oldest.photo.nbytes
+                oldest.photo = None
+        return held
+
+
+def still_held(held: HeldPhoto | None) -> HeldPhoto | None:
+    """`held`, unless its photo has been let go (HeldPhotos)."""
+    return held if held is not None and held.photo is not None else None
 
 
 @dataclass
@@ -221,6 +255,7 @@ def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
 
 def build_app(predictor: Predictor) -> gr.Blocks:
     files = OutputFiles()
+    memory = HeldPhotos(HELD_BYTES)
 
     def shown(a: Answer, upload: str | None) -> tuple:
         """An Answer as the page's outputs: the four API outputs, then whether the photo box should be
@@ -228,7 +263,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         heatmap = a.heatmap
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
-        held_photo = HeldPhoto(upload, a.photo, a.box, a.placed) if a.photo is not None and upload else None
+        held_photo = None
+        if a.photo is not None and upload:
+            held_photo = memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed))
         chart = files.write_label(a.label, a.probabilities) if a.label and a.probabilities else None
         return (a.summary, chart, None if heatmap is None else files.write_picture(heatmap), a.guidance,
                 heatmap is None, held_photo)
@@ -247,7 +284,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return (*[gr.skip()] * 4, False, gr.skip())
 
     def answer(payload, held_photo: HeldPhoto | None, latest: LatestPhoto):
-        before, path = latest.upload, None
+        before, path, held_photo = latest.upload, None, still_held(held_photo)
         try:
             path = uploaded_path(photo, payload)
             if held_photo and held_photo.upload == path and not Path(path).exists():  # checked again
@@ -262,10 +299,11 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     def reframe(held_photo: HeldPhoto | None, latest: LatestPhoto, percent: float | None,
                 click: tuple[float, float] | None = None):
         """Check the held photo again with the frame moved (a click on the framing view) or resized (the slider)."""
+        held_photo = still_held(held_photo)
         if held_photo is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
-                                f"kept in memory for {HELD_SECONDS // 60} minutes after the last answer.", {}, None, ""),
-                         None)
+                                f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer (less "
+                                "when the server is busy).", {}, None, ""), None)
         h, before = held_photo, latest.upload
         try:
             outputs = shown(check_frame(predictor, h.photo, moved_frame(h.photo, h.box, click=click, percent=percent)),
@@ -278,6 +316,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return reframe(held_photo, latest, None, click=tuple(evt.index))
 
     def show_frame(held_photo: HeldPhoto | None):
+        held_photo = still_held(held_photo)
         if held_photo is None:
             return None, gr.update(value=FRAME_DEFAULT, interactive=False)
         h = held_photo

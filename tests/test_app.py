@@ -132,11 +132,30 @@ def test_checking_again_uses_the_held_photo_only_for_the_same_upload(uploads, pr
     assert not unanswered and isinstance(held, serve.app.HeldPhoto) and held.upload == str(first)
     assert not first.exists()
 
-    again = answer({"path": str(first)}, held, serve.app.LatestPhoto())  # pressed again: the upload is gone, the held photo answers
+    # Pressed again: the upload is gone, the held photo answers.
+    again = answer({"path": str(first)}, held, serve.app.LatestPhoto())
     assert again[0] == summary and again[5].photo is held.photo
 
-    other = answer({"path": str(uploads / "other.png")}, held, serve.app.LatestPhoto())  # another upload that is gone: not the held photo
+    # Another upload that is gone: not the held photo.
+    other = answer({"path": str(uploads / "other.png")}, held, serve.app.LatestPhoto())
     assert "upload the photo again" in other[0] and other[5] is None
+
+
+def test_held_photos_stay_within_the_memory_budget_oldest_let_go_first(uploads, predictor, monkeypatch):
+    """Many photos answered within HELD_SECONDS (e.g. API calls) must not fill the memory: past HELD_BYTES the
+    longest-held photos are let go, and their page asks for the photo again instead of failing."""
+    photo_bytes = 200 * 200 * 3
+    monkeypatch.setattr(serve.app, "HELD_BYTES", 2 * photo_bytes)
+    app = build_app(predictor)
+    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
+    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
+    held = []
+    for i in range(3):
+        upload = write_rgb(uploads / f"{i}.png", spot_photo("nevus", size=200, seed=i))
+        held.append(answer({"path": str(upload)}, None, serve.app.LatestPhoto())[5])
+    assert held[0].photo is None and held[1].photo is not None and held[2].photo is not None
+    assert "upload the photo again" in reframe(held[0], serve.app.LatestPhoto(), 40)[0]
+    assert any(h in reframe(held[2], serve.app.LatestPhoto(), 40)[0] for h in HEADLINES.values())
 
 
 def test_the_page_reads_and_deletes_only_files_in_its_upload_folder(tmp_path, uploads, predictor):
