@@ -323,6 +323,10 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return (files.write_picture(framing_view(h.photo, h.box)),
                 gr.update(value=frame_percent(h.photo, h.box), interactive=True))
 
+    def redraw_frame(held_photo: HeldPhoto | None):  # after the slider: its value is the person's, left as it is
+        picture, slider = show_frame(held_photo)
+        return picture, gr.skip() if still_held(held_photo) else slider  # a photo let go still disables it
+
     def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
         latest.upload = (payload or {}).get("path")  # in place: an answer being checked sees it (`unless_replaced`)
         return "", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False)
@@ -368,10 +372,13 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
             show_frame, inputs=held, outputs=[framing, frame_size], **private).then(
             None, js=SHOW_ANSWER, **private)
-        for event, handler, inputs in ((framing.select, move_frame, [held, latest]),
-                                       (frame_size.release, reframe, [held, latest, frame_size])):
-            event(handler, inputs=inputs, outputs=[*outputs, unanswered, held],
-                  api_visibility="private").then(show_frame, inputs=held, outputs=[framing, frame_size], **private)
+        # A moved frame sets the slider to its size; a resized one leaves the slider where the person put it, and
+        # "always_last" checks its last position when keys or drags come faster than the answers.
+        for event, handler, inputs, then, mode in (
+                (framing.select, move_frame, [held, latest], show_frame, "once"),
+                (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last")):
+            event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
+                  api_visibility="private").then(then, inputs=held, outputs=[framing, frame_size], **private)
         app.load(None, js=SLIDER_KEYS)
     return app
 
