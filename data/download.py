@@ -16,6 +16,9 @@ Result, as `data.datasets.load_ham10000(DIR)` expects:
 
 - Every download streams to a `.part` file and is checked against the
   checksum Dataverse lists; a mismatch deletes the file and stops.
+- A transfer cut off (a dropped connection, Ctrl+C) keeps its `.part` file,
+  and the next run continues it with an HTTP Range request (a server that
+  does not support ranges sends the whole file again).
 - Running again is cheap: a file already unpacked (recorded in
   `DIR/archives/NAME.done`) or already downloaded with the right checksum is
   not fetched again.
@@ -73,8 +76,8 @@ class RemoteFile:
 # ---------------------------------------------------------------- listing
 
 
-def _get(url: str, timeout: float = TIMEOUT_S):
-    return urlopen(Request(url, headers={"User-Agent": USER_AGENT}), timeout=timeout)
+def _get(url: str, timeout: float = TIMEOUT_S, headers: dict[str, str] | None = None):
+    return urlopen(Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})}), timeout=timeout)
 
 
 def list_files(server: str, doi: str = DOI) -> list[RemoteFile]:
@@ -138,33 +141,60 @@ def datafile_url(server: str, remote: RemoteFile) -> str:
     return url + "?format=original" if remote.ingested else url
 
 
+def _continues_at(resp, offset: int) -> bool:
+    """True if `resp` is a 206 reply carrying the file from byte `offset` on (else it is the whole file)."""
+    return resp.status == 206 and (resp.headers.get("Content-Range") or "").startswith(f"bytes {offset}-")
+
+
+def _hash_into(h, path: Path) -> None:
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+
+
 def download(url: str, dest: Path, remote: RemoteFile) -> None:
-    """Stream `url` to `dest` via `dest.part`, checking the checksum on the way."""
+    """Stream `url` to `dest` via `dest.part`, checking the checksum on the way.
+
+    A `.part` file left by a cut-off transfer is continued from where it stopped; only a checksum mismatch (or a
+    server that cannot continue it) deletes it.
+    """
     part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    if remote.size and have > remote.size:  # not a prefix of this file
+        part.unlink()
+        have = 0
     h = _hasher(remote.checksum_type)
-    received = 0
+    received = have
     try:
-        with _get(url) as resp, part.open("wb") as f:
-            total = int(resp.headers.get("Content-Length") or 0) or remote.size
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=remote.name) as bar:
-                while chunk := resp.read(CHUNK):
-                    h.update(chunk)
-                    f.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-    except KeyboardInterrupt:
-        part.unlink(missing_ok=True)
-        raise
+        if remote.size and have == remote.size:  # all there already: cut off before the check
+            _hash_into(h, part)
+        else:
+            with _get(url, headers={"Range": f"bytes={have}-"} if have else None) as resp:
+                if have and _continues_at(resp, have):
+                    _hash_into(h, part)
+                    mode = "ab"
+                else:  # a fresh start, or a server that sent the whole file
+                    received, mode = 0, "wb"
+                length = int(resp.headers.get("Content-Length") or 0)
+                total = received + length if length else remote.size
+                with part.open(mode) as f, tqdm(total=total, initial=received, unit="B", unit_scale=True,
+                                                unit_divisor=1024, desc=remote.name) as bar:
+                    while chunk := resp.read(CHUNK):
+                        h.update(chunk)
+                        f.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
     except HTTPError as err:
-        part.unlink(missing_ok=True)
+        if err.code == 416 and have:  # the server cannot continue this part: start it again, once
+            part.unlink(missing_ok=True)
+            return download(url, dest, remote)
         raise DownloadError(f"downloading {remote.name} failed: {url} answered {err.code} {err.reason}") from None
     except (URLError, OSError, http.client.HTTPException) as err:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"downloading {remote.name} failed: {getattr(err, 'reason', err)}") from None
+        raise DownloadError(f"downloading {remote.name} failed: {getattr(err, 'reason', err)}; "
+                            f"{_kept(part)}") from None
     if remote.size and received < remote.size:
-        part.unlink()
         raise DownloadError(f"downloading {remote.name} stopped early: got {received:,} of {remote.size:,} bytes; "
-                            "the file was deleted, run again to retry")
+                            f"{_kept(part)}")
     got = h.hexdigest()
     if got != remote.checksum:
         part.unlink()
@@ -172,6 +202,12 @@ def download(url: str, dest: Path, remote: RemoteFile) -> None:
             f"checksum mismatch for {remote.name}: expected {remote.checksum_type} {remote.checksum}, got {got}; "
             "the file was deleted, run again to retry")
     part.replace(dest)
+
+
+def _kept(part: Path) -> str:
+    size = part.stat().st_size if part.is_file() else 0
+    return (f"the {size:,} bytes received are kept in {part.name}: run the same command again to continue"
+            if size else "run again to retry")
 
 
 # ---------------------------------------------------------------- unpacking
@@ -304,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue (finished files are kept)", file=sys.stderr)
+        print("\ninterrupted: run the same command again to continue (finished files and the part of a download "
+              "received so far are kept)", file=sys.stderr)
         return 130
     print(f"done: {n_images} images in {args.out / 'images'}, metadata in {args.out / METADATA_CSV}")
     return 0

@@ -76,7 +76,10 @@ class FakeDataverse:
         self.files = dataset_files()
         self.checksums: dict[int, str] = {}  # overrides of the listed md5
         self.cut: dict[int, int] = {}  # serve only the first N bytes of a file (its listing keeps the full size)
+        self.ranges = True  # honour "Range: bytes=N-" with 206 Partial Content, as Dataverse does
+        self.listed_sizes = True  # the listing gives each file's size
         self.requests: list[str] = []
+        self.range_headers: list[tuple[int, str | None]] = []  # (file id, Range header) of each datafile request
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,14 +96,26 @@ class FakeDataverse:
                         return
                     original = query.get("format") == ["original"] and "original" in entry
                     body = entry["original"] if original else entry["data"]
-                    self.reply(body[: fake.cut.get(int(url.path.rsplit("/", 1)[1]), len(body))],
-                               "application/octet-stream")
+                    served = body[: fake.cut.get(int(url.path.rsplit("/", 1)[1]), len(body))]
+                    wanted = self.headers.get("Range")
+                    fake.range_headers.append((int(url.path.rsplit("/", 1)[1]), wanted))
+                    if wanted and fake.ranges:
+                        start = int(wanted.removeprefix("bytes=").rstrip("-"))
+                        if start >= len(body):
+                            self.send_error(416)
+                            return
+                        self.reply(served[start:], "application/octet-stream", status=206,
+                                   content_range=f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    else:
+                        self.reply(served, "application/octet-stream")
                 else:
                     self.send_error(404)
 
-            def reply(self, body: bytes, content_type: str) -> None:
-                self.send_response(200)
+            def reply(self, body: bytes, content_type: str, status: int = 200, content_range: str = "") -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if content_range:
+                    self.send_header("Content-Range", content_range)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -118,11 +133,15 @@ class FakeDataverse:
         for file_id, entry in self.files.items():
             stored = entry.get("original", entry["data"])  # Dataverse lists the original's checksum
             md5 = self.checksums.get(file_id, hashlib.md5(stored).hexdigest())
-            data_file = {"id": file_id, "filename": entry["filename"], "filesize": len(entry["data"]),
-                         "md5": md5, "checksum": {"type": "MD5", "value": md5}}
+            data_file = {"id": file_id, "filename": entry["filename"], "md5": md5,
+                         "checksum": {"type": "MD5", "value": md5}}
+            if self.listed_sizes:
+                data_file["filesize"] = len(entry["data"])
             if "original" in entry:
                 data_file.update(originalFileName=entry["originalFileName"],
-                                 originalFileFormat=entry["originalFileFormat"], originalFileSize=len(stored))
+                                 originalFileFormat=entry["originalFileFormat"])
+                if self.listed_sizes:
+                    data_file["originalFileSize"] = len(stored)
             files.append({"label": entry["filename"], "dataFile": data_file})
         return {"status": "OK", "data": {"id": 1, "latestVersion": {"files": files}}}
 
@@ -191,27 +210,80 @@ def test_checksum_mismatch_fails_cleanly_and_leaves_no_file(tmp_path, dataverse,
     assert not list(out.rglob("*.part"))
 
 
-def test_a_download_that_stops_early_says_so_and_leaves_no_file(tmp_path, dataverse, capsys):
+def part_file(out: Path, name: str = "HAM10000_images_part_1.zip") -> Path:
+    return out / "archives" / (name + ".part")
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["server-continues", "server-sends-all-again"])
+def test_a_download_that_stops_early_is_kept_and_continued_by_the_next_run(tmp_path, dataverse, capsys, ranges):
     dataverse.cut[12] = 100
+    dataverse.ranges = ranges
     out = tmp_path / "ham"
-    assert run(out, dataverse, "--keep-archives") == 1
+    assert run(out, dataverse) == 1
     err = capsys.readouterr().err
     assert "downloading HAM10000_images_part_1.zip stopped early: got 100 of" in err and "Traceback" not in err
-    assert not [p for p in out.rglob("*") if p.name.startswith("HAM10000_images_part_1.zip")]
+    assert "run the same command again to continue" in err
+    assert part_file(out).read_bytes() == dataverse.files[12]["data"][:100]
+
+    del dataverse.cut[12]  # the connection is back
+    dataverse.range_headers.clear()
+    assert run(out, dataverse) == 0
+    assert (12, "bytes=100-") in dataverse.range_headers  # only the rest was asked for
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i}.jpg" for i in IMAGES]
+    assert not list(out.rglob("*.part"))
 
 
-def test_ctrl_c_leaves_no_part_file_and_says_how_to_continue(tmp_path, dataverse, capsys, monkeypatch):
+def test_a_kept_part_that_does_not_match_is_deleted_and_fetched_again(tmp_path, dataverse, capsys):
+    out = tmp_path / "ham"
+    (out / "archives").mkdir(parents=True)
+    part_file(out).write_bytes(b"x" * 100)  # not the start of this file
+    assert run(out, dataverse) == 1
+    assert "checksum mismatch for HAM10000_images_part_1.zip" in capsys.readouterr().err
+    assert not part_file(out).exists()
+    assert run(out, dataverse) == 0
+
+
+def test_a_complete_part_is_checked_without_asking_the_server(tmp_path, dataverse):
+    out = tmp_path / "ham"
+    (out / "archives").mkdir(parents=True)
+    part_file(out).write_bytes(dataverse.files[12]["data"])  # cut off after the last byte, before the check
+    assert run(out, dataverse) == 0
+    assert "/api/access/datafile/12" not in dataverse.datafile_requests()
+    assert (out / "images" / "ISIC_0000001.jpg").is_file()
+
+
+def test_a_part_the_server_cannot_continue_is_started_again(tmp_path, dataverse):
+    dataverse.listed_sizes = False  # without a listed size, a stale part longer than the file gets past the client
+    out = tmp_path / "ham"
+    (out / "archives").mkdir(parents=True)
+    part_file(out).write_bytes(b"x" * (len(dataverse.files[12]["data"]) + 10))
+    assert run(out, dataverse) == 0  # 416 Range Not Satisfiable: the part is dropped and the file fetched whole
+    assert [r for i, r in dataverse.range_headers if i == 12] == [f"bytes={len(dataverse.files[12]['data']) + 10}-",
+                                                                  None]
+    assert (out / "images" / "ISIC_0000001.jpg").is_file()
+
+
+def test_ctrl_c_keeps_the_part_received_and_the_next_run_continues_it(tmp_path, dataverse, capsys, monkeypatch):
     real_read = http.client.HTTPResponse.read
+    calls = {"n": 0}
 
     def read_then_interrupt(self, *args):
         if "datafile/12" in dataverse.requests[-1]:
-            raise KeyboardInterrupt
-        return real_read(self, *args)
+            calls["n"] += 1
+            if calls["n"] == 2:  # after the first chunk has been written
+                raise KeyboardInterrupt
+        return real_read(self, 50) if "datafile/12" in dataverse.requests[-1] else real_read(self, *args)
 
     monkeypatch.setattr(http.client.HTTPResponse, "read", read_then_interrupt)
     out = tmp_path / "ham"
     assert run(out, dataverse) == 130
     assert "run the same command again" in capsys.readouterr().err
+    assert part_file(out).read_bytes() == dataverse.files[12]["data"][:50]
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read", real_read)
+    dataverse.range_headers.clear()
+    assert run(out, dataverse) == 0
+    assert (12, "bytes=50-") in dataverse.range_headers
     assert not list(out.rglob("*.part"))
 
 
