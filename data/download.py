@@ -128,11 +128,15 @@ def _hasher(checksum_type: str):
     return hashlib.new(name)
 
 
-def file_digest(path: Path, checksum_type: str) -> str:
-    h = _hasher(checksum_type)
+def _hash_into(h, path: Path) -> None:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
+
+
+def file_digest(path: Path, checksum_type: str) -> str:
+    h = _hasher(checksum_type)
+    _hash_into(h, path)
     return h.hexdigest()
 
 
@@ -144,12 +148,6 @@ def datafile_url(server: str, remote: RemoteFile) -> str:
 def _continues_at(resp, offset: int) -> bool:
     """True if `resp` is a 206 reply carrying the file from byte `offset` on (else it is the whole file)."""
     return resp.status == 206 and (resp.headers.get("Content-Range") or "").startswith(f"bytes {offset}-")
-
-
-def _hash_into(h, path: Path) -> None:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
 
 
 def download(url: str, dest: Path, remote: RemoteFile) -> None:
