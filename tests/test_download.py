@@ -90,15 +90,16 @@ class FakeDataverse:
                 if url.path == "/api/datasets/:persistentId/" and query.get("persistentId") == [DOI]:
                     self.reply(json.dumps(fake.listing()).encode(), "application/json")
                 elif url.path.startswith("/api/access/datafile/") and url.path.rsplit("/", 1)[1].isdigit():
-                    entry = fake.files.get(int(url.path.rsplit("/", 1)[1]))
+                    file_id = int(url.path.rsplit("/", 1)[1])
+                    entry = fake.files.get(file_id)
                     if entry is None:
                         self.send_error(404)
                         return
                     original = query.get("format") == ["original"] and "original" in entry
                     body = entry["original"] if original else entry["data"]
-                    served = body[: fake.cut.get(int(url.path.rsplit("/", 1)[1]), len(body))]
+                    served = body[: fake.cut.get(file_id, len(body))]
                     wanted = self.headers.get("Range")
-                    fake.range_headers.append((int(url.path.rsplit("/", 1)[1]), wanted))
+                    fake.range_headers.append((file_id, wanted))
                     if wanted and fake.ranges:
                         start = int(wanted.removeprefix("bytes=").rstrip("-"))
                         if start >= len(body):
