@@ -28,7 +28,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
 
-from data.framing import box_around  # noqa: E402
+from data.framing import box_around, spot_at  # noqa: E402
 from data.images import MAX_FILE_BYTES, ImageError, read_image  # noqa: E402
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
@@ -173,11 +173,14 @@ def frame_percent(photo: np.ndarray, box: tuple[int, int, int, int]) -> int:
 
 def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tuple[float, float] | None = None,
                 percent: float | None = None) -> tuple[int, int, int, int]:
-    """The frame re-centred on a click in the framing view and/or resized to `percent` of the shorter side."""
+    """The frame after a click in the framing view (framed around the spot clicked, or, on plain skin, moved there
+    at its size) or resized to `percent` of the shorter side around its centre."""
     x0, y0, x1, y1 = box
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
     if click is not None:
         centre = (click[0] / view_scale(photo), click[1] / view_scale(photo))
+        if percent is None and (spot := spot_at(photo, centre)) is not None:
+            return spot
     side = x1 - x0 if percent is None else percent / 100 * min(photo.shape[:2])
     return box_around(centre, side, photo.shape)
 
@@ -351,7 +354,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 heatmap = gr.Image(label="Where the model looked", interactive=False, elem_id="heatmap",
                                    buttons=["fullscreen", "download"],
                                    alt_text="The framed spot, coloured where the model looked most")
-                framing = gr.Image(label="Frame checked: tap to move it", buttons=[], interactive=False,
+                framing = gr.Image(label="Frame checked: tap the spot to frame it", buttons=[], interactive=False,
                                    elem_id="framing", alt_text="Your photo with the checked frame drawn on it")
                 frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
                                        label="Frame size (% of the photo's shorter side)", buttons=[])

@@ -84,11 +84,14 @@ def test_the_frame_can_be_moved_to_another_spot_and_resized(predictor):
     assert x0 <= 450 <= x1 and "2 spots seen" in first.summary  # the larger red spot was picked
     assert first.photo is photo
 
-    # A click on the small spot in the framing view moves the frame there, at the same size.
+    # A click on the small spot in the framing view frames that spot, at its own size (twice its diameter).
     scale = serve.app.view_scale(photo)
     moved = moved_frame(photo, first.box, click=(60 * scale, 150 * scale))
-    assert moved[0] <= 60 <= moved[2] and moved[1] <= 150 <= moved[3]
-    assert moved[2] - moved[0] == x1 - x0
+    assert moved[0] < 48 and moved[2] > 72 and moved[1] < 138 and moved[3] > 162
+    assert 40 <= moved[2] - moved[0] <= 60 < x1 - x0
+    # A click on plain skin moves the frame there at the size it had.
+    on_skin = moved_frame(photo, first.box, click=(250 * scale, 150 * scale))
+    assert on_skin[2] - on_skin[0] == x1 - x0 and abs(on_skin[0] + on_skin[2] - 500) <= 1
     second = check_frame(predictor, photo, moved)
     assert second.box == moved and "the frame you placed" in second.summary
     assert not np.array_equal(second.heatmap, first.heatmap)
@@ -98,7 +101,8 @@ def test_the_frame_can_be_moved_to_another_spot_and_resized(predictor):
     assert bigger[2] - bigger[0] == 240 and bigger[0] == 0  # moved right to fit
     assert frame_percent(photo, bigger) == 80
     assert moved_frame(photo, moved, percent=1)[2] - moved_frame(photo, moved, percent=1)[0] == 32  # smallest frame
-    assert moved_frame(photo, moved, click=(10_000, -50)) == (600 - (x1 - x0), 0, 600, x1 - x0)
+    side = moved[2] - moved[0]
+    assert moved_frame(photo, moved, click=(10_000, -50)) == (600 - side, 0, 600, side)
 
 
 def test_the_framing_view_shows_the_frame_on_a_shrunk_photo():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from data.framing import frame_spot
+from data.framing import frame_spot, spot_at
 from data.quality import photo_problem
 from tests.conftest import spot_photo
 
@@ -69,3 +69,33 @@ def test_freckles_beside_the_spot_are_not_counted_as_spots():
     x0, y0, x1, y1 = framing.box
     assert x0 < 1100 < x1 and y0 < 700 < y1
     assert framing.spots == 1 and framing.note() == "The spot was found and framed."
+
+
+def side_lit_photo() -> np.ndarray:
+    """An 800 x 600 photo lit from the right: the left third falls into shadow; a 20-px red dot at (560, 300)."""
+    rng = np.random.default_rng(0)
+    image = rng.normal((205, 160, 140), 4, (600, 800, 3))
+    light = np.clip(np.linspace(-0.5, 2.5, 800), 0.25, 1.0)  # dark up to x = 200, then full light from x = 300
+    image = np.clip(image * light[None, :, None], 0, 255).astype(np.uint8)
+    cv2.circle(image, (560, 300), 10, (170, 30, 45), -1, cv2.LINE_AA)
+    return image
+
+
+def test_a_tap_frames_the_spot_under_it():
+    """On the web page a person taps the spot that framing missed: the frame goes round that spot, at its size."""
+    photo = side_lit_photo()
+    auto = frame_spot(photo).box
+    assert not (auto[0] < 560 < auto[2] and auto[1] < 300 < auto[3] and auto[2] - auto[0] < 100)  # the shadow wins
+    for tap in ((560, 300), (570, 292)):  # on the dot, and a fingertip beside its centre
+        x0, y0, x1, y1 = spot_at(photo, tap)
+        assert x0 < 550 and x1 > 570 and y0 < 290 and y1 > 310 and 30 <= x1 - x0 <= 60  # about twice the dot
+    assert spot_at(photo, (680, 120)) is None  # plain skin: the page moves the frame there at its size instead
+
+
+def test_a_tap_picks_the_smaller_of_two_spots_and_a_large_spot_keeps_the_whole_photo():
+    image = spot_photo("nevus", size=400, radius=25, centre=(100, 300))
+    cv2.circle(image, (300, 100), 14, (90, 55, 35), -1)
+    x0, y0, x1, y1 = spot_at(image, (300, 100))
+    assert x0 < 286 and x1 > 314 and y0 < 86 and y1 > 114 and x1 - x0 < 90  # not the larger, more prominent spot
+    large = spot_photo("nevus", size=300, radius=120)
+    assert spot_at(large, (150, 150)) == (0, 0, 300, 300)
