@@ -9,12 +9,21 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+# iPhones save photos as HEIC, which OpenCV cannot read: pi-heif (libheif's decoders only, no GPL encoder) reads
+# them, in a process of its own (data/heic_worker.py says why). AVIF Pillow reads itself; everything else OpenCV.
+HEIC_WORKER = Path(__file__).with_name("heic_worker.py")
+HEIC_SECONDS = 60  # a HEIC photo that takes longer to decode is refused
+_HEVC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
 
 # A "decompression bomb" (a small file whose header claims, say, 50,000 x 50,000 pixels) is refused from its
 # header, before any pixel is allocated. OpenCV has a limit of its own, but reads it once, when it is first
@@ -23,7 +32,7 @@ MAX_PIXELS = 64_000_000
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
 
 
 class ImageError(ValueError):
@@ -76,11 +85,15 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageError("the file is empty")
     if len(data) > MAX_FILE_BYTES:
         raise _too_large(len(data))
-    pixels = _header_pixels(data)
+    if _is_heic(data):
+        return _decode_heic(data)
+    pixels, image_format = _header(data)
     if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
         raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)")
     if pixels > MAX_PIXELS:
         raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
+    if image_format == "AVIF":
+        return _decode_avif(data)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
@@ -91,20 +104,56 @@ def decode_image(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _header_pixels(data: bytes) -> float | None:
-    """Width x height as the file's header states it; None when Pillow cannot read the header. Only formats whose
-    size Pillow can read are decoded: OpenCV alone reads a few more (e.g. Radiance HDR), and one of those with a
-    20,000 x 20,000 header took 6 GB to decode."""
+def _header(data: bytes) -> tuple[float | None, str | None]:
+    """Width x height as the file's header states it, and Pillow's name for the format; (None, None) when Pillow
+    cannot read the header. Only formats whose size Pillow can read are decoded: OpenCV alone reads a few more
+    (e.g. Radiance HDR), and one of those with a 20,000 x 20,000 header took 6 GB to decode."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as header:  # reads the header only
                 width, height = header.size
+                return width * height, header.format
     except Image.DecompressionBombError:  # Pillow's own limit, about 179 megapixels
-        return float("inf")
+        return float("inf"), None
     except Exception:  # not an image Pillow knows, or a damaged header
-        return None
-    return width * height
+        return None, None
+
+
+def _is_heic(data: bytes) -> bool:
+    """An ISO media file ("ftyp" box) whose brands say HEVC-coded HEIF, i.e. HEIC, not AVIF."""
+    if data[4:8] != b"ftyp":
+        return False
+    brands = {data[i : i + 4] for i in range(16, min(int.from_bytes(data[:4], "big"), len(data), 64), 4)}
+    major = data[8:12]
+    return major in _HEVC_BRANDS or (major in (b"mif1", b"msf1") and not brands & {b"avif", b"avis"})
+
+
+def _decode_heic(data: bytes) -> np.ndarray:
+    """A HEIC photo as RGB uint8, upright, decoded by data/heic_worker.py in a process of its own."""
+    try:
+        done = subprocess.run([sys.executable, "-I", str(HEIC_WORKER), str(MAX_PIXELS)], input=data,
+                              capture_output=True, timeout=HEIC_SECONDS)
+    except subprocess.TimeoutExpired as err:
+        raise ImageError(f"the HEIC photo took over {HEIC_SECONDS} s to decode") from err
+    if done.returncode == 2:
+        raise ImageError(done.stderr.decode(errors="replace").strip().splitlines()[-1])
+    if done.returncode != 0 or len(done.stdout) < 8:
+        raise ImageError("the file is not a readable image (the HEIC decoder failed on it)")
+    height, width = struct.unpack("<II", done.stdout[:8])
+    pixels = np.frombuffer(done.stdout, np.uint8, offset=8)
+    if pixels.size != height * width * 3 or pixels.size == 0:
+        raise ImageError("the file is not a readable image (the HEIC decoder failed on it)")
+    return pixels.reshape(height, width, 3).copy()  # writable, as every other decoder returns
+
+
+def _decode_avif(data: bytes) -> np.ndarray:
+    """An AVIF photo as RGB uint8, upright (Pillow applies the EXIF tag)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except Exception as err:  # a damaged stream behind a readable header
+        raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)") from err
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

@@ -129,7 +129,7 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
         image = read_image(path)
     except ImageError as err:
         return Answer(f"### This file cannot be used\n\n{str(err).capitalize()}. Please upload a photo "
-                      "(JPEG, PNG, WebP, BMP, TIFF or GIF).", {}, None, "")
+                      "(JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).", {}, None, "")
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
     return check_frame(predictor, shrunk(image, HELD_SIDE))

@@ -1,6 +1,6 @@
 """Score a folder of images into a CSV: `python -m serve.batch FOLDER --out scores.csv`.
 
-- Recursive; picks up jpg, jpeg, png, webp, bmp, tif(f), gif; never follows
+- Recursive; picks up jpg, jpeg, png, heic, heif, webp, avif, bmp, tif(f), gif; never follows
   symlinked folders (no loops) and never writes into the input folder
   unless `--out` or `--heatmaps` points there (a heatmaps folder inside
   the input folder is then left out of the scoring, this run and later ones).

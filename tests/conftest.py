@@ -1,6 +1,7 @@
 """Shared fixtures: small synthetic photos made by the tests, so no real data is needed."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import os
@@ -41,6 +42,21 @@ def write_rgb(path: Path, image: np.ndarray) -> Path:
     assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return path
 
+
+# An iPhone-style HEIC photo, 64 x 48 stored with EXIF orientation 6 and the matching HEIF rotation (irot), as
+# iOS writes them: upright it is 48 wide and 64 high, red on top, skin below. Made once with pillow-heif's
+# encoder (which SpotCheck does not install: it reads HEIC with the decoder-only pi-heif); 705 bytes.
+ROTATED_HEIC = base64.b64decode(
+    "AAAAHGZ0eXBoZWljAAAAAG1pZjFoZWljbWlhZgAAAchtZXRhAAAAAAAAACFoZGxyAAAAAAAAAABwaWN0AAAAAAAAAAAAAAAAAAAAADRpbG9jAAAA"
+    "AERAAAIAAQAAAAAB7AABAAAAAAAAALEAAgAAAAACnQABAAAAAAAAACQAAAA4aWluZgAAAAAAAgAAABVpbmZlAgAAAAABAABodmMxAAAAABVpbmZl"
+    "AgAAAQACAABFeGlmAAAAAA5waXRtAAAAAAABAAABB2lwcnAAAADmaXBjbwAAAHZodmNDAQNwAAAAkAAAAAAAHvAA/P34+AAADwNgAAEAGEABDAH/"
+    "/wNwAAADAJAAAAMAAAMAHroCQGEAAQAqQgEBA3AAAAMAkAAAAwAAAwAeoCCBBZbq5Ka5uAhoMCAAAAMDIAAAAwAhYgABAAZEAcFzwIkAAAATY29s"
+    "cm5jbHgAAQANAAaAAAAAFGlzcGUAAAAAAAAAQAAAAEAAAAAoY2xhcAAAAEAAAAABAAAAMAAAAAEAAAAAAAAAAv////AAAAACAAAAEHBpeGkAAAAA"
+    "AwgICAAAAAlpcm90AwAAABlpcG1hAAAAAAAAAAEAAQaBAgMFhIYAAAAaaXJlZgAAAAAAAAAOY2RzYwACAAEAAQAAAN1tZGF0AAAArSgBrwY4iS58"
+    "L/XQT///b0/2X9pqSpnq/zZ5LI825//7TEJv72M5h9EsWC2+Nz9O/1P0H/YsNSj3StnZ0AActFLYZRDovN2c7XUB3AAEzJ74+HB7s/XEOaN2Y5Rx"
+    "AAGuBHC9WpGyL55HX5xogAGDmcVmwfZDcJTC8gte8SwjzjxbB0UQVx37BYRB9YDlWCdlWHHLmo+/97Pzn/HGSMnOf8lWnvoXMMVRyO/htLw8AAAA"
+    "BkV4aWYAAE1NACoAAAAIAAEBEgADAAAAAQAGAAAAAAAA"
+)
 
 HAM_DX = ["nv"] * 40 + ["mel"] * 14 + ["bkl"] * 10 + ["vasc"] * 10 + ["df"] * 6
 

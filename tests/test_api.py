@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from serve.guidance import GUIDANCE, HEADLINES
-from tests.conftest import free_port, serve_app, spot_photo, write_rgb
+from tests.conftest import ROTATED_HEIC, free_port, serve_app, spot_photo, write_rgb
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed (pip install -e '.[test]')")
 
@@ -75,6 +75,14 @@ def test_a_non_image_gets_a_message_not_an_error(client, tmp_path):
     summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(fake)), api_name="/check")
     assert "cannot be used" in summary and "Please upload a photo" in summary
     assert not confidences and heatmap is None and guidance == ""
+
+
+def test_an_iphone_heic_photo_gets_an_answer(client, running_app, tmp_path):
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(ROTATED_HEIC)
+    summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")
+    assert headline_in(summary) == confidences["label"] and Path(heatmap).is_file()
+    assert not list(running_app.uploads.rglob("IMG_0001.HEIC"))
 
 
 def test_50_concurrent_requests_mixing_photos_and_bad_files_all_get_an_answer(running_app, tmp_path):

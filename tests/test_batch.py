@@ -11,7 +11,7 @@ import pytest
 
 from data.images import ImageError, read_image
 from serve import batch
-from tests.conftest import COLOURS, spot_photo, write_rgb
+from tests.conftest import COLOURS, ROTATED_HEIC, spot_photo, write_rgb
 
 
 def rows(path):
@@ -165,3 +165,16 @@ def test_cli_messages(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(batch, "score_folder", interrupted)
     assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "s.csv")]) == 130
     assert "--resume" in capsys.readouterr().err
+
+
+def test_iphone_heic_photos_are_scored(tmp_path, predictor):
+    folder = tmp_path / "iphone"
+    folder.mkdir()
+    (folder / "IMG_0001.HEIC").write_bytes(ROTATED_HEIC)
+    (folder / "IMG_0002.heic").write_bytes(ROTATED_HEIC[:300])  # cut off in the copy
+    out = tmp_path / "scores.csv"
+    assert batch.score_folder(predictor, folder, out, progress=False) == (1, 1)
+    by_name = {os.path.basename(r["path"]): r for r in rows(out)}
+    assert by_name["IMG_0001.HEIC"]["label"] in ("vascular", "nevus", "other", "unsure")
+    assert by_name["IMG_0001.HEIC"]["frame"] == "0 0 48 64"  # upright: 48 wide, 64 high (its red half fills it)
+    assert by_name["IMG_0002.heic"]["label"] == "error" and "not a readable image" in by_name["IMG_0002.heic"]["error"]

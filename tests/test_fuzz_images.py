@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data.images import ImageError, decode_image
+from tests.conftest import ROTATED_HEIC
 
 SEED_IMAGE = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8))[1].tobytes()
 SEED_JPEG = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8))[1].tobytes()
@@ -31,6 +32,15 @@ def test_random_bytes(data):
                                                            max_size=8), st.integers(0, 10_000))
 def test_mutated_real_images(seed, flips, cut):
     data = bytearray(seed)
+    for position, value in flips:
+        data[position % len(data)] = value
+    check(bytes(data[: max(1, cut % (len(data) + 1))]))
+
+
+@settings(max_examples=25, deadline=None)  # each HEIC is decoded in a process of its own: about 0.3 s apiece
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8), st.integers(0, 10_000))
+def test_mutated_heic_photos(flips, cut):
+    data = bytearray(ROTATED_HEIC)
     for position, value in flips:
         data[position % len(data)] = value
     check(bytes(data[: max(1, cut % (len(data) + 1))]))

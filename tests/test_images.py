@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.images import ImageError, decode_image, read_image
-from tests.conftest import ROOT
+import data.images
+from data.images import ImageError, decode_image, is_image_file, read_image
+from tests.conftest import ROOT, ROTATED_HEIC
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -142,3 +143,49 @@ def test_oversized_file_is_refused_before_reading(tmp_path):
         f.truncate(60 * 2**20)  # sparse: 60 MB on paper, nothing on disk
     with pytest.raises(ImageError, match="too large"):
         read_image(path)
+
+
+def test_an_iphone_heic_photo_is_read_upright(tmp_path):
+    """HEIC (iPhones' own format) is decoded by libheif, which applies the file's rotation once: not twice, with
+    the EXIF tag that says the same."""
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(ROTATED_HEIC)
+    rgb = read_image(path)
+    assert rgb.shape == (64, 48, 3) and rgb.dtype == np.uint8
+    assert np.abs(rgb[4:28].astype(int) - (200, 30, 40)).max() < 12  # red on top
+    assert np.abs(rgb[36:60].astype(int) - (225, 180, 160)).max() < 12  # skin below
+    assert is_image_file(path) and is_image_file("a.heif") and is_image_file("b.avif")
+    for damaged in (ROTATED_HEIC[:400], ROTATED_HEIC[:492] + bytes(177) + ROTATED_HEIC[669:]):  # cut off; or a
+        with pytest.raises(ImageError, match="not a readable image"):  # readable header with its picture zeroed
+            decode_image(damaged)
+
+
+def test_a_heic_that_crashes_the_decoder_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    """Its metadata item's type "Exif" changed to "Exi\\xff": pi-heif 1.4 dies of a segmentation fault reading it.
+    The decoding runs in a process of its own, so this process lives on and says why."""
+    crashing = ROTATED_HEIC[:179] + b"\xff" + ROTATED_HEIC[180:]
+    with pytest.raises(ImageError, match="not a readable image"):
+        decode_image(crashing)
+    assert decode_image(ROTATED_HEIC).shape == (64, 48, 3)  # and the next photo is read as before
+    # Whatever the installed pi-heif does with that file, a decoder killed by a signal reads the same way.
+    segfaulting = tmp_path / "worker.py"
+    segfaulting.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setattr(data.images, "HEIC_WORKER", segfaulting)
+    with pytest.raises(ImageError, match="the HEIC decoder failed"):
+        decode_image(ROTATED_HEIC)
+
+
+def test_a_heic_over_the_pixel_limit_is_refused(monkeypatch):
+    monkeypatch.setattr(data.images, "MAX_PIXELS", 3000)  # the fixture has 64 x 48 = 3,072 pixels
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(ROTATED_HEIC)
+
+
+def test_an_avif_photo_is_read_upright():
+    image = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    image.save(buffer, "AVIF", exif=exif.tobytes(), quality=90)
+    rgb = decode_image(buffer.getvalue())
+    assert rgb.shape == (40, 20, 3) and rgb[10, 10, 2] > 200 and rgb[10, 10, 0] < 40
