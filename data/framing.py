@@ -139,8 +139,9 @@ def spot_at(image: np.ndarray, point: tuple[float, float]) -> tuple[int, int, in
             x0, y0, x1, y1 = blob.box
             under = x0 - reach <= tap[0] <= x1 + reach and y0 - reach <= tap[1] <= y1 + reach
             inside = share == 1 or (x0 > 0 and y0 > 0 and x1 < sw and y1 < sh)
-            if under and inside and blob.contrast >= TAP_CONTRAST:
-                if (x1 - x0) * (y1 - y0) > FILLS_FRAME * sh * sw:  # the spot fills the photo: frame all it can
+            fills = (x1 - x0) * (y1 - y0) > FILLS_FRAME * sh * sw
+            if under and inside and blob.contrast >= TAP_CONTRAST and not (fills and share < 1):
+                if fills:  # the spot fills the photo: frame all it can
                     return box_around(point, min(h, w), (h, w))
                 centre = (wx0 + (x0 + x1) / 2 / scale, wy0 + (y0 + y1) / 2 / scale)
                 return box_around(centre, max(x1 - x0, y1 - y0) / scale * CONTEXT, (h, w))
