@@ -29,6 +29,7 @@ def main() -> int:
                 return 2
             rgb = np.ascontiguousarray(ImageOps.exif_transpose(image).convert("RGB"))
     except Exception:
+        # data.images.UNREADABLE, written out: this script imports nothing from the project
         print("the file is not a readable image (corrupt, truncated or unsupported format)", file=sys.stderr)
         return 2
     sys.stdout.buffer.write(struct.pack("<II", *rgb.shape[:2]))

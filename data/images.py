@@ -32,6 +32,8 @@ MAX_PIXELS = 64_000_000
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
+UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
+HEIC_FAILED = "the file is not a readable image (the HEIC decoder failed on it)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
 
 
@@ -89,7 +91,7 @@ def decode_image(data: bytes) -> np.ndarray:
         return _decode_heic(data)
     pixels, image_format = _header(data)
     if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
-        raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)")
+        raise ImageError(UNREADABLE)
     if pixels > MAX_PIXELS:
         raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
     if image_format == "AVIF":
@@ -100,7 +102,7 @@ def decode_image(data: bytes) -> np.ndarray:
     except cv2.error as err:  # e.g. a header over OpenCV's own pixel limit, in a format Pillow does not read
         raise ImageError("the file is not a readable image (corrupt, too large or unsupported format)") from err
     if bgr is None or bgr.size == 0:
-        raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)")
+        raise ImageError(UNREADABLE)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -138,13 +140,10 @@ def _decode_heic(data: bytes) -> np.ndarray:
         raise ImageError(f"the HEIC photo took over {HEIC_SECONDS} s to decode") from err
     if done.returncode == 2:
         raise ImageError(done.stderr.decode(errors="replace").strip().splitlines()[-1])
-    if done.returncode != 0 or len(done.stdout) < 8:
-        raise ImageError("the file is not a readable image (the HEIC decoder failed on it)")
-    height, width = struct.unpack("<II", done.stdout[:8])
-    pixels = np.frombuffer(done.stdout, np.uint8, offset=8)
-    if pixels.size != height * width * 3 or pixels.size == 0:
-        raise ImageError("the file is not a readable image (the HEIC decoder failed on it)")
-    return pixels.reshape(height, width, 3).copy()  # writable, as every other decoder returns
+    height, width = struct.unpack("<II", done.stdout[:8]) if len(done.stdout) >= 8 else (0, 0)
+    if done.returncode != 0 or height * width == 0 or len(done.stdout) != 8 + height * width * 3:
+        raise ImageError(HEIC_FAILED)  # killed (e.g. a segmentation fault), or it wrote something else
+    return np.frombuffer(done.stdout, np.uint8, offset=8).reshape(height, width, 3).copy()  # writable, like the rest
 
 
 def _decode_avif(data: bytes) -> np.ndarray:
@@ -153,7 +152,7 @@ def _decode_avif(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except Exception as err:  # a damaged stream behind a readable header
-        raise ImageError("the file is not a readable image (corrupt, truncated or unsupported format)") from err
+        raise ImageError(UNREADABLE) from err
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

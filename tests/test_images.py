@@ -58,13 +58,17 @@ def test_palette_and_cmyk_images(tmp_path):
     assert decode_image(cmyk.getvalue()).shape == (8, 10, 3)
 
 
-def test_exif_orientation_is_applied():
-    image = Image.new("RGB", (40, 20), (0, 0, 255))
+def rotated_blue(fmt: str, **options) -> bytes:
+    """A 40 x 20 blue image saved as `fmt` with EXIF orientation 6 ("rotate 90 CW to display")."""
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
+    exif[0x0112] = 6
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", exif=exif.tobytes())
-    assert decode_image(buffer.getvalue()).shape[:2] == (40, 20)  # portrait after rotation
+    Image.new("RGB", (40, 20), (0, 0, 255)).save(buffer, fmt, exif=exif.tobytes(), **options)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    assert decode_image(rotated_blue("JPEG")).shape[:2] == (40, 20)  # portrait after rotation
 
 
 @pytest.mark.parametrize("data,message", [
@@ -182,10 +186,5 @@ def test_a_heic_over_the_pixel_limit_is_refused(monkeypatch):
 
 
 def test_an_avif_photo_is_read_upright():
-    image = Image.new("RGB", (40, 20), (0, 0, 255))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    buffer = io.BytesIO()
-    image.save(buffer, "AVIF", exif=exif.tobytes(), quality=90)
-    rgb = decode_image(buffer.getvalue())
+    rgb = decode_image(rotated_blue("AVIF", quality=90))
     assert rgb.shape == (40, 20, 3) and rgb[10, 10, 2] > 200 and rgb[10, 10, 0] < 40
