@@ -106,6 +106,11 @@ def decode_image(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def image_format(data: bytes) -> str | None:
+    """The file's image format as Pillow names it ("JPEG", "PNG", "TIFF", ...; "HEIF" for HEIC), None if unknown."""
+    return "HEIF" if _is_heic(data) else _header(data)[1]
+
+
 def _header(data: bytes) -> tuple[float | None, str | None]:
     """Width x height as the file's header states it, and Pillow's name for the format; (None, None) when Pillow
     cannot read the header. Only formats whose size Pillow can read are decoded: OpenCV alone reads a few more

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
 
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import MAX_FILE_BYTES, ImageError, read_image  # noqa: E402
+from data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image  # noqa: E402
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
@@ -42,6 +42,8 @@ HELD_BYTES = 2**30  # all held photos together (about 28 twelve-megapixel photos
 HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
 VIEW_SIDE = 512  # the framing view's longer side
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
+# What browsers show in a page (Pillow's names; MPO is a camera JPEG). Other photos (HEIC, TIFF) are shown as a copy.
+BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
 # On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
 SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
@@ -53,6 +55,35 @@ SLIDER_KEYS = """() => {
         if (keys.includes(event.key) && event.target.matches('#frame-size input[type=range]'))
             event.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));  // Svelte listens at the root
     }); }"""
+# Gradio's photo box takes only files whose type the browser names "image/...", and browsers name a type from the
+# file's suffix as the system knows it: Chromium on Linux types "IMG_0001.heic" but leaves an iPhone's "IMG_0001.HEIC"
+# untyped, and Windows without its HEIF extension any HEIC. Such a photo was refused as "Invalid file type". This
+# gives each untyped file with a photo suffix its type, when picked (`change`) or dropped, before Gradio looks at it.
+PHOTO_TYPES = {suffix: "image/" + {".jpg": "jpeg", ".tif": "tiff"}.get(suffix, suffix[1:]) for suffix in IMAGE_SUFFIXES}
+TYPE_PHOTOS = """() => {
+    const types = %s;
+    const typed = (files) => {  // a DataTransfer of the files, typed, or null when none needed it
+        const suffix = (name) => name.slice(name.lastIndexOf('.')).toLowerCase();
+        const untyped = Array.from(files).filter((file) => !file.type && types[suffix(file.name)]);
+        if (!untyped.length) return null;
+        const transfer = new DataTransfer();
+        for (const file of files) transfer.items.add(untyped.includes(file)
+            ? new File([file], file.name, {type: types[suffix(file.name)], lastModified: file.lastModified}) : file);
+        return transfer;
+    };
+    document.addEventListener('change', (event) => {
+        const transfer = event.target.matches('#photo input[type=file]') && typed(event.target.files);
+        if (transfer) event.target.files = transfer.files;
+    }, true);
+    document.addEventListener('drop', (event) => {  // dropped files cannot be changed: drop the typed ones instead
+        const transfer = event.target.closest?.('#photo') && event.dataTransfer && typed(event.dataTransfer.files);
+        if (!transfer) return;
+        event.preventDefault();
+        event.stopPropagation();
+        event.target.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer}));
+    }, true); }""" % json.dumps(PHOTO_TYPES)
+# In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
+PAGE_SCRIPT = f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})();</script>"
 log = logging.getLogger("spotcheck")
 
 
@@ -236,6 +267,21 @@ class OutputFiles:
                 pass
 
 
+def browser_copy(path: str | None, files: OutputFiles) -> str | None:
+    """For an upload the browser cannot show (a HEIC or TIFF photo shows as a broken picture), a PNG copy of the
+    photo, upright and as it is held (`check_spot` answers the copy as it would the upload), to put in its place; the
+    upload is deleted. None, and the upload left for `check_spot`, when the browser shows it or it cannot be read."""
+    try:
+        data = Path(path).read_bytes() if path else b""
+        if not data or image_format(data) in BROWSER_FORMATS:
+            return None
+        copy = files.write_picture(shrunk(decode_image(data), HELD_SIDE))
+    except (OSError, ImageError):  # gone (checked already), or not a photo: checking it says why
+        return None
+    Path(path).unlink(missing_ok=True)
+    return copy
+
+
 def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
     """The uploaded file itself, for `check_spot` to read (the click runs with preprocess=False); None for a path
     outside Gradio's upload folder.
@@ -332,7 +378,19 @@ def build_app(predictor: Predictor) -> gr.Blocks:
 
     def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
         latest.upload = (payload or {}).get("path")  # in place: an answer being checked sees it (`unless_replaced`)
-        return "", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False)
+        return ("", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False),
+                gr.update(interactive=False))  # the button waits for `show_photo`
+
+    def show_photo(payload, latest: LatestPhoto):  # a photo the browser cannot show is replaced by a copy it can
+        put_in = (payload or {}).get("path")
+        try:
+            copy = browser_copy(uploaded_path(photo, payload) if put_in else None, files)
+        except Exception:  # whatever went wrong, the button must come back; checking the upload says what is wrong
+            log.exception("copying %s for the browser failed", payload)
+            copy = None
+        if latest.upload != put_in:  # another photo was put in meanwhile: its own `show_photo` decides
+            return gr.skip(), gr.skip()
+        return gr.skip() if copy is None else copy, gr.update(interactive=True)
 
     def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
         return None if unanswered else gr.skip()
@@ -368,8 +426,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if;
         # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
-        photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, framing, frame_size], preprocess=False,
-                    trigger_mode="multiple", **private)
+        photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, framing, frame_size, check],
+                    preprocess=False, trigger_mode="multiple", **private).then(
+            show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, **private)
         check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
@@ -382,7 +441,6 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last")):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
                   api_visibility="private").then(then, inputs=held, outputs=[framing, frame_size], **private)
-        app.load(None, js=SLIDER_KEYS)
     return app
 
 
@@ -408,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, ssl_verify=args.ssl_certfile is None,
         theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                                 font_mono=["ui-monospace", "monospace"]),
-        footer_links=[],
+        footer_links=[], head=PAGE_SCRIPT,
         quiet=True, prevent_thread_lock=True,  # Gradio's own banner suggests a public share link: not for this app
     )
     print(f"SpotCheck is running at {app.local_url} (offline; stop it with Ctrl+C)", flush=True)

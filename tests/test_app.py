@@ -13,9 +13,11 @@ import pytest
 import serve.app
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.predictor import Predictor
-from serve.app import OutputFiles, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
+from serve.app import (OutputFiles, browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view,
+                       moved_frame)
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
-from tests.conftest import COLOURS, spot_photo, write_rgb
+from data.images import read_image
+from tests.conftest import COLOURS, ROTATED_HEIC, spot_photo, write_rgb
 
 
 @pytest.fixture
@@ -232,3 +234,42 @@ def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(upload
     assert panel.label == "unsure" and panel.confidences[0].label == "vascular"
     shares = [c.confidence for c in panel.confidences]
     assert len(shares) == 3 and shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1)
+
+
+def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same(tmp_path, predictor):
+    """HEIC and TIFF show as a broken picture in the photo box: a PNG copy, upright, takes the upload's place (which
+    is deleted) and gets the upload's answer. What the browser shows, or cannot be read, is left as it is."""
+    files = OutputFiles()
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(ROTATED_HEIC)
+    tiff = write_rgb(tmp_path / "spot.tif", spot_photo("nevus", size=200))
+    for upload in (heic, tiff):
+        expected = read_image(upload)
+        copy = browser_copy(str(upload), files)
+        assert copy and copy.endswith(".png") and not upload.exists()
+        assert np.array_equal(read_image(copy), expected)  # upright: 48 wide, 64 high for the HEIC
+        assert check_spot(predictor, copy).probabilities == pytest.approx(predictor.predict(expected).probabilities)
+
+    jpeg = write_rgb(tmp_path / "spot.jpg", spot_photo("vascular", size=200))
+    broken = tmp_path / "broken.heic"
+    broken.write_bytes(ROTATED_HEIC[:300])
+    for shown_or_unreadable in (jpeg, broken):
+        assert browser_copy(str(shown_or_unreadable), files) is None and shown_or_unreadable.exists()
+    assert browser_copy(str(tmp_path / "gone.heic"), files) is None and browser_copy(None, files) is None
+
+
+def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back(uploads, predictor):
+    app = build_app(predictor)
+    clear, show_photo = (next(f.fn for f in app.fns.values() if f.name == name) for name in ("clear", "show_photo"))
+    heic = uploads / "IMG_0001.HEIC"
+    heic.parent.mkdir(parents=True)
+    heic.write_bytes(ROTATED_HEIC)
+    latest = serve.app.LatestPhoto()
+    assert clear({"path": str(heic)}, latest)[-1]["interactive"] is False  # the button, until the photo is shown
+    copy, button = show_photo({"path": str(heic)}, latest)
+    assert copy.endswith(".png") and button["interactive"] is True and not heic.exists()
+
+    heic.write_bytes(ROTATED_HEIC)  # put in, then another photo put in before its copy was made: the box keeps that
+    clear({"path": str(heic)}, latest)
+    clear({"path": str(uploads / "next.jpg")}, latest)
+    assert show_photo({"path": str(heic)}, latest) == (gr.skip(), gr.skip())

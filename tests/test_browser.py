@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import cv2
 import pytest
 
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
-from tests.conftest import ROOT, free_port, spot_photo, write_rgb
+from tests.conftest import ROOT, ROTATED_HEIC, free_port, spot_photo, write_rgb
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -25,6 +26,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOTS = ROOT / "screenshots"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TIMEOUT_MS = 30_000
+SHOWN = "(sel) => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }"  # a loaded picture
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +140,7 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     # The heatmap is shown (a loaded picture, served by the app itself) ...
     heatmap = page.locator("#heatmap img")
     heatmap.wait_for()
-    page.wait_for_function("() => { const i = document.querySelector('#heatmap img'); "
-                           "return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(SHOWN, arg="#heatmap img")
     assert urlsplit(heatmap.get_attribute("src")).hostname in LOCAL_HOSTS
     # ... with the confidence chart, the guidance for that answer, and the disclaimer still on screen.
     assert "%" in page.locator("#confidence").inner_text()
@@ -184,6 +185,41 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     assert headline_label(again) and "the frame you placed" in again
     visit.assert_no_error_shown()
     visit.assert_only_local_requests()
+
+
+def test_an_iphone_heic_or_a_tiff_photo_is_taken_shown_and_checked(visit, tmp_path, running_app):
+    """Chromium on Linux leaves "IMG_0001.HEIC" untyped, which Gradio refused, and shows neither HEIC nor TIFF: the
+    photo box takes them, dropped or picked, shows an upright copy the browser can, and that copy is checked."""
+    page = visit.page
+
+    def put_in(name: str, data: bytes, how: str) -> None:
+        if how == "picked":
+            (tmp_path / name).write_bytes(data)
+            visit.upload(tmp_path / name)
+        else:  # as a file manager drops it: a file without a type
+            page.evaluate("""([name, bytes]) => {
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([new Uint8Array(bytes)], name, {type: ''}));
+                document.querySelector('#photo button').dispatchEvent(
+                    new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer})); }""",
+                          [name, list(data)])
+
+    tiff = cv2.imencode(".tif", spot_photo("nevus", size=200))[1].tobytes()
+    for name, data, how, upright in (("IMG_0001.HEIC", ROTATED_HEIC, "dropped", (48, 64)),
+                                     ("IMG_0002.HEIC", ROTATED_HEIC, "picked", (48, 64)),
+                                     ("spot.tif", tiff, "picked", (200, 200))):
+        before = page.evaluate("() => document.querySelector('#photo img')?.src")
+        put_in(name, data, how)
+        page.wait_for_function(f"(before) => document.querySelector('#photo img')?.src !== before && ({SHOWN})('#photo img')",
+                               arg=before)
+        shown = page.evaluate("() => { const i = document.querySelector('#photo img'); "
+                              "return [i.naturalWidth, i.naturalHeight]; }")
+        assert tuple(shown) == upright, f"{name} ({how}) is shown {shown[0]} x {shown[1]}"
+        answer = visit.check_and_wait()
+        assert headline_label(answer) and "Why:" in answer, f"{name} ({how}): {answer}"
+        visit.assert_no_error_shown()
+    visit.screenshot("03a_tiff.png")
+    assert not any(running_app.uploads.rglob("*.HEIC")), "a HEIC upload was kept"
 
 
 def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, running_app):
