@@ -9,6 +9,7 @@ import torch
 
 import data.presets as presets
 import training.train as train
+from data.datasets import Sample
 from data.images import read_image
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
@@ -210,3 +211,24 @@ def test_resume_refuses_other_settings_before_reading_any_image(class_tree, tmp_
         train.main([*run, *longer, "--resume"])
     with pytest.raises(SystemExit, match="--seed was 0, now 5"):  # another split
         train.main([*run, *FAST, "--seed", "5", "--resume"])
+
+
+def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(class_tree, tmp_path, capsys, predictor):
+    """A researcher's folder holds truncated photos and a text file named like one: training goes on without them,
+    and so does evaluation, each saying which were left out."""
+    bad = []
+    for label in ("vascular", "nevus", "other"):
+        good = (class_tree / label / f"{label}_0.png").read_bytes()
+        bad.append(class_tree / label / "truncated.png")
+        bad[-1].write_bytes(good[: len(good) // 3])
+    bad.append(class_tree / "nevus" / "notes.jpg")
+    bad[-1].write_text("not a photo")
+    train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    assert "unreadable images, e.g." in capsys.readouterr().out
+
+    samples = [Sample(path, path.parent.name, path.name, path.parent.name, "folder") for path in
+               [*bad, class_tree / "other" / "other_0.png"]]
+    kept, probs, decided = evaluate.predict_samples(predictor, samples)
+    assert kept == samples[-1:] and probs.shape == (1, 3) and len(decided) == 1
+    warned = capsys.readouterr().out
+    assert all(f"warning: skipped {path}" in warned for path in bad)
