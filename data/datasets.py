@@ -62,17 +62,24 @@ def load_ham10000(root: str | Path) -> list[Sample]:
     if not metadata.is_file():
         raise FileNotFoundError(f"{metadata} not found: is {root} a HAM10000 folder?")
     by_stem = _jpegs_under(root)
-    samples = []
+    samples, missing = [], []
     with metadata.open(newline="") as f:
-        for row in csv.DictReader(f):
-            path = by_stem.get(row["image_id"])
-            if path is None:
-                raise FileNotFoundError(f"image {row['image_id']} listed in {metadata.name} is missing under {root}")
-            dx = row["dx"].strip().lower()
-            if dx not in DX_TO_CLASS:
-                raise ValueError(f"{metadata}: unknown dx {row['dx']!r} for {row['image_id']} "
-                                 f"(expected one of {', '.join(DX_TO_CLASS)})")
-            samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + row["lesion_id"], dx, "ham10000", dx))
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        path = by_stem.get(row["image_id"])
+        if path is None:
+            missing.append(row["image_id"])
+            continue
+        dx = row["dx"].strip().lower()
+        if dx not in DX_TO_CLASS:
+            raise ValueError(f"{metadata}: unknown dx {row['dx']!r} for {row['image_id']} "
+                             f"(expected one of {', '.join(DX_TO_CLASS)})")
+        samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + row["lesion_id"], dx, "ham10000", dx))
+    if missing:  # e.g. one of the release's two image archives not unpacked: say so rather than train on half
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(rows)} images listed in {metadata.name} are missing under {root} "
+            f"(e.g. {', '.join(missing[:3])}): is the download complete? `python -m data.download --out {root}` "
+            "fetches and unpacks both image archives")
     return samples
 
 
