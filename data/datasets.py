@@ -1,4 +1,5 @@
-"""Where labelled images come from: HAM10000, the clinical photo set, or a class-per-folder tree.
+"""Where labelled images come from: HAM10000 (as released, or as the ISIC 2018 challenge released it), the clinical
+photo set, or a class-per-folder tree.
 
 Each loader returns a list of `Sample`s. `group` is what must never straddle
 splits (a lesion, a patient, a case series) and `stratum` is what the split
@@ -51,6 +52,11 @@ class Sample:
         return "clinical" if self.source == "clinical" else "dermoscopy"
 
 
+# HAM10000 as the ISIC 2018 challenge (Task 3) released it: a one-hot ground truth and, apart, each image's lesion.
+ISIC2018_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"  # image,MEL,NV,BCC,AKIEC,BKL,DF,VASC
+ISIC2018_LESIONS = "ISIC2018_Task3_Training_LesionGroupings.csv"  # image,lesion_id,diagnosis_confirm_type
+
+
 def load_ham10000(root: str | Path) -> list[Sample]:
     """HAM10000 as released: `HAM10000_metadata.csv` plus the images.
 
@@ -61,25 +67,59 @@ def load_ham10000(root: str | Path) -> list[Sample]:
     metadata = root / "HAM10000_metadata.csv"
     if not metadata.is_file():
         raise FileNotFoundError(f"{metadata} not found: is {root} a HAM10000 folder?")
+    with metadata.open(newline="") as f:
+        rows = [(row["image_id"], row["lesion_id"], row["dx"]) for row in csv.DictReader(f)]
+    return _ham_samples(root, rows, metadata.name, f"`python -m data.download --out {root}` fetches and unpacks "
+                                                   "both image archives")
+
+
+def load_isic2018(root: str | Path) -> list[Sample]:
+    """HAM10000 as the ISIC 2018 challenge released it (Task 3 training data): the ground-truth CSV, the lesion
+    groupings CSV and the images, anywhere below `root`. The groupings are required: without them one lesion's
+    images could land in different splits."""
+    root = Path(root)
+    truth, lesions = (_one_file_under(root, name) for name in (ISIC2018_TRUTH, ISIC2018_LESIONS))
+    if truth is None:
+        raise FileNotFoundError(f"{ISIC2018_TRUTH} not found under {root}: is it an ISIC 2018 (Task 3) folder?")
+    if lesions is None:
+        raise FileNotFoundError(f"{ISIC2018_LESIONS} not found under {root}: it says which images show the same "
+                                "lesion, without which the split would leak (the challenge released it apart)")
+    with lesions.open(newline="") as f:
+        lesion_of = {row["image"]: row["lesion_id"] for row in csv.DictReader(f)}
+    rows = []
+    with truth.open(newline="") as f:
+        for row in csv.DictReader(f):
+            dx = [name for name, value in row.items() if name != "image" and float(value or 0) >= 0.5]
+            if len(dx) != 1:
+                raise ValueError(f"{truth.name}: {row['image']} has {len(dx)} diagnosis columns set to 1, not one")
+            if row["image"] not in lesion_of:
+                raise ValueError(f"{lesions.name} has no lesion_id for {row['image']}")
+            rows.append((row["image"], lesion_of[row["image"]], dx[0]))
+    return _ham_samples(root, rows, truth.name, "the images come in the challenge's "
+                                                "ISIC2018_Task3_Training_Input.zip")
+
+
+def _one_file_under(root: Path, name: str) -> Path | None:
+    """The file called `name` at or below `root` (the first in sorted order), None when there is none."""
+    return next(iter(sorted(root.rglob(name))), None)
+
+
+def _ham_samples(root: Path, rows: list[tuple[str, str, str]], listed_in: str, hint: str) -> list[Sample]:
+    """Samples for (image_id, lesion_id, dx) rows, each image found below `root`; every listed image must be there."""
     by_stem = _jpegs_under(root)
     samples, missing = [], []
-    with metadata.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        path = by_stem.get(row["image_id"])
+    for image_id, lesion_id, dx in rows:
+        path = by_stem.get(image_id)
         if path is None:
-            missing.append(row["image_id"])
+            missing.append(image_id)
             continue
-        dx = row["dx"].strip().lower()
+        dx = dx.strip().lower()
         if dx not in DX_TO_CLASS:
-            raise ValueError(f"{metadata}: unknown dx {row['dx']!r} for {row['image_id']} "
-                             f"(expected one of {', '.join(DX_TO_CLASS)})")
-        samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + row["lesion_id"], dx, "ham10000", dx))
+            raise ValueError(f"{listed_in}: unknown dx {dx!r} for {image_id} (expected one of {', '.join(DX_TO_CLASS)})")
+        samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + lesion_id, dx, "ham10000", dx))
     if missing:  # e.g. one of the release's two image archives not unpacked: say so rather than train on half
-        raise FileNotFoundError(
-            f"{len(missing)} of the {len(rows)} images listed in {metadata.name} are missing under {root} "
-            f"(e.g. {', '.join(missing[:3])}): is the download complete? `python -m data.download --out {root}` "
-            "fetches and unpacks both image archives")
+        raise FileNotFoundError(f"{len(missing)} of the {len(rows)} images listed in {listed_in} are missing under "
+                                f"{root} (e.g. {', '.join(missing[:3])}): is the download complete? ({hint})")
     return samples
 
 
@@ -162,4 +202,6 @@ def load_dataset(root: str | Path) -> list[Sample]:
         return load_ham10000(root)
     if (root / "labels.csv").is_file():
         return load_clinical(root)
+    if _one_file_under(root, ISIC2018_TRUTH) is not None:
+        return load_isic2018(root)
     return load_class_folders(root)

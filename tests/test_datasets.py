@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,41 @@ def test_ham10000_unknown_diagnosis_is_a_clear_error(tmp_path):
     (root / "HAM10000_metadata.csv").write_text(text.replace(",mel,", ",melanoma,", 1))
     with pytest.raises(ValueError, match="unknown dx 'melanoma'"):
         load_ham10000(root)
+
+
+def make_isic2018(ham: Path, root: Path) -> Path:
+    """The miniature HAM10000 as the ISIC 2018 challenge released it: a one-hot ground truth in its own folder, the
+    lesion groupings beside it, the images in the Task 3 input folder."""
+    with (ham / "HAM10000_metadata.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    truth = root / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv"
+    truth.parent.mkdir(parents=True)
+    truth.write_text("image," + ",".join(columns) + "\n" + "".join(
+        row["image_id"] + "," + ",".join("1.0" if c.lower() == row["dx"] else "0.0" for c in columns) + "\n"
+        for row in rows))
+    (root / "ISIC2018_Task3_Training_LesionGroupings.csv").write_text(
+        "image,lesion_id,diagnosis_confirm_type\n" + "".join(f"{r['image_id']},{r['lesion_id']},histo\n" for r in rows))
+    (ham / "images").rename(root / "ISIC2018_Task3_Training_Input")
+    return root
+
+
+def test_isic2018_challenge_layout_reads_as_ham10000(tmp_path):
+    """HAM10000 downloaded from the ISIC 2018 challenge: the same samples, lesions and diagnoses as the release's
+    metadata gives; without the lesion groupings (released apart) it is refused rather than split by image."""
+    expected = [(s.path.name, s.label, s.group, s.detail) for s in load_ham10000(make_ham(tmp_path / "ham"))]
+    root = make_isic2018(tmp_path / "ham", tmp_path / "isic")
+    samples = load_dataset(root)
+    assert [(s.path.name, s.label, s.group, s.detail) for s in samples] == expected
+    assert {s.source for s in samples} == {"ham10000"}
+    assert set(split_samples(samples, seed=0)) == {"train", "val", "test"}
+
+    (root / "ISIC2018_Task3_Training_Input" / "ISIC_0000007.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="1 of the 80 images listed in ISIC2018_Task3_Training_GroundTruth.csv"):
+        load_dataset(root)
+    (root / "ISIC2018_Task3_Training_LesionGroupings.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="LesionGroupings.csv not found .* the split would leak"):
+        load_dataset(root)
 
 
 def test_class_folders(class_tree):

@@ -44,8 +44,9 @@ def positive_int(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", nargs="+", default=DEFAULT_DATA,
-                   help="data folders: HAM10000 (metadata CSV + images), the clinical set (labels.csv) "
-                        "or a class-per-folder tree (vascular/ nevus/ other/)")
+                   help="data folders: HAM10000 (metadata CSV + images, or the ISIC 2018 Task 3 ground truth + "
+                        "lesion groupings + images), the clinical set (labels.csv) or a class-per-folder tree "
+                        "(vascular/ nevus/ other/)")
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
     p.add_argument("--epochs", type=positive_int, default=24, help="passes of --draws-per-epoch draws")
     p.add_argument("--draws-per-epoch", type=positive_int, default=5000,
