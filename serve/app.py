@@ -182,14 +182,15 @@ def shrunk(image: np.ndarray, longest: int) -> np.ndarray:
 
 
 def view_scale(photo: np.ndarray) -> float:
-    """How much the framing view shrinks the photo (never enlarges it)."""
-    return min(1.0, VIEW_SIDE / max(photo.shape[:2]))
+    """How much the framing view scales the photo: to VIEW_SIDE on its longer side, a small photo enlarged too, so
+    that its spot is as easy to tap as a large photo's."""
+    return VIEW_SIDE / max(photo.shape[:2])
 
 
 def framing_view(photo: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The photo, shrunk for the page, with the checked frame drawn on it."""
+    """The photo, scaled for the page, with the checked frame drawn on it (on a copy: the held photo is not drawn on)."""
     scale = view_scale(photo)
-    view = shrunk(photo, VIEW_SIDE).copy()  # a copy: the frame is drawn on it, never on the held photo
+    view = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     x0, y0, x1, y1 = (round(v * scale) for v in box)
     thickness = max(2, round(max(view.shape[:2]) / 200))
     cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), thickness + 2)  # dark edge: visible on pale skin

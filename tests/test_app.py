@@ -107,11 +107,17 @@ def test_the_frame_can_be_moved_to_another_spot_and_resized(predictor):
     assert moved_frame(photo, moved, click=(10_000, -50)) == (600 - side, 0, 600, side)
 
 
-def test_the_framing_view_shows_the_frame_on_a_shrunk_photo():
+def test_the_framing_view_shows_the_frame_on_the_photo_scaled_for_the_page():
     photo = np.zeros((1500, 3000, 3), np.uint8)
     view = framing_view(photo, (1000, 500, 1600, 1100))
     assert view.shape == (256, 512, 3) and photo.max() == 0  # the held photo itself is not drawn on
     assert (view[85:100, 171:273] == 255).any() and view[120:160, 190:250].max() == 0  # an outline, not a fill
+
+    # A small photo is enlarged as much (its spot as easy to tap), and a tap maps back to its own pixels.
+    small = np.zeros((90, 120, 3), np.uint8)
+    view = framing_view(small, (30, 20, 90, 80))
+    assert view.shape == (384, 512, 3) and (view[80:90, 130:380] == 255).any() and small.max() == 0
+    assert moved_frame(small, (30, 20, 90, 80), click=(256, 192)) == (30, 15, 90, 75)  # centred on (60, 45)
 
 
 def test_a_huge_photo_is_held_downscaled(tmp_path, predictor, monkeypatch):
