@@ -11,15 +11,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import argparse  # noqa: E402
-import atexit  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import weakref  # noqa: E402
-from collections import deque  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -29,10 +21,13 @@ import numpy as np  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
 
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image  # noqa: E402
+from data.images import MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image  # noqa: E402
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
+from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, still_held  # noqa: E402
+from serve.outputs import OutputFiles  # noqa: E402
+from serve.scripts import PAGE_SCRIPT, SHOW_ANSWER  # noqa: E402
 
 MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way in (data.images)
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
@@ -44,46 +39,6 @@ VIEW_SIDE = 512  # the framing view's longer side
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
 # What browsers show in a page (Pillow's names; MPO is a camera JPEG). Other photos (HEIC, TIFF) are shown as a copy.
 BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
-# On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
-SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
-    if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
-# The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
-# the arrow keys work for people using a keyboard.
-SLIDER_KEYS = """() => {
-    const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
-    document.addEventListener('keyup', (event) => {
-        if (keys.includes(event.key) && event.target.matches('#frame-size input[type=range]'))
-            event.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));  // Svelte listens at the root
-    }); }"""
-# Gradio's photo box takes only files whose type the browser names "image/...", and browsers name a type from the
-# file's suffix as the system knows it: Chromium on Linux types "IMG_0001.heic" but leaves an iPhone's "IMG_0001.HEIC"
-# untyped, and Windows without its HEIF extension any HEIC. Such a photo was refused as "Invalid file type". This
-# gives each untyped file with a photo suffix its type, when picked (`change`) or dropped, before Gradio looks at it.
-PHOTO_TYPES = {suffix: "image/" + {".jpg": "jpeg", ".tif": "tiff"}.get(suffix, suffix[1:]) for suffix in IMAGE_SUFFIXES}
-TYPE_PHOTOS = """() => {
-    const types = %s;
-    const typed = (files) => {  // a DataTransfer of the files, typed, or null when none needed it
-        const suffix = (name) => name.slice(name.lastIndexOf('.')).toLowerCase();
-        const untyped = Array.from(files).filter((file) => !file.type && types[suffix(file.name)]);
-        if (!untyped.length) return null;
-        const transfer = new DataTransfer();
-        for (const file of files) transfer.items.add(untyped.includes(file)
-            ? new File([file], file.name, {type: types[suffix(file.name)], lastModified: file.lastModified}) : file);
-        return transfer;
-    };
-    document.addEventListener('change', (event) => {
-        const transfer = event.target.matches('#photo input[type=file]') && typed(event.target.files);
-        if (transfer) event.target.files = transfer.files;
-    }, true);
-    document.addEventListener('drop', (event) => {  // dropped files cannot be changed: drop the typed ones instead
-        const transfer = event.target.closest?.('#photo') && event.dataTransfer && typed(event.dataTransfer.files);
-        if (!transfer) return;
-        event.preventDefault();
-        event.stopPropagation();
-        event.target.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer}));
-    }, true); }""" % json.dumps(PHOTO_TYPES)
-# In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
-PAGE_SCRIPT = f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})();</script>"
 log = logging.getLogger("spotcheck")
 
 
@@ -97,56 +52,6 @@ class Answer:
     box: tuple[int, int, int, int] | None = None  # the frame that was checked, in `photo` pixels
     placed: bool = False  # the person placed the frame (else SpotCheck framed the spot itself)
     label: str | None = None  # the decision: vascular | nevus | other | unsure (None: no answer)
-
-
-@dataclass
-class HeldPhoto:
-    """A photo kept in one browser session's memory (never on disk) so its frame can be moved."""
-
-    upload: str  # the upload's path: Gradio names uploads by content, so the same path means the same photo
-    photo: np.ndarray | None  # None once let go to keep within HELD_BYTES (see HeldPhotos)
-    box: tuple[int, int, int, int]
-    placed: bool
-
-
-class HeldPhotos:
-    """Every photo held in memory, across all browser sessions, kept within `budget` bytes: when a new one goes over,
-    the longest-held are let go (their page then asks for the photo again). Gradio drops each after HELD_SECONDS,
-    but requests arriving faster than that (40 API calls with a 16-MP photo took the server to 2.3 GB) would
-    otherwise fill the memory. Only weak references are kept here: a photo Gradio drops is gone."""
-
-    def __init__(self, budget: int):
-        self.budget = budget
-        self._held: deque[weakref.ref[HeldPhoto]] = deque()
-        self._lock = threading.Lock()
-
-    def hold(self, held: HeldPhoto) -> HeldPhoto:
-        with self._lock:
-            self._held.append(weakref.ref(held))
-            live = [h for h in (ref() for ref in self._held) if h is not None and h.photo is not None]
-            self._held = deque(weakref.ref(h) for h in live)
-            total = sum(h.photo.nbytes for h in live)  # a photo held twice (moments after a new answer) counts twice
-            for oldest in live[:-1]:
-                if total <= self.budget:
-                    break
-                total -= oldest.photo.nbytes
-                oldest.photo = None
-        return held
-
-
-def still_held(held: HeldPhoto | None) -> HeldPhoto | None:
-    """`held`, unless its photo has been let go (HeldPhotos)."""
-    return held if held is not None and held.photo is not None else None
-
-
-@dataclass
-class LatestPhoto:
-    """The photo last put into one browser page: its upload's path, None once the photo box is emptied.
-
-    An answer whose photo was replaced while it was being checked is dropped, not shown next to the new photo.
-    """
-
-    upload: str | None = None
 
 
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
@@ -215,57 +120,6 @@ def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tup
             return spot
     side = x1 - x0 if percent is None else percent / 100 * min(photo.shape[:2])
     return box_around(centre, side, photo.shape)
-
-
-class OutputFiles:
-    """The page's output pictures (heatmap, framing view), each written to a PNG file of its own, and the
-    confidence panel's values, written to a JSON file (see `write_label`).
-
-    Gradio stores a picture returned as an array in its cache under a name taken from the picture's
-    content, writing the file in place: when the same photo is checked twice at once, one answer's
-    browser could then fetch a file the other answer is half-way through rewriting. A file path is
-    instead copied into the cache under its own name, so every answer gets a distinct file. These
-    files are only read once, by that copy; a background thread deletes them after one to two minutes.
-    """
-
-    def __init__(self, keep_seconds: float = 60):
-        self.folder = Path(tempfile.mkdtemp(prefix="spotcheck-outputs-"))
-        self.keep_seconds = keep_seconds
-        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
-        threading.Thread(target=self._sweep_forever, daemon=True, name="spotcheck-sweeper").start()
-
-    def write_picture(self, picture: np.ndarray) -> str:
-        """Save an RGB uint8 picture as a new PNG file and return its path."""
-        fd, path = tempfile.mkstemp(suffix=".png", dir=self.folder)
-        os.close(fd)
-        if not cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
-        return path
-
-    def write_label(self, label: str, probabilities: dict[str, float]) -> str:
-        """The confidence panel's value as a JSON file, the one way gr.Label takes a heading other than the top
-        group: the heading (and the API's `label`) is the decision, so a spot below the vascular bar reads
-        "unsure" above its bars, never "vascular"."""
-        ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)
-        fd, path = tempfile.mkstemp(suffix=".json", dir=self.folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"label": label, "confidences": [{"label": c, "confidence": p} for c, p in ranked]}, f)
-        return path
-
-    def _sweep_forever(self) -> None:
-        while True:
-            time.sleep(self.keep_seconds)
-            self.sweep()
-
-    def sweep(self) -> None:
-        """Delete the files older than `keep_seconds`."""
-        cutoff = time.time() - self.keep_seconds
-        for old in self.folder.glob("*"):
-            try:
-                if old.stat().st_mtime < cutoff:
-                    old.unlink()
-            except FileNotFoundError:  # already gone (the folder is removed at exit)
-                pass
 
 
 def browser_copy(path: str | None, files: OutputFiles) -> str | None:

@@ -13,8 +13,9 @@ import pytest
 import serve.app
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.predictor import Predictor
-from serve.app import (OutputFiles, browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view,
-                       moved_frame)
+from serve.app import browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
+from serve.memory import HeldPhoto, LatestPhoto
+from serve.outputs import OutputFiles
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from data.images import read_image
 from tests.conftest import COLOURS, ROTATED_HEIC, spot_photo, write_rgb
@@ -140,16 +141,16 @@ def test_checking_again_uses_the_held_photo_only_for_the_same_upload(uploads, pr
     """The page's button: a photo answered before is held in memory; a different upload never gets its answer."""
     answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
     first = write_rgb(uploads / "first.png", spot_photo("vascular", size=200))
-    summary, _, _, _, unanswered, held = answer({"path": str(first)}, None, serve.app.LatestPhoto())
-    assert not unanswered and isinstance(held, serve.app.HeldPhoto) and held.upload == str(first)
+    summary, _, _, _, unanswered, held = answer({"path": str(first)}, None, LatestPhoto())
+    assert not unanswered and isinstance(held, HeldPhoto) and held.upload == str(first)
     assert not first.exists()
 
     # Pressed again: the upload is gone, the held photo answers.
-    again = answer({"path": str(first)}, held, serve.app.LatestPhoto())
+    again = answer({"path": str(first)}, held, LatestPhoto())
     assert again[0] == summary and again[5].photo is held.photo
 
     # Another upload that is gone: not the held photo.
-    other = answer({"path": str(uploads / "other.png")}, held, serve.app.LatestPhoto())
+    other = answer({"path": str(uploads / "other.png")}, held, LatestPhoto())
     assert "upload the photo again" in other[0] and other[5] is None
 
 
@@ -164,10 +165,10 @@ def test_held_photos_stay_within_the_memory_budget_oldest_let_go_first(uploads, 
     held = []
     for i in range(3):
         upload = write_rgb(uploads / f"{i}.png", spot_photo("nevus", size=200, seed=i))
-        held.append(answer({"path": str(upload)}, None, serve.app.LatestPhoto())[5])
+        held.append(answer({"path": str(upload)}, None, LatestPhoto())[5])
     assert held[0].photo is None and held[1].photo is not None and held[2].photo is not None
-    assert "upload the photo again" in reframe(held[0], serve.app.LatestPhoto(), 40)[0]
-    assert any(h in reframe(held[2], serve.app.LatestPhoto(), 40)[0] for h in HEADLINES.values())
+    assert "upload the photo again" in reframe(held[0], LatestPhoto(), 40)[0]
+    assert any(h in reframe(held[2], LatestPhoto(), 40)[0] for h in HEADLINES.values())
 
 
 def test_the_page_reads_and_deletes_only_files_in_its_upload_folder(tmp_path, uploads, predictor):
@@ -176,7 +177,7 @@ def test_the_page_reads_and_deletes_only_files_in_its_upload_folder(tmp_path, up
     answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
     elsewhere = write_rgb(tmp_path / "private" / "photo.png", spot_photo("vascular", size=200))
     for path in (elsewhere, tmp_path / "private" / "missing.png", uploads / ".." / "private" / "photo.png"):
-        summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(path)}, None, serve.app.LatestPhoto())
+        summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(path)}, None, LatestPhoto())
         assert summary == check_spot(predictor, None).summary and chart is heatmap is held is None
     assert elsewhere.is_file()
 
@@ -184,7 +185,7 @@ def test_the_page_reads_and_deletes_only_files_in_its_upload_folder(tmp_path, up
 class PhotoPutInWhileChecking:
     """A predictor during whose answer the page's photo is replaced (`clear` sets the page's latest photo)."""
 
-    def __init__(self, predictor: Predictor, latest: serve.app.LatestPhoto, put_in: str | None):
+    def __init__(self, predictor: Predictor, latest: LatestPhoto, put_in: str | None):
         self.predictor, self.latest, self.put_in = predictor, latest, put_in
 
     def predict(self, *args, **kwargs):
@@ -201,12 +202,12 @@ class PhotoPutInWhileChecking:
 def test_an_answer_is_dropped_when_its_photo_was_replaced_while_being_checked(uploads, predictor, before, put_in,
                                                                             shown):
     upload = write_rgb(uploads / "red.png", spot_photo("vascular", size=200))
-    latest = serve.app.LatestPhoto(before and str(uploads / before))
+    latest = LatestPhoto(before and str(uploads / before))
     app = build_app(PhotoPutInWhileChecking(predictor, latest, put_in and str(uploads / put_in)))
     answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
     summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(upload)}, None, latest)
     if shown:
-        assert any(h in summary for h in HEADLINES.values()) and isinstance(held, serve.app.HeldPhoto)
+        assert any(h in summary for h in HEADLINES.values()) and isinstance(held, HeldPhoto)
     else:
         skipped = gr.skip()
         assert [summary, chart, heatmap, guidance, held] == [skipped] * 5 and unanswered is False
@@ -234,7 +235,7 @@ def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(upload
     strict.calibration = dataclasses.replace(strict.calibration, vascular_min=0.9999, unsure_below=0.0)
     answer = next(f.fn for f in build_app(strict).fns.values() if f.api_name == "check")
     upload = write_rgb(uploads / "red.png", spot_photo("vascular", size=200))
-    summary, chart, *_ = answer({"path": str(upload)}, None, serve.app.LatestPhoto())
+    summary, chart, *_ = answer({"path": str(upload)}, None, LatestPhoto())
     panel = gr.Label().postprocess(chart)
     assert HEADLINES["unsure"] in summary
     assert panel.label == "unsure" and panel.confidences[0].label == "vascular"
@@ -270,7 +271,7 @@ def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back
     heic = uploads / "IMG_0001.HEIC"
     heic.parent.mkdir(parents=True)
     heic.write_bytes(ROTATED_HEIC)
-    latest = serve.app.LatestPhoto()
+    latest = LatestPhoto()
     assert clear({"path": str(heic)}, latest)[-1]["interactive"] is False  # the button, until the photo is shown
     copy, button = show_photo({"path": str(heic)}, latest)
     assert copy.endswith(".png") and button["interactive"] is True and not heic.exists()

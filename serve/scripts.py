@@ -1,0 +1,47 @@
+"""The page's own JavaScript, run in the browser: Gradio has no setting for these three behaviours."""
+from __future__ import annotations
+
+import json
+
+from data.images import IMAGE_SUFFIXES
+
+# On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
+SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
+    if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
+# The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
+# the arrow keys work for people using a keyboard.
+SLIDER_KEYS = """() => {
+    const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
+    document.addEventListener('keyup', (event) => {
+        if (keys.includes(event.key) && event.target.matches('#frame-size input[type=range]'))
+            event.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));  // Svelte listens at the root
+    }); }"""
+# Gradio's photo box takes only files whose type the browser names "image/...", and browsers name a type from the
+# file's suffix as the system knows it: Chromium on Linux types "IMG_0001.heic" but leaves an iPhone's "IMG_0001.HEIC"
+# untyped, and Windows without its HEIF extension any HEIC. Such a photo was refused as "Invalid file type". This
+# gives each untyped file with a photo suffix its type, when picked (`change`) or dropped, before Gradio looks at it.
+PHOTO_TYPES = {suffix: "image/" + {".jpg": "jpeg", ".tif": "tiff"}.get(suffix, suffix[1:]) for suffix in IMAGE_SUFFIXES}
+TYPE_PHOTOS = """() => {
+    const types = %s;
+    const typed = (files) => {  // a DataTransfer of the files, typed, or null when none needed it
+        const suffix = (name) => name.slice(name.lastIndexOf('.')).toLowerCase();
+        const untyped = Array.from(files).filter((file) => !file.type && types[suffix(file.name)]);
+        if (!untyped.length) return null;
+        const transfer = new DataTransfer();
+        for (const file of files) transfer.items.add(untyped.includes(file)
+            ? new File([file], file.name, {type: types[suffix(file.name)], lastModified: file.lastModified}) : file);
+        return transfer;
+    };
+    document.addEventListener('change', (event) => {
+        const transfer = event.target.matches('#photo input[type=file]') && typed(event.target.files);
+        if (transfer) event.target.files = transfer.files;
+    }, true);
+    document.addEventListener('drop', (event) => {  // dropped files cannot be changed: drop the typed ones instead
+        const transfer = event.target.closest?.('#photo') && event.dataTransfer && typed(event.dataTransfer.files);
+        if (!transfer) return;
+        event.preventDefault();
+        event.stopPropagation();
+        event.target.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer}));
+    }, true); }""" % json.dumps(PHOTO_TYPES)
+# In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
+PAGE_SCRIPT = f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})();</script>"
