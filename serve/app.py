@@ -283,7 +283,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
         photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, framing, frame_size, check],
                     preprocess=False, trigger_mode="multiple", **private).then(
-            show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, **private)
+            # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
+            show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
+            api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
         check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
