@@ -19,7 +19,7 @@ from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, load_c
 from model.decision import Calibration, decide
 from model.export import export, onnx_paths
 from model.net import SpotNet
-from model.predictor import Predictor, onnx_problem, overlay_heatmap
+from model.predictor import Predictor, class_activation_map, feature_stride, onnx_problem, overlay_heatmap
 from tests.conftest import COLOURS, spot_photo
 
 
@@ -48,15 +48,17 @@ def test_probabilities_are_the_softmax_of_logits_over_the_calibrated_temperature
 
 
 def test_heatmap_is_the_top_class_activation_map(predictor):
-    """The heatmap is the top class's head weights over the feature maps, ReLU'd, resized (cubic) and scaled to max 1."""
+    """The heatmap is the top class's head weights over the feature maps, ReLU'd, each cell placed on the input
+    pixel it is centred on (cubic between them) and scaled to max 1."""
     prepared = predictor.prepare(spot_photo("nevus", size=200, radius=30, seed=3))
     prediction = predictor.classify([prepared])[0]
     logits, maps = predictor.network(prepared.input[None])
     head = load_checkpoint(DEFAULT_CHECKPOINT)["model"]["head.weight"].numpy()
 
     def cam(k: int) -> np.ndarray:
-        m = cv2.resize(np.maximum(np.einsum("c,chw->hw", head[k], maps[0]), 0).astype(np.float32),
-                       (predictor.size, predictor.size), interpolation=cv2.INTER_CUBIC)
+        cells = np.maximum(np.einsum("c,chw->hw", head[k], maps[0]), 0).astype(np.float32)
+        m = cv2.warpAffine(cells, np.float32([[32, 0, 0], [0, 32, 0]]), (predictor.size, predictor.size),
+                           flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         m = np.clip(m, 0, None)
         return m / m.max()
 
@@ -207,3 +209,19 @@ def test_overlay_blends_the_jet_colour_at_045_over_the_square():
     assert np.abs(overlay[:20].astype(float) - hot).max() <= 1
     assert np.abs(overlay[20:].astype(float) - cold).max() <= 1
     assert (overlay[:20] != square[:20]).any(axis=2).all()
+
+
+@pytest.mark.parametrize("size, cells", [(112, 4), (48, 2), (160, 5)])
+def test_each_heatmap_cell_is_drawn_where_it_looks(size, cells):
+    """A 3x3, padding-1, stride-2 convolution centres output j on input 2j: after the network's five halvings the
+    cell (i, j) looks at pixel (32 i, 32 j). One hot cell must be at its full value there and nowhere near the other
+    cells' pixels (a plain resize put it up to 18 px off; the cubic curve overshoots a little beside it, and past the
+    last cell the heatmap keeps its value)."""
+    assert feature_stride(size, cells) == 32
+    for i, j in ((0, 0), (1, cells - 1), (cells - 1, 1)):
+        maps = np.zeros((2, cells, cells), np.float32)
+        maps[0, i, j] = 1
+        heatmap = class_activation_map(maps, np.float32([1, 0]), size)
+        assert heatmap.shape == (size, size) and heatmap[32 * i, 32 * j] > 0.75
+        others = [heatmap[32 * a, 32 * b] for a in range(cells) for b in range(cells) if (a, b) != (i, j)]
+        assert max(others) < 1e-4
