@@ -29,7 +29,7 @@ import numpy as np
 from data.datasets import DEFAULT_DATA, load_dataset
 from data.images import read_image
 from data.splits import split_samples
-from model.predictor import Predictor, overlay_heatmap
+from model.predictor import Predictor, feature_stride, overlay_heatmap
 
 THUMB = 160
 OCCLUDER = 0.2  # the greyed-out square's side, as a share of the crop's
@@ -62,11 +62,12 @@ def occlusion_map(predictor: Predictor, x: np.ndarray, k: int) -> np.ndarray:
     return total / np.maximum(count, 1)
 
 
-def evenly_spread_heatmap(predictor: Predictor, x: np.ndarray, k: int) -> np.ndarray:
-    """The class activation map resized over the whole crop, its cells spread evenly: how it was drawn before."""
-    maps = predictor.network(x[None])[1][0]
-    cells = np.maximum(np.tensordot(predictor._engine.head_weight[k], maps, axes=1), 0).astype(np.float32)
-    return np.clip(cv2.resize(cells, (x.shape[2], x.shape[1]), interpolation=cv2.INTER_CUBIC), 0, None)
+def evenly_spread_heatmap(heatmap: np.ndarray, stride: int) -> np.ndarray:
+    """The same map with its feature cells spread evenly over the crop by a plain resize, as it was drawn before.
+    The cells' values are read back where the heatmap places them (cubic curves pass through them), up to the scale
+    the heatmap was normalised by, which a correlation ignores."""
+    cells = np.ascontiguousarray(heatmap[::stride, ::stride])
+    return np.clip(cv2.resize(cells, heatmap.shape[::-1], interpolation=cv2.INTER_CUBIC), 0, None)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor(args.checkpoint)
     parts = split_samples(load_dataset(args.data), seed=int(predictor.meta.get("split_seed", 0)), n_folds=5)
     samples = parts["val"] + parts["test"]
+    stride = feature_stride(predictor.size, predictor.network(np.zeros((1, 3, predictor.size, predictor.size),
+                                                                       np.float32))[1].shape[-1])
     shares: dict[tuple[str, str], list[float]] = {}
     agreement: dict[tuple[str, str], list[tuple[float, float]]] = {}
     tiles: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         x, k = predictor.prepare(image).input, predictor.classes.index(max(result.probabilities, key=result.probabilities.get))
         occlusion = occlusion_map(predictor, x, k)
         agreement.setdefault(key, []).append((correlation(result.heatmap, occlusion),
-                                              correlation(evenly_spread_heatmap(predictor, x, k), occlusion)))
+                                              correlation(evenly_spread_heatmap(result.heatmap, stride), occlusion)))
         photo = cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
         overlay = cv2.resize(overlay_heatmap(result.square, result.heatmap), (THUMB, THUMB))
         tiles.setdefault(key, []).append(np.concatenate([photo, overlay], axis=1))
