@@ -90,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     tiles: dict[tuple[str, str], list[np.ndarray]] = {}
     for sample in samples:
         image = read_image(sample.path)
-        result = predictor.predict(image)
+        prepared = predictor.prepare(image)  # framed once, for the answer and the occlusion map alike
+        result = predictor.classify([prepared])[0]
         key = (sample.stratum.split("/")[0], sample.label)  # the clinical set's stratum is "source/label"
         shares.setdefault(key, []).append(central_share(result.heatmap))
-        x, k = predictor.prepare(image).input, predictor.classes.index(max(result.probabilities, key=result.probabilities.get))
+        x, k = prepared.input, predictor.classes.index(max(result.probabilities, key=result.probabilities.get))
         occlusion = occlusion_map(predictor, x, k)
         agreement.setdefault(key, []).append((correlation(result.heatmap, occlusion),
                                               correlation(evenly_spread_heatmap(result.heatmap, stride), occlusion)))

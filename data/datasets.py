@@ -78,7 +78,8 @@ def load_isic2018(root: str | Path) -> list[Sample]:
     groupings CSV and the images, anywhere below `root`. The groupings are required: without them one lesion's
     images could land in different splits."""
     root = Path(root)
-    truth, lesions = (_one_file_under(root, name) for name in (ISIC2018_TRUTH, ISIC2018_LESIONS))
+    csvs = _csv_files_under(root)
+    truth, lesions = csvs.get(ISIC2018_TRUTH), csvs.get(ISIC2018_LESIONS)
     if truth is None:
         raise FileNotFoundError(f"{ISIC2018_TRUTH} not found under {root}: is it an ISIC 2018 (Task 3) folder?")
     if lesions is None:
@@ -99,9 +100,9 @@ def load_isic2018(root: str | Path) -> list[Sample]:
                                                 "ISIC2018_Task3_Training_Input.zip")
 
 
-def _one_file_under(root: Path, name: str) -> Path | None:
-    """The file called `name` at or below `root` (the first in sorted order), None when there is none."""
-    return next(iter(sorted(root.rglob(name))), None)
+def _csv_files_under(root: Path) -> dict[str, Path]:
+    """Each CSV file name at or below `root` -> its path (the first in sorted order where a name repeats)."""
+    return {path.name: path for path in sorted(root.rglob("*.csv"), reverse=True)}
 
 
 def _ham_samples(root: Path, rows: list[tuple[str, str, str]], listed_in: str, hint: str) -> list[Sample]:
@@ -202,6 +203,6 @@ def load_dataset(root: str | Path) -> list[Sample]:
         return load_ham10000(root)
     if (root / "labels.csv").is_file():
         return load_clinical(root)
-    if _one_file_under(root, ISIC2018_TRUTH) is not None:
+    if ISIC2018_TRUTH in _csv_files_under(root):
         return load_isic2018(root)
     return load_class_folders(root)

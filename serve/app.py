@@ -39,6 +39,7 @@ VIEW_SIDE = 512  # the framing view's longer side
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
 # What browsers show in a page (Pillow's names; MPO is a camera JPEG). Other photos (HEIC, TIFF) are shown as a copy.
 BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
+HEADER_BYTES = 64 * 1024  # what `browser_copy` reads to tell those from the others
 log = logging.getLogger("spotcheck")
 
 
@@ -126,9 +127,15 @@ def browser_copy(path: str | None, files: OutputFiles) -> str | None:
     """For an upload the browser cannot show (a HEIC or TIFF photo shows as a broken picture), a PNG copy of the
     photo, upright and as it is held (`check_spot` answers the copy as it would the upload), to put in its place; the
     upload is deleted. None, and the upload left for `check_spot`, when the browser shows it or it cannot be read."""
+    if not path:
+        return None
     try:
-        data = Path(path).read_bytes() if path else b""
-        if not data or image_format(data) in BROWSER_FORMATS:
+        with open(path, "rb") as f:
+            data = f.read(HEADER_BYTES)  # enough to name nearly every format: most uploads are not read further
+            if not data or image_format(data) in BROWSER_FORMATS:
+                return None
+            data += f.read()
+        if image_format(data) in BROWSER_FORMATS:  # e.g. a JPEG whose metadata pushed its header further in
             return None
         copy = files.write_picture(shrunk(decode_image(data), HELD_SIDE))
     except (OSError, ImageError):  # gone (checked already), or not a photo: checking it says why
