@@ -8,7 +8,10 @@ edge (rulers, caption bars and pen circles are thin, or touch the edge), and
 returns a square box around the most prominent one. If nothing stands out, or
 the spot already fills the frame, the whole image is used. On the web page a
 person can tap the right spot (`spot_at`) or move and resize the frame
-(`box_around`) when the wrong one was picked.
+(`box_around`) when the wrong one was picked. With `flatten_lightness` the
+photo's broad lightness gradient is taken out first, so that the bright or dark
+half of a side-lit photo does not stand out as the spot; a checkpoint trained
+that way stores the setting, and `model.predictor` frames as it was trained.
 """
 from __future__ import annotations
 
@@ -82,9 +85,11 @@ def _rivals(blobs: list[Blob]) -> int:
     return sum(blob.score >= RIVAL * blobs[0].score for blob in blobs)
 
 
-def _blobs(small_rgb: np.ndarray) -> list[Blob]:
+def _blobs(small_rgb: np.ndarray, flatten_lightness: bool) -> list[Blob]:
     """Candidate spots in an analysis-sized RGB copy, best first."""
     lab = cv2.cvtColor(cv2.GaussianBlur(small_rgb, (5, 5), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
+    if flatten_lightness:  # lightness relative to a wide neighbourhood (sigma: a quarter of the side)
+        lab[..., 0] -= cv2.GaussianBlur(lab[..., 0], (0, 0), max(small_rgb.shape[:2]) / 4)
     skin = np.median(lab.reshape(-1, 3), axis=0)
     # Lightness counts less than colour: shadows and glare change L, spots change a and b.
     distance = np.sqrt(((lab - skin) ** 2 * np.array([0.5, 1.0, 1.0], np.float32)).sum(axis=2))
@@ -98,7 +103,7 @@ def _blobs(small_rgb: np.ndarray) -> list[Blob]:
     return _blob_score(mask, distance)
 
 
-def frame_spot(image: np.ndarray, analysis: np.ndarray | None = None) -> Framing:
+def frame_spot(image: np.ndarray, analysis: np.ndarray | None = None, *, flatten_lightness: bool = False) -> Framing:
     """Locate the most prominent spot in an RGB uint8 image and return a square box around it.
 
     `analysis`: the image's `data.images.analysis_copy`, if the caller already made it.
@@ -106,7 +111,7 @@ def frame_spot(image: np.ndarray, analysis: np.ndarray | None = None) -> Framing
     h, w = image.shape[:2]
     whole = Framing((0, 0, w, h), 0, False)
     scale = ANALYSIS_SIDE / max(h, w)
-    blobs = _blobs(analysis_copy(image) if analysis is None else analysis)
+    blobs = _blobs(analysis_copy(image) if analysis is None else analysis, flatten_lightness)
     if not blobs:
         return whole
     x0, y0, x1, y1 = (v / scale for v in blobs[0].box)
@@ -117,7 +122,8 @@ def frame_spot(image: np.ndarray, analysis: np.ndarray | None = None) -> Framing
     return Framing(box, _rivals(blobs), True)
 
 
-def spot_at(image: np.ndarray, point: tuple[float, float]) -> tuple[int, int, int, int] | None:
+def spot_at(image: np.ndarray, point: tuple[float, float], *,
+            flatten_lightness: bool = False) -> tuple[int, int, int, int] | None:
     """The frame around the spot under `point` (x, y), framed as `frame_spot` frames; None if no spot is there.
 
     For a tap on the web page. The spot is looked for in the whole photo first, then, if none of the blobs seen
@@ -135,7 +141,7 @@ def spot_at(image: np.ndarray, point: tuple[float, float]) -> tuple[int, int, in
         scale = sw / (wx1 - wx0)
         tap = ((point[0] - wx0) * scale, (point[1] - wy0) * scale)
         reach = TAP_REACH * max(sh, sw)
-        for blob in _blobs(small):
+        for blob in _blobs(small, flatten_lightness):
             x0, y0, x1, y1 = blob.box
             under = x0 - reach <= tap[0] <= x1 + reach and y0 - reach <= tap[1] <= y1 + reach
             inside = share == 1 or (x0 > 0 and y0 > 0 and x1 < sw and y1 < sh)

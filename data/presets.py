@@ -31,9 +31,10 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def frame_and_resize(image: np.ndarray, *, size: int, box: tuple[int, int, int, int] | None = None,
-                     analysis: np.ndarray | None = None) -> tuple[np.ndarray, Framing]:
+                     analysis: np.ndarray | None = None, flatten_lightness: bool = False) -> tuple[np.ndarray, Framing]:
     """Frame the spot (see data.framing), or use the `box` a person placed, and bring it to size x size uint8 RGB."""
-    framing = frame_spot(image, analysis) if box is None else Framing(box, spots=1, found=True, by_user=True)
+    framing = (frame_spot(image, analysis, flatten_lightness=flatten_lightness) if box is None
+               else Framing(box, spots=1, found=True, by_user=True))
     return square_resize(crop(image, framing.box), size), framing
 
 
@@ -55,15 +56,17 @@ def normalize(square: np.ndarray, *, mean: tuple[float, ...] = MEAN, std: tuple[
 
 
 def eval_preset(image: np.ndarray, *, size: int = 112, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
-                colour_constancy: int = 0,
+                colour_constancy: int = 0, flatten_lightness: bool = False,
                 box: tuple[int, int, int, int] | None = None,
                 analysis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
     """RGB uint8 photo -> (model input CHW float32, the framed square uint8, the framing).
 
     `box` (x0, y0, x1, y1) replaces the automatic framing, e.g. when a person moved the frame;
-    `analysis` is the photo's `data.images.analysis_copy`, if the caller already made it.
+    `analysis` is the photo's `data.images.analysis_copy`, if the caller already made it;
+    `flatten_lightness`: see `data.framing`.
     """
-    square, framing = frame_and_resize(image, size=size, box=box, analysis=analysis)
+    square, framing = frame_and_resize(image, size=size, box=box, analysis=analysis,
+                                       flatten_lightness=flatten_lightness)
     return normalize(square, mean=mean, std=std, colour_constancy=colour_constancy), square, framing
 
 

@@ -192,6 +192,7 @@ class Predictor:
         self.size = int(info["preprocess"]["size"])
         self.mean, self.std = tuple(info["preprocess"]["mean"]), tuple(info["preprocess"]["std"])
         self.colour_constancy = int(info["preprocess"].get("colour_constancy", 0))  # older checkpoints: off
+        self.flatten_lightness = bool(info["preprocess"].get("flatten_lightness", False))  # framing, as trained
         self.calibration = Calibration.from_dict(info["calibration"])
         # Checkpoints without it (e.g. ones tests make) skip the out-of-distribution check.
         self.feature_distance = FeatureDistance.from_dict(info["ood"]) if info.get("ood") else None
@@ -202,7 +203,8 @@ class Predictor:
         check_rgb8(image)
         analysis = analysis_copy(image)  # one downscaled copy for both the framing and the quality checks
         x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std,
-                                         colour_constancy=self.colour_constancy, box=box, analysis=analysis)
+                                         colour_constancy=self.colour_constancy,
+                                         flatten_lightness=self.flatten_lightness, box=box, analysis=analysis)
         return Prepared(x, square, framing, photo_problem(image, analysis))
 
     def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -110,14 +110,15 @@ def frame_percent(photo: np.ndarray, box: tuple[int, int, int, int]) -> int:
 
 
 def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tuple[float, float] | None = None,
-                percent: float | None = None) -> tuple[int, int, int, int]:
+                percent: float | None = None, flatten_lightness: bool = False) -> tuple[int, int, int, int]:
     """The frame after a click in the framing view (framed around the spot clicked, or, on plain skin, moved there
-    at its size) or resized to `percent` of the shorter side around its centre."""
+    at its size) or resized to `percent` of the shorter side around its centre. `flatten_lightness`: the model's
+    framing setting (`Predictor.flatten_lightness`)."""
     x0, y0, x1, y1 = box
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
     if click is not None:
         centre = (click[0] / view_scale(photo), click[1] / view_scale(photo))
-        if percent is None and (spot := spot_at(photo, centre)) is not None:
+        if percent is None and (spot := spot_at(photo, centre, flatten_lightness=flatten_lightness)) is not None:
             return spot
     side = x1 - x0 if percent is None else percent / 100 * min(photo.shape[:2])
     return box_around(centre, side, photo.shape)
@@ -217,7 +218,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                                 "when the server is busy).", {}, None, ""), None)
         h, before = held_photo, latest.upload
         try:
-            outputs = shown(check_frame(predictor, h.photo, moved_frame(h.photo, h.box, click=click, percent=percent)),
+            outputs = shown(check_frame(predictor, h.photo, moved_frame(h.photo, h.box, click=click, percent=percent,
+                                                                   flatten_lightness=predictor.flatten_lightness)),
                             h.upload)
         except Exception:
             outputs = failed("a moved frame")

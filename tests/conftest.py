@@ -37,6 +37,24 @@ def spot_photo(label: str = "vascular", *, size: int = 160, radius: int = 18, ce
     return image
 
 
+def side_lit_photo() -> np.ndarray:
+    """An 800 x 600 photo lit from the right: the left third falls into shadow; a 20-px red dot at (560, 300)."""
+    rng = np.random.default_rng(0)
+    image = rng.normal((205, 160, 140), 4, (600, 800, 3))
+    light = np.clip(np.linspace(-0.5, 2.5, 800), 0.25, 1.0)  # dark up to x = 200, then full light from x = 300
+    image = np.clip(image * light[None, :, None], 0, 255).astype(np.uint8)
+    cv2.circle(image, (560, 300), 10, (170, 30, 45), -1, cv2.LINE_AA)
+    return image
+
+
+def shaded_photo() -> np.ndarray:
+    """400 x 300 skin lit from the right and darkening smoothly to the left, with a 24-px red spot at (300, 150)."""
+    skin = np.clip(np.random.default_rng(0).normal((215, 170, 150), 3, (300, 400, 3)), 0, 255)
+    cv2.circle(skin, (300, 150), 12, (185, 40, 55), -1, cv2.LINE_AA)
+    light = np.minimum(np.linspace(0.35, 1.05, 400), 1.0)[None, :, None]
+    return np.clip(skin * light, 0, 255).astype(np.uint8)
+
+
 def write_rgb(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

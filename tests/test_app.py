@@ -18,7 +18,7 @@ from serve.memory import HeldPhoto, LatestPhoto
 from serve.outputs import OutputFiles
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from data.images import read_image
-from tests.conftest import COLOURS, ROTATED_HEIC, spot_photo, write_rgb
+from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
 
 
 @pytest.fixture
@@ -106,6 +106,15 @@ def test_the_frame_can_be_moved_to_another_spot_and_resized(predictor):
     assert moved_frame(photo, moved, percent=1)[2] - moved_frame(photo, moved, percent=1)[0] == 32  # smallest frame
     side = moved[2] - moved[0]
     assert moved_frame(photo, moved, click=(10_000, -50)) == (600 - side, 0, 600, side)
+
+
+def test_a_click_frames_as_the_model_was_trained_to_frame():
+    """A model trained with --flatten-lightness frames a tap with the shade taken out too (Predictor's setting)."""
+    photo, whole = shaded_photo(), (0, 0, 400, 300)
+    tap = (300 * serve.app.view_scale(photo), 150 * serve.app.view_scale(photo))
+    x0, y0, x1, y1 = moved_frame(photo, whole, click=tap, flatten_lightness=True)
+    assert x0 < 300 < x1 and y0 < 150 < y1 and x1 - x0 < 80
+    assert moved_frame(photo, whole, click=tap)[2] - moved_frame(photo, whole, click=tap)[0] > 150  # plain: the shade
 
 
 def test_the_framing_view_shows_the_frame_on_the_photo_scaled_for_the_page():

@@ -265,6 +265,9 @@ class SlowPredictor:
         self.predictor, self.seconds = predictor, seconds
         self.answered = threading.Event()
 
+    def __getattr__(self, name: str):  # everything but `predict` (e.g. its framing setting) as the real one has it
+        return getattr(self.predictor, name)
+
     def predict(self, *args, **kwargs):
         time.sleep(self.seconds)
         try:

@@ -6,7 +6,7 @@ import numpy as np
 
 from data.framing import frame_spot, spot_at
 from data.quality import photo_problem
-from tests.conftest import spot_photo
+from tests.conftest import shaded_photo, side_lit_photo, spot_photo
 
 
 def test_framing_finds_an_off_centre_spot():
@@ -30,6 +30,14 @@ def test_plain_skin_uses_the_whole_photo():
     image = np.full((200, 300, 3), (220, 180, 160), np.uint8)
     framing = frame_spot(image)
     assert not framing.found and framing.box == (0, 0, 300, 200)
+
+
+def test_flattened_lightness_frames_the_spot_rather_than_the_shade_on_a_side_lit_photo():
+    photo = shaded_photo()
+    assert frame_spot(photo).box == (0, 0, 400, 300)  # the shaded side stands out most: the whole photo is used
+    for box in (frame_spot(photo, flatten_lightness=True).box, spot_at(photo, (300, 150), flatten_lightness=True)):
+        x0, y0, x1, y1 = box
+        assert x0 < 300 < x1 and y0 < 150 < y1 and x1 - x0 < 80  # the 24-px spot, framed closely
 
 
 def test_photo_problems_have_reasons():
@@ -69,16 +77,6 @@ def test_freckles_beside_the_spot_are_not_counted_as_spots():
     x0, y0, x1, y1 = framing.box
     assert x0 < 1100 < x1 and y0 < 700 < y1
     assert framing.spots == 1 and framing.note() == "The spot was found and framed."
-
-
-def side_lit_photo() -> np.ndarray:
-    """An 800 x 600 photo lit from the right: the left third falls into shadow; a 20-px red dot at (560, 300)."""
-    rng = np.random.default_rng(0)
-    image = rng.normal((205, 160, 140), 4, (600, 800, 3))
-    light = np.clip(np.linspace(-0.5, 2.5, 800), 0.25, 1.0)  # dark up to x = 200, then full light from x = 300
-    image = np.clip(image * light[None, :, None], 0, 255).astype(np.uint8)
-    cv2.circle(image, (560, 300), 10, (170, 30, 45), -1, cv2.LINE_AA)
-    return image
 
 
 def test_a_tap_frames_the_spot_under_it():

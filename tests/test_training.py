@@ -13,7 +13,7 @@ from data.datasets import Sample
 from data.images import read_image
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
-from tests.conftest import make_clinical, make_ham, spot_photo, write_rgb
+from tests.conftest import make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
 from training import evaluate
 from training.report import write_model_card
 
@@ -92,6 +92,18 @@ def test_colour_constancy_travels_with_the_checkpoint_to_both_backends(class_tre
         assert predictor.colour_constancy == 6
         as_taken, under_warm_light = predictor.prepare(photo, whole).input, predictor.prepare(warm, whole).input
         assert np.abs(as_taken - under_warm_light).max() < 0.15  # without constancy: about 0.4
+
+
+def test_flattened_lightness_framing_travels_with_the_checkpoint_to_both_backends(class_tree, tmp_path):
+    plain = train.main(["--data", str(class_tree), "--out", str(tmp_path / "plain"), *FAST])
+    flat = train.main(["--data", str(class_tree), "--out", str(tmp_path / "flat"), *FAST, "--flatten-lightness"])
+    assert load_checkpoint(plain)["preprocess"]["flatten_lightness"] is False
+    assert load_checkpoint(flat)["preprocess"]["flatten_lightness"] is True
+    photo = shaded_photo()
+    for backend in ("torch", "onnx"):
+        assert Predictor(plain, backend=backend).prepare(photo).framing.box == (0, 0, 400, 300)
+        x0, y0, x1, y1 = Predictor(flat, backend=backend).prepare(photo).framing.box
+        assert x0 < 300 < x1 and x1 - x0 < 80  # framed as trained: on the spot, not the whole side-lit photo
 
 
 @pytest.mark.parametrize("winner", ["averaged", "raw"])

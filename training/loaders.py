@@ -14,20 +14,22 @@ from data.images import ImageError, read_image
 from data.presets import TrainPreset, frame_and_resize, normalize
 
 
-def _framed(args: tuple[str, int]) -> np.ndarray | None:
-    path, side = args
+def _framed(args: tuple[str, int, bool]) -> np.ndarray | None:
+    path, side, flatten_lightness = args
     try:
-        return frame_and_resize(read_image(path), size=side)[0]
+        return frame_and_resize(read_image(path), size=side, flatten_lightness=flatten_lightness)[0]
     except ImageError:
         return None
 
 
-def decode_all(samples: list[Sample], side: int, workers: int, desc: str) -> tuple[np.ndarray, list[Sample]]:
-    """Read, frame and resize every image once: (N, side, side, 3) uint8 and the samples kept.
+def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
+               flatten_lightness: bool = False) -> tuple[np.ndarray, list[Sample]]:
+    """Read, frame (`flatten_lightness`: see `data.framing`) and resize every image once: (N, side, side, 3) uint8
+    and the samples kept.
 
     Unreadable images are skipped with a warning rather than stopping a long run.
     """
-    jobs = [(str(s.path), side) for s in samples]
+    jobs = [(str(s.path), side, flatten_lightness) for s in samples]
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             pixels = list(tqdm(pool.imap(_framed, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False, disable=None))

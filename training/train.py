@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--colour-constancy", type=int, default=0,
                    help="Minkowski norm p of shades-of-grey colour constancy, applied to every input at training and "
                         "prediction time (stored in the checkpoint); 0 = off")
+    p.add_argument("--flatten-lightness", action="store_true",
+                   help="frame spots with the photo's broad lightness gradient taken out (see data.framing), at "
+                        "training and prediction time (stored in the checkpoint); off by default")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the draws and the weights")
     p.add_argument("--run-seed", type=int, default=None,
                    help="seeds the draws and the weights only, keeping --seed's split: several runs of one recipe on "
@@ -168,8 +171,10 @@ def main(argv: list[str] | None = None) -> Path:
                              "needs images, from enough lesions to reach each split (with a class-per-folder tree, "
                              "add photos to that class's folder)")
     cache_side = math.ceil(args.image_size * 1.25)  # room for random crops and rotations
-    train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train")
-    val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val")
+    train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train",
+                                             flatten_lightness=args.flatten_lightness)
+    val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val",
+                                         flatten_lightness=args.flatten_lightness)
     # Per training image: the group, and the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
     # source has none).
     dx_names = tuple(DX_TO_CLASS)
@@ -276,7 +281,8 @@ def main(argv: list[str] | None = None) -> Path:
         "model": model.state_dict(),
         "classes": list(CLASSES),
         "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD),
-                       "colour_constancy": args.colour_constancy, "framing": "data.framing.frame_spot"},
+                       "colour_constancy": args.colour_constancy, "framing": "data.framing.frame_spot",
+                       "flatten_lightness": args.flatten_lightness},
         "calibration": calibration,
         "ood": {k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()},
         "meta": {
