@@ -24,13 +24,14 @@ def parse_models(doc: str, results: Path, argv: list[str] | None) -> tuple[argpa
     return args, args.names or [Path(c).parent.name for c in args.checkpoints]
 
 
-def framed_validation(size: int, seed: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
-    """Per domain: the validation images framed as the predictor frames them (the framing does not depend on the
-    model), at `size`, and their targets."""
+def framed_validation(size: int, seed: int,
+                      flatten_lightness: bool = False) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Per domain: the validation images framed as a predictor with this framing setting frames them
+    (`Predictor.flatten_lightness`), at `size`, and their targets."""
     by_domain: dict[str, tuple[list, list]] = {}
     for sample in load_splits(DEFAULT_DATA, seed)["val"]:
         try:
-            square = frame_and_resize(read_image(sample.path), size=size)[0]
+            square = frame_and_resize(read_image(sample.path), size=size, flatten_lightness=flatten_lightness)[0]
         except ImageError:
             continue
         squares, targets = by_domain.setdefault(sample.domain, ([], []))

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     framed = {}  # (size, split seed) -> framed validation: read and framed once for all models that share them
     for name, checkpoint in zip(names, args.checkpoints):
         predictor = Predictor(checkpoint, backend="torch")
-        key = (predictor.size, int(predictor.meta.get("split_seed", 0)))
+        key = (predictor.size, int(predictor.meta.get("split_seed", 0)), predictor.flatten_lightness)
         if key not in framed:
             framed[key] = framed_validation(*key)
         for domain, (squares, targets) in framed[key].items():
