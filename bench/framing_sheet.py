@@ -6,7 +6,8 @@ it the plain way and with the lightness gradient taken out
 (`--flatten-lightness`), count the photos whose two frames overlap by less
 than half (intersection over union), and draw those side by side on a contact
 sheet (`OUT/framing_<class>.png`: plain frame green on the left, flattened
-magenta on the right) to count which frame holds the spot. No model is run.
+magenta on the right) to count which frame holds the spot (`OUT/framing_<class>.txt` names the photo
+behind each number). No model is run.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
 
 
 def pair_tile(image: np.ndarray, plain: tuple, flat: tuple, caption: str) -> np.ndarray:
+    """The photo twice, side by side: the plain frame in green, the flattened one in magenta; a caption on top."""
     sides = []
     for box, colour in ((plain, (0, 255, 0)), (flat, (255, 0, 255))):
         drawn = cv2.rectangle(image.copy(), box[:2], box[2:], colour, max(2, image.shape[1] // 100))
@@ -53,12 +55,13 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     print("| class | photos | frames differ (IoU < 0.5) | sheet |\n|---|---|---|---|")
     differing = {}
     for label in CLASSES:
-        tiles = []
+        tiles, names = [], []
         photos = [s for s in samples if s.label == label]
         for sample in photos:
             image = read_image(sample.path)
             plain, flat = frame_spot(image).box, frame_spot(image, flatten_lightness=True).box
             if overlap(plain, flat) < 0.5:
+                names.append(f"{len(tiles)} {sample.path.name} {sample.detail}")
                 tiles.append(pair_tile(image, plain, flat, f"{len(tiles)} {sample.detail[:18]}"))
         sheet, differ = out / f"framing_{label}.png", len(tiles)
         differing[label] = differ
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
             tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % PER_ROW)
             rows = [np.hstack(tiles[i : i + PER_ROW]) for i in range(0, len(tiles), PER_ROW)]
             cv2.imwrite(str(sheet), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+            sheet.with_suffix(".txt").write_text("\n".join(names) + "\n")
         print(f"| {label} | {len(photos)} | {differ} | {sheet if differ else '-'} |")
     return differing
 

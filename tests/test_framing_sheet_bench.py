@@ -18,4 +18,5 @@ def test_a_shaded_photo_is_the_one_the_two_framings_disagree_on(tmp_path):
     assert differing == {"vascular": 1, "nevus": 0, "other": 0}
     sheet = cv2.imread(str(tmp_path / "sheets" / "framing_vascular.png"))
     assert sheet.shape[0] == TILE[1] + 4 and sheet.shape[1] == 4 * (2 * TILE[0] + 4)  # one pair, padded to a row
+    assert (tmp_path / "sheets" / "framing_vascular.txt").read_text() == "0 c_shaded.jpg Angioma\n"
     assert not (tmp_path / "sheets" / "framing_nevus.png").exists()
