@@ -117,9 +117,25 @@ def test_the_best_of_averaged_and_raw_weights_is_kept(class_tree, tmp_path, monk
 
     monkeypatch.setattr(train, "validation_scores", fake_scores)
     ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST]))
+    assert ckpt["meta"]["kept"] == "best"  # the default
     assert ckpt["meta"]["best_weights"] == winner and ckpt["meta"]["best_epoch"] == 1
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     expected = last["model"] if winner == "raw" else {k.removeprefix("module."): v for k, v in last["ema"].items()}
+    for name, tensor in ckpt["model"].items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+@pytest.mark.parametrize("extra,kept", [([], "module."), (["--ema", "0"], "")], ids=["averaged", "raw-without-ema"])
+def test_keep_last_keeps_the_last_epochs_average_whatever_validation_says(class_tree, tmp_path, monkeypatch,
+                                                                          extra, kept):
+    scores = iter([0.9, 0.9, 0.1, 0.1])  # the first epoch scores best, averaged and raw alike
+    monkeypatch.setattr(train, "validation_scores", lambda *a, **k: {"score": next(scores)})
+    ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, *extra,
+                                       "--keep", "last"]))
+    assert ckpt["meta"]["kept"] == "last" and ckpt["meta"]["best_epoch"] == 1  # the second, last epoch
+    assert ckpt["meta"]["best_weights"] == ("averaged" if kept else "raw")
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    expected = {k.removeprefix("module."): v for k, v in last["ema"].items()} if kept else last["model"]
     for name, tensor in ckpt["model"].items():
         assert torch.equal(tensor, expected[name]), name
 

@@ -127,7 +127,7 @@ A small CNN (SpotNet: 8 conv layers, {meta.get('parameters', 0):,} parameters, {
 {flags.get('image_size', 112)} px image) that sorts a photo of one skin spot into `vascular`
 (cherry-angioma-like red spot), `nevus` (mole) or `other` (any other lesion), and answers `unsure` when it
 cannot tell. Trained from scratch by `python -m training.train` (code version `{meta.get('code_version', '?')}`,
-{meta.get('train_minutes', '?')} min on a CPU with {flags.get('threads', '?')} threads, best epoch {meta.get('best_epoch', -1) + 1}).{averaged}
+{meta.get('train_minutes', '?')} min on a CPU with {flags.get('threads', '?')} threads, {meta.get('kept', 'best')} epoch {meta.get('best_epoch', -1) + 1}).{averaged}
 It learns the three groups directly: an auxiliary head on HAM10000's seven diagnoses was measured on validation
 and did not help (bench/ablation.md).
 
@@ -160,7 +160,7 @@ Brackets: 95% bootstrap interval, resampling whole lesions.
 
 Figures: `confusion_*.png`, `roc_*.png`, `reliability_*.png` beside this card.
 
-## Dermoscopy vs clinical photos (validation, best epoch)
+## Dermoscopy vs clinical photos (validation, the epoch kept)
 Balanced accuracy {_fmt(val.get('dermoscopy_balanced_accuracy', float('nan')))} on dermoscopy and
 {_fmt(val.get('clinical_balanced_accuracy', float('nan')))} on clinical photos: a gap of
 {_fmt(val.get('dermoscopy_balanced_accuracy', float('nan')) - val.get('clinical_balanced_accuracy', float('nan')))}.

@@ -1,7 +1,8 @@
 """Train SpotCheck's CNN: `python -m training.train [--flags]`.
 
 Reads top to bottom: data -> split -> decode once -> train with balanced draws
--> pick the best epoch on validation -> calibrate on validation -> write
+-> keep the best epoch on validation (or the last epoch's moving average)
+-> calibrate on validation -> write
 `OUT/spotcheck.pt` and its ONNX export. The defaults reproduce the shipped model
 (`model/weights/spotcheck.pt`). The test split is never touched here; score
 it with `python -m training.evaluate`.
@@ -57,9 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
     p.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
     p.add_argument("--ema", type=float, default=0.995,
-                   help="decay of an exponential moving average of the weights (and batch-norm statistics); "
-                        "each epoch the averaged and the raw weights are validated and the best of all is kept; "
-                        "0 = raw weights only")
+                   help="decay of an exponential moving average of the weights (and batch-norm statistics), "
+                        "validated each epoch beside the raw weights; 0 = raw weights only")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="the weights that become the model: 'best', the best of the averaged and raw weights of every "
+                        "epoch on validation (a pick among 48 on a noisy score); 'last', the moving average after the "
+                        "final epoch (the raw weights with --ema 0), measured in bench/README.md, 'Which weights to "
+                        "keep'")
     p.add_argument("--dx-weight", type=float, default=0.0,
                    help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
@@ -95,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
-RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out"}
+RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out", "keep"}
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -262,11 +267,17 @@ def main(argv: list[str] | None = None) -> Path:
             "epoch": epoch, "best": best, "history": history, "flags": vars(args)})
         (out / "history.json").write_text(json.dumps(json_safe(history), indent=1, allow_nan=False))
 
-    # The best epoch on validation, calibrated on validation, becomes the deliverable.
-    try:
-        model.load_state_dict(load_checkpoint(out / "best.pt", finished=False)["model"])
-    except CheckpointError as err:
-        raise SystemExit(f"no usable best checkpoint: {err}")
+    # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
+    if args.keep == "best":
+        kept = best
+        try:
+            model.load_state_dict(load_checkpoint(out / "best.pt", finished=False)["model"])
+        except CheckpointError as err:
+            raise SystemExit(f"no usable best checkpoint: {err}")
+    else:
+        kept = {"epoch": args.epochs - 1, "weights": "averaged" if ema else "raw"}
+        if ema:
+            model.load_state_dict(ema.module.state_dict())
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
     train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
     feature_distance = fit_feature_distance(predict(model, train_centres, args.colour_constancy)[1],
@@ -290,9 +301,10 @@ def main(argv: list[str] | None = None) -> Path:
             "sources": sorted({s.source for part in splits.values() for s in part}),  # ham10000, clinical, folder
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
-            "best_epoch": best["epoch"],
-            "best_weights": best["weights"],
-            "validation": history[best["epoch"]] if best["epoch"] < len(history) else {},
+            "kept": args.keep,  # the epoch and weights below: the best on validation, or the last ones
+            "best_epoch": kept["epoch"],
+            "best_weights": kept["weights"],
+            "validation": history[kept["epoch"]] if kept["epoch"] < len(history) else {},
             "flags": vars(args),
             "parameters": count_parameters(model),
             "flops": count_flops(args.image_size),
@@ -302,7 +314,7 @@ def main(argv: list[str] | None = None) -> Path:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     })
-    print(f"best epoch {best['epoch'] + 1} ({best['weights']} weights), calibration {calibration}")
+    print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep}), calibration {calibration}")
     onnx_path, _ = export(final)  # the faster serving backend; kept in step with the checkpoint
     print(f"wrote {final} and {onnx_path.name} in {(time.time() - started) / 60:.1f} min")
     return final
