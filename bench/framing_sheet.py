@@ -6,8 +6,8 @@ it the plain way and with the lightness gradient taken out
 (`--flatten-lightness`), count the photos whose two frames overlap by less
 than half (intersection over union), and draw those side by side on a contact
 sheet (`OUT/framing_<class>.png`: plain frame green on the left, flattened
-magenta on the right) to count which frame holds the spot (`OUT/framing_<class>.txt` names the photo
-behind each number). No model is run.
+magenta on the right) to count which frame holds the spot; `OUT/framing_<class>.txt`
+names the photo behind each number. No model is run.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from data.datasets import CLASSES, DEFAULT_DATA, load_clinical
 from data.framing import frame_spot
-from data.images import read_image
+from data.images import analysis_copy, read_image
 
 TILE = (200, 150)  # width, height of each photo on the sheet
 PER_ROW = 4  # pairs per row
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         photos = [s for s in samples if s.label == label]
         for sample in photos:
             image = read_image(sample.path)
-            plain, flat = frame_spot(image).box, frame_spot(image, flatten_lightness=True).box
+            small = analysis_copy(image)  # what both framings measure: made once
+            plain, flat = frame_spot(image, small).box, frame_spot(image, small, flatten_lightness=True).box
             if overlap(plain, flat) < 0.5:
                 names.append(f"{len(tiles)} {sample.path.name} {sample.detail}")
                 tiles.append(pair_tile(image, plain, flat, f"{len(tiles)} {sample.detail[:18]}"))
