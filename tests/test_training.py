@@ -81,6 +81,23 @@ def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_p
     assert not torch.allclose(plain["features.0.0.weight"], aux["features.0.0.weight"])  # its loss did train
 
 
+def test_malignant_weight_pushes_melanomas_away_from_vascular_and_leaves_other_data_alone(class_tree, tmp_path):
+    ham = make_ham(tmp_path / "ham")
+    melanomas = [read_image(p) for p in sorted((ham / "images").glob("*.jpg"))[40:54]]  # HAM_DX: 14 mel after 40 nv
+
+    def p_vascular_of_melanomas(weight: str) -> float:
+        final = train.main(["--data", str(ham), "--out", str(tmp_path / f"ham{weight}"), *FAST, "--ema", "0",
+                            "--draws-per-epoch", "160", "--keep", "last", "--malignant-weight", weight])
+        predictor = Predictor(final)
+        logits, _ = predictor.network(np.stack([predictor.prepare(image).input for image in melanomas]))
+        return float(torch.softmax(torch.from_numpy(logits), 1)[:, 0].mean())  # before calibration
+
+    assert p_vascular_of_melanomas("20") < 0.5 * p_vascular_of_melanomas("0")
+    plain, weighted = (load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / f"tree{w}"),
+                                                   *FAST, "--malignant-weight", w]))["model"] for w in ("0", "20"))
+    for name, tensor in plain.items():  # a class-per-folder tree names no malignant lesion: nothing changes
+        assert torch.equal(tensor, weighted[name]), name
+
 def test_colour_constancy_travels_with_the_checkpoint_to_both_backends(class_tree, tmp_path):
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, "--colour-constancy", "6"])
     assert load_checkpoint(final)["preprocess"]["colour_constancy"] == 6
@@ -240,6 +257,19 @@ def test_resume_refuses_other_settings_before_reading_any_image(class_tree, tmp_
     with pytest.raises(SystemExit, match="--seed was 0, now 5"):  # another split
         train.main([*run, *FAST, "--seed", "5", "--resume"])
 
+
+def test_resuming_a_finished_run_recalibrates_without_training_again(class_tree, tmp_path, monkeypatch):
+    """Calibration-only flags may change on --resume: the finished run's weights are kept and only the decision
+    rule is fitted again (no epoch is trained)."""
+    run = ["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST]
+    first = load_checkpoint(train.main(run))
+    monkeypatch.setattr(train, "EpochDraws", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    again = load_checkpoint(train.main([*run, "--resume", "--unsure-rate", "0.6", "--melanoma-guard"]))
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, again["model"][name]), name
+    assert again["meta"]["validation"] == first["meta"]["validation"]
+    assert again["calibration"]["unsure_below"] > first["calibration"]["unsure_below"]
+    assert again["meta"]["flags"]["melanoma_guard"] and not first["meta"]["flags"]["melanoma_guard"]
 
 def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(class_tree, tmp_path, capsys, predictor):
     """A researcher's folder holds truncated photos and a text file named like one: training goes on without them,

@@ -14,7 +14,8 @@ from tests.conftest import spot_photo
 from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, sampling_weights
-from training.metrics import expected_calibration_error, full_report
+from training.metrics import expected_calibration_error, full_report, is_malignant
+from training.train import vascular_penalty
 
 
 def nll(logits, targets, temperature):
@@ -42,6 +43,22 @@ def test_vascular_bar_lets_through_only_the_requested_share_of_nonvascular_image
     assert 0.5 < cal["vascular_min"] < 0.999
     assert shares[0] <= 0.1 and shares[1] == pytest.approx(0.1, abs=0.02)
 
+
+def test_melanoma_guard_lifts_the_vascular_bar_above_every_validation_melanoma():
+    """One non-vascular image in a hundred may clear the share-based bar; if that image is a melanoma, the guard
+    lifts the bar just above it, and without melanomas among the validation images the guard changes nothing."""
+    logits, targets, domains = validation_logits()
+    share = fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.1)
+    p_vascular = softmax(logits, share["temperature"])[:, 0]
+    melanoma = np.zeros(200, bool)
+    melanoma[int(np.argmax(np.where(targets == 1, p_vascular, -1)))] = True  # the most vascular-looking nevus
+    assert p_vascular[melanoma][0] >= share["vascular_min"]  # the share alone lets it through
+    guarded = fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.1, melanoma=melanoma)
+    assert p_vascular[melanoma][0] < guarded["vascular_min"] < 0.999
+    assert not (p_vascular[targets == 1] >= guarded["vascular_min"]).any()  # it was the most vascular-looking one
+    unchanged = fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.1,
+                                melanoma=np.zeros(200, bool))
+    assert unchanged == share
 
 def test_unsure_threshold_puts_the_requested_share_of_validation_images_below_it():
     """unsure_below is the `unsure_rate` quantile of the top probability: 20% of validation images fall under it."""
@@ -155,3 +172,17 @@ def test_melanomas_called_vascular_are_counted():
     """Both melanoma spellings count; one of the two was called vascular."""
     rule = decided_report()
     assert rule["melanomas"] == 2 and rule["melanoma_called_vascular"] == pytest.approx(0.5)
+
+
+def test_vascular_penalty_is_minus_log_of_not_vascular_and_stays_finite():
+    logits = torch.tensor([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [80.0, -40.0, -40.0]])
+    expected = -torch.log(1 - torch.softmax(logits[:2], 1)[:, 0])
+    penalty = vascular_penalty(logits)
+    assert torch.allclose(penalty[:2], expected)
+    assert torch.isfinite(penalty[2]) and penalty[2] == pytest.approx(120 - np.log(2), rel=1e-4)
+
+
+def test_malignant_lesions_are_named_by_each_sources_own_diagnosis():
+    details = ["mel", "bcc", "akiec", "nv", "vasc", "bkl", "df", "Malignant_Melanoma", "Basal_Cell_Carcinoma",
+               "melanoma: Melanoma in situ", "BCC", "Cherry angioma", "Keloid", "vascular"]
+    assert is_malignant(details).tolist() == [True] * 3 + [False] * 4 + [True] * 4 + [False] * 3

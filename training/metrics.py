@@ -38,6 +38,13 @@ def is_melanoma(details: list[str]) -> np.ndarray:
         details, "melanoma")
 
 
+def is_malignant(details: list[str]) -> np.ndarray:
+    """Melanomas, carcinomas and their precursors (HAM10000 mel, bcc, akiec; the clinical sources' own names): the
+    lesions that must never be called a harmless red spot."""
+    return is_melanoma(details) | np.isin(np.asarray(details, dtype=str), [
+        "bcc", "akiec", "Basal_Cell_Carcinoma", "BCC", "Actinic_Keratosis"])
+
+
 def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """The per-epoch validation figures: balanced accuracy and vascular recall (argmax)."""
     predicted = probabilities.argmax(axis=1)

@@ -32,7 +32,7 @@ from model.export import export
 from model.net import SpotNet, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
-from training.metrics import json_safe, quick_scores
+from training.metrics import is_malignant, is_melanoma, json_safe, quick_scores
 
 
 def positive_int(text: str) -> int:
@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "epoch on validation (a pick among 48 on a noisy score); 'last', the moving average after the "
                         "final epoch (the raw weights with --ema 0), measured in bench/README.md, 'Which weights to "
                         "keep'")
+    p.add_argument("--malignant-weight", type=float, default=0.0,
+                   help="weight of an extra loss, -log(1 - p(vascular)), on training melanomas and carcinomas "
+                        "(training.metrics.is_malignant): the asymmetric cost of calling a dangerous lesion a harmless "
+                        "red spot, measured in bench/README.md, 'An asymmetric loss'; 0 = off")
     p.add_argument("--dx-weight", type=float, default=0.0,
                    help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
@@ -95,12 +99,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unsure-rate", type=float, default=0.10, help="share of validation images answered 'unsure'")
     p.add_argument("--max-false-vascular", type=float, default=0.005,
                    help="share of validation non-vascular images allowed over the vascular bar")
+    p.add_argument("--melanoma-guard", action=argparse.BooleanOptionalAction, default=False,
+                   help="also keep every validation melanoma under the vascular bar (measured in bench/README.md, "
+                        "'A melanoma guard')")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     return p.parse_args(argv)
 
 
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
-RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out", "keep"}
+# Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
+RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out", "keep", "unsure_rate", "max_false_vascular",
+                     "melanoma_guard"}
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -137,6 +146,12 @@ def predict(model: SpotNet, pixels: np.ndarray, colour_constancy: int,
         logits.append(model.head(pooled).numpy())
         features.append(pooled.numpy())
     return np.concatenate(logits), np.concatenate(features)
+
+
+def vascular_penalty(logits: torch.Tensor) -> torch.Tensor:
+    """-log(1 - p(vascular)) per image, in log space so that it stays finite as p(vascular) nears 1."""
+    not_vascular = [i for i, c in enumerate(CLASSES) if c != "vascular"]
+    return torch.logsumexp(logits, 1) - torch.logsumexp(logits[:, not_vascular], 1)
 
 
 def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray) -> dict[str, float]:
@@ -180,11 +195,12 @@ def main(argv: list[str] | None = None) -> Path:
                                              flatten_lightness=args.flatten_lightness)
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val",
                                          flatten_lightness=args.flatten_lightness)
-    # Per training image: the group, and the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
-    # source has none).
+    # Per training image: the group, the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
+    # source has none), and whether it is malignant (for --malignant-weight).
     dx_names = tuple(DX_TO_CLASS)
-    train_labels = np.array([(s.target, dx_names.index(s.detail) if s.source == "ham10000" else -100)
-                             for s in train_samples])
+    malignant = is_malignant([s.detail for s in train_samples])
+    train_labels = np.array([(s.target, dx_names.index(s.detail) if s.source == "ham10000" else -100, bad)
+                             for s, bad in zip(train_samples, malignant)])
     val_targets = np.array([s.target for s in val_samples])
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
@@ -225,10 +241,12 @@ def main(argv: list[str] | None = None) -> Path:
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
         for images, labels in bar:
-            targets, dx = labels[:, 0], labels[:, 1]
+            targets, dx, bad = labels[:, 0], labels[:, 1], labels[:, 2].bool()
             features = model.dropout(model.pooled(images))
             logits = model.head(features)
             loss = loss_fn(logits, targets)
+            if args.malignant_weight and bad.any():
+                loss = loss + args.malignant_weight * vascular_penalty(logits[bad]).sum() / len(targets)
             if dx_head and (dx >= 0).any():
                 loss = loss + args.dx_weight * dx_loss_fn(dx_head(features), dx)
             optimizer.zero_grad(set_to_none=True)
@@ -284,8 +302,10 @@ def main(argv: list[str] | None = None) -> Path:
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_centres
     val_logits, val_features = predict(model, val_pixels, args.colour_constancy)
+    melanoma = is_melanoma([s.detail for s in val_samples]) if args.melanoma_guard else None
     calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
-                                  max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
+                                  melanoma=melanoma, max_false_vascular=args.max_false_vascular,
+                                  unsure_rate=args.unsure_rate)
     final = out / "spotcheck.pt"
     save_checkpoint(final, {
         "format": FORMAT,
