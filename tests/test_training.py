@@ -264,12 +264,12 @@ def test_resuming_a_finished_run_recalibrates_without_training_again(class_tree,
     run = ["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST]
     first = load_checkpoint(train.main(run))
     monkeypatch.setattr(train, "EpochDraws", lambda *a, **k: pytest.fail("a finished run was trained again"))
-    again = load_checkpoint(train.main([*run, "--resume", "--unsure-rate", "0.6", "--melanoma-guard"]))
+    again = load_checkpoint(train.main([*run, "--resume", "--unsure-rate", "0.6", "--max-false-vascular", "0.2"]))
     for name, tensor in first["model"].items():
         assert torch.equal(tensor, again["model"][name]), name
     assert again["meta"]["validation"] == first["meta"]["validation"]
     assert again["calibration"]["unsure_below"] > first["calibration"]["unsure_below"]
-    assert again["meta"]["flags"]["melanoma_guard"] and not first["meta"]["flags"]["melanoma_guard"]
+    assert again["meta"]["flags"]["max_false_vascular"] == 0.2 and first["meta"]["flags"]["max_false_vascular"] == 0.005
 
 def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(class_tree, tmp_path, capsys, predictor):
     """A researcher's folder holds truncated photos and a text file named like one: training goes on without them,

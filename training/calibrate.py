@@ -3,8 +3,7 @@
 - temperature: scales logits so probabilities match observed accuracy (NLL fit).
 - vascular_min: the p(vascular) bar; in each domain (dermoscopy, clinical
   photos) only `max_false_vascular` of validation non-vascular images may
-  clear it (never below 0.5); with `melanoma` given, no validation melanoma
-  may clear it either (a share alone lets the few red melanomas through).
+  clear it (never below 0.5).
 - unsure_below: the top-probability under which the answer is "unsure",
   set so that `unsure_rate` of validation images fall below it.
 - ood_distance_max: the feature distance (model.decision.FeatureDistance, fitted
@@ -44,10 +43,9 @@ def fit_feature_distance(features: np.ndarray, groups: np.ndarray) -> FeatureDis
 
 
 def fit_calibration(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray, distances: np.ndarray, *,
-                    melanoma: np.ndarray | None = None, max_false_vascular: float = 0.005,
-                    unsure_rate: float = 0.10, ood_pass: float = 0.995) -> dict[str, float]:
-    """The decision rule's settings from validation logits and feature distances (`melanoma`: which validation
-    images are melanomas, kept under the vascular bar)."""
+                    max_false_vascular: float = 0.005, unsure_rate: float = 0.10,
+                    ood_pass: float = 0.995) -> dict[str, float]:
+    """The decision rule's settings from validation logits and feature distances."""
     temperature = fit_temperature(logits, targets)
     p = softmax(logits, temperature)
     vascular = CLASSES.index("vascular")
@@ -56,8 +54,6 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray
         others = p[(targets != vascular) & (domains == domain), vascular]
         if len(others):
             vascular_min = max(vascular_min, float(np.quantile(others, 1 - max_false_vascular)))
-    if melanoma is not None and melanoma.any():  # just above the most vascular-looking melanoma
-        vascular_min = max(vascular_min, float(np.nextafter(p[melanoma, vascular].max(), 1.0)))
     return {
         "temperature": temperature,
         "vascular_min": min(vascular_min, 0.999),

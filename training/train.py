@@ -32,7 +32,7 @@ from model.export import export
 from model.net import SpotNet, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
-from training.metrics import is_malignant, is_melanoma, json_safe, quick_scores
+from training.metrics import is_malignant, json_safe, quick_scores
 
 
 def positive_int(text: str) -> int:
@@ -99,17 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unsure-rate", type=float, default=0.10, help="share of validation images answered 'unsure'")
     p.add_argument("--max-false-vascular", type=float, default=0.005,
                    help="share of validation non-vascular images allowed over the vascular bar")
-    p.add_argument("--melanoma-guard", action=argparse.BooleanOptionalAction, default=False,
-                   help="also keep every validation melanoma under the vascular bar (measured in bench/README.md, "
-                        "'A melanoma guard')")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     return p.parse_args(argv)
 
 
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
-RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out", "keep", "unsure_rate", "max_false_vascular",
-                     "melanoma_guard"}
+RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out", "keep", "unsure_rate", "max_false_vascular"}
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -302,10 +298,8 @@ def main(argv: list[str] | None = None) -> Path:
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_centres
     val_logits, val_features = predict(model, val_pixels, args.colour_constancy)
-    melanoma = is_melanoma([s.detail for s in val_samples]) if args.melanoma_guard else None
     calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
-                                  melanoma=melanoma, max_false_vascular=args.max_false_vascular,
-                                  unsure_rate=args.unsure_rate)
+                                  max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
     final = out / "spotcheck.pt"
     save_checkpoint(final, {
         "format": FORMAT,
