@@ -13,7 +13,7 @@ from data.datasets import Sample
 from data.images import read_image
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
-from tests.conftest import make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
+from tests.conftest import HAM_DX, make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
 from training import evaluate
 from training.report import write_model_card
 
@@ -83,7 +83,7 @@ def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_p
 
 def test_malignant_weight_pushes_melanomas_away_from_vascular_and_leaves_other_data_alone(class_tree, tmp_path):
     ham = make_ham(tmp_path / "ham")
-    melanomas = [read_image(p) for p in sorted((ham / "images").glob("*.jpg"))[40:54]]  # HAM_DX: 14 mel after 40 nv
+    melanomas = [read_image(ham / "images" / f"ISIC_{i:07d}.jpg") for i, dx in enumerate(HAM_DX) if dx == "mel"]
 
     def p_vascular_of_melanomas(weight: str) -> float:
         final = train.main(["--data", str(ham), "--out", str(tmp_path / f"ham{weight}"), *FAST, "--ema", "0",
@@ -97,6 +97,7 @@ def test_malignant_weight_pushes_melanomas_away_from_vascular_and_leaves_other_d
                                                    *FAST, "--malignant-weight", w]))["model"] for w in ("0", "20"))
     for name, tensor in plain.items():  # a class-per-folder tree names no malignant lesion: nothing changes
         assert torch.equal(tensor, weighted[name]), name
+
 
 def test_colour_constancy_travels_with_the_checkpoint_to_both_backends(class_tree, tmp_path):
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, "--colour-constancy", "6"])
@@ -270,6 +271,7 @@ def test_resuming_a_finished_run_recalibrates_without_training_again(class_tree,
     assert again["meta"]["validation"] == first["meta"]["validation"]
     assert again["calibration"]["unsure_below"] > first["calibration"]["unsure_below"]
     assert again["meta"]["flags"]["max_false_vascular"] == 0.2 and first["meta"]["flags"]["max_false_vascular"] == 0.005
+
 
 def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(class_tree, tmp_path, capsys, predictor):
     """A researcher's folder holds truncated photos and a text file named like one: training goes on without them,

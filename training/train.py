@@ -144,10 +144,12 @@ def predict(model: SpotNet, pixels: np.ndarray, colour_constancy: int,
     return np.concatenate(logits), np.concatenate(features)
 
 
+NOT_VASCULAR = [i for i, c in enumerate(CLASSES) if c != "vascular"]
+
+
 def vascular_penalty(logits: torch.Tensor) -> torch.Tensor:
     """-log(1 - p(vascular)) per image, in log space so that it stays finite as p(vascular) nears 1."""
-    not_vascular = [i for i, c in enumerate(CLASSES) if c != "vascular"]
-    return torch.logsumexp(logits, 1) - torch.logsumexp(logits[:, not_vascular], 1)
+    return torch.logsumexp(logits, 1) - torch.logsumexp(logits[:, NOT_VASCULAR], 1)
 
 
 def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray) -> dict[str, float]:
