@@ -366,16 +366,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---------------------------------------------------------------- the table
     # torch only now: a child's ru_maxrss starts from the parent's RSS at fork, so the parent stays small till here
-    from model.net import SpotNet, count_flops, count_parameters
+    from model.net import build, count_flops, count_parameters
 
-    parameters = count_parameters(SpotNet(num_classes=len(sidecar["classes"])))
+    network = build(sidecar.get("arch", "spotnet"), num_classes=len(sidecar["classes"]))
+    parameters, flops = count_parameters(network), count_flops(network, size)
     train = training_numbers(checkpoint.parent, meta)
     lat, bat, cei, rss = results["latency"], results["batch"], results["ceiling"], results["rss"]
     n = len(paths)
     b0 = next(iter(bat.values()))
     rows = [
         ("Model parameters", f"{parameters:,}"),
-        (f"FLOPs per image ({size}x{size})", f"{count_flops(size) / 1e6:,.0f} M ({count_flops(size) / 2e6:,.0f} M MACs)"),
+        (f"FLOPs per image ({size}x{size})", f"{flops / 1e6:,.0f} M ({flops / 2e6:,.0f} M MACs)"),
         ("File sizes", f".pt {mib(checkpoint.stat().st_size)}, .onnx {mib(onnx_path.stat().st_size)}, "
                        f".json {json_path.stat().st_size / 1024:,.0f} KiB"),
     ]

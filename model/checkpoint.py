@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
-    from model.net import SpotNet
+    from torch import nn
 
 FORMAT = "spotcheck/1"
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "spotcheck.pt"
@@ -67,15 +67,17 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
 
 
-def spotnet_from(checkpoint: dict[str, Any]) -> SpotNet:
-    """SpotNet with a loaded checkpoint's weights, in eval mode; CheckpointError if they do not fit."""
-    from model.net import SpotNet
+def network_from(checkpoint: dict[str, Any]) -> nn.Module:
+    """The checkpoint's network (`arch`; older checkpoints: SpotNet) with its weights, in float32 and eval mode;
+    CheckpointError if they do not fit."""
+    from model.net import build
 
-    model = SpotNet(num_classes=len(checkpoint["classes"]))
+    arch = checkpoint.get("arch", "spotnet")
     try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"the checkpoint's weights do not fit SpotNet: {err}") from err
+        model = build(arch, num_classes=len(checkpoint["classes"]))
+        model.load_state_dict(checkpoint["model"])  # float16 weights are widened to the model's float32
+    except (RuntimeError, ValueError) as err:
+        raise CheckpointError(f"the checkpoint's weights do not fit its network ({arch}): {err}") from err
     return model.eval()
 
 

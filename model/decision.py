@@ -41,23 +41,28 @@ class FeatureDistance:
     nearest training group mean (one group per domain and class), with one
     shared covariance (Lee et al., NeurIPS 2018). Text, landscapes or a face
     seen from afar land far from every group even when the classifier's
-    probabilities look confident.
+    probabilities look confident. The inverse covariance is kept as a whitening
+    matrix W (precision = W W^T), so that it can be limited to the main
+    directions of a wide feature space (`training.calibrate.fit_feature_distance`).
     """
 
-    def __init__(self, means: np.ndarray, precision: np.ndarray):
+    def __init__(self, means: np.ndarray, whitening: np.ndarray):
         self.means = np.asarray(means, np.float32)  # (groups, features)
-        self.precision = np.asarray(precision, np.float32)  # (features, features): the inverse covariance
+        self.whitening = np.asarray(whitening, np.float32)  # (features, k)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         diffs = np.asarray(features, np.float32)[:, None, :] - self.means[None]
-        return ((diffs @ self.precision) * diffs).sum(axis=-1).min(axis=1)  # a matrix product: BLAS, fast
+        return np.square(diffs @ self.whitening).sum(axis=-1).min(axis=1)  # a matrix product: BLAS, fast
 
     @classmethod
     def from_dict(cls, values: dict) -> "FeatureDistance":
-        return cls(values["means"], values["precision"])
+        if "whitening" not in values:  # checkpoints before 2026-12 stored the precision matrix itself
+            eigenvalues, vectors = np.linalg.eigh(np.asarray(values["precision"], np.float64))
+            return cls(values["means"], vectors * np.sqrt(np.clip(eigenvalues, 0, None)))
+        return cls(values["means"], values["whitening"])
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        return {"means": self.means, "precision": self.precision}
+        return {"means": self.means, "whitening": self.whitening}
 
 
 def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...], cal: Calibration) -> tuple[str, str]:

@@ -5,7 +5,7 @@ Writes two files beside the checkpoint (`spotcheck.pt` -> `spotcheck.onnx` and
 
 - the ONNX graph: input `input` (N, 3, size, size) float32, outputs `logits`
   (N, classes) and `maps` (N, C, h, w), the last feature maps from
-  `SpotNet.forward_with_maps`; the batch axis is dynamic;
+  the network's `forward_with_maps`; the batch axis is dynamic;
 - a JSON sidecar with everything else the checkpoint holds, as plain JSON:
   classes, preprocess, calibration, meta and the feature-distance statistics
   (`ood`), plus the head's weights (for the class activation map) and the SHA-256 of both the ONNX file and the
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, load_checkpoint, sha256_of, spotnet_from
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, load_checkpoint, network_from, sha256_of
 
 SIDECAR_FORMAT = "spotcheck-onnx/1"
 OPSET = 17
@@ -58,16 +58,14 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
 
     import torch
 
-    from model.net import SpotNet
-
     checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     ckpt = load_checkpoint(checkpoint)
     classes = list(ckpt["classes"])
     size = int(ckpt["preprocess"]["size"])
-    model = spotnet_from(ckpt)
+    model = network_from(ckpt)
 
     class WithMaps(torch.nn.Module):
-        def __init__(self, net: SpotNet):
+        def __init__(self, net: torch.nn.Module):
             super().__init__()
             self.net = net
 
@@ -83,8 +81,9 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(wrapper, (example,), buffer, input_names=[INPUT], output_names=list(OUTPUTS),
                           dynamic_axes={INPUT: batch, OUTPUTS[0]: batch, OUTPUTS[1]: batch},
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
-    graph = buffer.getvalue()
+                          # Unfolded, batch norm keeps the checkpoint's float16-exact weights; ONNX Runtime folds it.
+                          opset_version=opset, do_constant_folding=False, dynamo=False)
+    graph = float16_weights(buffer.getvalue())
 
     if check:
         _check_against_torch(model, graph, size)
@@ -100,6 +99,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         "input": INPUT,
         "outputs": list(OUTPUTS),
         "opset": opset,
+        "arch": ckpt.get("arch", "spotnet"),
         "classes": classes,
         "preprocess": plain(ckpt["preprocess"]),
         "calibration": plain(ckpt["calibration"]),
@@ -110,6 +110,29 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
     }
     atomic_write(json_path, lambda f: f.write(sidecar_text(sidecar).encode()))
     return onnx_path, json_path
+
+
+def float16_weights(graph: bytes) -> bytes:
+    """Store each float32 weight that float16 holds exactly (the checkpoint's weights are float16) as float16,
+    widened back by a Cast node: half the file, the same arithmetic (ONNX Runtime folds the casts on loading)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(graph)
+    initializers, casts = [], []
+    for weight in model.graph.initializer:
+        values = numpy_helper.to_array(weight) if weight.data_type == TensorProto.FLOAT else None
+        if values is not None and values.size > 1 and np.array_equal(values.astype(np.float16).astype(np.float32), values):
+            initializers.append(numpy_helper.from_array(values.astype(np.float16), weight.name + ".float16"))
+            casts.append(helper.make_node("Cast", [weight.name + ".float16"], [weight.name], to=TensorProto.FLOAT))
+        else:
+            initializers.append(weight)
+    nodes = [*casts, *model.graph.node]
+    del model.graph.initializer[:], model.graph.node[:]
+    model.graph.initializer.extend(initializers)
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def sidecar_text(sidecar: dict[str, Any]) -> str:

@@ -38,7 +38,7 @@ from data.framing import Framing
 from data.images import ImageError, analysis_copy, read_image
 from data.presets import eval_preset
 from data.quality import photo_problem
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, sha256_of, spotnet_from
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, sha256_of
 from model.decision import UNSURE, Calibration, FeatureDistance, decide, softmax
 from model.export import SIDECAR_FORMAT, onnx_paths
 
@@ -67,13 +67,13 @@ class Prediction:
 
 
 class _TorchEngine:
-    """SpotNet in PyTorch, from the checkpoint."""
+    """The network in PyTorch, from the checkpoint."""
 
     def __init__(self, checkpoint: dict[str, Any], threads: int | None):
         import torch
 
         self._torch = torch
-        self.model = spotnet_from(checkpoint)
+        self.model = network_from(checkpoint)
         if threads:
             torch.set_num_threads(threads)
         self.head_weight = self.model.head.weight.detach().numpy()
@@ -265,9 +265,9 @@ def class_activation_map(maps: np.ndarray, class_weights: np.ndarray, size: int)
     """CAM: the head's weights for a class over the last feature maps, upsampled to the input.
 
     With global average pooling and one linear layer this equals Grad-CAM for
-    that layer, and needs no gradients. Each feature cell is placed where it looks: SpotNet's 3x3 convolutions
-    (padding 1, stride 1 or 2) centre cell j on input pixel j x stride, so the cells of a 4 x 4 map from a 112-px
-    input sit at pixels 0, 32, 64 and 96. A plain resize would spread them evenly (at 13.5 ... 97.5) and draw the
+    that layer, and needs no gradients. Each feature cell is placed where it looks: both networks' convolutions
+    (odd kernels, padded by half their width; stride 1 or 2) centre cell j on input pixel j x stride, so the
+    cells of a 4 x 4 map from a 112-px input sit at pixels 0, 32, 64 and 96. A plain resize would spread them evenly (at 13.5 ... 97.5) and draw the
     heatmap up to 18 px too far right and down; against occlusion sensitivity (bench/README.md, "Does it look at
     the lesion?") the placed map correlates better (r 0.45 against 0.36).
     """

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.covariance import LedoitWolf
 
 from model.decision import Calibration, FeatureDistance, decide, softmax
 from training.calibrate import fit_feature_distance
@@ -33,10 +34,10 @@ def test_softmax():
 
 
 def test_feature_distance_is_to_the_nearest_group():
-    distance = FeatureDistance(means=[[0.0, 0.0], [10.0, 10.0]], precision=np.diag([1.0, 4.0]))
+    distance = FeatureDistance(means=[[0.0, 0.0], [10.0, 10.0]], whitening=np.diag([1.0, 2.0]))  # precision diag(1, 4)
     assert distance(np.array([[1.0, 0.0], [10.0, 9.0], [5.0, 5.0]])).tolist() == [1.0, 4.0, 125.0]
     restored = FeatureDistance.from_dict(distance.to_dict())
-    assert np.array_equal(restored.means, distance.means) and np.array_equal(restored.precision, distance.precision)
+    assert np.array_equal(restored.means, distance.means) and np.array_equal(restored.whitening, distance.whitening)
 
 
 def test_fitted_feature_distance_tells_training_like_features_from_strangers():
@@ -48,3 +49,24 @@ def test_fitted_feature_distance_tells_training_like_features_from_strangers():
     near = distance(rng.normal(0, 1, (200, 8)) + 6.0)
     far = distance(rng.normal(0, 1, (200, 8)) + np.array([3.0, -6, 0, 0, 0, 0, 0, 0]))
     assert np.median(near) < 15 < np.median(far)  # 8 features: chi-square with 8 degrees of freedom near home
+
+
+def test_feature_distance_in_fewer_dimensions_keeps_the_main_directions():
+    """All dimensions: the same distance as a Ledoit-Wolf precision matrix on the raw features; fewer: only the
+    directions along which training features vary most."""
+    rng = np.random.default_rng(1)
+    groups = np.repeat(["a", "b"], 400)
+    features = rng.normal(0, 1, (800, 6)) * np.array([5.0, 4, 3, 0.1, 0.1, 0.1]) + (groups == "b")[:, None] * 20.0
+    full, reduced = fit_feature_distance(features, groups), fit_feature_distance(features, groups, max_dims=3)
+    assert full.whitening.shape == (6, 6) and reduced.whitening.shape == (6, 3)
+    centred = features - full.means[(groups == "b").astype(int)]
+    precision = LedoitWolf().fit(centred).precision_  # shrinkage towards a multiple of the identity: rotation-free
+    assert np.allclose(full.whitening @ full.whitening.T, precision, rtol=1e-3, atol=1e-6)
+    along_main = full.means[:1] + [[10.0, 0, 0, 0, 0, 0]]  # 2 standard deviations along the widest direction
+    along_minor = full.means[:1] + [[0, 0, 0, 0.5, 0, 0]]  # along a narrow one, which the reduced fit drops
+    assert 3 < reduced(along_main)[0] < 5 and reduced(along_minor)[0] < 0.1 < full(along_minor)[0]
+
+
+def test_older_checkpoints_precision_matrix_still_reads():
+    old = FeatureDistance.from_dict({"means": [[0.0, 0.0], [10.0, 10.0]], "precision": np.diag([1.0, 4.0])})
+    assert np.allclose(old(np.array([[1.0, 0.0], [10.0, 9.0], [5.0, 5.0]])), [1.0, 4.0, 125.0])

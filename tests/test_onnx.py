@@ -1,6 +1,7 @@
 """The ONNX export: same answers as PyTorch, no torch needed to use it, stale or damaged exports noticed."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, save_checkpoint
 from model.export import export, onnx_paths
-from model.net import SpotNet
+from model.net import LiteNet, SpotNet, count_parameters
 from model.predictor import Predictor, choose_backend, onnx_problem
 from tests.conftest import spot_photo
 
@@ -35,7 +36,7 @@ def random_checkpoint(seed: int = 0) -> dict:
     return {"format": FORMAT, "model": state, "classes": ["vascular", "nevus", "other"],
             "preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
             "calibration": {"temperature": 1.5, "unsure_below": 0.5, "vascular_min": 0.9, "ood_distance_max": 5.0},
-            "ood": {"means": torch.randn(6, 256), "precision": torch.eye(256) * torch.rand(256)},
+            "ood": {"means": torch.randn(6, 256), "whitening": torch.eye(256) * torch.rand(256)},
             "meta": {"split_seed": 0, "train_minutes": 0.1}}
 
 
@@ -71,7 +72,7 @@ def test_torch_and_onnx_agree(exported):
     assert (by_torch.backend, by_onnx.backend) == ("torch", "onnx")
     assert by_onnx.classes == by_torch.classes and by_onnx.calibration == by_torch.calibration
     assert by_onnx.meta == by_torch.meta and by_onnx.size == by_torch.size == 64
-    for part in ("means", "precision"):  # the out-of-distribution statistics travel in the sidecar
+    for part in ("means", "whitening"):  # the out-of-distribution statistics travel in the sidecar
         assert np.array_equal(getattr(by_onnx.feature_distance, part), getattr(by_torch.feature_distance, part))
     prepared = [by_torch.prepare(image) for image in photos()]
     for batch in (prepared, prepared[:1]):  # a whole batch and a single image
@@ -130,3 +131,23 @@ def test_stale_or_damaged_exports_are_refused(tmp_path):
 def test_shipped_export_matches_the_shipped_checkpoint():
     problem = onnx_problem(DEFAULT_CHECKPOINT)
     assert problem is None, f"{problem}: re-export with `python -m model.export` after replacing the shipped model"
+
+
+def test_float16_weights_make_half_the_file_and_the_same_answers(tmp_path):
+    """The shipped LiteNet stores float16 weights: the export keeps them in float16 too (half of float32), and ONNX
+    Runtime, widening them back, answers as PyTorch does."""
+    checkpoint = random_checkpoint()
+    net = LiteNet()
+    checkpoint["model"] = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    checkpoint["arch"], checkpoint["ood"] = "lite0", None
+    save_checkpoint(tmp_path / "lite.pt", checkpoint)
+    onnx_path, json_path = export(tmp_path / "lite.pt")  # checked against PyTorch before it is written
+    weights = 2 * count_parameters(net)
+    assert weights < onnx_path.stat().st_size < 1.1 * weights
+    assert json.loads(json_path.read_text())["arch"] == "lite0"
+    image = spot_photo("vascular", size=160, seed=1)
+    by_torch = Predictor(tmp_path / "lite.pt", backend="torch").predict(image)
+    by_onnx = Predictor(tmp_path / "lite.pt", backend="onnx").predict(image)
+    assert by_torch.label == by_onnx.label
+    for name, p in by_torch.probabilities.items():
+        assert abs(p - by_onnx.probabilities[name]) < 1e-5

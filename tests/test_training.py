@@ -12,23 +12,34 @@ import training.train as train
 from data.datasets import Sample
 from data.images import read_image
 from model.checkpoint import load_checkpoint
+from model.net import LiteNet
 from model.predictor import Predictor
 from tests.conftest import HAM_DX, make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
 from training import evaluate
 from training.report import write_model_card
 
-FAST = ["--epochs", "2", "--draws-per-epoch", "48", "--batch-size", "16", "--image-size", "48", "--workers", "0"]
+TINY = ["--epochs", "2", "--draws-per-epoch", "48", "--batch-size", "16", "--image-size", "48", "--workers", "0"]
+FAST = [*TINY, "--arch", "spotnet"]  # the training machinery is the same for both networks; SpotNet is 4x quicker
+
+
+def as_shipped(state: dict) -> dict:
+    """A training state dict as the finished checkpoint stores it: float weights in float16."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
-    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *TINY])  # the default network
     ckpt = load_checkpoint(final)
     assert ckpt["classes"] == ["vascular", "nevus", "other"]
     assert ckpt["preprocess"]["size"] == 48 and ckpt["preprocess"]["colour_constancy"] == 0
     assert set(ckpt["calibration"]) == {"temperature", "vascular_min", "unsure_below", "ood_distance_max"}
-    assert ckpt["ood"]["means"].shape == (3, 256) and ckpt["ood"]["precision"].shape == (256, 256)  # 3 classes x 1 domain
+    assert ckpt["arch"] == "lite0" and all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    assert ckpt["ood"]["means"].shape == (3, 1280)  # 3 classes x 1 domain, LiteNet's 1280 features
+    assert ckpt["ood"]["whitening"].shape[0] == 1280 and ckpt["ood"]["whitening"].shape[1] <= 256
     assert ckpt["calibration"]["vascular_min"] >= 0.5
-    assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] in (0, 1)
+    assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] == 1  # --keep last: the last epoch
+    assert final.stat().st_size < 2.2 * ckpt["meta"]["parameters"]  # 2 bytes a weight
+    assert final.with_suffix(".onnx").stat().st_size < 2.2 * ckpt["meta"]["parameters"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 2 and {"score", "raw_score"} <= history[0].keys()  # averaged and raw weights both scored
     assert Predictor(final, backend="onnx").backend == "onnx"  # the export is written and matches
@@ -77,7 +88,7 @@ def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_p
     plain = load_checkpoint(train.main(["--data", ham, "--out", str(tmp_path / "plain"), *FAST]))["model"]
     aux = load_checkpoint(train.main(["--data", ham, "--out", str(tmp_path / "aux"), *FAST, "--dx-weight", "0.5"]))["model"]
     assert plain.keys() == aux.keys()  # the 7-diagnosis head is training-only
-    assert aux["head.weight"].shape == (3, 256)
+    assert aux["head.weight"].shape == (3, 256)  # SpotNet's
     assert not torch.allclose(plain["features.0.0.weight"], aux["features.0.0.weight"])  # its loss did train
 
 
@@ -134,11 +145,13 @@ def test_the_best_of_averaged_and_raw_weights_is_kept(class_tree, tmp_path, monk
         return {"score": (0.9 if kind == winner else 0.1) + 0.01 * len(calls)}  # the last epoch is best
 
     monkeypatch.setattr(train, "validation_scores", fake_scores)
-    ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST]))
-    assert ckpt["meta"]["kept"] == "best"  # the default
+    ckpt = load_checkpoint(train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST,
+                                       "--keep", "best"]))
+    assert ckpt["meta"]["kept"] == "best"
     assert ckpt["meta"]["best_weights"] == winner and ckpt["meta"]["best_epoch"] == 1
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    expected = last["model"] if winner == "raw" else {k.removeprefix("module."): v for k, v in last["ema"].items()}
+    expected = as_shipped(last["model"] if winner == "raw" else
+                          {k.removeprefix("module."): v for k, v in last["ema"].items()})
     for name, tensor in ckpt["model"].items():
         assert torch.equal(tensor, expected[name]), name
 
@@ -153,7 +166,7 @@ def test_keep_last_keeps_the_last_epochs_average_whatever_validation_says(class_
     assert ckpt["meta"]["kept"] == "last" and ckpt["meta"]["best_epoch"] == 1  # the second, last epoch
     assert ckpt["meta"]["best_weights"] == ("averaged" if kept else "raw")
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    expected = {k.removeprefix("module."): v for k, v in last["ema"].items()} if kept else last["model"]
+    expected = as_shipped({k.removeprefix("module."): v for k, v in last["ema"].items()} if kept else last["model"])
     for name, tensor in ckpt["model"].items():
         assert torch.equal(tensor, expected[name]), name
 
@@ -292,3 +305,17 @@ def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(cla
     assert kept == samples[-1:] and probs.shape == (1, 3) and len(decided) == 1
     warned = capsys.readouterr().out
     assert all(f"warning: skipped {path}" in warned for path in bad)
+
+
+class Started(Exception):
+    """Raised by a stand-in to stop training at a known point."""
+
+
+@pytest.mark.parametrize("flags, from_imagenet", [([], True), (["--from-scratch"], False), (["--arch", "spotnet"], False)])
+def test_litenet_starts_from_imagenet_unless_told_otherwise(class_tree, tmp_path, monkeypatch, flags, from_imagenet):
+    loaded = []
+    monkeypatch.setattr(LiteNet, "load_imagenet", lambda net, path: loaded.append(path))
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **k: (_ for _ in ()).throw(Started()))  # the model is built
+    with pytest.raises(Started):
+        train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *TINY, *flags])
+    assert loaded == ([train.imagenet_weights()] if from_imagenet else [])

