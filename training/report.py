@@ -120,7 +120,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                       if "clinical" in sources else "")
     arch = flags.get("arch", "spotnet")  # checkpoints from before the choice: SpotNet
     if arch == "lite0":
-        network = ("EfficientNet-Lite0's layout (Tan & Le 2019; Google's Lite variant for mobile CPUs), "
+        network = ("EfficientNet-Lite0's layout, Tan & Le 2019, in Google's Lite variant for mobile CPUs: "
                    f"{meta.get('parameters', 0):,} parameters, {meta.get('flops', 0) / 1e6:.0f} MFLOPs per "
                    f"{flags.get('image_size', 112)} px image")
         start = ("random weights" if flags.get("from_scratch") else
