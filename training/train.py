@@ -1,7 +1,8 @@
 """Train SpotCheck's CNN: `python -m training.train [--flags]`.
 
 Reads top to bottom: data -> split -> decode once -> train with balanced draws
--> keep the best epoch on validation (or the last epoch's moving average)
+(EfficientNet-Lite0 from ImageNet weights, or SpotNet from scratch)
+-> keep the last epoch's moving average (or the best epoch on validation)
 -> calibrate on validation -> write
 `OUT/spotcheck.pt` and its ONNX export. The defaults reproduce the shipped model
 (`model/weights/spotcheck.pt`). The test split is never touched here; score
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "validated each epoch beside the raw weights; 0 = raw weights only")
     p.add_argument("--keep", choices=("best", "last"), default="last",
                    help="the weights that become the model: 'best', the best of the averaged and raw weights of every "
-                        "epoch on validation (a pick among 48 on a noisy score); 'last', the moving average after the "
+                        "epoch on validation (a pick among 2 x --epochs on a noisy score); 'last', the moving average after the "
                         "final epoch (the raw weights with --ema 0), measured in bench/README.md, 'Which weights to "
                         "keep'")
     p.add_argument("--malignant-weight", type=float, default=0.0,
