@@ -49,10 +49,11 @@ class FeatureDistance:
     def __init__(self, means: np.ndarray, whitening: np.ndarray):
         self.means = np.asarray(means, np.float32)  # (groups, features)
         self.whitening = np.asarray(whitening, np.float32)  # (features, k)
+        self._whitened_means = self.means @ self.whitening  # (groups, k): whitening is linear, so once is enough
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        diffs = np.asarray(features, np.float32)[:, None, :] - self.means[None]
-        return np.square(diffs @ self.whitening).sum(axis=-1).min(axis=1)  # a matrix product: BLAS, fast
+        whitened = np.asarray(features, np.float32) @ self.whitening  # a matrix product: BLAS, fast
+        return np.square(whitened[:, None, :] - self._whitened_means[None]).sum(axis=-1).min(axis=1)
 
     @classmethod
     def from_dict(cls, values: dict) -> "FeatureDistance":

@@ -122,7 +122,8 @@ def float16_weights(graph: bytes) -> bytes:
     initializers, casts = [], []
     for weight in model.graph.initializer:
         values = numpy_helper.to_array(weight) if weight.data_type == TensorProto.FLOAT else None
-        if values is not None and values.size > 1 and np.array_equal(values.astype(np.float16).astype(np.float32), values):
+        exact = values is not None and np.array_equal(values.astype(np.float16).astype(np.float32), values)
+        if exact and values.size > 1:
             initializers.append(numpy_helper.from_array(values.astype(np.float16), weight.name + ".float16"))
             casts.append(helper.make_node("Cast", [weight.name + ".float16"], [weight.name], to=TensorProto.FLOAT))
         else:

@@ -8,6 +8,7 @@ Both offer the same three calls: `pooled` (the features the head sees),
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -60,10 +61,14 @@ LITE0_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 
                 (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01)]  # TensorFlow's batch-norm settings, as pretrained
-    return nn.Sequential(*layers, nn.ReLU6()) if relu else nn.Sequential(*layers)
+# TensorFlow's batch-norm settings, as the ImageNet weights were trained with.
+_BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+             relu: bool = True) -> Conv2dNormActivation:
+    return Conv2dNormActivation(c_in, c_out, kernel, stride, groups=groups, norm_layer=_BATCH_NORM,
+                                activation_layer=nn.ReLU6 if relu else None)
 
 
 class MBConv(nn.Module):

@@ -267,8 +267,8 @@ def class_activation_map(maps: np.ndarray, class_weights: np.ndarray, size: int)
     With global average pooling and one linear layer this equals Grad-CAM for
     that layer, and needs no gradients. Each feature cell is placed where it looks: both networks' convolutions
     (odd kernels, padded by half their width; stride 1 or 2) centre cell j on input pixel j x stride, so the
-    cells of a 4 x 4 map from a 112-px input sit at pixels 0, 32, 64 and 96. A plain resize would spread them evenly (at 13.5 ... 97.5) and draw the
-    heatmap up to 18 px too far right and down; against occlusion sensitivity (bench/README.md, "Does it look at
+    cells of a 4 x 4 map from a 112-px input sit at pixels 0, 32, 64 and 96. A plain resize would spread them
+    evenly (at 13.5 ... 97.5) and draw the heatmap up to 18 px too far right and down; against occlusion sensitivity (bench/README.md, "Does it look at
     the lesion?") the placed map correlates better (r 0.45 against 0.36).
     """
     cam = np.maximum(np.tensordot(class_weights, maps, axes=1), 0).astype(np.float32)

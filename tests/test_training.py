@@ -33,7 +33,8 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert ckpt["classes"] == ["vascular", "nevus", "other"]
     assert ckpt["preprocess"]["size"] == 48 and ckpt["preprocess"]["colour_constancy"] == 0
     assert set(ckpt["calibration"]) == {"temperature", "vascular_min", "unsure_below", "ood_distance_max"}
-    assert ckpt["arch"] == "lite0" and all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    assert ckpt["arch"] == "lite0"
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert ckpt["ood"]["means"].shape == (3, 1280)  # 3 classes x 1 domain, LiteNet's 1280 features
     assert ckpt["ood"]["whitening"].shape[0] == 1280 and ckpt["ood"]["whitening"].shape[1] <= 256
     assert ckpt["calibration"]["vascular_min"] >= 0.5
@@ -311,7 +312,8 @@ class Started(Exception):
     """Raised by a stand-in to stop training at a known point."""
 
 
-@pytest.mark.parametrize("flags, from_imagenet", [([], True), (["--from-scratch"], False), (["--arch", "spotnet"], False)])
+@pytest.mark.parametrize("flags, from_imagenet",
+                         [([], True), (["--from-scratch"], False), (["--arch", "spotnet"], False)])
 def test_litenet_starts_from_imagenet_unless_told_otherwise(class_tree, tmp_path, monkeypatch, flags, from_imagenet):
     loaded = []
     monkeypatch.setattr(LiteNet, "load_imagenet", lambda net, path: loaded.append(path))

@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "validated each epoch beside the raw weights; 0 = raw weights only")
     p.add_argument("--keep", choices=("best", "last"), default="last",
                    help="the weights that become the model: 'best', the best of the averaged and raw weights of every "
-                        "epoch on validation (a pick among 2 x --epochs on a noisy score); 'last', the moving average after the "
-                        "final epoch (the raw weights with --ema 0), measured in bench/README.md, 'Which weights to "
-                        "keep'")
+                        "epoch on validation (a pick among 2 x --epochs on a noisy score); 'last', the moving average "
+                        "after the final epoch (the raw weights with --ema 0), measured in bench/README.md, 'Which "
+                        "weights to keep'")
     p.add_argument("--malignant-weight", type=float, default=0.0,
                    help="weight of an extra loss, -log(1 - p(vascular)), on training melanomas and carcinomas "
                         "(training.metrics.is_malignant): the asymmetric cost of calling a dangerous lesion a harmless "
