@@ -2,7 +2,7 @@
 
 Scores the shipped model on the validation and test splits twice: the plain
 eval preset, and the mean logits over the image and its horizontal, vertical
-and double flips (4 network passes; logits and pooled features averaged). For a
+and double flips (4 network passes; logits and out-of-distribution features averaged). For a
 fair comparison each variant gets its own calibration (temperature and
 thresholds), fitted on validation exactly as training does; the decision rule
 then runs on the test split.
@@ -29,9 +29,9 @@ def run(predictor: Predictor, inputs: np.ndarray, flips: bool) -> tuple[np.ndarr
     logits, features = [], []
     for view in views:
         for i in range(0, len(view), 256):
-            z, maps = predictor.network(np.ascontiguousarray(view[i : i + 256]))
+            z, _, ood_features = predictor.network(np.ascontiguousarray(view[i : i + 256]))
             logits.append(z)
-            features.append(maps.mean(axis=(2, 3)))
+            features.append(ood_features)
     logits = np.mean(np.split(np.concatenate(logits), len(views)), axis=0)
     features = np.mean(np.split(np.concatenate(features), len(views)), axis=0)
     distance = predictor.feature_distance

@@ -68,7 +68,8 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
 
 
 def network_from(checkpoint: dict[str, Any]) -> nn.Module:
-    """The checkpoint's network (`arch`; older checkpoints: SpotNet) with its weights, in float32 and eval mode;
+    """The checkpoint's network (`arch`; older checkpoints: SpotNet) with its weights, in float32 and eval mode,
+    its out-of-distribution features taken where the checkpoint's statistics were (older ones: the last layer);
     CheckpointError if they do not fit."""
     from model.net import build
 
@@ -78,6 +79,11 @@ def network_from(checkpoint: dict[str, Any]) -> nn.Module:
         model.load_state_dict(checkpoint["model"])  # float16 weights are widened to the model's float32
     except (RuntimeError, ValueError) as err:
         raise CheckpointError(f"the checkpoint's weights do not fit its network ({arch}): {err}") from err
+    layer = int((checkpoint.get("ood") or {}).get("layer", -1))
+    if not -len(model.features) <= layer < len(model.features):
+        raise CheckpointError(f"the checkpoint's out-of-distribution layer {layer} is not one of its network's "
+                              f"{len(model.features)} blocks")
+    model.ood_layer = layer
     return model.eval()
 
 

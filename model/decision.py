@@ -37,9 +37,9 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 class FeatureDistance:
     """How unlike the training images a photo is, seen through the network.
 
-    The squared Mahalanobis distance of the network's pooled features to the
-    nearest training group mean (one group per domain and class), with one
-    shared covariance (Lee et al., NeurIPS 2018). Text, landscapes or a face
+    The squared Mahalanobis distance of the network's pooled features (at its
+    `ood_layer`, see model.net) to the nearest training group mean (one group
+    per domain and class), with one shared covariance (Lee et al., NeurIPS 2018). Text, landscapes or a face
     seen from afar land far from every group even when the classifier's
     probabilities look confident. The inverse covariance is kept as a whitening
     matrix W (precision = W W^T), so that it can be limited to the main

@@ -4,8 +4,9 @@ Writes two files beside the checkpoint (`spotcheck.pt` -> `spotcheck.onnx` and
 `spotcheck.json`):
 
 - the ONNX graph: input `input` (N, 3, size, size) float32, outputs `logits`
-  (N, classes) and `maps` (N, C, h, w), the last feature maps from
-  the network's `forward_with_maps`; the batch axis is dynamic;
+  (N, classes), `maps` (N, C, h, w), the last feature maps, and
+  `ood_features` (N, C'), from the network's `forward_with_maps`; the batch
+  axis is dynamic;
 - a JSON sidecar with everything else the checkpoint holds, as plain JSON:
   classes, preprocess, calibration, meta and the feature-distance statistics
   (`ood`), plus the head's weights (for the class activation map) and the SHA-256 of both the ONNX file and the
@@ -13,7 +14,7 @@ Writes two files beside the checkpoint (`spotcheck.pt` -> `spotcheck.onnx` and
 
 With these two files `model.predictor.Predictor(..., backend="onnx")` needs
 only onnxruntime and numpy, no torch. The export is checked before it is
-written: ONNX Runtime must reproduce PyTorch's logits and maps.
+written: ONNX Runtime must reproduce PyTorch's outputs.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, 
 
 SIDECAR_FORMAT = "spotcheck-onnx/1"
 OPSET = 17
-INPUT, OUTPUTS = "input", ("logits", "maps")
+INPUT, OUTPUTS = "input", ("logits", "maps", "ood_features")
 
 
 def onnx_paths(checkpoint: str | Path) -> tuple[Path, Path]:
@@ -80,7 +81,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         # The TorchScript exporter: deprecated, but it needs no onnxscript and handles this plain CNN exactly.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(wrapper, (example,), buffer, input_names=[INPUT], output_names=list(OUTPUTS),
-                          dynamic_axes={INPUT: batch, OUTPUTS[0]: batch, OUTPUTS[1]: batch},
+                          dynamic_axes={INPUT: batch, **{name: batch for name in OUTPUTS}},
                           # Unfolded, batch norm keeps the checkpoint's float16-exact weights; ONNX Runtime folds it.
                           opset_version=opset, do_constant_folding=False, dynamo=False)
     graph = float16_weights(buffer.getvalue())

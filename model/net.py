@@ -4,7 +4,8 @@ Both end in global average pooling and one linear layer (`head`). That keeps
 the class activation map exact and cheap (`model.predictor.class_activation_map`):
 no gradients needed, so the same heatmap comes out of PyTorch and ONNX Runtime.
 Both offer the same three calls: `pooled` (the features the head sees),
-`forward` and `forward_with_maps` (logits and the last feature maps).
+`forward` and `forward_with_maps` (logits, the last feature maps and the
+features the out-of-distribution distance measures).
 """
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ from torchvision.ops import Conv2dNormActivation
 
 
 class _PooledHead(nn.Module):
-    """`features` -> global average pooling -> dropout -> `head`; subclasses build `features` and `head`."""
+    """`features` -> global average pooling -> dropout -> `head`; subclasses build `features` and `head`.
 
-    features: nn.Module
+    `ood_layer` picks the block of `features` whose pooled output the out-of-distribution distance measures
+    (`model.decision.FeatureDistance`); the checkpoint stores it beside the distance's statistics.
+    """
+
+    features: nn.Sequential
     dropout: nn.Dropout
     head: nn.Linear
+    ood_layer: int = -1  # the last block
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The (N, C) pooled features the head sees."""
@@ -30,10 +36,15 @@ class _PooledHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.pooled(x)))
 
-    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the last feature maps (N, C, h, w), for the heatmap and the OOD score."""
-        maps = self.features(x)
-        return self.head(maps.mean(dim=(2, 3))), maps
+    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, the last feature maps (N, C, h, w), for the heatmap, and the pooled output of block
+        `ood_layer` (N, C'), for the out-of-distribution distance."""
+        tap = self.ood_layer % len(self.features)
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i == tap:
+                ood_features = x.mean(dim=(2, 3))
+        return self.head(x.mean(dim=(2, 3))), x, ood_features
 
 
 # (out_channels, stride) per conv layer; the stem is the first entry.
@@ -89,6 +100,10 @@ class MBConv(nn.Module):
 
 class LiteNet(_PooledHead):
     """EfficientNet-Lite0's layout: 3.4 M parameters, ImageNet features to start from (`load_imagenet`)."""
+
+    # The end of stage 5 (112 channels at 1/16 of the input side): general enough to tell a landscape, a flower or
+    # a face from a skin spot, which the last layer's 1,280 fine-tuned features do not (bench/ood.md).
+    ood_layer = 11
 
     def __init__(self, num_classes: int = 3, dropout: float = 0.2):
         super().__init__()

@@ -78,10 +78,9 @@ class _TorchEngine:
             torch.set_num_threads(threads)
         self.head_weight = self.model.head.weight.detach().numpy()
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with self._torch.inference_mode():
-            logits, maps = self.model.forward_with_maps(self._torch.from_numpy(x))
-        return logits.numpy(), maps.numpy()
+            return tuple(t.numpy() for t in self.model.forward_with_maps(self._torch.from_numpy(x)))
 
 
 @dataclass
@@ -111,9 +110,11 @@ class _OnnxEngine:
         self.input, self.outputs = sidecar["input"], list(sidecar["outputs"])
         self.head_weight = np.asarray(sidecar["head"]["weight"], np.float32)
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, maps = self.session.run(self.outputs, {self.input: x})
-        return logits, maps
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        outputs = self.session.run(self.outputs, {self.input: x})
+        if len(outputs) == 2:  # exports before 2026-12: the distance measured the last feature maps
+            outputs.append(outputs[1].mean(axis=(2, 3)))
+        return tuple(outputs)
 
 
 def onnx_problem(checkpoint: str | os.PathLike | None = None) -> str | None:
@@ -207,18 +208,18 @@ class Predictor:
                                          flatten_lightness=self.flatten_lightness, box=box, analysis=analysis)
         return Prepared(x, square, framing, photo_problem(image, analysis))
 
-    def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The raw logits and last feature maps for a batch of eval-preset inputs, (N, 3, size, size) float32."""
+    def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw logits, the last feature maps and the out-of-distribution features for a batch of eval-preset
+        inputs, (N, 3, size, size) float32."""
         return self._engine.run(inputs)
 
     def classify(self, batch: list[Prepared]) -> list[Prediction]:
         if not batch:
             return []
-        logits, maps = self.network(np.stack([p.input for p in batch]))
+        logits, maps, ood_features = self.network(np.stack([p.input for p in batch]))
         cal = self.calibration
         probs = softmax(logits, cal.temperature)
-        features = maps.mean(axis=(2, 3))  # the pooled features the head sees
-        distances = self.feature_distance(features) if self.feature_distance else np.zeros(len(batch))
+        distances = self.feature_distance(ood_features) if self.feature_distance else np.zeros(len(batch))
         weights = self._engine.head_weight
         results = []
         for i, prepared in enumerate(batch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, network_from, save_checkpoint
 from model.net import SpotNet
 from model.predictor import Predictor
 
@@ -65,6 +65,17 @@ def test_wrong_architecture_is_a_checkpoint_error(tmp_path):
     save_checkpoint(tmp_path / "bad.pt", bad)
     with pytest.raises(CheckpointError, match="do not fit"):
         Predictor(tmp_path / "bad.pt")
+
+
+def test_the_out_of_distribution_layer_comes_from_the_checkpoint(tmp_path):
+    checkpoint = tiny_checkpoint()
+    assert network_from(checkpoint).ood_layer == -1  # older checkpoints: the last block
+    checkpoint["ood"] = {"means": torch.zeros(6, 96), "whitening": torch.eye(96), "layer": 4}
+    net = network_from(checkpoint)
+    assert net.ood_layer == 4 and net.forward_with_maps(torch.zeros(1, 3, 64, 64))[2].shape == (1, 96)
+    checkpoint["ood"]["layer"] = 8  # SpotNet has 8 blocks, 0-7
+    with pytest.raises(CheckpointError, match="layer 8 is not one of"):
+        network_from(checkpoint)
 
 
 def test_a_training_snapshot_is_refused_with_a_pointer_to_the_finished_model(tmp_path):

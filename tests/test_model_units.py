@@ -52,7 +52,7 @@ def test_heatmap_is_the_top_class_activation_map(predictor):
     pixel it is centred on (cubic between them) and scaled to max 1."""
     prepared = predictor.prepare(spot_photo("nevus", size=200, radius=30, seed=3))
     prediction = predictor.classify([prepared])[0]
-    logits, maps = predictor.network(prepared.input[None])
+    logits, maps, _ = predictor.network(prepared.input[None])
     head = load_checkpoint(DEFAULT_CHECKPOINT)["model"]["head.weight"].numpy()
 
     def cam(k: int) -> np.ndarray:

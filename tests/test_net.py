@@ -12,12 +12,20 @@ from training.train import imagenet_weights
 def test_both_networks_pool_one_linear_head_over_their_last_maps(arch):
     net = build(arch).eval()
     x = torch.randn(2, 3, 64, 64)
-    logits, maps = net.forward_with_maps(x)
+    logits, maps, ood_features = net.forward_with_maps(x)
     assert logits.shape == (2, 3) and maps.shape[2:] == (2, 2)  # five halvings: 64 px -> 2 x 2 cells
     assert torch.allclose(net(x), logits, atol=1e-6)
     assert torch.allclose(net.head(maps.mean(dim=(2, 3))), logits, atol=1e-6)  # the heatmap's premise
+    tapped = net.features[: net.ood_layer % len(net.features) + 1](x).mean(dim=(2, 3))
+    assert torch.allclose(ood_features, tapped, atol=1e-6)
     with pytest.raises(ValueError, match="unknown architecture"):
         build("resnet50")
+
+
+def test_the_distance_measures_spotnets_last_and_litenets_middle_features():
+    x = torch.randn(1, 3, 64, 64)
+    assert SpotNet().eval().forward_with_maps(x)[2].shape == (1, 256)  # the last block: the features the head sees
+    assert LiteNet().eval().forward_with_maps(x)[2].shape == (1, 112)  # the end of stage 5 (bench/ood.md)
 
 
 def test_litenet_starts_from_the_packaged_imagenet_weights(tmp_path):

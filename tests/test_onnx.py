@@ -1,7 +1,9 @@
 """The ONNX export: same answers as PyTorch, no torch needed to use it, stale or damaged exports noticed."""
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -60,10 +62,11 @@ def test_export_writes_the_graph_and_the_sidecar(exported):
     onnx_path, json_path = onnx_paths(exported)
     assert onnx_path.name == "m.onnx" and json_path.name == "m.json"
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["logits", "maps"]
+    assert [o.name for o in session.get_outputs()] == ["logits", "maps", "ood_features"]
     assert not isinstance(session.get_inputs()[0].shape[0], int)  # dynamic batch axis
-    logits, maps = session.run(None, {"input": np.zeros((5, 3, 64, 64), np.float32)})
+    logits, maps, ood_features = session.run(None, {"input": np.zeros((5, 3, 64, 64), np.float32)})
     assert logits.shape == (5, 3) and maps.shape == (5, 256, 2, 2)
+    assert np.allclose(ood_features, maps.mean(axis=(2, 3)), atol=1e-5)  # SpotNet: the last block's features
     assert onnx_problem(exported) is None and choose_backend(exported) == "onnx"
 
 
@@ -139,7 +142,8 @@ def test_float16_weights_make_half_the_file_and_the_same_answers(tmp_path):
     checkpoint = random_checkpoint()
     net = LiteNet()
     checkpoint["model"] = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    checkpoint["arch"], checkpoint["ood"] = "lite0", None
+    checkpoint["arch"] = "lite0"
+    checkpoint["ood"] = {"means": torch.randn(6, 112), "whitening": torch.eye(112), "layer": LiteNet.ood_layer}
     save_checkpoint(tmp_path / "lite.pt", checkpoint)
     onnx_path, json_path = export(tmp_path / "lite.pt")  # checked against PyTorch before it is written
     weights = 2 * count_parameters(net)
@@ -151,3 +155,28 @@ def test_float16_weights_make_half_the_file_and_the_same_answers(tmp_path):
     assert by_torch.label == by_onnx.label
     for name, p in by_torch.probabilities.items():
         assert abs(p - by_onnx.probabilities[name]) < 1e-5
+    x = Predictor(tmp_path / "lite.pt", backend="torch").prepare(image).input[None]
+    torch_features = Predictor(tmp_path / "lite.pt", backend="torch").network(x)[2]
+    onnx_features = Predictor(tmp_path / "lite.pt", backend="onnx").network(x)[2]
+    assert torch_features.shape == (1, 112) and np.allclose(torch_features, onnx_features, atol=1e-4)
+
+
+def test_exports_from_before_the_ood_output_still_run(exported, tmp_path):
+    """Exports written before `ood_features` existed have two outputs; their distance measured the last maps."""
+    import onnx
+
+    old = tmp_path / "old.pt"
+    shutil.copy(exported, old)
+    shutil.copy(exported.with_name(exported.name + ".sha256"), old.with_name("old.pt.sha256"))
+    graph = onnx.load(str(onnx_paths(exported)[0]))
+    graph.graph.output.pop()  # ood_features
+    onnx.save(graph, str(onnx_paths(old)[0]))
+    sidecar = json.loads(onnx_paths(exported)[1].read_text())
+    sidecar["outputs"] = ["logits", "maps"]
+    sidecar["onnx_sha256"] = hashlib.sha256(onnx_paths(old)[0].read_bytes()).hexdigest()
+    onnx_paths(old)[1].write_text(json.dumps(sidecar))
+    x = Predictor(exported, backend="torch").prepare(photos()[0]).input[None]
+    logits, maps, ood_features = Predictor(old, backend="onnx").network(x)
+    assert np.array_equal(ood_features, maps.mean(axis=(2, 3)))
+    new = Predictor(exported, backend="onnx").network(x)
+    assert np.allclose(logits, new[0], atol=1e-6) and np.allclose(ood_features, new[2], atol=1e-5)

@@ -35,8 +35,9 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert set(ckpt["calibration"]) == {"temperature", "vascular_min", "unsure_below", "ood_distance_max"}
     assert ckpt["arch"] == "lite0"
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
-    assert ckpt["ood"]["means"].shape == (3, 1280)  # 3 classes x 1 domain, LiteNet's 1280 features
-    assert ckpt["ood"]["whitening"].shape[0] == 1280 and ckpt["ood"]["whitening"].shape[1] <= 256
+    # 3 classes x 1 domain; LiteNet's middle features (the end of stage 5: 112 channels), all of them
+    assert ckpt["ood"]["layer"] == 11 and ckpt["ood"]["means"].shape == (3, 112)
+    assert ckpt["ood"]["whitening"].shape[0] == 112 and ckpt["ood"]["whitening"].shape[1] <= 112  # n images: n ranks
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] == 1  # --keep last: the last epoch
     assert final.stat().st_size < 2.2 * ckpt["meta"]["parameters"]  # 2 bytes a weight
@@ -101,7 +102,7 @@ def test_malignant_weight_pushes_melanomas_away_from_vascular_and_leaves_other_d
         final = train.main(["--data", str(ham), "--out", str(tmp_path / f"ham{weight}"), *FAST, "--ema", "0",
                             "--draws-per-epoch", "160", "--keep", "last", "--malignant-weight", weight])
         predictor = Predictor(final)
-        logits, _ = predictor.network(np.stack([predictor.prepare(image).input for image in melanomas]))
+        logits = predictor.network(np.stack([predictor.prepare(image).input for image in melanomas]))[0]
         return float(torch.softmax(torch.from_numpy(logits), 1)[:, 0].mean())  # before calibration
 
     assert p_vascular_of_melanomas("20") < 0.5 * p_vascular_of_melanomas("0")

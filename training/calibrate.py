@@ -36,7 +36,7 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
 
 def fit_feature_distance(features: np.ndarray, groups: np.ndarray, max_dims: int = 256) -> FeatureDistance:
     """Group means and one shared, shrunk (Ledoit-Wolf) covariance of training features, in their `max_dims`
-    main directions (all of SpotNet's 256; LiteNet's 1280 would make a 1280 x 1280 matrix, too big to ship)."""
+    main directions (SpotNet's 256 and LiteNet's 112 fit whole; 1,280 would make a matrix too big to ship)."""
     names = np.unique(groups)
     means = np.stack([features[groups == g].mean(axis=0) for g in names])
     centred = features - means[np.searchsorted(names, groups)]

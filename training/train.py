@@ -160,13 +160,13 @@ def code_version() -> str:
 @torch.no_grad()
 def predict(model: torch.nn.Module, pixels: np.ndarray, colour_constancy: int,
             batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and the pooled features the head sees (what model.decision.FeatureDistance measures)."""
+    """Logits and the features model.decision.FeatureDistance measures (the pooled output of `model.ood_layer`)."""
     model.eval()
     logits, features = [], []
     for x in eval_batches(pixels, mean=MEAN, std=STD, colour_constancy=colour_constancy, batch_size=batch_size):
-        pooled = model.pooled(x)
-        logits.append(model.head(pooled).numpy())
-        features.append(pooled.numpy())
+        z, _, ood_features = model.forward_with_maps(x)
+        logits.append(z.numpy())
+        features.append(ood_features.numpy())
     return np.concatenate(logits), np.concatenate(features)
 
 
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> Path:
                        "colour_constancy": args.colour_constancy, "framing": "data.framing.frame_spot",
                        "flatten_lightness": args.flatten_lightness},
         "calibration": calibration,
-        "ood": {k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()},
+        "ood": {**{k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()}, "layer": model.ood_layer},
         "meta": {
             "data": [str(Path(d)) for d in args.data],
             "sources": sorted({s.source for part in splits.values() for s in part}),  # ham10000, clinical, folder
