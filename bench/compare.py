@@ -3,6 +3,7 @@ checkpoints, their short names), the validation images framed once for all model
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,35 @@ def framed_validation(size: int, seed: int,
 
 def publish(lines: list[str], *, title: str, module: str, doc: str, results: Path, args: argparse.Namespace,
             names: list[str]) -> None:
-    """Print the table; with --write keep it in `results` under the title, the command that made it and the
-    bench's docstring (less its first line)."""
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        results.write_text(f"# {title}\n\n`python -m {module} --checkpoints {' '.join(args.checkpoints)} "
-                           f"--names {' '.join(names)} --write`\n\n{doc.split(chr(10) + chr(10), 1)[1]}\n{text}")
+    """Print the table; with --write keep it in `results` under the title, the commands that made it and the
+    bench's docstring (less its first line). Rows of models this run does not name stay, so that a table can
+    grow one model at a time; a model's rows are replaced by the next run that names it."""
+    print("\n".join(lines) + "\n")
+    if not args.write:
+        return
+    command = f"`python -m {module} --checkpoints {' '.join(args.checkpoints)} --names {' '.join(names)} --write`"
+    commands, kept = earlier_rows(results, header=lines[:2], replaced=set(names))
+    made_by = "\n".join(f"- {c}" for c in [*commands, command])
+    table = "\n".join(lines[:2] + kept + lines[2:])
+    results.write_text(f"# {title}\n\nMade by these commands, in order (a model's rows come from the last one that "
+                       f"names it):\n\n{made_by}\n\n{doc.split(chr(10) + chr(10), 1)[1]}\n{table}\n")
+
+
+def earlier_rows(results: Path, *, header: list[str], replaced: set[str]) -> tuple[list[str], list[str]]:
+    """The rows `results` already holds for models not in `replaced`, and the commands that made them; none
+    when there is no such file or its table has other columns."""
+    if not results.is_file():
+        return [], []
+    text = results.read_text().splitlines()
+    table = [line for line in text if line.startswith("|")]
+    if table[:2] != header:
+        print(f"{results.name}: its table has other columns; its rows are not kept")
+        return [], []
+    rows = [row for row in table[2:] if row.split("|")[1].strip() not in replaced]
+    commands = [found for line in text
+                if (found := re.fullmatch(r"(?:- )?(`python -m .* --names (.*) --write`)", line))]
+    made_by = {}  # model -> the last command that names it, which made its rows
+    for found in commands:
+        made_by.update(dict.fromkeys(found[2].split(), found[1]))
+    still_made = {made_by.get(row.split("|")[1].strip()) for row in rows}
+    return [found[1] for found in commands if found[1] in still_made], rows

@@ -197,6 +197,7 @@ class Predictor:
         self.calibration = Calibration.from_dict(info["calibration"])
         # Checkpoints without it (e.g. ones tests make) skip the out-of-distribution check.
         self.feature_distance = FeatureDistance.from_dict(info["ood"]) if info.get("ood") else None
+        self.ood_layer = int(info["ood"].get("layer", -1)) if info.get("ood") else None  # where it is measured
         self.meta = info["meta"]
 
     def prepare(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prepared:

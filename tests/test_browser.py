@@ -48,6 +48,9 @@ class Visit:
         self.page.set_default_timeout(TIMEOUT_MS)
         self.page.goto(url)
         self.page.locator("#disclaimer").wait_for()
+        # The photo box is drawn after the page text: tests that drop a file on it must not start before (on a busy
+        # machine they did, and found no drop target).
+        self.page.locator("#photo button").first.wait_for()
 
     def upload(self, path: Path) -> None:
         self.page.locator("#photo input[type=file]").set_input_files(str(path))

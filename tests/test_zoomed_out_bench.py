@@ -66,5 +66,32 @@ def test_the_table_is_kept_with_its_command_only_when_asked(tmp_path, capsys):
         assert "| a table |" in capsys.readouterr().out
         assert results.is_file() == ("--write" in argv)
     text = results.read_text()
-    assert text.startswith("# Title\n\n`python -m bench.zoomed_out --checkpoints runs/a/spotcheck.pt --names a --write`")
+    assert "\n- `python -m bench.zoomed_out --checkpoints runs/a/spotcheck.pt --names a --write`\n" in text
     assert "Caveat:" in text and text.endswith("| a table |\n")  # the docstring's body, then the table
+
+
+def test_writing_a_table_keeps_the_rows_of_models_the_run_does_not_name(tmp_path):
+    import bench.zoomed_out as bench
+    from bench.compare import parse_models, publish
+
+    results = tmp_path / "table.md"
+    header = ["| model | figure |", "|---|---|"]
+
+    def run(rows: list[str], *names: str, columns: list[str] = header) -> str:
+        argv = ["--checkpoints", *(f"runs/{n}/spotcheck.pt" for n in names), "--names", *names, "--write"]
+        args, names = parse_models(bench.__doc__, results, argv)
+        publish(columns + rows, title="Title", module="bench.zoomed_out", doc=bench.__doc__, results=results,
+                args=args, names=names)
+        return results.read_text()
+
+    run(["| a | 1 |", "| b | 2 |"], "a", "b")
+    text = run(["| c | 3 |"], "c")
+    assert text.endswith("|---|---|\n| a | 1 |\n| b | 2 |\n| c | 3 |\n")  # kept, then the new run's rows
+    assert "--names a b --write`\n- `python" in text and "--names c --write`" in text  # both commands, in order
+    text = run(["| a | 9 |"], "a")
+    assert text.endswith("| b | 2 |\n| c | 3 |\n| a | 9 |\n") and "| a | 1 |" not in text  # a's rows replaced
+    assert text.count("`python -m") == 3  # the first command still made b's rows
+    text = run(["| b | 8 |", "| c | 7 |"], "b", "c")
+    assert "--names a b --write" not in text and text.count("`python -m") == 2  # nothing of that run is left
+    text = run(["| d | 4 | x |"], "d", columns=["| model | figure | more |", "|---|---|---|"])
+    assert text.endswith("|---|---|---|\n| d | 4 | x |\n") and text.count("`python -m") == 1  # other columns

@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
     metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": sha256_of(Path(args.checkpoint)),
                "split": args.split, "calibration": vars(predictor.calibration),
+               "ood": ({"layer": predictor.ood_layer, "features": int(predictor.feature_distance.means.shape[1])}
+                       if predictor.feature_distance else None),
                "domains": {}}
     domains = np.array([s.domain for s in samples])
     for domain in sorted(set(domains)):

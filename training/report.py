@@ -116,6 +116,11 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                  f"and a grey caption bar with SD-198's vascular and other photos; {marks}. How often such a mark "
                  "changes the answer is measured by `python -m bench.shortcuts` (bench/shortcuts.md)."
                  if "clinical" in sources else f"- Shortcut marks: {marks}.")
+    ood = metrics.get("ood")
+    distance = ("the feature distance" if not ood else
+                f"the feature distance (squared Mahalanobis distance of the {ood['features']} pooled features "
+                + ("at the network's last layer" if ood["layer"] == -1 else f"after layer {ood['layer']}")
+                + " to the nearest training group; bench/ood.md)")
     small_clinical = (" The clinical set is small, so clinical figures have wide intervals."
                       if "clinical" in sources else "")
     arch = flags.get("arch", "spotnet")  # checkpoints from before the choice: SpotNet
@@ -157,7 +162,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 
 ## Decision rule and calibration (fitted on validation only)
 Temperature {cal['temperature']:.3f}; `vascular` only when p(vascular) >= {cal['vascular_min']:.3f}; `unsure`
-when the top probability < {cal['unsure_below']:.3f}, when the feature distance > {cal['ood_distance_max']:.1f}
+when the top probability < {cal['unsure_below']:.3f}, when {distance} > {cal['ood_distance_max']:.1f}
 (does not look like the training photos), or when the photo is too small, dark, bright, blurred or shows no skin.
 
 ## Results on the {metrics['split']} split
