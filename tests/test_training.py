@@ -57,6 +57,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     card = (tmp_path / "eval" / "MODEL_CARD.md").read_text()
     assert "no marks were drawn in training" in card and "were made to look like" in card  # the defaults
     assert "surround of skin" not in card
+    assert "The figures are one training run's" in card
     assert metrics["ood"] == {"layer": 11, "features": 112}
     assert "distance of the 112 pooled features after layer 11 to the nearest training group" in card
     assert "Class-per-folder images" in card and "Tschandl" not in card  # its own data, not the shipped model's

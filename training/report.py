@@ -184,6 +184,8 @@ What each part of the domain-gap work buys, from a model trained on HAM10000 alo
 
 ## Limitations
 - Dermoscopy differs from everyday phone photos (light, blur, framing, skin texture).{small_clinical}
+- The figures are one training run's: two runs of the same command on the same split can differ by several
+  hundredths, more on the small clinical set (bench/README.md, "Run to run").
 - HAM10000 comes mostly from fair-skinned European and Australian patients: performance on darker skin is unknown.
 - `vascular` in HAM10000 includes angiomas, angiokeratomas, pyogenic granulomas and haemorrhages; `other` pools
   dangerous and harmless lesions alike.
