@@ -67,11 +67,12 @@ def earlier_rows(results: Path, *, header: list[str], replaced: set[str]) -> tup
     if table[:2] != header:
         print(f"{results.name}: its table has other columns; its rows are not kept")
         return [], []
-    rows = [row for row in table[2:] if row.split("|")[1].strip() not in replaced]
+    rows = [(row, row.split("|")[1].strip()) for row in table[2:]]  # each row and its model, the first column
+    kept = [(row, model) for row, model in rows if model not in replaced]
     commands = [found for line in text
                 if (found := re.fullmatch(r"(?:- )?(`python -m .* --names (.*) --write`)", line))]
     made_by = {}  # model -> the last command that names it, which made its rows
     for found in commands:
         made_by.update(dict.fromkeys(found[2].split(), found[1]))
-    still_made = {made_by.get(row.split("|")[1].strip()) for row in rows}
-    return [found[1] for found in commands if found[1] in still_made], rows
+    still_made = {made_by.get(model) for _, model in kept}
+    return [found[1] for found in commands if found[1] in still_made], [row for row, _ in kept]

@@ -67,6 +67,12 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
 
 
+def ood_layer_of(checkpoint: dict[str, Any]) -> int:
+    """The block whose pooled output the checkpoint's out-of-distribution statistics describe (a checkpoint or an
+    ONNX sidecar; older ones, and ones without statistics: the last block, -1)."""
+    return int((checkpoint.get("ood") or {}).get("layer", -1))
+
+
 def network_from(checkpoint: dict[str, Any]) -> nn.Module:
     """The checkpoint's network (`arch`; older checkpoints: SpotNet) with its weights, in float32 and eval mode,
     its out-of-distribution features taken where the checkpoint's statistics were (older ones: the last layer);
@@ -79,7 +85,7 @@ def network_from(checkpoint: dict[str, Any]) -> nn.Module:
         model.load_state_dict(checkpoint["model"])  # float16 weights are widened to the model's float32
     except (RuntimeError, ValueError) as err:
         raise CheckpointError(f"the checkpoint's weights do not fit its network ({arch}): {err}") from err
-    layer = int((checkpoint.get("ood") or {}).get("layer", -1))
+    layer = ood_layer_of(checkpoint)
     if not -len(model.features) <= layer < len(model.features):
         raise CheckpointError(f"the checkpoint's out-of-distribution layer {layer} is not one of its network's "
                               f"{len(model.features)} blocks")

@@ -38,7 +38,8 @@ from data.framing import Framing
 from data.images import ImageError, analysis_copy, read_image
 from data.presets import eval_preset
 from data.quality import photo_problem
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, sha256_of
+from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, ood_layer_of,
+                              sha256_of)
 from model.decision import UNSURE, Calibration, FeatureDistance, decide, softmax
 from model.export import SIDECAR_FORMAT, onnx_paths
 
@@ -197,7 +198,7 @@ class Predictor:
         self.calibration = Calibration.from_dict(info["calibration"])
         # Checkpoints without it (e.g. ones tests make) skip the out-of-distribution check.
         self.feature_distance = FeatureDistance.from_dict(info["ood"]) if info.get("ood") else None
-        self.ood_layer = int(info["ood"].get("layer", -1)) if info.get("ood") else None  # where it is measured
+        self.ood_layer = ood_layer_of(info)  # where the distance is measured
         self.meta = info["meta"]
 
     def prepare(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prepared:
