@@ -150,8 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", nargs="+", default=DEFAULT_DATA)
     p.add_argument("--write", action="store_true", help=f"also write the tables to {RESULTS.name}")
     args = p.parse_args(argv)
-    predictor = Predictor(args.checkpoint, backend="torch")
     net = network_from(load_checkpoint(args.checkpoint))
+    if not hasattr(net, "features"):
+        raise SystemExit("error: bench.ood compares the layers of one network; give it one of the ensemble's runs")
+    predictor = Predictor(args.checkpoint, backend="torch")
     lines = [f"Checkpoint `{Path(args.checkpoint).name}` ({predictor.meta.get('code_version', '?')}); "
              f"its distance bar: {predictor.calibration.ood_distance_max:.0f}.", "",
              "| stranger | answer | reason |", "|---|---|---|"]

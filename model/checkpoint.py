@@ -74,21 +74,21 @@ def ood_layer_of(checkpoint: dict[str, Any]) -> int:
 
 
 def network_from(checkpoint: dict[str, Any]) -> nn.Module:
-    """The checkpoint's network (`arch`; older checkpoints: SpotNet) with its weights, in float32 and eval mode,
-    its out-of-distribution features taken where the checkpoint's statistics were (older ones: the last layer);
-    CheckpointError if they do not fit."""
+    """The checkpoint's network (`arch`, or an ensemble of `members` of them; older checkpoints: one SpotNet) with
+    its weights, in float32 and eval mode, its out-of-distribution features taken where the checkpoint's statistics
+    were (older ones: the last layer); CheckpointError if they do not fit."""
     from model.net import build
 
-    arch = checkpoint.get("arch", "spotnet")
+    arch, members = checkpoint.get("arch", "spotnet"), int(checkpoint.get("members", 1))
     try:
-        model = build(arch, num_classes=len(checkpoint["classes"]))
+        model = build(arch, num_classes=len(checkpoint["classes"]), members=members)
         model.load_state_dict(checkpoint["model"])  # float16 weights are widened to the model's float32
     except (RuntimeError, ValueError) as err:
-        raise CheckpointError(f"the checkpoint's weights do not fit its network ({arch}): {err}") from err
+        raise CheckpointError(f"the checkpoint's weights do not fit its network ({arch} x {members}): {err}") from err
     layer = ood_layer_of(checkpoint)
-    if not -len(model.features) <= layer < len(model.features):
+    if not -model.blocks <= layer < model.blocks:
         raise CheckpointError(f"the checkpoint's out-of-distribution layer {layer} is not one of its network's "
-                              f"{len(model.features)} blocks")
+                              f"{model.blocks} blocks")
     model.ood_layer = layer
     return model.eval()
 

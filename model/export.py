@@ -101,6 +101,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         "outputs": list(OUTPUTS),
         "opset": opset,
         "arch": ckpt.get("arch", "spotnet"),
+        "members": int(ckpt.get("members", 1)),
         "classes": classes,
         "preprocess": plain(ckpt["preprocess"]),
         "calibration": plain(ckpt["calibration"]),

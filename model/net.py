@@ -29,6 +29,10 @@ class _PooledHead(nn.Module):
     head: nn.Linear
     ood_layer: int = -1  # the last block
 
+    @property
+    def blocks(self) -> int:
+        return len(self.features)
+
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The (N, C) pooled features the head sees."""
         return self.features(x).mean(dim=(2, 3))
@@ -142,12 +146,60 @@ class LiteNet(_PooledHead):
             raise ValueError(f"{path} does not hold EfficientNet-Lite0's weights: {result}")
 
 
+class Ensemble(nn.Module):
+    """Several trained runs of one network, their logits averaged: the spread between runs of one recipe is large
+    (bench/README.md, "Run to run"), and the average of runs varies less than any one of them.
+
+    It offers the same calls as one network, so everything downstream (calibration, the decision rule, the
+    heatmap, the ONNX export) treats it as one: averaging logits is one linear layer (`head`) over the members'
+    pooled features side by side, so the class activation map over their feature maps side by side is the
+    average of the members' maps, still exact. The out-of-distribution features are the members' side by side.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @property
+    def blocks(self) -> int:
+        return len(self.members[0].features)
+
+    @property
+    def ood_layer(self) -> int:
+        return self.members[0].ood_layer
+
+    @ood_layer.setter
+    def ood_layer(self, layer: int) -> None:
+        for member in self.members:
+            member.ood_layer = layer
+
+    @property
+    def head(self) -> nn.Linear:
+        """The one linear layer equal to averaging the members' heads, over their pooled features side by side."""
+        heads = [m.head for m in self.members]
+        head = nn.Linear(sum(h.in_features for h in heads), heads[0].out_features)
+        with torch.no_grad():
+            head.weight.copy_(torch.cat([h.weight for h in heads], dim=1) / len(heads))
+            head.bias.copy_(torch.stack([h.bias for h in heads]).mean(dim=0))
+        return head.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, maps, ood_features = zip(*(m.forward_with_maps(x) for m in self.members))
+        return torch.stack(logits).mean(dim=0), torch.cat(maps, dim=1), torch.cat(ood_features, dim=1)
+
+
 ARCHITECTURES = {"lite0": LiteNet, "spotnet": SpotNet}
 
 
-def build(arch: str, num_classes: int = 3) -> nn.Module:
+def build(arch: str, num_classes: int = 3, members: int = 1) -> nn.Module:
+    """The network `arch`; with `members` > 1, an Ensemble of that many."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}: one of {', '.join(ARCHITECTURES)}")
+    if members > 1:
+        return Ensemble([ARCHITECTURES[arch](num_classes=num_classes) for _ in range(members)])
     return ARCHITECTURES[arch](num_classes=num_classes)
 
 

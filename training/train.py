@@ -24,13 +24,13 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS
+from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS, Sample
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.splits import class_counts, load_splits
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export
-from model.net import ARCHITECTURES, build, count_flops, count_parameters
+from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
 from training.metrics import is_malignant, json_safe, quick_scores
@@ -189,6 +189,17 @@ def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarr
     return scores
 
 
+def decode_splits(splits: dict[str, list[Sample]],
+                  args: argparse.Namespace) -> tuple[np.ndarray, list[Sample], np.ndarray, list[Sample]]:
+    """Every training and validation image framed, resized and held in memory (the pixels, and the samples whose
+    images could be read); training images with room for random crops and rotations."""
+    train_pixels, train_samples = decode_all(splits["train"], math.ceil(args.image_size * 1.25), workers=2,
+                                             desc="decode train", flatten_lightness=args.flatten_lightness)
+    val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val",
+                                         flatten_lightness=args.flatten_lightness)
+    return train_pixels, train_samples, val_pixels, val_samples
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
@@ -214,11 +225,7 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(f"error: the {name} split has no {' or '.join(empty)} images ({counts}): every class "
                              "needs images, from enough lesions to reach each split (with a class-per-folder tree, "
                              "add photos to that class's folder)")
-    cache_side = math.ceil(args.image_size * 1.25)  # room for random crops and rotations
-    train_pixels, train_samples = decode_all(splits["train"], cache_side, workers=2, desc="decode train",
-                                             flatten_lightness=args.flatten_lightness)
-    val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val",
-                                         flatten_lightness=args.flatten_lightness)
+    train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     # Per training image: the group, the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
     # source has none), and whether it is malignant (for --malignant-weight).
     dx_names = tuple(DX_TO_CLASS)
@@ -322,6 +329,21 @@ def main(argv: list[str] | None = None) -> Path:
         kept = {"epoch": args.epochs - 1, "weights": "averaged" if ema else "raw"}
         if ema:
             model.load_state_dict(ema.module.state_dict())
+    meta = {"kept": args.keep,  # the epoch and weights below: the best on validation, or the last ones
+            "best_epoch": kept["epoch"], "best_weights": kept["weights"],
+            "validation": history[kept["epoch"]] if kept["epoch"] < len(history) else {},
+            "train_minutes": round((time.time() - started) / 60, 1)}
+    print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
+    return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta)
+
+
+def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[str, list[Sample]],
+                train_pixels: np.ndarray, train_samples: list[Sample], val_pixels: np.ndarray,
+                val_samples: list[Sample], meta: dict) -> Path:
+    """Round the weights to float16, fit the out-of-distribution statistics (on the training images) and the
+    calibration (on validation) for exactly those weights, and write `args.out`/spotcheck.pt and its ONNX export.
+    training.ensemble finishes an ensemble of runs the same way."""
+    started = time.time()
     shipped_weights = round_to_half(model)
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
     train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
@@ -329,12 +351,14 @@ def main(argv: list[str] | None = None) -> Path:
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_centres
     val_logits, val_features = predict(model, val_pixels, args.colour_constancy)
-    calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
+    calibration = fit_calibration(val_logits, np.array([s.target for s in val_samples]),
+                                  np.array([s.domain for s in val_samples]), feature_distance(val_features),
                                   max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
-    final = out / "spotcheck.pt"
+    final = Path(args.out) / "spotcheck.pt"
     save_checkpoint(final, {
         "format": FORMAT,
         "arch": args.arch,
+        "members": len(model.members) if isinstance(model, Ensemble) else 1,
         "model": shipped_weights,
         "classes": list(CLASSES),
         "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD),
@@ -347,20 +371,16 @@ def main(argv: list[str] | None = None) -> Path:
             "sources": sorted({s.source for part in splits.values() for s in part}),  # ham10000, clinical, folder
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
-            "kept": args.keep,  # the epoch and weights below: the best on validation, or the last ones
-            "best_epoch": kept["epoch"],
-            "best_weights": kept["weights"],
-            "validation": history[kept["epoch"]] if kept["epoch"] < len(history) else {},
+            **meta,
             "flags": vars(args),
             "parameters": count_parameters(model),
             "flops": count_flops(model, args.image_size),
-            "train_minutes": round((time.time() - started) / 60, 1),
             "code_version": code_version(),
             "torch": str(torch.__version__),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     })
-    print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep}), calibration {calibration}")
+    print(f"calibration {calibration}")
     onnx_path, _ = export(final)  # the faster serving backend; kept in step with the checkpoint
     print(f"wrote {final} and {onnx_path.name} in {(time.time() - started) / 60:.1f} min")
     return final

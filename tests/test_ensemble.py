@@ -1,0 +1,92 @@
+"""An ensemble of runs: one network to everything downstream, built and finished by `python -m training.ensemble`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bench.ood as ood_bench
+import training.train as train
+from data.images import read_image
+from model.checkpoint import load_checkpoint, network_from
+from model.net import Ensemble, LiteNet, SpotNet
+from model.predictor import Predictor, class_activation_map
+from tests.test_training import FAST
+from training import ensemble, evaluate
+
+
+def test_an_ensemble_averages_its_members_logits_and_heatmaps_exactly():
+    torch.manual_seed(0)
+    members = [SpotNet().eval(), SpotNet().eval(), SpotNet().eval()]
+    net = Ensemble(members).eval()
+    net.ood_layer = 5
+    assert [m.ood_layer for m in members] == [5, 5, 5] and net.blocks == len(members[0].features)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, maps, ood = net.forward_with_maps(x)
+        singles = [m.forward_with_maps(x) for m in members]
+        assert torch.allclose(net(x), logits, atol=1e-6)
+        assert torch.allclose(logits, torch.stack([s[0] for s in singles]).mean(0), atol=1e-6)
+        assert torch.allclose(net.head(torch.cat([m.pooled(x) for m in members], 1)), logits, atol=1e-5)
+    assert maps.shape[1] == 3 * 256 and ood.shape == (2, 3 * 160)  # the members' side by side
+    # The class activation map over the side-by-side maps, before its rectifying, is the members' maps' average.
+    weights = net.head.weight.numpy()
+    together = np.tensordot(weights[0], maps[0].numpy(), axes=1)
+    apart = np.mean([np.tensordot(m.head.weight.detach().numpy()[0], s[1][0].numpy(), axes=1)
+                     for m, s in zip(members, singles)], axis=0)
+    np.testing.assert_allclose(together, apart, atol=1e-5)
+    assert class_activation_map(maps[0].numpy(), weights[0], 64).shape == (64, 64)
+
+
+def test_a_checkpoint_says_how_many_members_its_network_has():
+    members = [LiteNet(), LiteNet()]
+    checkpoint = {"arch": "lite0", "members": 2, "classes": ["vascular", "nevus", "other"],
+                  "model": Ensemble(members).state_dict(), "ood": {"layer": 11}}
+    net = network_from(checkpoint)
+    assert isinstance(net, Ensemble) and len(net.members) == 2 and net.ood_layer == 11
+
+
+@pytest.fixture
+def two_runs(class_tree, tmp_path):
+    return [train.main(["--data", str(class_tree), "--out", str(tmp_path / f"run{seed}"), "--run-seed", str(seed),
+                        *FAST]) for seed in (0, 1)]
+
+
+def test_ensemble_finishes_two_runs_into_one_served_model(two_runs, class_tree, tmp_path):
+    final = ensemble.main([*map(str, two_runs), "--out", str(tmp_path / "both")])
+    ckpt = load_checkpoint(final)
+    assert ckpt["members"] == 2 and ckpt["arch"] == "spotnet"
+    assert [m["run_seed"] for m in ckpt["meta"]["members"]] == [0, 1]
+    assert ckpt["meta"]["flags"]["run_seed"] == [0, 1] and ckpt["meta"]["kept"] == "ensemble"
+    assert {"score", "dermoscopy_balanced_accuracy"} <= ckpt["meta"]["validation"].keys()
+    assert ckpt["ood"]["means"].shape[1] == 2 * 256  # SpotNet's last block's features, side by side
+    singles = [load_checkpoint(p)["meta"]["parameters"] for p in two_runs]
+    assert ckpt["meta"]["parameters"] == sum(singles)
+    # Both backends serve it, alike, and its answer is the members' averaged logits calibrated anew.
+    photo = next(class_tree.rglob("*.png"))
+    by_torch, by_onnx = Predictor(final, backend="torch"), Predictor(final, backend="onnx")
+    a, b = by_torch.predict_file(photo), by_onnx.predict_file(photo)
+    assert a.label == b.label and abs(a.probabilities["vascular"] - b.probabilities["vascular"]) < 1e-4
+    np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-3)
+    x = by_torch.prepare(read_image(photo))
+    logits = by_torch.network(x.input[None])[0]
+    members = [Predictor(p, backend="torch").network(x.input[None])[0] for p in two_runs]
+    np.testing.assert_allclose(logits, np.mean(members, axis=0), atol=1e-4)
+    card_dir = tmp_path / "eval"
+    evaluate.main(["--checkpoint", str(final), "--out", str(card_dir)])
+    card = (card_dir / "MODEL_CARD.md").read_text()
+    assert "The average of 2 runs" in card and "run seeds 0, 1" in card
+    assert "The figures are one training run's" not in card
+    with pytest.raises(SystemExit, match="give it one of the ensemble's runs"):  # it compares one network's layers
+        ood_bench.main(["--checkpoint", str(final)])
+
+
+def test_ensemble_refuses_runs_of_other_recipes_or_the_same_run_twice(two_runs, class_tree, tmp_path):
+    other = train.main(["--data", str(class_tree), "--out", str(tmp_path / "other"), *FAST, "--label-smoothing", "0"])
+    with pytest.raises(SystemExit, match="--label-smoothing 0.0 vs 0.05"):
+        ensemble.main([str(two_runs[0]), str(other), "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit, match="listed twice"):
+        ensemble.main([str(two_runs[0]), str(two_runs[0]), "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit):  # argparse: at least two members
+        ensemble.main([str(two_runs[0])])
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,101 @@
+"""Average several training runs into one model: `python -m training.ensemble RUN/spotcheck.pt ... --out DIR`.
+
+Two runs of one command differ by several hundredths (bench/README.md, "Run to run"); the average of their
+logits (model.net.Ensemble) varies less. The members must be finished runs of one recipe on one split: the same
+data, split seed, network, preprocessing and training flags, only `--run-seed` differing. The ensemble is then
+finished as `training.train` finishes one run: out-of-distribution statistics from the training images, and
+the temperature, vascular bar and unsure threshold fitted on validation, for the ensemble as a whole. The test
+split is never touched here; score it with `python -m training.evaluate --checkpoint DIR/spotcheck.pt`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.splits import load_splits
+from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
+from model.net import Ensemble
+from training.train import RESUME_MAY_CHANGE, decode_splits, predict, validation_scores, write_model
+
+# Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
+MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("members", nargs="+", help="the runs' finished checkpoints (spotcheck.pt), at least two")
+    p.add_argument("--out", default="runs/ensemble", help="output folder (default: runs/ensemble)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    args = p.parse_args(argv)
+    if len(args.members) < 2:
+        p.error("an ensemble needs at least two members")
+    return args
+
+
+def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
+    """Why these checkpoints are not runs of one recipe on one split, or None when they are."""
+    first = checkpoints[0]
+    for i, other in enumerate(checkpoints[1:], start=2):
+        for key in ("arch", "classes", "preprocess"):
+            if other.get(key) != first.get(key):
+                return f"member {i} differs from member 1 in {key}: {other.get(key)} vs {first.get(key)}"
+        if other.get("members", 1) != 1 or first.get("members", 1) != 1:
+            return "a member is itself an ensemble: list its runs instead"
+        flags, first_flags = other["meta"].get("flags", {}), first["meta"].get("flags", {})
+        differ = sorted(k for k in flags.keys() | first_flags.keys()
+                        if k not in MAY_DIFFER and flags.get(k) != first_flags.get(k))
+        if differ:
+            return (f"member {i} was trained with other flags than member 1 (only --run-seed may differ): "
+                    + ", ".join(f"--{k.replace('_', '-')} {flags.get(k)} vs {first_flags.get(k)}" for k in differ))
+    return None
+
+
+def member_summary(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What the ensemble's metadata keeps of one member."""
+    meta = checkpoint["meta"]
+    flags = meta.get("flags", {})
+    run_seed = flags.get("run_seed") if flags.get("run_seed") is not None else flags.get("seed")  # None: --seed's
+    return {"checkpoint_sha256": sha256_of(path), "run_seed": run_seed,
+            "best_epoch": meta.get("best_epoch"), "validation_score": meta.get("validation", {}).get("score"),
+            "train_minutes": meta.get("train_minutes"), "code_version": meta.get("code_version")}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    paths = [Path(p) for p in args.members]
+    if len({sha256_of(p) for p in paths if p.is_file()}) < len(paths):
+        raise SystemExit("error: the same checkpoint is listed twice: an ensemble of one run is that run")
+    try:
+        checkpoints = [load_checkpoint(p) for p in paths]
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}")
+    problem = recipe_problem(checkpoints)
+    if problem:
+        raise SystemExit(f"error: {problem}")
+    torch.set_num_threads(args.threads)
+    model = Ensemble([network_from(c) for c in checkpoints])
+
+    # The members' recipe, with this command's output folder and threads, and every member's run seed.
+    members = [member_summary(c, p) for c, p in zip(checkpoints, paths)]
+    recipe = argparse.Namespace(**{**checkpoints[0]["meta"]["flags"], "out": args.out, "threads": args.threads,
+                                   "run_seed": [m["run_seed"] for m in members]})
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        splits = load_splits(recipe.data, recipe.seed)
+    except (OSError, ValueError) as err:  # a file in the way, a missing data folder, too few images
+        raise SystemExit(f"error: {err}")
+    train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, recipe)
+    validation = validation_scores(predict(model, val_pixels, recipe.colour_constancy)[0],
+                                   np.array([s.target for s in val_samples]), np.array([s.domain for s in val_samples]))
+    print("validation: " + " ".join(f"{k}={v:.3f}" for k, v in validation.items()))
+    meta = {"kept": "ensemble", "members": members, "validation": validation,
+            "train_minutes": round(sum(m["train_minutes"] or 0 for m in members), 1)}
+    return write_model(model, recipe, splits, train_pixels, train_samples, val_pixels, val_samples, meta)
+
+
+if __name__ == "__main__":
+    main()
