@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["rss"][(backend, count)] = rss
                 if name == "all":
                     results["batch"][backend] = result
-        say(f"batch scoring, torch with the network on its default threads (before the fix), {len(paths)} files")
+        say(f"batch scoring, torch with the network on its default threads, {len(paths)} files")
         results["batch_old"], _ = run_child("batch", {"checkpoint": str(checkpoint), "backend": "torch", "threads": None,
                                                       "folder": str(folder), "out": str(scratch / "old.csv")})
         if not args.skip_ui:
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['images_per_s']:,.0f} images/s ({r['seconds']:.1f} s; "
                      f"{r['images_per_s'] / cei['images_per_s']:.0%} of the ceiling)"))
     old = results["batch_old"]
-    rows.append((f"PyTorch: the same with the network on {os.cpu_count()} threads (before the fix)",
+    rows.append((f"PyTorch: the same with the network on {os.cpu_count()} threads",
                  f"{old['images_per_s']:,.0f} images/s ({old['images_per_s'] / cei['images_per_s']:.0%} of the ceiling)"))
     for backend in BACKENDS:
         rows.append((f"{NAMES[backend]}: peak RSS of batch scoring, 1,000 / {n:,} files",
