@@ -46,10 +46,12 @@ from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_h
 # How `python -m serve.batch` runs; bench/bench.py measures with the same settings.
 WORKERS = 2  # decoding threads
 BATCH_SIZE = 32
-# The network runs on one thread: the decoding threads already keep the cores busy, and a
-# multi-threaded network only fights them (PyTorch's OpenMP threads wait at barriers for
-# threads the decoders pushed off a core). On 2 cores this took PyTorch from ~120 to ~170
-# images/s (bench/results.md); give more with --threads on a machine with many cores.
+# The network runs on one thread: the decoding threads already keep the cores busy. On 2 cores,
+# with ONNX Runtime (the default backend), LiteNet scored 10,015 files in 42-43 s on 1 thread and
+# 43.5-44 s on 2 (two runs each). PyTorch differs by network: 1 thread took SpotNet from ~120 to
+# ~170 images/s, its OpenMP threads waiting at barriers for threads the decoders pushed off a core,
+# while LiteNet, whose network dominates, does better on 2 (118 against 104 images/s,
+# bench/results.md). Give more with --threads on a machine with many cores.
 NETWORK_THREADS = 1
 
 FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "spots", "frame", "error")

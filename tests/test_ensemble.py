@@ -87,6 +87,9 @@ def test_ensemble_refuses_runs_of_other_recipes_or_the_same_run_twice(two_runs, 
         ensemble.main([str(two_runs[0]), str(other), "--out", str(tmp_path / "bad")])
     with pytest.raises(SystemExit, match="listed twice"):
         ensemble.main([str(two_runs[0]), str(two_runs[0]), "--out", str(tmp_path / "bad")])
+    again = train.main(["--data", str(class_tree), "--out", str(tmp_path / "again"), "--run-seed", "0", *FAST])
+    with pytest.raises(SystemExit, match=r"listed twice \(run seeds \[0, 0\]\)"):  # another file, the same run
+        ensemble.main([str(two_runs[0]), str(again), "--out", str(tmp_path / "bad")])
     with pytest.raises(SystemExit):  # argparse: at least two members
         ensemble.main([str(two_runs[0])])
     assert not (tmp_path / "bad").exists()

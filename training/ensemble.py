@@ -54,12 +54,12 @@ def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def member_summary(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+def member_summary(checkpoint: dict[str, Any], digest: str) -> dict[str, Any]:
     """What the ensemble's metadata keeps of one member."""
     meta = checkpoint["meta"]
     flags = meta.get("flags", {})
     run_seed = flags.get("run_seed") if flags.get("run_seed") is not None else flags.get("seed")  # None: --seed's
-    return {"checkpoint_sha256": sha256_of(path), "run_seed": run_seed,
+    return {"checkpoint_sha256": digest, "run_seed": run_seed,
             "best_epoch": meta.get("best_epoch"), "validation_score": meta.get("validation", {}).get("score"),
             "train_minutes": meta.get("train_minutes"), "code_version": meta.get("code_version")}
 
@@ -67,8 +67,6 @@ def member_summary(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     paths = [Path(p) for p in args.members]
-    if len({sha256_of(p) for p in paths if p.is_file()}) < len(paths):
-        raise SystemExit("error: the same checkpoint is listed twice: an ensemble of one run is that run")
     try:
         checkpoints = [load_checkpoint(p) for p in paths]
     except CheckpointError as err:
@@ -76,17 +74,21 @@ def main(argv: list[str] | None = None) -> Path:
     problem = recipe_problem(checkpoints)
     if problem:
         raise SystemExit(f"error: {problem}")
+    members = [member_summary(c, sha256_of(p)) for c, p in zip(checkpoints, paths)]
+    seeds = [m["run_seed"] for m in members]
+    if len({m["checkpoint_sha256"] for m in members}) < len(members) or len(set(seeds)) < len(seeds):
+        raise SystemExit(f"error: the same run is listed twice (run seeds {seeds}): a run averaged with itself is "
+                         "that run; train the others with --run-seed 1, 2, ...")
     torch.set_num_threads(args.threads)
     model = Ensemble([network_from(c) for c in checkpoints])
 
     # The members' recipe, with this command's output folder and threads, and every member's run seed.
-    members = [member_summary(c, p) for c, p in zip(checkpoints, paths)]
     recipe = argparse.Namespace(**{**checkpoints[0]["meta"]["flags"], "out": args.out, "threads": args.threads,
-                                   "run_seed": [m["run_seed"] for m in members]})
+                                   "run_seed": seeds})
     try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
         splits = load_splits(recipe.data, recipe.seed)
-    except (OSError, ValueError) as err:  # a file in the way, a missing data folder, too few images
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as err:  # a missing data folder, too few images, a file in the way of --out
         raise SystemExit(f"error: {err}")
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, recipe)
     validation = validation_scores(predict(model, val_pixels, recipe.colour_constancy)[0],
