@@ -44,6 +44,15 @@ def test_vascular_bar_lets_through_only_the_requested_share_of_nonvascular_image
     assert shares[0] <= 0.1 and shares[1] == pytest.approx(0.1, abs=0.02)
 
 
+def test_a_vascular_bar_resting_on_less_than_one_image_is_a_warning(recwarn):
+    """100 non-vascular images per domain: 0.5% of them is half an image, so the bar rests on the top one or two."""
+    logits, targets, domains = validation_logits()
+    fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.1)
+    assert not [w for w in recwarn if "vascular bar" in str(w.message)]  # 10% of 50: five images
+    with pytest.warns(UserWarning, match="only 50 non-vascular clinical validation images.*less than one image"):
+        fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.005)
+
+
 def test_unsure_threshold_puts_the_requested_share_of_validation_images_below_it():
     """unsure_below is the `unsure_rate` quantile of the top probability: 20% of validation images fall under it."""
     logits, targets, domains = validation_logits()
