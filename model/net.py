@@ -148,7 +148,7 @@ class LiteNet(_PooledHead):
 
 class Ensemble(nn.Module):
     """Several trained runs of one network, their logits averaged: the spread between runs of one recipe is large
-    (bench/README.md, "Run to run"), and the average of runs varies less than any one of them.
+    (bench/README.md, "Run to run"), and an average of runs varies less from one draw to the next than one run.
 
     It offers the same calls as one network, so everything downstream (calibration, the decision rule, the
     heatmap, the ONNX export) treats it as one: averaging logits is one linear layer (`head`) over the members'

@@ -143,7 +143,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                    f"`python -m training.ensemble` (code version `{meta.get('code_version', '?')}`).")
         spread = (f"- The figures are for an average of {len(runs)} runs: single runs of the same command on the same "
                   "split differ by several\n  hundredths, more on the small clinical set (bench/README.md, \"Run to "
-                  "run\"); averaging narrows that spread,\n  it does not remove it.")
+                  "run\"); averaging is meant to narrow that\n  spread, not to remove it.")
     else:
         trained = (f"Trained from {start} by `python -m training.train` (code version `{meta.get('code_version', '?')}`,\n"
                    f"{meta.get('train_minutes', '?')} min on a CPU with {flags.get('threads', '?')} threads, "
