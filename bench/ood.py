@@ -38,6 +38,7 @@ from data.images import ImageError, read_image
 from data.splits import load_splits
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, network_from
 from model.decision import UNSURE, Calibration, decide, softmax
+from model.net import Ensemble
 from model.predictor import Predictor
 from training.calibrate import fit_feature_distance
 
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write", action="store_true", help=f"also write the tables to {RESULTS.name}")
     args = p.parse_args(argv)
     net = network_from(load_checkpoint(args.checkpoint))
-    if not hasattr(net, "features"):
+    if isinstance(net, Ensemble):
         raise SystemExit("error: bench.ood compares the layers of one network; give it one of the ensemble's runs")
     predictor = Predictor(args.checkpoint, backend="torch")
     lines = [f"Checkpoint `{Path(args.checkpoint).name}` ({predictor.meta.get('code_version', '?')}); "

@@ -91,6 +91,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
 
     onnx_path, json_path = onnx_paths(checkpoint)
     atomic_write(onnx_path, lambda f: f.write(graph))
+    head = model.head  # an ensemble builds its combined head on each access
     sidecar = {
         "format": SIDECAR_FORMAT,
         "onnx": onnx_path.name,
@@ -108,7 +109,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
         "meta": plain(ckpt["meta"]),
         "ood": plain(ckpt.get("ood")),
         # float32 values printed by Python round-trip exactly back to float32
-        "head": {"weight": plain(model.head.weight.detach().numpy()), "bias": plain(model.head.bias.detach().numpy())},
+        "head": {"weight": plain(head.weight.detach().numpy()), "bias": plain(head.bias.detach().numpy())},
     }
     atomic_write(json_path, lambda f: f.write(sidecar_text(sidecar).encode()))
     return onnx_path, json_path
