@@ -62,9 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=positive_int, default=112, help="the network's input side in pixels")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (one-cycle schedule)")
-    p.add_argument("--backbone-lr-scale", type=float, default=1.0,
-                   help="the backbone's learning rate as a share of --lr (the head always gets --lr); below 1 keeps "
-                        "more of the ImageNet features")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
     p.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
     p.add_argument("--ema", type=float, default=0.995,
@@ -247,12 +244,10 @@ def main(argv: list[str] | None = None) -> Path:
     if args.arch == "lite0" and not args.from_scratch:
         model.load_imagenet(imagenet_weights())
     dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
-    heads = [*model.head.parameters(), *(dx_head.parameters() if dx_head else [])]
-    backbone = [p for name, p in model.named_parameters() if not name.startswith("head.")]
+    trained = [*model.parameters(), *(dx_head.parameters() if dx_head else [])]
     steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
-    peak_lrs = [args.lr * args.backbone_lr_scale, args.lr]
-    optimizer = torch.optim.AdamW([{"params": backbone}, {"params": heads}], lr=args.lr, weight_decay=args.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lrs, total_steps=args.epochs * steps_per_epoch,
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=args.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
                                                    pct_start=0.15)
     # The moving average smooths the step-to-step noise of small-batch training (~2.5 epochs at 0.995).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
