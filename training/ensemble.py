@@ -13,13 +13,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from data.splits import load_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
-from training.train import RESUME_MAY_CHANGE, decode_splits, predict, validation_scores, write_model
+from training.train import RESUME_MAY_CHANGE, decode_splits, write_model
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -91,10 +90,8 @@ def main(argv: list[str] | None = None) -> Path:
     except (OSError, ValueError) as err:  # a missing data folder, too few images, a file in the way of --out
         raise SystemExit(f"error: {err}")
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, recipe)
-    validation = validation_scores(predict(model, val_pixels, recipe.colour_constancy)[0],
-                                   np.array([s.target for s in val_samples]), np.array([s.domain for s in val_samples]))
-    print("validation: " + " ".join(f"{k}={v:.3f}" for k, v in validation.items()))
-    meta = {"kept": "ensemble", "members": members, "validation": validation,
+    # No "validation" here: write_model scores the finished weights on validation as it calibrates them.
+    meta = {"kept": "ensemble", "members": members,
             "train_minutes": round(sum(m["train_minutes"] or 0 for m in members), 1)}
     return write_model(model, recipe, splits, train_pixels, train_samples, val_pixels, val_samples, meta)
 

@@ -351,8 +351,11 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_centres
     val_logits, val_features = predict(model, val_pixels, args.colour_constancy)
-    calibration = fit_calibration(val_logits, np.array([s.target for s in val_samples]),
-                                  np.array([s.domain for s in val_samples]), feature_distance(val_features),
+    val_targets, val_domains = np.array([s.target for s in val_samples]), np.array([s.domain for s in val_samples])
+    if "validation" not in meta:  # training.ensemble: no epoch was scored, so score the finished weights here
+        meta = {**meta, "validation": validation_scores(val_logits, val_targets, val_domains)}
+        print("validation: " + " ".join(f"{k}={v:.3f}" for k, v in meta["validation"].items()))
+    calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
                                   max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
     final = Path(args.out) / "spotcheck.pt"
     save_checkpoint(final, {
