@@ -8,7 +8,7 @@ import torch
 import bench.ood as ood_bench
 import training.train as train
 from data.images import read_image
-from model.checkpoint import load_checkpoint, network_from
+from model.checkpoint import load_checkpoint, network_from, save_checkpoint
 from model.net import Ensemble, LiteNet, SpotNet
 from model.predictor import Predictor, class_activation_map
 from tests.test_training import FAST
@@ -93,3 +93,16 @@ def test_ensemble_refuses_runs_of_other_recipes_or_the_same_run_twice(two_runs, 
     with pytest.raises(SystemExit):  # argparse: at least two members
         ensemble.main([str(two_runs[0])])
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_from_before_a_flag_existed_counts_as_trained_with_its_default(two_runs, tmp_path):
+    """Runs trained before a flag was added do not record it; they did what its default does."""
+    older = load_checkpoint(two_runs[1])
+    del older["meta"]["flags"]["zoom_out_p"]  # default 0.0, as both runs were trained
+    save_checkpoint(tmp_path / "older.pt", older)
+    assert load_checkpoint(ensemble.main([str(two_runs[0]), str(tmp_path / "older.pt"),
+                                          "--out", str(tmp_path / "both")]))["members"] == 2
+    older["meta"]["flags"]["marks_p"] = 0.5  # but a flag it does record must still match
+    save_checkpoint(tmp_path / "marked.pt", older)
+    with pytest.raises(SystemExit, match="--marks-p 0.5 vs 0.0"):
+        ensemble.main([str(two_runs[0]), str(tmp_path / "marked.pt"), "--out", str(tmp_path / "bad")])

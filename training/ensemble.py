@@ -18,7 +18,7 @@ import torch
 from data.splits import load_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
-from training.train import RESUME_MAY_CHANGE, decode_splits, write_model
+from training.train import RESUME_MAY_CHANGE, decode_splits, write_model, parse_args as train_args
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_flags(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The training flags of a run. A flag it does not record is read as today's default: the run predates the
+    flag, and every flag added since defaults to what training did before it."""
+    return {**vars(train_args([])), **checkpoint["meta"].get("flags", {})}
+
+
 def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
     """Why these checkpoints are not runs of one recipe on one split, or None when they are."""
     first = checkpoints[0]
@@ -44,7 +50,7 @@ def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
                 return f"member {i} differs from member 1 in {key}: {other.get(key)} vs {first.get(key)}"
         if other.get("members", 1) != 1 or first.get("members", 1) != 1:
             return "a member is itself an ensemble: list its runs instead"
-        flags, first_flags = other["meta"].get("flags", {}), first["meta"].get("flags", {})
+        flags, first_flags = run_flags(other), run_flags(first)
         differ = sorted(k for k in flags.keys() | first_flags.keys()
                         if k not in MAY_DIFFER and flags.get(k) != first_flags.get(k))
         if differ:
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> Path:
     model = Ensemble([network_from(c) for c in checkpoints])
 
     # The members' recipe, with this command's output folder and threads, and every member's run seed.
-    recipe = argparse.Namespace(**{**checkpoints[0]["meta"]["flags"], "out": args.out, "threads": args.threads,
+    recipe = argparse.Namespace(**{**run_flags(checkpoints[0]), "out": args.out, "threads": args.threads,
                                    "run_seed": seeds})
     try:
         splits = load_splits(recipe.data, recipe.seed)
