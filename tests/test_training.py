@@ -325,25 +325,3 @@ def test_litenet_starts_from_imagenet_unless_told_otherwise(class_tree, tmp_path
     with pytest.raises(Started):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *TINY, *flags])
     assert loaded == ([train.imagenet_weights()] if from_imagenet else [])
-
-
-def test_a_student_learns_from_its_teachers_of_the_same_split_and_refuses_others(class_tree, tmp_path):
-    def run(name, *flags):
-        return train.main(["--data", str(class_tree), "--out", str(tmp_path / name), *FAST, *flags])
-
-    teachers = [run("t0"), run("t1", "--run-seed", "1")]
-    plain = load_checkpoint(run("plain"))["model"]
-    student = load_checkpoint(run("student", "--teacher", *map(str, teachers)))
-    assert not torch.equal(plain["head.weight"], student["model"]["head.weight"])  # the teachers changed the run
-    assert student["meta"]["flags"]["teacher"] == [str(t) for t in teachers]
-    with pytest.raises(SystemExit, match="another split"):  # a teacher of another split saw this validation split
-        run("leak", "--seed", "1", "--teacher", str(teachers[0]))
-    with pytest.raises(SystemExit, match="--teacher"):
-        run("missing", "--teacher", str(tmp_path / "none.pt"))
-
-
-def test_the_distillation_loss_is_zero_only_where_student_and_teacher_agree():
-    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
-    assert train.distillation_loss(logits, logits.clone(), 2.0).abs() < 1e-6
-    assert train.distillation_loss(logits, logits.flip(1), 2.0) > 0.1
-    assert train.distillation_loss(logits, logits + 3.0, 2.0).abs() < 1e-6  # a shift of all logits changes nothing

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS, Sample
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.splits import class_counts, load_splits
-from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, network_from, save_checkpoint
+from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export
 from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
@@ -79,13 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dx-weight", type=float, default=0.0,
                    help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
-    p.add_argument("--teacher", nargs="+", default=None, metavar="CHECKPOINT",
-                   help="finished runs (spotcheck.pt) of this split whose averaged, softened answers the network also "
-                        "learns from (knowledge distillation); measured in bench/README.md; None = off")
-    p.add_argument("--distill-weight", type=float, default=0.5,
-                   help="with --teacher: the share of the loss that follows the teachers instead of the labels")
-    p.add_argument("--distill-temperature", type=float, default=2.0,
-                   help="with --teacher: the temperature that softens the teachers' and the network's answers")
     p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
     p.add_argument("--clinicalize-p", type=float, default=0.5,
                    help="probability of making a training image (of either source) look like a phone photo")
@@ -164,39 +157,6 @@ def code_version() -> str:
         return "unknown"
 
 
-def load_teacher(paths: list[str] | None, args: argparse.Namespace,
-                 splits: dict[str, list[Sample]]) -> torch.nn.Module | None:
-    """The --teacher runs as one network (their logits averaged), frozen; None without --teacher. A teacher must
-    have been trained on this split with this preprocessing: one that saw this run's validation images would leak
-    them into training."""
-    if not paths:
-        return None
-    nets = []
-    for path in paths:
-        try:
-            checkpoint = load_checkpoint(path)
-        except CheckpointError as err:
-            raise SystemExit(f"error: --teacher: {err}")
-        preprocess, meta = checkpoint["preprocess"], checkpoint["meta"]
-        if (preprocess["size"] != args.image_size or preprocess.get("colour_constancy", 0) != args.colour_constancy
-                or bool(preprocess.get("flatten_lightness")) != args.flatten_lightness
-                or meta.get("split_seed") != args.seed
-                or meta.get("split_counts") != {k: class_counts(v) for k, v in splits.items()}):
-            raise SystemExit(f"error: --teacher {path} was trained on another split or with other preprocessing "
-                             "(--seed, --data, --image-size, --colour-constancy, --flatten-lightness must match)")
-        nets.append(network_from(checkpoint))
-    teacher = nets[0] if len(nets) == 1 else Ensemble(nets)
-    return teacher.eval().requires_grad_(False)
-
-
-def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al. (2015): the KL divergence from the teacher's softened answer, scaled by T^2 so that its
-    gradients keep their size whatever the temperature."""
-    return temperature ** 2 * torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, 1),
-                                                         torch.softmax(teacher_logits / temperature, 1),
-                                                         reduction="batchmean")
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, pixels: np.ndarray, colour_constancy: int,
             batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +225,6 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(f"error: the {name} split has no {' or '.join(empty)} images ({counts}): every class "
                              "needs images, from enough lesions to reach each split (with a class-per-folder tree, "
                              "add photos to that class's folder)")
-    teacher = load_teacher(args.teacher, args, splits)
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     # Per training image: the group, the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
     # source has none), and whether it is malignant (for --malignant-weight).
@@ -319,11 +278,6 @@ def main(argv: list[str] | None = None) -> Path:
             features = model.dropout(model.pooled(images))
             logits = model.head(features)
             loss = loss_fn(logits, targets)
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(images)
-                loss = ((1 - args.distill_weight) * loss
-                        + args.distill_weight * distillation_loss(logits, teacher_logits, args.distill_temperature))
             if args.malignant_weight and bad.any():
                 loss = loss + args.malignant_weight * vascular_penalty(logits[bad]).sum() / len(targets)
             if dx_head and (dx >= 0).any():
