@@ -43,14 +43,14 @@ def run_flags(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
     """Why these checkpoints are not runs of one recipe on one split, or None when they are."""
-    first = checkpoints[0]
+    first, first_flags = checkpoints[0], run_flags(checkpoints[0])
     for i, other in enumerate(checkpoints[1:], start=2):
         for key in ("arch", "classes", "preprocess"):
             if other.get(key) != first.get(key):
                 return f"member {i} differs from member 1 in {key}: {other.get(key)} vs {first.get(key)}"
         if other.get("members", 1) != 1 or first.get("members", 1) != 1:
             return "a member is itself an ensemble: list its runs instead"
-        flags, first_flags = run_flags(other), run_flags(first)
+        flags = run_flags(other)
         differ = sorted(k for k in flags.keys() | first_flags.keys()
                         if k not in MAY_DIFFER and flags.get(k) != first_flags.get(k))
         if differ:

@@ -342,7 +342,8 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                 val_samples: list[Sample], meta: dict) -> Path:
     """Round the weights to float16, fit the out-of-distribution statistics (on the training images) and the
     calibration (on validation) for exactly those weights, and write `args.out`/spotcheck.pt and its ONNX export.
-    training.ensemble finishes an ensemble of runs the same way."""
+    training.ensemble finishes an ensemble of runs the same way; its `meta` has no epoch's validation scores, so
+    the finished weights' own are recorded."""
     started = time.time()
     shipped_weights = round_to_half(model)
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
