@@ -3,7 +3,8 @@
 - Recursive; picks up jpg, jpeg, png, heic, heif, webp, avif, bmp, tif(f), gif; never follows
   symlinked folders (no loops) and never writes into the input folder
   unless `--out` or `--heatmaps` points there (a heatmaps folder inside
-  the input folder is then left out of the scoring, this run and later ones).
+  the input folder is then left out of the scoring, this run and later ones,
+  with or without `--heatmaps`: it holds a `.spotcheck-heatmaps` file).
 - One row per file, written as it goes: a bad file gets an `error` row with
   the reason, and the run goes on.
 - Decoding and framing run in parallel threads while the network scores
@@ -56,6 +57,8 @@ NETWORK_THREADS = 1
 
 FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "spots", "frame", "error")
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
+# Written into a heatmaps folder inside the input folder, so that any later run leaves that folder out.
+HEATMAPS_MARK = ".spotcheck-heatmaps"
 
 
 def _unreadable_folder(err: OSError) -> None:
@@ -63,11 +66,15 @@ def _unreadable_folder(err: OSError) -> None:
 
 
 def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
-    """Image files under `folder`, sorted, without following symlinked folders, and leaving out the folder `skip`
-    (the heatmaps, when they are written inside the input folder: they are not photos to score)."""
+    """Image files under `folder`, sorted, without following symlinked folders, and leaving out heatmaps: the
+    folder `skip` (this run's) and every folder marked as one by an earlier run. They are not photos to score."""
     skip_real = os.path.realpath(skip) if skip is not None else None
+
+    def is_heatmaps(path: str) -> bool:
+        return os.path.realpath(path) == skip_real or os.path.isfile(os.path.join(path, HEATMAPS_MARK))
+
     for root, dirs, files in os.walk(folder, followlinks=False, onerror=_unreadable_folder):
-        dirs[:] = sorted(d for d in dirs if skip_real is None or os.path.realpath(os.path.join(root, d)) != skip_real)
+        dirs[:] = sorted(d for d in dirs if not is_heatmaps(os.path.join(root, d)))
         for name in sorted(files):
             if is_image_file(name):
                 yield Path(root) / name
@@ -146,6 +153,9 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
     todo = [p for p in find_images(folder, skip=heatmaps) if os.path.abspath(p) not in done]
     if heatmaps:
         heatmaps.mkdir(parents=True, exist_ok=True)
+        if folder.resolve() in heatmaps.resolve().parents:
+            (heatmaps / HEATMAPS_MARK).write_text("Heatmaps written by SpotCheck's batch scoring (serve.batch): "
+                                                  "scoring a folder that holds this one leaves it out.\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     append = resume and out.is_file() and out.stat().st_size > 0
     scored = errors = 0
@@ -221,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out is not None else Path("scores.csv")
     if out.is_dir():
         print(f"error: --out {out} is a folder; give the CSV file to write, e.g. {out / 'scores.csv'}", file=sys.stderr)
+        return 2
+    if args.heatmaps is not None and args.heatmaps.resolve() == folder.resolve():
+        print(f"error: --heatmaps {args.heatmaps} is the input folder: the heatmaps would mix with the photos; "
+              f"use a folder of their own, e.g. {folder / 'heatmaps'}", file=sys.stderr)
         return 2
     if args.out is None and folder.resolve() in out.resolve().parents:
         print(f"error: the default output {out} would land inside the input folder; pass --out to choose",

@@ -133,6 +133,20 @@ def test_heatmaps_written_inside_the_input_folder_are_not_scored_as_photos(messy
         assert batch.main([str(messy_folder), "--out", str(tmp_path / out), "--heatmaps", str(maps)]) == 0
         assert len(rows(tmp_path / out)) == 5  # the photos only, not last run's heatmaps
     assert len(list(maps.rglob("*.png"))) == 3
+    # A later run without --heatmaps leaves them out too, and so does scoring the folder above.
+    assert batch.main([str(messy_folder), "--out", str(tmp_path / "third.csv")]) == 0
+    assert len(rows(tmp_path / "third.csv")) == 5
+    assert batch.main([str(messy_folder.parent), "--out", str(tmp_path / "above.csv")]) == 0
+    assert not any("maps" in Path(r["path"]).parts for r in rows(tmp_path / "above.csv"))
+    # The heatmaps folder itself can still be scored on purpose.
+    assert batch.main([str(maps), "--out", str(tmp_path / "maps.csv")]) == 0
+    assert len(rows(tmp_path / "maps.csv")) == 3
+
+
+def test_heatmaps_into_the_input_folder_itself_are_refused(messy_folder, tmp_path):
+    before = snapshot(messy_folder)
+    assert batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(messy_folder)]) == 2
+    assert snapshot(messy_folder) == before
 
 
 def test_cli_exit_codes(tmp_path, monkeypatch):
