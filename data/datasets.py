@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from data.images import is_image_file
@@ -141,15 +141,39 @@ def _jpegs_under(root: Path) -> dict[str, Path]:
     return found
 
 
+# SD-198's images are DermQuest's, numbered in the order they were posted: a case's photos (a close-up and a wider
+# view, or a series) carry consecutive numbers. Its SOURCES.md gives no patient ids, but on a contact sheet most
+# pairs of one diagnosis numbered 1 or 2 apart show one patient, so a run of such numbers is kept in one split.
+SD198_SERIES_GAP = 2
+
+
 def _clinical_group(source: str, original_path: str) -> str:
-    """The unit a clinical photo must be split by, as its SOURCES.md says."""
+    """The unit a clinical photo must be split by, as its SOURCES.md says (SD-198: see `_sd198_series`)."""
     tail = original_path.split(":")[-1]
     if source == "nci_moles_to_melanoma":  # one case folder = one lesion over years
         return "nci:" + Path(tail).parent.name
     if source == "pad_ufes_20":  # PAT_<patient>_<lesion>_<image>
         match = re.search(r"PAT_(\d+)_", tail)
         return "pad:" + (match.group(1) if match else tail)
-    return f"{source}:{Path(tail).stem}"  # SD-198 has no patient ids: one image, one group
+    return f"{source}:{Path(tail).stem}"
+
+
+def _sd198_series(samples: list[Sample]) -> list[Sample]:
+    """Give the SD-198 photos of one diagnosis whose DermQuest numbers lie at most SD198_SERIES_GAP apart one group
+    (chained: 101, 102, 104 are one series). A photo whose name holds no number stays a group of its own."""
+    numbered = []
+    for i, sample in enumerate(samples):
+        match = re.fullmatch(r"sd198_subset:(\d+)\D*", sample.group)
+        if match:
+            numbered.append((sample.detail, int(match.group(1)), i))
+    series = {}
+    previous = None
+    for detail, number, i in sorted(numbered):
+        if previous is None or detail != previous[0] or number - previous[1] > SD198_SERIES_GAP:
+            name = f"sd198_subset:{detail}:{number}"
+        series[i] = name
+        previous = (detail, number)
+    return [replace(s, group=series[i]) if i in series else s for i, s in enumerate(samples)]
 
 
 def load_clinical(root: str | Path) -> list[Sample]:
@@ -170,7 +194,7 @@ def load_clinical(root: str | Path) -> list[Sample]:
                 Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
                        row.get("source_category", ""))
             )
-    return samples
+    return _sd198_series(samples)
 
 
 def load_class_folders(root: str | Path) -> list[Sample]:

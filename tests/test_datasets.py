@@ -114,16 +114,26 @@ def test_clinical_groups_follow_sources(tmp_path):
         ("b.jpg", "other", "nci_moles_to_melanoma", "x", "o/r@1:assets/images/DN4/DN4C.jpg"),
         ("c.jpg", "nevus", "pad_ufes_20", "NEV", "o/r@1:images/PAT_417_828_723.png"),
         ("d.jpg", "nevus", "pad_ufes_20", "NEV", "o/r@1:images/PAT_417_900_1.png"),
-        ("e.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/0101.jpg"),
-        ("f.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/0102.jpg"),
+        ("e.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/000101HB.jpg"),
+        ("f.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/000104VB.jpg"),
+        ("g.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/000102HB.jpg"),
+        ("h.jpg", "vascular", "sd198_subset", "Angioma", "o/r@1:raw_images/Angioma/000107HB.jpg"),
+        ("i.jpg", "other", "sd198_subset", "Keloid", "o/r@1:raw_images/Keloid/000108HB.jpg"),
+        ("j.jpg", "other", "sd198_subset", "Keloid", "o/r@1:raw_images/Keloid/photo.jpg"),
     ]
     with (tmp_path / "labels.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["filename", "label", "source", "source_category", "original_path"])
         writer.writerows(rows)
     groups = [s.group for s in load_clinical(tmp_path)]
-    # one NCI case folder, one PAD-UFES patient, and each SD-198 image on its own (it has no patient ids)
-    assert groups[0] == groups[1] and groups[2] == groups[3] and groups[4] != groups[5] and len(set(groups)) == 4
+    assert groups[0] == groups[1]  # one NCI case folder
+    assert groups[2] == groups[3]  # one PAD-UFES patient
+    # SD-198 has no patient ids: a run of DermQuest numbers at most 2 apart within one diagnosis is one case
+    assert groups[4] == groups[5] == groups[6]  # 101, 102, 104: chained
+    assert groups[7] != groups[4]  # 107: 3 after 104
+    assert groups[8] not in groups[4:8]  # 108, one after 107, but another diagnosis
+    assert groups[9] not in groups[:9]  # no number in the name: its own group
+    assert len(set(groups)) == 6
 
 
 def test_split_is_grouped_stratified_and_reproducible(tmp_path):

@@ -103,9 +103,12 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                           "doi:10.1038/sdata.2018.161), CC BY-NC 4.0: dermoscopic images. `vasc` -> vascular, "
                           "`nv` -> nevus, all else -> other.")
     if "clinical" in sources:
-        data_lines.append('- A clinical photo set of ordinary photos (NCI "Moles to Melanoma" atlas, public domain; '
-                          "PAD-UFES-20 smartphone subset, CC BY 4.0; SD-198 subset, research use only); clinical "
-                          f"photos make up {flags.get('clinical_share', '?')} of training draws.")
+        data_lines.append('- A clinical photo set of ordinary photos: the NCI "Moles to Melanoma" atlas (Tucker MA et al., '
+                          "Cancer 94(12):3192-3209, 2002; US public domain), the PAD-UFES-20 smartphone subset (Pacheco "
+                          "AGC et al., Data in Brief 32:106221, 2020, doi:10.1016/j.dib.2020.106221; CC BY 4.0) and an "
+                          "SD-198 subset (Sun X et al., ECCV 2016, doi:10.1007/978-3-319-46466-4_13; research use only; "
+                          "images from DermQuest, copyright with their contributors). Clinical photos make up "
+                          f"{flags.get('clinical_share', '?')} of training draws.")
     if "folder" in sources:
         data_lines.append("- Class-per-folder images (`vascular/`, `nevus/`, `other/`): where they come from and "
                           "under what licence is for whoever trained this model to state. They are treated as "
@@ -168,7 +171,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 ## Data
 {chr(10).join(data_lines)}
 - Split: each data folder on its own, stratified, grouped by lesion (HAM10000 `lesion_id`; clinical: case folder,
-  patient, or image; class folders: a subfolder, else each image), seed {meta.get('split_seed', 0)}; folders of
+  patient, or SD-198 case series; class folders: a subfolder, else each image), seed {meta.get('split_seed', 0)}; folders of
   2,000 images or more in 7 folds, smaller ones in 5; fold 0 = test, fold 1 = validation. Counts: {split_counts}.
 - Class imbalance ({vascular_images} vascular images in all): class-balanced sampling.
 - The domain gap: {flags.get('clinicalize_p', 0):.0%} of training draws (of either source) were made to look like
