@@ -5,8 +5,10 @@ frame; a phone photo shows a small spot in a wide field of skin. `frame_spot`
 looks for regions that differ from the surrounding skin in colour (CIE Lab
 distance from the median skin colour), keeps compact blobs away from the image
 edge (rulers, caption bars and pen circles are thin, or touch the edge), and
-returns a square box around the most prominent one. If nothing stands out, or
-the spot already fills the frame, the whole image is used. On the web page a
+returns a square box around the most prominent one. If the spot already fills
+much of the photo, the box is the largest square around it; if nothing stands
+out, the middle square of the photo. (The network sees a square: a box of the
+whole photo would be cut to its middle anyway, and should say so.) On the web page a
 person can tap the right spot (`spot_at`) or move and resize the frame
 (`box_around`) when the wrong one was picked. With `flatten_lightness` the
 photo's broad lightness gradient is taken out first, so that the bright or dark
@@ -41,14 +43,14 @@ TAP_CONTRAST = 15.0
 class Framing:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the original image
     spots: int  # how many candidate spots were seen
-    found: bool  # False: nothing stood out, the whole image is used
+    found: bool  # False: nothing stood out, the middle of the photo is used
     by_user: bool = False  # the person placed the frame themselves
 
     def note(self) -> str:
         if self.by_user:
             return "Checked the frame you placed."
         if not self.found:
-            return "No distinct spot found: the whole photo was used."
+            return "No distinct spot found: the middle of the photo was checked."
         if self.spots > 1:
             return f"{self.spots} spots seen: the most prominent one was checked."
         return "The spot was found and framed."
@@ -109,17 +111,15 @@ def frame_spot(image: np.ndarray, analysis: np.ndarray | None = None, *, flatten
     `analysis`: the image's `data.images.analysis_copy`, if the caller already made it.
     """
     h, w = image.shape[:2]
-    whole = Framing((0, 0, w, h), 0, False)
     scale = ANALYSIS_SIDE / max(h, w)
     blobs = _blobs(analysis_copy(image) if analysis is None else analysis, flatten_lightness)
     if not blobs:
-        return whole
+        return Framing(box_around((w / 2, h / 2), min(h, w), (h, w)), 0, False)
     x0, y0, x1, y1 = (v / scale for v in blobs[0].box)
-    spot_side = max(x1 - x0, y1 - y0)
-    if (x1 - x0) * (y1 - y0) > FILLS_FRAME * w * h:
-        return Framing((0, 0, w, h), _rivals(blobs), True)
-    box = box_around(((x0 + x1) / 2, (y0 + y1) / 2), spot_side * CONTEXT, (h, w))
-    return Framing(box, _rivals(blobs), True)
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    if (x1 - x0) * (y1 - y0) > FILLS_FRAME * w * h:  # already framed: the largest square, around the spot
+        return Framing(box_around(centre, min(h, w), (h, w)), _rivals(blobs), True)
+    return Framing(box_around(centre, max(x1 - x0, y1 - y0) * CONTEXT, (h, w)), _rivals(blobs), True)
 
 
 def spot_at(image: np.ndarray, point: tuple[float, float], *,

@@ -13,7 +13,7 @@
   checkpoint has an up-to-date export (`python -m model.export`), without
   importing torch; PyTorch otherwise.
 - `spots` and `frame` say what was checked: how many spots the framing saw
-  (0: none stood out and the whole photo was checked; 2 or more: the most
+  (0: none stood out and the middle square of the photo was checked; 2 or more: the most
   prominent one was checked, and `--heatmaps` shows which) and the box
   `x0 y0 x1 y1` in pixels of the upright photo.
 - `--heatmaps DIR` writes each heatmap at the image's own relative path

@@ -190,5 +190,6 @@ def test_iphone_heic_photos_are_scored(tmp_path, predictor):
     assert batch.score_folder(predictor, folder, out, progress=False) == (1, 1)
     by_name = {os.path.basename(r["path"]): r for r in rows(out)}
     assert by_name["IMG_0001.HEIC"]["label"] in ("vascular", "nevus", "other", "unsure")
-    assert by_name["IMG_0001.HEIC"]["frame"] == "0 0 48 64"  # upright: 48 wide, 64 high (its red half fills it)
+    # Upright, 48 wide and 64 high: its red half fills much of it, so the frame is the 48-px square around it.
+    assert by_name["IMG_0001.HEIC"]["frame"] == "0 16 48 64"
     assert by_name["IMG_0002.heic"]["label"] == "error" and "not a readable image" in by_name["IMG_0002.heic"]["error"]

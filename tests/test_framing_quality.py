@@ -26,15 +26,18 @@ def test_framing_picks_the_most_prominent_of_several():
     assert "2 spots" in framing.note()
 
 
-def test_plain_skin_uses_the_whole_photo():
+def test_plain_skin_uses_the_middle_of_the_photo():
+    """The network sees a square: with no spot to frame, the box says which square, not the whole photo."""
     image = np.full((200, 300, 3), (220, 180, 160), np.uint8)
     framing = frame_spot(image)
-    assert not framing.found and framing.box == (0, 0, 300, 200)
+    assert not framing.found and framing.box == (50, 0, 250, 200)
+    assert "middle of the photo" in framing.note()
 
 
 def test_flattened_lightness_frames_the_spot_rather_than_the_shade_on_a_side_lit_photo():
     photo = shaded_photo()
-    assert frame_spot(photo).box == (0, 0, 400, 300)  # the shaded side stands out most: the whole photo is used
+    x0, y0, x1, y1 = frame_spot(photo).box  # the shaded side stands out most: the largest square around it
+    assert (y0, x1 - x0, y1) == (0, 300, 300) and x0 < 50
     for box in (frame_spot(photo, flatten_lightness=True).box, spot_at(photo, (300, 150), flatten_lightness=True)):
         x0, y0, x1, y1 = box
         assert x0 < 300 < x1 and y0 < 150 < y1 and x1 - x0 < 80  # the 24-px spot, framed closely

@@ -179,12 +179,18 @@ def test_framing_ignores_a_pen_ring_around_the_spot():
     assert_close_crop_around(framing.box, (200, 200), most=80)
 
 
-def test_a_spot_filling_the_frame_uses_the_whole_photo():
-    """A spot whose box covers over FILLS_FRAME of the photo is already framed: the whole (non-square) photo is used."""
+def test_a_spot_filling_the_frame_gets_the_largest_square_around_it():
+    """A spot whose box covers over FILLS_FRAME of the photo is already framed: the frame is the largest square the
+    photo holds, around the spot (the network sees a square; a box of the whole photo would lose its sides unsaid)."""
     image = spot_photo("nevus", size=300, radius=0, seed=3)[:200]
     cv2.ellipse(image, (150, 100), (110, 75), 0, 0, 360, COLOURS["nevus"], -1, cv2.LINE_AA)
     framing = frame_spot(image)
-    assert framing.found and framing.box == (0, 0, 300, 200)
+    x0, y0, x1, y1 = framing.box
+    assert framing.found and abs(x0 - 50) <= 2 and (y0, x1 - x0, y1) == (0, 200, 200)
+    off_centre = spot_photo("nevus", size=400, radius=0, seed=3)[:225]
+    cv2.circle(off_centre, (110, 112), 100, COLOURS["nevus"], -1, cv2.LINE_AA)
+    framing = frame_spot(off_centre)
+    assert framing.found and framing.box == (0, 0, 225, 225)  # the square the photo holds around the spot, not its middle
 
 
 def test_decode_image_refuses_bytes_over_the_file_limit(monkeypatch):
