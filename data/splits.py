@@ -6,6 +6,7 @@ train. Same samples + same seed -> same split, on any machine.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 from sklearn.model_selection import StratifiedGroupKFold
@@ -46,6 +47,13 @@ def load_splits(roots: list[str], seed: int) -> dict[str, list[Sample]]:
     for name, part in pooled.items():
         print(f"  {name}: {len(part)} images {class_counts(part)}")
     return pooled
+
+
+def split_digest(samples: list[Sample]) -> str:
+    """Which images a split holds (source, label and file name), as a SHA-256: a checkpoint records it so that
+    evaluation can tell when the split it rebuilds is not the one the model was trained with."""
+    names = sorted(f"{s.source}/{s.label}/{s.path.name}" for s in samples)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 def class_counts(samples: list[Sample]) -> dict[str, int]:

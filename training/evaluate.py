@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, Sample
 from data.images import ImageError, read_image
-from data.splits import load_splits
+from data.splits import class_counts, load_splits, split_digest
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -72,6 +72,22 @@ def bootstrap_intervals(samples: list[Sample], probs: np.ndarray, decided: list[
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in values.items() if v}
 
 
+def split_problem(meta: dict, split: str, samples: list) -> str | None:
+    """Why `samples`, the split rebuilt from the folders the model was trained on, is not the split it was trained
+    with (images added or removed, or the grouping changed since), or None. Older checkpoints record only counts."""
+    recorded = meta.get("split_sha256", {}).get(split)
+    if recorded is not None:
+        same = recorded == split_digest(samples)
+    else:
+        counts = meta.get("split_counts", {}).get(split)
+        same = counts is None or counts == class_counts(samples)
+    if same:
+        return None
+    return (f"the {split} split rebuilt from {' '.join(meta['data'])} is not the one this model was trained with (images "
+            "were added or removed, or the splitting code changed): it may hold images the model was trained on, and "
+            "its figures would be too good. Evaluate with the data and code it was trained with, or retrain")
+
+
 def trained_on(meta: dict) -> list[str] | None:
     """The data folders recorded in a checkpoint, if they all exist here."""
     folders = [str(d) for d in meta.get("data", [])]
@@ -99,15 +115,18 @@ def main(argv: list[str] | None = None) -> dict:
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
     data = args.data or trained_on(predictor.meta) or DEFAULT_DATA
-    if not same_folders(data, predictor.meta.get("data", data)):
+    trained_here = same_folders(data, predictor.meta.get("data", data))
+    if not trained_here:
         print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of other "
               "folders may hold images it was trained on, and its figures would then be too good")
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
-    out.mkdir(parents=True, exist_ok=True)
     try:
         samples = load_splits(data, int(predictor.meta.get("split_seed", 0)))[args.split]
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
+    if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
+        raise SystemExit(f"error: {problem}")
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
+    out.mkdir(parents=True, exist_ok=True)
     samples, probs, decided = predict_samples(predictor, samples)
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
     metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": sha256_of(Path(args.checkpoint)),

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS, Sample
 from data.presets import MEAN, STD, TrainPreset, square_resize
-from data.splits import class_counts, load_splits
+from data.splits import class_counts, load_splits, split_digest
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export
@@ -375,6 +375,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
             "sources": sorted({s.source for part in splits.values() for s in part}),  # ham10000, clinical, folder
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
+            "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             **meta,
             "flags": vars(args),
             "parameters": count_parameters(model),
