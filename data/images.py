@@ -32,6 +32,7 @@ MAX_PIXELS = 64_000_000
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
+WORKING_SIDE = 4096  # larger photos are checked downscaled to this longer side (12 MP phone photos fit unchanged)
 UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
 HEIC_FAILED = "the file is not a readable image (the HEIC decoder failed on it)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
@@ -52,6 +53,17 @@ def analysis_copy(image: np.ndarray) -> np.ndarray:
     """
     h, w = image.shape[:2]
     scale = ANALYSIS_SIDE / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def working_copy(image: np.ndarray) -> np.ndarray:
+    """The photo scaled down to WORKING_SIDE pixels on its longer side (a smaller one as it is): what is framed,
+    checked and cropped. Every way in uses this one copy, so that the web page, which holds it in memory, and batch
+    scoring give a 48-megapixel photo the same answer."""
+    h, w = image.shape[:2]
+    scale = WORKING_SIDE / max(h, w)
+    if scale >= 1:
+        return image
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 

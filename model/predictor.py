@@ -27,7 +27,7 @@ import importlib.util
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from data.framing import Framing
-from data.images import ImageError, analysis_copy, read_image
+from data.images import ImageError, analysis_copy, read_image, working_copy
 from data.presets import eval_preset
 from data.quality import photo_problem
 from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, ood_layer_of,
@@ -202,13 +202,20 @@ class Predictor:
         self.meta = info["meta"]
 
     def prepare(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prepared:
-        """Check, frame (or crop to `box`) and preprocess one RGB uint8 image."""
+        """Check, frame (or crop to `box`) and preprocess one RGB uint8 image. A photo over WORKING_SIDE is
+        checked as its `working_copy`; `box` and the framing's box are in `image`'s own pixels all the same."""
         check_rgb8(image)
-        analysis = analysis_copy(image)  # one downscaled copy for both the framing and the quality checks
-        x, square, framing = eval_preset(image, size=self.size, mean=self.mean, std=self.std,
+        working = working_copy(image)
+        sx, sy = working.shape[1] / image.shape[1], working.shape[0] / image.shape[0]
+        if box is not None:
+            box = _scaled(box, sx, sy)
+        analysis = analysis_copy(working)  # one downscaled copy for both the framing and the quality checks
+        x, square, framing = eval_preset(working, size=self.size, mean=self.mean, std=self.std,
                                          colour_constancy=self.colour_constancy,
                                          flatten_lightness=self.flatten_lightness, box=box, analysis=analysis)
-        return Prepared(x, square, framing, photo_problem(image, analysis))
+        if working is not image:
+            framing = replace(framing, box=_scaled(framing.box, 1 / sx, 1 / sy))
+        return Prepared(x, square, framing, photo_problem(working, analysis))
 
     def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw logits, the last feature maps and the out-of-distribution features for a batch of eval-preset
@@ -248,6 +255,11 @@ class Predictor:
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Predict one image file; raises data.images.ImageError for unusable files."""
         return self.predict(read_image(Path(path)))
+
+
+def _scaled(box: tuple[int, int, int, int], sx: float, sy: float) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    return round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)
 
 
 def check_rgb8(image: object) -> None:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
 
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image  # noqa: E402
+from data.images import MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image, working_copy  # noqa: E402
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
@@ -32,7 +32,6 @@ from serve.scripts import PAGE_SCRIPT, SHOW_ANSWER  # noqa: E402
 MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way in (data.images)
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
 HELD_SECONDS = 900  # a photo is held in memory this long after its last answer, so its frame can be moved
-HELD_SIDE = 4096  # larger photos are held downscaled to this longer side (12 MP phone photos fit unchanged)
 HELD_BYTES = 2**30  # all held photos together (about 28 twelve-megapixel photos); beyond it the oldest are let go
 HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
 VIEW_SIDE = 512  # the framing view's longer side
@@ -69,7 +68,7 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
                       "(JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).", {}, None, "")
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
-    return check_frame(predictor, shrunk(image, HELD_SIDE))
+    return check_frame(predictor, working_copy(image))  # held downscaled, answered as batch scoring answers it
 
 
 def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Answer:
@@ -81,12 +80,6 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
 
 
-def shrunk(image: np.ndarray, longest: int) -> np.ndarray:
-    """`image` scaled down to `longest` pixels on its longer side; a smaller image is returned as it is."""
-    scale = longest / max(image.shape[:2])
-    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
-
-
 def view_scale(photo: np.ndarray) -> float:
     """How much the framing view scales the photo: to VIEW_SIDE on its longer side, a small photo enlarged too, so
     that its spot is as easy to tap as a large photo's."""
@@ -96,7 +89,9 @@ def view_scale(photo: np.ndarray) -> float:
 def framing_view(photo: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The photo, scaled for the page, with the checked frame drawn on it (on a copy: the held photo is not drawn on)."""
     scale = view_scale(photo)
-    view = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    h, w = photo.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # a photo 5,000 x 3 px keeps a side of 1 px
+    view = cv2.resize(photo, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     x0, y0, x1, y1 = (round(v * scale) for v in box)
     thickness = max(2, round(max(view.shape[:2]) / 200))
     cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), thickness + 2)  # dark edge: visible on pale skin
@@ -138,7 +133,7 @@ def browser_copy(path: str | None, files: OutputFiles) -> str | None:
             data += f.read()
         if image_format(data) in BROWSER_FORMATS:  # e.g. a JPEG whose metadata pushed its header further in
             return None
-        copy = files.write_picture(shrunk(decode_image(data), HELD_SIDE))
+        copy = files.write_picture(working_copy(decode_image(data)))
     except (OSError, ImageError):  # gone (checked already), or not a photo: checking it says why
         return None
     Path(path).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from serve.app import browser_copy, build_app, check_frame, check_spot, frame_pe
 from serve.memory import HeldPhoto, LatestPhoto
 from serve.outputs import OutputFiles
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
+import data.images
 from data.images import read_image
 from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
 
@@ -130,12 +131,25 @@ def test_the_framing_view_shows_the_frame_on_the_photo_scaled_for_the_page():
     assert moved_frame(small, (30, 20, 90, 80), click=(256, 192)) == (30, 15, 90, 75)  # centred on (60, 45)
 
 
-def test_a_huge_photo_is_held_downscaled(tmp_path, predictor, monkeypatch):
-    monkeypatch.setattr(serve.app, "HELD_SIDE", 300)
-    upload = write_rgb(tmp_path / "big.png", spot_photo("nevus", size=600, radius=40))
+def test_a_huge_photo_is_held_downscaled_and_answered_as_batch_scoring_answers_it(tmp_path, predictor, monkeypatch):
+    monkeypatch.setattr(data.images, "WORKING_SIDE", 300)
+    photo = spot_photo("nevus", size=600, radius=40, seed=5)
+    upload = write_rgb(tmp_path / "big.png", photo)
+    expected = predictor.predict(photo)  # the full-size photo, as batch scoring and predict_file see it
     answer = check_spot(predictor, str(upload))
     assert answer.photo.shape == (300, 300, 3) and not upload.exists()
+    assert answer.probabilities == expected.probabilities and answer.label == expected.label
+    assert tuple(2 * v for v in answer.box) == expected.framing.box  # the same frame, in each one's own pixels
     assert check_spot(predictor, str(tmp_path / "gone.png")).photo is None
+
+
+@pytest.mark.parametrize("shape", [(3, 5000), (5000, 3), (1, 9000)])
+def test_a_photo_a_few_pixels_thin_is_answered_and_shown(tmp_path, predictor, shape):
+    upload = write_rgb(tmp_path / "thin.png", np.full((*shape, 3), 200, np.uint8))
+    answer = check_spot(predictor, str(upload))
+    assert answer.label == "unsure" and "too small" in answer.summary
+    view = framing_view(answer.photo, answer.box)
+    assert min(view.shape[:2]) >= 1 and max(view.shape[:2]) == 512
 
 
 @pytest.mark.parametrize("label", list(COLOURS))
