@@ -19,6 +19,7 @@ import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio.data_classes import ImageData  # noqa: E402
+from gradio_client.utils import is_http_url_like  # noqa: E402
 
 from data.framing import box_around, spot_at  # noqa: E402
 from data.images import MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image, working_copy  # noqa: E402
@@ -138,6 +139,19 @@ def browser_copy(path: str | None, files: OutputFiles) -> str | None:
         return None
     Path(path).unlink(missing_ok=True)
     return copy
+
+
+class OfflineImage(gr.Image):
+    """gr.Image that never downloads. Gradio fetches a web address that an API client puts in a file payload, before
+    any handler runs; SpotCheck's server makes no connection to the internet, so it refuses instead."""
+
+    def get_block_name(self) -> str:
+        return "image"  # drawn by gr.Image's own front end
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
+        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
+            raise gr.Error("SpotCheck does not download photos: send the file itself.")
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
 
 
 def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
@@ -260,7 +274,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
         with gr.Row():
             with gr.Column():
-                photo = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
+                photo = OfflineImage(type="filepath", sources=["upload", "webcam", "clipboard"],
                                  label="Photo of the spot", elem_id="photo", alt_text="Your photo of the spot")
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)

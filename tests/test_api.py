@@ -143,7 +143,7 @@ def test_no_outbound_connection_while_serving_and_predicting(monkeypatch, predic
     """The whole app in this process (build, launch, upload, queue, predict, answer) with every
     non-loopback connect() refused and recorded."""
     attempts = []
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_connect, real_connect_ex, real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
 
     def guard(real):
         def connect(sock, address):
@@ -153,9 +153,21 @@ def test_no_outbound_connection_while_serving_and_predicting(monkeypatch, predic
             return real(sock, address)
         return connect
 
+    def getaddrinfo(host, *args, **kwargs):  # a DNS lookup of a host name is outbound too
+        if not is_loopback(str(host)) and str(host) not in ("", "0.0.0.0"):
+            attempts.append(host)
+            raise OSError(f"test: lookup of {host} refused")
+        return real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", guard(real_connect))
     monkeypatch.setattr(socket.socket, "connect_ex", guard(real_connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    # The test's own client (gradio_client, through huggingface_hub) looks up huggingface.co unless offline: that
+    # is the test's scaffolding; the app itself makes no such lookup (the guard covers it too).
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
     from serve.app import build_app  # built and launched below with the guard in place
 
@@ -167,6 +179,11 @@ def test_no_outbound_connection_while_serving_and_predicting(monkeypatch, predic
         photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200))
         summary = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")[0]
         assert headline_in(summary), summary
+        # A web address in place of a file, which Gradio would download before the app sees it, is refused.
+        for url in ("https://example.com/spot.png", "http://93.184.216.34/spot.png"):
+            payload = {"path": url, "url": url, "meta": {"_type": "gradio.FileData"}}
+            with pytest.raises(gradio_client.exceptions.AppError, match="does not download photos"):
+                client.predict(payload, api_name="/check")
     finally:
         app.close()
     assert attempts == [], f"outbound connections attempted: {attempts}"
