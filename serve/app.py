@@ -141,17 +141,19 @@ def browser_copy(path: str | None, files: OutputFiles) -> str | None:
     return copy
 
 
-class OfflineImage(gr.Image):
-    """gr.Image that never downloads. Gradio fetches a web address that an API client puts in a file payload, before
-    any handler runs; SpotCheck's server makes no connection to the internet, so it refuses instead."""
+def never_downloading(image: gr.Image) -> gr.Image:
+    """`image`, made to refuse a web address. Gradio downloads one that an API client puts in a file payload, before
+    any handler runs; SpotCheck's server makes no connection to the internet. (A subclass of gr.Image would do the
+    same, but Gradio writes a type-stub file beside the module of every component class.)"""
+    move = image.async_move_resource_to_block_cache
 
-    def get_block_name(self) -> str:
-        return "image"  # drawn by gr.Image's own front end
-
-    async def async_move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
+    async def local_files_only(url_or_file_path: str | Path | None) -> str | None:
         if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
             raise gr.Error("SpotCheck does not download photos: send the file itself.")
-        return await super().async_move_resource_to_block_cache(url_or_file_path)
+        return await move(url_or_file_path)
+
+    image.async_move_resource_to_block_cache = local_files_only
+    return image
 
 
 def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
@@ -274,8 +276,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
         with gr.Row():
             with gr.Column():
-                photo = OfflineImage(type="filepath", sources=["upload", "webcam", "clipboard"],
-                                 label="Photo of the spot", elem_id="photo", alt_text="Your photo of the spot")
+                photo = never_downloading(gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
+                                                   label="Photo of the spot", elem_id="photo",
+                                                   alt_text="Your photo of the spot"))
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)
             with gr.Column():  # on a phone this column comes below the first: the answer right after the button
