@@ -96,7 +96,7 @@ def already_scored(out: Path) -> dict[str, str]:
         first = data.split(b"\n", 1)[0][:200].decode("utf-8", "replace").strip()
         raise ResumeError(f"{out} does not start with the columns {','.join(FIELDS)} (it starts {first!r}): it "
                           "was written by another version, or is not a scores CSV; score into a new file")
-    complete = data[: data.rfind(b"\n") + 1]  # whole rows only
+    complete = data[: data.rfind(b"\r\n") + 2]  # whole rows only (rows end in CRLF; a file name may hold a LF)
     if len(complete) < len(data):
         with out.open("r+b") as f:
             f.truncate(len(complete))
@@ -105,11 +105,12 @@ def already_scored(out: Path) -> dict[str, str]:
 
 
 def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[str, str]:
+    path = os.path.abspath(path)  # so that --resume finds it from any working directory
     if prediction is None:
-        return {"path": str(path), "label": "error", "error": error}
+        return {"path": path, "label": "error", "error": error}
     p = prediction.probabilities
     return {
-        "path": str(path),
+        "path": path,
         "label": prediction.label,
         "confidence": f"{prediction.confidence:.4f}",
         "p_vascular": f"{p['vascular']:.4f}",

@@ -105,6 +105,25 @@ def test_resume_matches_files_however_the_folder_is_spelled(messy_folder, tmp_pa
     batch.score_folder(predictor, Path("photos/./nested/.."), out, resume=True, progress=False)
     assert len(rows(out)) == 5  # nothing scored twice
 
+    # Scored by a relative name, resumed from another working directory: rows hold absolute paths.
+    relative = tmp_path / "relative.csv"
+    batch.score_folder(predictor, Path("photos"), relative, progress=False)
+    monkeypatch.chdir(tmp_path.parent)
+    assert batch.score_folder(predictor, messy_folder, relative, resume=True, progress=False) == (0, 0)
+    assert len(rows(relative)) == 5 and all(os.path.isabs(r["path"]) for r in rows(relative))
+
+
+def test_resume_after_a_kill_inside_a_file_name_with_a_line_break(tmp_path, predictor):
+    folder = tmp_path / "photos"
+    for name in ("a.png", "new\nline.png", "z.png"):
+        write_rgb(folder / name, spot_photo("nevus", size=120))
+    out = tmp_path / "scores.csv"
+    batch.score_folder(predictor, folder, out, progress=False)
+    data = out.read_bytes()
+    out.write_bytes(data[: data.index(b"new\n") + 4])  # killed just after the line break inside the name
+    batch.score_folder(predictor, folder, out, resume=True, progress=False)
+    assert sorted(os.path.basename(r["path"]) for r in rows(out)) == ["a.png", "new\nline.png", "z.png"]
+
 
 def test_resume_refuses_a_file_that_is_not_a_scores_csv(messy_folder, tmp_path):
     out = tmp_path / "other.csv"
