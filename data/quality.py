@@ -2,8 +2,8 @@
 
 The thresholds let at least 99.5% of the training photos through (measured on
 every 10th HAM10000 image and all 541 clinical photos: the 0.5th percentiles
-were sharpness 5.3 and skin fraction 0.10). A photo that fails one gets a
-reason the user can act on.
+were sharpness 5.3 and skin fraction 0.10; the least colourful photo scored 25 on
+the colour measure below, a black-and-white one 0). A photo that fails one gets a reason the user can act on.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ MIN_SHARPNESS = 4.0  # variance of the Laplacian on the analysis copy (256 px)
 MAX_DARK = 0.60  # fraction of pixels with brightness < 40
 MAX_BRIGHT = 0.50  # fraction of pixels with brightness > 250
 MIN_SKIN = 0.10  # fraction of skin- or lesion-coloured pixels
+# Each pixel's largest minus smallest channel, at the 99th percentile (a small face on a grey wall still has colour).
+MIN_COLOUR = 4.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class PhotoStats:
     dark: float
     bright: float
     skin: float
+    colour: float
 
 
 def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats:
@@ -45,6 +48,7 @@ def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats
         dark=float((value < 40).mean()),
         bright=float((value > 250).mean()),
         skin=float((skin > 0).mean()),
+        colour=float(np.percentile(small.max(axis=2).astype(np.int16) - small.min(axis=2), 99)),
     )
 
 
@@ -59,6 +63,8 @@ def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None) -> str 
         return "overexposed: avoid flash and direct glare, then retake"
     if stats.sharpness < MIN_SHARPNESS:
         return "blurred: hold the camera steady, let it focus on the spot and retake"
+    if stats.colour < MIN_COLOUR:  # before the skin check, which a grey photo fails for want of colour
+        return "black and white: take a colour photo (the colour tells a red spot from a brown one)"
     if stats.skin < MIN_SKIN:
         return "not a close-up of skin: photograph the spot close up, filling much of the picture"
     return None

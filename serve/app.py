@@ -65,11 +65,16 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
     try:
         image = read_image(path)
     except ImageError as err:
-        return Answer(f"### This file cannot be used\n\n{str(err).capitalize()}. Please upload a photo "
+        return Answer(f"### This file cannot be used\n\n{sentence(str(err))}. Please upload a photo "
                       "(JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).", {}, None, "")
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
     return check_frame(predictor, working_copy(image))  # held downscaled, answered as batch scoring answers it
+
+
+def sentence(reason: str) -> str:
+    """A reason as the start of a sentence: the first letter upper case, the rest as it is ("MB", "HEIC")."""
+    return reason[:1].upper() + reason[1:]
 
 
 def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Answer:

@@ -48,6 +48,9 @@ def test_a_bad_file_gets_a_message_not_a_crash(tmp_path, predictor):
     assert "cannot be used" in answer.summary and answer.probabilities == {}
     assert not upload.exists()
     assert "first" in check_spot(predictor, None).summary
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(b"\xff\xd8" + bytes(data.images.MAX_FILE_BYTES))
+    assert "The file is too large (50 MB; the limit is 50 MB)" in check_spot(predictor, str(huge)).summary  # not "mb"
 
 
 def test_guidance_is_complete_and_careful():

@@ -50,10 +50,12 @@ def test_photo_problems_have_reasons():
     assert "too dark" in photo_problem((good * 0.1).astype(np.uint8))
     assert "overexposed" in photo_problem(np.full((200, 200, 3), 255, np.uint8))
     assert "blurred" in photo_problem(cv2.GaussianBlur(good, (0, 0), 12))
-    page = np.full((200, 200, 3), 245, np.uint8)
+    page = np.full((200, 200, 3), (235, 240, 250), np.uint8)  # bluish white paper
     for row in range(20, 180, 16):
-        cv2.putText(page, "lorem ipsum dolor", (5, row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        cv2.putText(page, "lorem ipsum dolor", (5, row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 60), 1)
     assert "not a close-up of skin" in photo_problem(page)
+    grey = cv2.cvtColor(cv2.cvtColor(good, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    assert "black and white" in photo_problem(grey)  # not "get closer", which could never help
 
 
 def wide_photo(spot_diameter: int, *, seed: int = 0) -> np.ndarray:
