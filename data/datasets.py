@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,6 +59,16 @@ ISIC2018_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"  # image,MEL,NV,BCC,A
 ISIC2018_LESIONS = "ISIC2018_Task3_Training_LesionGroupings.csv"  # image,lesion_id,diagnosis_confirm_type
 
 
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a CSV file that must have `columns`; a byte-order mark (as Excel saves UTF-8) is ignored."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} has no {', '.join(missing)} column (its columns: {', '.join(reader.fieldnames or [])})")
+        return list(reader)
+
+
 def load_ham10000(root: str | Path) -> list[Sample]:
     """HAM10000 as released: `HAM10000_metadata.csv` plus the images.
 
@@ -67,8 +79,8 @@ def load_ham10000(root: str | Path) -> list[Sample]:
     metadata = root / "HAM10000_metadata.csv"
     if not metadata.is_file():
         raise FileNotFoundError(f"{metadata} not found: is {root} a HAM10000 folder?")
-    with metadata.open(newline="") as f:
-        rows = [(row["image_id"], row["lesion_id"], row["dx"]) for row in csv.DictReader(f)]
+    rows = [(row["image_id"], row["lesion_id"], row["dx"])
+            for row in _read_csv(metadata, ("image_id", "lesion_id", "dx"))]
     return _ham_samples(root, rows, metadata.name, f"`python -m data.download --out {root}` fetches and unpacks "
                                                    "both image archives")
 
@@ -85,17 +97,15 @@ def load_isic2018(root: str | Path) -> list[Sample]:
     if lesions is None:
         raise FileNotFoundError(f"{ISIC2018_LESIONS} not found under {root}: it says which images show the same "
                                 "lesion, without which the split would leak (the challenge released it apart)")
-    with lesions.open(newline="") as f:
-        lesion_of = {row["image"]: row["lesion_id"] for row in csv.DictReader(f)}
+    lesion_of = {row["image"]: row["lesion_id"] for row in _read_csv(lesions, ("image", "lesion_id"))}
     rows = []
-    with truth.open(newline="") as f:
-        for row in csv.DictReader(f):
-            dx = [name for name, value in row.items() if name != "image" and float(value or 0) >= 0.5]
-            if len(dx) != 1:
-                raise ValueError(f"{truth.name}: {row['image']} has {len(dx)} diagnosis columns set to 1, not one")
-            if row["image"] not in lesion_of:
-                raise ValueError(f"{lesions.name} has no lesion_id for {row['image']}")
-            rows.append((row["image"], lesion_of[row["image"]], dx[0]))
+    for row in _read_csv(truth, ("image",)):
+        dx = [name for name, value in row.items() if name != "image" and float(value or 0) >= 0.5]
+        if len(dx) != 1:
+            raise ValueError(f"{truth.name}: {row['image']} has {len(dx)} diagnosis columns set to 1, not one")
+        if row["image"] not in lesion_of:
+            raise ValueError(f"{lesions.name} has no lesion_id for {row['image']}")
+        rows.append((row["image"], lesion_of[row["image"]], dx[0]))
     return _ham_samples(root, rows, truth.name, "the images come in the challenge's "
                                                 "ISIC2018_Task3_Training_Input.zip")
 
@@ -124,20 +134,29 @@ def _ham_samples(root: Path, rows: list[tuple[str, str, str]], listed_in: str, h
     return samples
 
 
-def _jpegs_under(root: Path) -> dict[str, Path]:
-    """Image id (file stem) -> path for every .jpg or .jpeg, in any case, below `root`. Symlinked folders are
-    followed (downloads are often linked in), each real folder once, so a link loop cannot hang the walk."""
-    found, seen = {}, set()
+def _files_under(root: Path) -> Iterator[Path]:
+    """Every file below `root`, sorted. Symlinked folders are followed (downloads are often linked in), each real
+    folder once, so a link loop cannot hang the walk; hidden files and folders (macOS's `._` copies and `.DS_Store`,
+    thumbnail caches) and `__MACOSX` folders are left out."""
+    seen = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             dirs.clear()
             continue
         seen.add(real)
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
         for name in sorted(files):
-            if name.lower().endswith((".jpg", ".jpeg")):
-                found.setdefault(Path(name).stem, Path(folder) / name)
+            if not name.startswith("."):
+                yield Path(folder) / name
+
+
+def _jpegs_under(root: Path) -> dict[str, Path]:
+    """Image id (file stem) -> path for every .jpg or .jpeg, in any case, below `root`."""
+    found = {}
+    for path in _files_under(root):
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            found.setdefault(path.stem, path)
     return found
 
 
@@ -183,17 +202,20 @@ def load_clinical(root: str | Path) -> list[Sample]:
     if not labels.is_file():
         raise FileNotFoundError(f"{labels} not found")
     samples = []
-    with labels.open(newline="") as f:
-        for row in csv.DictReader(f):
-            label = row["label"]
-            if label not in CLASSES:
-                raise ValueError(f"{labels}: unknown label {label!r} for {row['filename']}")
-            source = row.get("source", "clinical")
-            group = _clinical_group(source, row.get("original_path", row["filename"]))
-            samples.append(
-                Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
-                       row.get("source_category", ""))
-            )
+    for row in _read_csv(labels, ("filename", "label")):
+        label = row["label"]
+        if label not in CLASSES:
+            raise ValueError(f"{labels}: unknown label {label!r} for {row['filename']}")
+        source = row.get("source") or "clinical"
+        group = _clinical_group(source, row.get("original_path") or row["filename"])
+        samples.append(
+            Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
+                   row.get("source_category", ""))
+        )
+    missing = [s.path.name for s in samples if not s.path.is_file()]
+    if missing:  # say so rather than split, and train on, what is not there
+        raise FileNotFoundError(f"{len(missing)} of the {len(samples)} photos listed in {labels} are missing from "
+                                f"{root / 'images'} (e.g. {', '.join(missing[:3])})")
     return _sd198_series(samples)
 
 
@@ -204,14 +226,17 @@ def load_class_folders(root: str | Path) -> list[Sample]:
     (`root/nevus/lesion42/a.jpg`) to keep them together in one split.
     """
     root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+    ignored = [p.name for p in folders if p.name.lower() not in CLASSES]
+    if ignored:
+        warnings.warn(f"{root}: folders {', '.join(ignored)} are not classes ({', '.join(CLASSES)}) and are left out",
+                      stacklevel=2)
     samples = []
-    for label in CLASSES:
-        folder = root / label
-        if not folder.is_dir():
-            continue
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)):
+    for folder in (p for p in folders if p.name.lower() in CLASSES):  # Nevus/ is nevus/
+        label = folder.name.lower()
+        for path in (p for p in _files_under(folder) if is_image_file(p)):
             parent = path.parent.relative_to(root)
-            group = f"folder:{parent}" if parent != Path(label) else f"folder:{path.relative_to(root)}"
+            group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
             samples.append(Sample(path, label, group, label, "folder", label))
     if not samples:
         raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/")

@@ -101,7 +101,8 @@ def make_clinical(root: Path) -> Path:
         for i in range(10):
             name = f"c_{label}_{i}.jpg"
             write_rgb(root / "images" / name, spot_photo(label, size=96, radius=12 + i % 4, seed=i))
-            rows.append([name, label, "sd198_subset", label, f"o/r@1:raw_images/{label}/{i}.jpg"])
+            # DermQuest numbers 10 apart: each photo its own case (numbers 1 or 2 apart would be one case series)
+            rows.append([name, label, "sd198_subset", label, f"o/r@1:raw_images/{label}/{100 + 10 * i:06d}HB.jpg"])
     with (root / "labels.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["filename", "label", "source", "source_category", "original_path"])

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.splits import split_samples
-from tests.conftest import HAM_DX, SHARED_DATA, make_ham, needs_shared, spot_photo, write_rgb
+from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
 
 
 def test_ham10000_mapping_and_groups(tmp_path):
@@ -97,6 +98,35 @@ def test_class_folders(class_tree):
     assert len(samples) == 30 and len({s.group for s in samples}) == 30
 
 
+def test_class_folders_as_people_make_them(tmp_path):
+    """Capitalised class names, a linked-in lesion folder, macOS's hidden copies and a folder that is no class."""
+    write_rgb(tmp_path / "Vascular" / "v.png", spot_photo("vascular", size=32))
+    write_rgb(tmp_path / "elsewhere" / "lesion3" / "n.png", spot_photo("nevus", size=32))
+    (tmp_path / "nevus").mkdir()
+    os.symlink(tmp_path / "elsewhere" / "lesion3", tmp_path / "nevus" / "lesion3")
+    write_rgb(tmp_path / "other" / "o.png", spot_photo("other", size=32))
+    (tmp_path / "other" / "._o.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    write_rgb(tmp_path / "other" / ".thumbnails" / "o.png", spot_photo("other", size=16))
+    with pytest.warns(UserWarning, match="elsewhere are not classes"):
+        samples = load_class_folders(tmp_path)
+    assert sorted((s.label, s.path.name) for s in samples) == [("nevus", "n.png"), ("other", "o.png"),
+                                                               ("vascular", "v.png")]
+    assert {s.group for s in samples if s.label == "nevus"} == {"folder:nevus/lesion3"}
+
+
+def test_clinical_photos_must_all_be_there_and_excel_csvs_read(tmp_path):
+    root = make_clinical(tmp_path / "clinical")
+    labels = root / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())  # a byte-order mark, as Excel saves UTF-8
+    assert len(load_clinical(root)) == 30
+    (root / "images" / "c_nevus_3.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="1 of the 30 photos listed .* missing .*c_nevus_3.jpg"):
+        load_clinical(root)
+    labels.write_text("file,label\nx.jpg,nevus\n")
+    with pytest.raises(ValueError, match="has no filename column"):
+        load_clinical(root)
+
+
 def test_class_folders_keep_lesion_subfolders_together(tmp_path):
     for i in range(3):
         write_rgb(tmp_path / "nevus" / "lesion7" / f"{i}.png", spot_photo("nevus", size=32))
@@ -125,6 +155,8 @@ def test_clinical_groups_follow_sources(tmp_path):
         writer = csv.writer(f)
         writer.writerow(["filename", "label", "source", "source_category", "original_path"])
         writer.writerows(rows)
+    for row in rows:
+        write_rgb(tmp_path / "images" / row[0], spot_photo(row[1], size=32))
     groups = [s.group for s in load_clinical(tmp_path)]
     assert groups[0] == groups[1]  # one NCI case folder
     assert groups[2] == groups[3]  # one PAD-UFES patient
