@@ -76,7 +76,11 @@ def test_ensemble_finishes_two_runs_into_one_served_model(two_runs, class_tree, 
     evaluate.main(["--checkpoint", str(final), "--out", str(card_dir)])
     card = (card_dir / "MODEL_CARD.md").read_text()
     assert "The average of 2 runs" in card and "run seeds 0, 1" in card
+    assert "each kept its last epoch (averaged weights)" in card
     assert "The figures are one training run's" not in card
+    # Calibrated by this command's settings, whichever member comes first (members may have been recalibrated).
+    swapped = ensemble.main([*map(str, reversed(two_runs)), "--out", str(tmp_path / "swapped"), "--unsure-rate", "0.3"])
+    assert load_checkpoint(swapped)["meta"]["flags"]["unsure_rate"] == 0.3
     with pytest.raises(SystemExit, match="give it one of the ensemble's runs"):  # it compares one network's layers
         ood_bench.main(["--checkpoint", str(final)])
 

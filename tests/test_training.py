@@ -332,3 +332,30 @@ def test_litenet_starts_from_imagenet_unless_told_otherwise(class_tree, tmp_path
     with pytest.raises(Started):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *TINY, *flags])
     assert loaded == ([train.imagenet_weights()] if from_imagenet else [])
+
+
+def test_settings_out_of_range_are_refused_before_training(capsys):
+    for flag, value in (("--unsure-rate", "10"), ("--max-false-vascular", "5"), ("--clinical-share", "1.5"),
+                        ("--ema", "-0.1")):
+        with pytest.raises(SystemExit):
+            train.parse_args([flag, value])
+        assert "must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_a_cut_off_last_checkpoint_is_a_clear_error_on_resume(class_tree, tmp_path):
+    out = tmp_path / "run"
+    train.main(["--data", str(class_tree), "--out", str(out), *FAST])
+    (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:3000])
+    with pytest.raises(SystemExit, match="last.pt cannot be read"):
+        train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume"])
+
+
+def test_keeping_the_best_raw_weights_records_their_own_validation_scores(class_tree, tmp_path):
+    """The history row leads with the averaged weights' scores; when the raw ones are kept, theirs are recorded."""
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, "--epochs", "3",
+                        "--draws-per-epoch", "192", "--keep", "best", "--ema", "0.999", "--lr", "3e-3"])
+    # (an average this slow stays near the start, so the raw weights win)
+    meta = load_checkpoint(final)["meta"]
+    row = json.loads((tmp_path / "run" / "history.json").read_text())[meta["best_epoch"]]
+    assert meta["best_weights"] == "raw"
+    assert meta["validation"]["score"] == row["raw_score"] != row["score"]

@@ -18,7 +18,7 @@ import torch
 from data.splits import load_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
-from training.train import RESUME_MAY_CHANGE, decode_splits, write_model, parse_args as train_args
+from training.train import RESUME_MAY_CHANGE, decode_splits, fraction, write_model, parse_args as train_args
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -29,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("members", nargs="+", help="the runs' finished checkpoints (spotcheck.pt), at least two")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default: runs/ensemble)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    defaults = train_args([])
+    p.add_argument("--unsure-rate", type=fraction, default=defaults.unsure_rate,
+                   help=f"as training's (default: {defaults.unsure_rate}); the ensemble is calibrated afresh")
+    p.add_argument("--max-false-vascular", type=fraction, default=defaults.max_false_vascular,
+                   help=f"as training's (default: {defaults.max_false_vascular})")
     args = p.parse_args(argv)
     if len(args.members) < 2:
         p.error("an ensemble needs at least two members")
@@ -64,8 +69,9 @@ def member_summary(checkpoint: dict[str, Any], digest: str) -> dict[str, Any]:
     meta = checkpoint["meta"]
     flags = meta.get("flags", {})
     run_seed = flags.get("run_seed") if flags.get("run_seed") is not None else flags.get("seed")  # None: --seed's
-    return {"checkpoint_sha256": digest, "run_seed": run_seed,
-            "best_epoch": meta.get("best_epoch"), "validation_score": meta.get("validation", {}).get("score"),
+    return {"checkpoint_sha256": digest, "run_seed": run_seed, "kept": meta.get("kept"),
+            "best_epoch": meta.get("best_epoch"), "best_weights": meta.get("best_weights"),
+            "validation_score": meta.get("validation", {}).get("score"),
             "train_minutes": meta.get("train_minutes"), "code_version": meta.get("code_version")}
 
 
@@ -87,8 +93,10 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_num_threads(args.threads)
     model = Ensemble([network_from(c) for c in checkpoints])
 
-    # The members' recipe, with this command's output folder and threads, and every member's run seed.
+    # The members' recipe, with this command's output folder, threads and calibration settings (members may have
+    # been recalibrated with others), and every member's run seed.
     recipe = argparse.Namespace(**{**run_flags(checkpoints[0]), "out": args.out, "threads": args.threads,
+                                   "unsure_rate": args.unsure_rate, "max_false_vascular": args.max_false_vascular,
                                    "run_seed": seeds})
     try:
         splits = load_splits(recipe.data, recipe.seed)

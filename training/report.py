@@ -66,6 +66,15 @@ def _fmt(value: float) -> str:
     return "n/a" if value != value else f"{value:.3f}"
 
 
+def kept_of(runs: list[dict]) -> str:
+    """Which epoch and weights each run of an ensemble kept, e.g. "its last epoch (averaged weights)"."""
+    kept = {(r.get("kept") or "last", r.get("best_epoch"), r.get("best_weights") or "averaged") for r in runs}
+    if len(kept) == 1 and next(iter(kept))[0] == "last":
+        return f"its last epoch ({next(iter(kept))[2]} weights)"
+    return "; ".join(f"run seed {r['run_seed']}: epoch {(r.get('best_epoch') or 0) + 1} ({r.get('best_weights') or '?'})"
+                     for r in runs)
+
+
 def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     """MODEL_CARD.md from the checkpoint's metadata and the evaluation just run."""
     rows = []
@@ -93,8 +102,10 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     zoom_out_p = flags.get("zoom_out_p", 0)
     zoomed = (f"; {zoom_out_p:.0%} of the dermoscopic draws were shrunk onto a wider surround of skin, as a framed "
               "phone photo shows a spot (`--zoom-out-p`)" if zoom_out_p else "")
+    kept_weights = [r.get("best_weights", "averaged") for r in meta.get("members", [])] or [meta.get("best_weights",
+                                                                                                      "averaged")]
     averaged = (f" The weights are an exponential moving average (decay {ema}) of the trained ones."
-                if ema and meta.get("best_weights", "averaged") == "averaged" else "")
+                if ema and all(w == "averaged" for w in kept_weights) else "")
     sources = meta.get("sources", ["clinical", "ham10000"])  # checkpoints from before it was recorded: the shipped data
     vascular_images = sum(counts.get("vascular", 0) for counts in split_counts.values())
     data_lines = [f"- Trained on: {', '.join(f'`{d}`' for d in meta.get('data', [])) or 'not recorded'}."]
@@ -142,7 +153,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         network = f"an average of {len(runs)} networks: {network} in all"
         trained = (f"The average of {len(runs)} runs of `python -m training.train` (run seeds "
                    f"{', '.join(str(r['run_seed']) for r in runs)}; {meta.get('train_minutes', '?')} min of training "
-                   f"in all on a CPU; the last epoch of each), each trained from {start}, calibrated as one model by "
+                   f"in all on a CPU; each kept {kept_of(runs)}), each trained from {start}, calibrated as one model by "
                    f"`python -m training.ensemble` (code version `{meta.get('code_version', '?')}`).")
         spread = (f"- The figures are for an average of {len(runs)} runs: single runs of the same command on the same "
                   "split differ by several\n  hundredths, more on the small clinical set (bench/README.md, \"Run to "

@@ -43,6 +43,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    """A share or probability: a number from 0 to 1 (checked here, not after an hour of training)."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", nargs="+", default=DEFAULT_DATA,
@@ -63,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (one-cycle schedule)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
-    p.add_argument("--label-smoothing", type=float, default=0.05, help="cross-entropy label smoothing")
-    p.add_argument("--ema", type=float, default=0.995,
+    p.add_argument("--label-smoothing", type=fraction, default=0.05, help="cross-entropy label smoothing")
+    p.add_argument("--ema", type=fraction, default=0.995,
                    help="decay of an exponential moving average of the weights (and batch-norm statistics), "
                         "validated each epoch beside the raw weights; 0 = raw weights only")
     p.add_argument("--keep", choices=("best", "last"), default="last",
@@ -79,16 +87,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dx-weight", type=float, default=0.0,
                    help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
-    p.add_argument("--clinical-share", type=float, default=0.3, help="fraction of draws from clinical photos, if any")
-    p.add_argument("--clinicalize-p", type=float, default=0.5,
+    p.add_argument("--clinical-share", type=fraction, default=0.3, help="fraction of draws from clinical photos, if any")
+    p.add_argument("--clinicalize-p", type=fraction, default=0.5,
                    help="probability of making a training image (of either source) look like a phone photo")
-    p.add_argument("--marks-p", type=float, default=0.0,
+    p.add_argument("--marks-p", type=fraction, default=0.0,
                    help="probability of drawing pen circles, ink writing, a ruler or a caption bar on a clinical "
                         "training photo of any class (some clinical sources carry them on one class only: a shortcut; "
                         "measured in bench/shortcuts.md, off by default); 0 = off")
-    p.add_argument("--marks-p-dermoscopy", type=float, default=0.0,
+    p.add_argument("--marks-p-dermoscopy", type=fraction, default=0.0,
                    help="the same for dermoscopic training images (which carry no such marks)")
-    p.add_argument("--zoom-out-p", type=float, default=0.0,
+    p.add_argument("--zoom-out-p", type=fraction, default=0.0,
                    help="probability of shrinking a dermoscopic training image onto a wider surround of skin, as a "
                         "framed phone photo shows a spot (clinical photos are left as they are); 0 = off")
     p.add_argument("--colour-constancy", type=int, default=0,
@@ -103,9 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "one split measure its run-to-run spread; None: the same as --seed")
     p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--unsure-rate", type=float, default=0.10, help="share of validation images answered 'unsure'")
-    p.add_argument("--max-false-vascular", type=float, default=0.005,
-                   help="share of validation non-vascular images allowed over the vascular bar")
+    p.add_argument("--unsure-rate", type=fraction, default=0.10,
+                   help="share of validation images under the confidence threshold, answered 'unsure' (the vascular "
+                        "bar, the photo checks and the feature distance add more)")
+    p.add_argument("--max-false-vascular", type=fraction, default=0.005,
+                   help="the vascular bar: the (1 - this) quantile of the validation non-vascular images' "
+                        "p(vascular), in the strictest domain (interpolated between images)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     return p.parse_args(argv)
 
@@ -120,7 +131,11 @@ def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
     the split, the schedule and the draws all follow from them."""
     if not (out / "last.pt").is_file():
         return None
-    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several kinds for a cut-off or foreign file
+        raise SystemExit(f"error: {out / 'last.pt'} cannot be read ({type(err).__name__}: {str(err)[:200]}); it may "
+                         "have been cut off: train into a new --out, or delete it to start again")
     changed = {k: (old, vars(args).get(k)) for k, old in state.get("flags", {}).items()
                if k not in RESUME_MAY_CHANGE and vars(args).get(k) != old}
     if changed:
@@ -263,6 +278,7 @@ def main(argv: list[str] | None = None) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        started -= state.get("train_seconds", 0)  # the time spent before the interruption counts too
         print(f"resumed after epoch {state['epoch']}")
 
     for epoch in range(start_epoch, args.epochs):
@@ -315,7 +331,8 @@ def main(argv: list[str] | None = None) -> Path:
             "calibration": {}, "meta": {}, "dx_head": dx_head.state_dict() if dx_head else {},
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "epoch": epoch, "best": best, "history": history, "flags": vars(args)})
+            "epoch": epoch, "best": best, "history": history, "flags": vars(args),
+            "train_seconds": time.time() - started})
         (out / "history.json").write_text(json.dumps(json_safe(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
@@ -329,9 +346,11 @@ def main(argv: list[str] | None = None) -> Path:
         kept = {"epoch": args.epochs - 1, "weights": "averaged" if ema else "raw"}
         if ema:
             model.load_state_dict(ema.module.state_dict())
+    row = history[kept["epoch"]] if kept["epoch"] < len(history) else {}
+    if kept["weights"] == "raw":  # the row leads with the averaged weights' scores when there are any
+        row = {**row, **{k.removeprefix("raw_"): v for k, v in row.items() if k.startswith("raw_")}}
     meta = {"kept": args.keep,  # the epoch and weights below: the best on validation, or the last ones
-            "best_epoch": kept["epoch"], "best_weights": kept["weights"],
-            "validation": history[kept["epoch"]] if kept["epoch"] < len(history) else {},
+            "best_epoch": kept["epoch"], "best_weights": kept["weights"], "validation": row,
             "train_minutes": round((time.time() - started) / 60, 1)}
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta)
