@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 FORMAT = "spotcheck/1"
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "spotcheck.pt"
 REQUIRED = ("format", "model", "classes", "preprocess", "calibration", "meta")
+# What a finished model must hold to be served: the eval preset's settings and the decision rule's.
+SERVED = {"preprocess": ("size", "mean", "std"), "calibration": ("temperature", "unsure_below", "vascular_min")}
 
 
 class CheckpointError(RuntimeError):
@@ -126,4 +128,8 @@ def load_checkpoint(path: str | Path | None = None, *, finished: bool = True) ->
     if finished and not (checkpoint["preprocess"] and checkpoint["calibration"]):
         raise CheckpointError(f"{path} is a training snapshot, not a finished model: use spotcheck.pt from the same "
                               "folder (written, calibrated, when training ends)")
+    if finished:
+        gaps = [f"{part}.{key}" for part, keys in SERVED.items() for key in keys if key not in checkpoint[part]]
+        if gaps:  # e.g. edited by hand: a missing bar must not quietly become a default one
+            raise CheckpointError(f"{path} lacks {', '.join(gaps)}: it was not written by training.train")
     return checkpoint

@@ -86,6 +86,15 @@ def test_a_training_snapshot_is_refused_with_a_pointer_to_the_finished_model(tmp
     assert load_checkpoint(tmp_path / "best.pt", finished=False)["model"]  # training reads it back
 
 
+@pytest.mark.parametrize("part, key", [("calibration", "vascular_min"), ("preprocess", "mean")])
+def test_a_finished_model_missing_a_setting_is_refused_not_filled_in(tmp_path, part, key):
+    checkpoint = tiny_checkpoint()
+    del checkpoint[part][key]
+    save_checkpoint(tmp_path / "m.pt", checkpoint)
+    with pytest.raises(CheckpointError, match=f"lacks {part}.{key}"):
+        Predictor(tmp_path / "m.pt", backend="torch")
+
+
 def test_a_damaged_checkpoint_without_its_checksum_file_is_refused(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, tiny_checkpoint())
