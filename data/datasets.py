@@ -60,25 +60,37 @@ ISIC2018_LESIONS = "ISIC2018_Task3_Training_LesionGroupings.csv"  # image,lesion
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    """The rows of a CSV file that must have `columns`; a byte-order mark (as Excel saves UTF-8) is ignored."""
+    """The rows of a table that must have `columns`: comma- or tab-separated (as Dataverse serves HAM10000's
+    metadata, `.tab`), a byte-order mark (as Excel saves UTF-8) ignored."""
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+        header = f.readline()
+        f.seek(0)
+        reader = csv.DictReader(f, delimiter="\t" if "\t" in header and "," not in header else ",")
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path} has no {', '.join(missing)} column (its columns: {', '.join(reader.fieldnames or [])})")
         return list(reader)
 
 
+HAM10000_METADATA = ("ham10000_metadata.csv", "ham10000_metadata.tab", "ham10000_metadata.txt")  # in any case
+
+
+def ham10000_metadata(root: Path) -> Path | None:
+    """HAM10000's metadata table in `root`: the CSV as released, or the `.tab` Dataverse serves by default."""
+    tables = sorted(p for p in root.iterdir() if p.name.lower() in HAM10000_METADATA and p.is_file())
+    return tables[0] if tables else None
+
+
 def load_ham10000(root: str | Path) -> list[Sample]:
-    """HAM10000 as released: `HAM10000_metadata.csv` plus the images.
+    """HAM10000 as released: `HAM10000_metadata.csv` (or `.tab`) plus the images.
 
     Images may sit in `images/`, in the Dataverse's `HAM10000_images_part_1/2`
     folders, or beside the CSV.
     """
     root = Path(root)
-    metadata = root / "HAM10000_metadata.csv"
-    if not metadata.is_file():
-        raise FileNotFoundError(f"{metadata} not found: is {root} a HAM10000 folder?")
+    metadata = ham10000_metadata(root)
+    if metadata is None:
+        raise FileNotFoundError(f"{root / 'HAM10000_metadata.csv'} not found: is {root} a HAM10000 folder?")
     rows = [(row["image_id"], row["lesion_id"], row["dx"])
             for row in _read_csv(metadata, ("image_id", "lesion_id", "dx"))]
     return _ham_samples(root, rows, metadata.name, f"`python -m data.download --out {root}` fetches and unpacks "
@@ -248,7 +260,7 @@ def load_dataset(root: str | Path) -> list[Sample]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
-    if (root / "HAM10000_metadata.csv").is_file():
+    if ham10000_metadata(root) is not None:
         return load_ham10000(root)
     if (root / "labels.csv").is_file():
         return load_clinical(root)

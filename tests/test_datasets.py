@@ -24,6 +24,16 @@ def test_ham10000_mapping_and_groups(tmp_path):
     assert len({s.group for s in samples}) == 60  # 20 nevus lesions with 2 images + 40 single
 
 
+def test_ham10000_metadata_as_dataverse_serves_it(tmp_path):
+    """Downloaded by hand from the Dataverse, the metadata is an ingested table: `HAM10000_metadata.tab`, tab-separated."""
+    root = make_ham(tmp_path)
+    expected = [(s.path.name, s.group, s.label) for s in load_dataset(root)]
+    table = (root / "HAM10000_metadata.csv").read_text().replace(",", "\t")
+    (root / "HAM10000_metadata.csv").unlink()
+    (root / "HAM10000_metadata.tab").write_text(table)
+    assert [(s.path.name, s.group, s.label) for s in load_dataset(root)] == expected
+
+
 def test_ham10000_missing_image_is_reported(tmp_path):
     root = make_ham(tmp_path)
     for i in (3, 4, 5, 6):  # say, one image archive not unpacked: all missing ones are counted, a few named
