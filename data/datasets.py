@@ -68,7 +68,8 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
         reader = csv.DictReader(f, delimiter="\t" if "\t" in header and "," not in header else ",")
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path} has no {', '.join(missing)} column (its columns: {', '.join(reader.fieldnames or [])})")
+            raise ValueError(f"{path} has no {', '.join(missing)} column "
+                             f"(its columns: {', '.join(reader.fieldnames or [])})")
         return list(reader)
 
 

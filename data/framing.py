@@ -7,8 +7,8 @@ distance from the median skin colour), keeps compact blobs away from the image
 edge (rulers, caption bars and pen circles are thin, or touch the edge), and
 returns a square box around the most prominent one. If the spot already fills
 much of the photo, the box is the largest square around it; if nothing stands
-out, the middle square of the photo. (The network sees a square: a box of the
-whole photo would be cut to its middle anyway, and should say so.) On the web page a
+out, the middle square of the photo (the network sees a square: a box of the
+whole photo would be cut to its middle anyway, unsaid). On the web page a
 person can tap the right spot (`spot_at`) or move and resize the frame
 (`box_around`) when the wrong one was picked. With `flatten_lightness` the
 photo's broad lightness gradient is taken out first, so that the bright or dark

@@ -2,8 +2,9 @@
 
 The thresholds let at least 99.5% of the training photos through (measured on
 every 10th HAM10000 image and all 541 clinical photos: the 0.5th percentiles
-were sharpness 5.3 and skin fraction 0.10; the least colourful photo scored 25 on
-the colour measure below, a black-and-white one 0). A photo that fails one gets a reason the user can act on.
+were sharpness 5.3 and skin fraction 0.10; the least colourful photo scored 25
+on the colour measure below, a black-and-white one 0). A photo that fails one
+gets a reason the user can act on.
 """
 from __future__ import annotations
 

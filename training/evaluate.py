@@ -83,9 +83,9 @@ def split_problem(meta: dict, split: str, samples: list) -> str | None:
         same = counts is None or counts == class_counts(samples)
     if same:
         return None
-    return (f"the {split} split rebuilt from {' '.join(meta['data'])} is not the one this model was trained with (images "
-            "were added or removed, or the splitting code changed): it may hold images the model was trained on, and "
-            "its figures would be too good. Evaluate with the data and code it was trained with, or retrain")
+    return (f"the {split} split rebuilt from {' '.join(meta['data'])} is not the one this model was trained with "
+            "(images were added or removed, or the splitting code changed): it may hold images the model was trained "
+            "on, and its figures would be too good. Evaluate with the data and code it was trained with, or retrain")
 
 
 def trained_on(meta: dict) -> list[str] | None:

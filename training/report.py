@@ -114,12 +114,12 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                           "doi:10.1038/sdata.2018.161), CC BY-NC 4.0: dermoscopic images. `vasc` -> vascular, "
                           "`nv` -> nevus, all else -> other.")
     if "clinical" in sources:
-        data_lines.append('- A clinical photo set of ordinary photos: the NCI "Moles to Melanoma" atlas (Tucker MA et al., '
-                          "Cancer 94(12):3192-3209, 2002; US public domain), the PAD-UFES-20 smartphone subset (Pacheco "
-                          "AGC et al., Data in Brief 32:106221, 2020, doi:10.1016/j.dib.2020.106221; CC BY 4.0) and an "
-                          "SD-198 subset (Sun X et al., ECCV 2016, doi:10.1007/978-3-319-46466-4_13; research use only; "
-                          "images from DermQuest, copyright with their contributors). Clinical photos make up "
-                          f"{flags.get('clinical_share', '?')} of training draws.")
+        data_lines.append('- A clinical photo set of ordinary photos: the NCI "Moles to Melanoma" atlas (Tucker MA et '
+                          "al., Cancer 94(12):3192-3209, 2002; US public domain), the PAD-UFES-20 smartphone subset "
+                          "(Pacheco AGC et al., Data in Brief 32:106221, 2020, doi:10.1016/j.dib.2020.106221; CC BY "
+                          "4.0) and an SD-198 subset (Sun X et al., ECCV 2016, doi:10.1007/978-3-319-46466-4_13; "
+                          "research use only; images from DermQuest, copyright with their contributors). Clinical "
+                          f"photos make up {flags.get('clinical_share', '?')} of training draws.")
     if "folder" in sources:
         data_lines.append("- Class-per-folder images (`vascular/`, `nevus/`, `other/`): where they come from and "
                           "under what licence is for whoever trained this model to state. They are treated as "
