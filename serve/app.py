@@ -22,7 +22,8 @@ from gradio.data_classes import ImageData  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image, working_copy  # noqa: E402
+from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image,  # noqa: E402
+                         working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402

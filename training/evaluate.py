@@ -72,7 +72,7 @@ def bootstrap_intervals(samples: list[Sample], probs: np.ndarray, decided: list[
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in values.items() if v}
 
 
-def split_problem(meta: dict, split: str, samples: list) -> str | None:
+def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
     """Why `samples`, the split rebuilt from the folders the model was trained on, is not the split it was trained
     with (images added or removed, or the grouping changed since), or None. Older checkpoints record only counts."""
     recorded = meta.get("split_sha256", {}).get(split)
