@@ -14,7 +14,7 @@ from tests.conftest import spot_photo
 from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, sampling_weights
-from training.metrics import expected_calibration_error, full_report, is_malignant
+from training.metrics import expected_calibration_error, full_report, is_malignant, is_melanoma
 from training.train import vascular_penalty
 
 
@@ -177,5 +177,7 @@ def test_vascular_penalty_is_minus_log_of_not_vascular_and_stays_finite():
 
 def test_malignant_lesions_are_named_by_each_sources_own_diagnosis():
     details = ["mel", "bcc", "akiec", "nv", "vasc", "bkl", "df", "Malignant_Melanoma", "Basal_Cell_Carcinoma",
-               "melanoma: Melanoma in situ", "BCC", "Cherry angioma", "Keloid", "vascular"]
-    assert is_malignant(details).tolist() == [True] * 3 + [False] * 4 + [True] * 4 + [False] * 3
+               "melanoma: Melanoma in situ", "BCC", "Cherry angioma", "Keloid", "vascular",
+               "MEL", "SCC", "ACK", "NEV", "SEK"]  # PAD-UFES-20's codes
+    assert is_malignant(details).tolist() == [True] * 3 + [False] * 4 + [True] * 4 + [False] * 3 + [True] * 3 + [False] * 2
+    assert is_melanoma(["MEL", "mel", "SCC"]).tolist() == [True, True, False]

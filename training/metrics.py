@@ -32,9 +32,10 @@ def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, b
 
 
 def is_melanoma(details: list[str]) -> np.ndarray:
-    """Which samples are melanomas, from each source's own diagnosis (HAM10000 `dx`, clinical categories)."""
+    """Which samples are melanomas, from each source's own diagnosis (HAM10000 `dx`, clinical categories,
+    PAD-UFES-20's codes)."""
     details = np.asarray(details, dtype=str)
-    return np.isin(details, ["mel", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma"]) | np.char.startswith(
+    return np.isin(details, ["mel", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma", "MEL"]) | np.char.startswith(
         details, "melanoma")
 
 
@@ -42,7 +43,7 @@ def is_malignant(details: list[str]) -> np.ndarray:
     """Melanomas, carcinomas and their precursors (HAM10000 mel, bcc, akiec; the clinical sources' own names): the
     lesions that must never be called a harmless red spot."""
     return is_melanoma(details) | np.isin(np.asarray(details, dtype=str), [
-        "bcc", "akiec", "Basal_Cell_Carcinoma", "BCC", "Actinic_Keratosis"])
+        "bcc", "akiec", "Basal_Cell_Carcinoma", "BCC", "Actinic_Keratosis", "SCC", "ACK"])
 
 
 def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
