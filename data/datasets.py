@@ -59,13 +59,18 @@ ISIC2018_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"  # image,MEL,NV,BCC,A
 ISIC2018_LESIONS = "ISIC2018_Task3_Training_LesionGroupings.csv"  # image,lesion_id,diagnosis_confirm_type
 
 
+def table_delimiter(header: str) -> str:
+    """Tab for a tab-separated table (as Dataverse serves HAM10000's metadata, `.tab`), else comma."""
+    return "\t" if "\t" in header and "," not in header else ","
+
+
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    """The rows of a table that must have `columns`: comma- or tab-separated (as Dataverse serves HAM10000's
-    metadata, `.tab`), a byte-order mark (as Excel saves UTF-8) ignored."""
+    """The rows of a table that must have `columns`: comma- or tab-separated, a byte-order mark (as Excel saves
+    UTF-8) ignored."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         header = f.readline()
         f.seek(0)
-        reader = csv.DictReader(f, delimiter="\t" if "\t" in header and "," not in header else ",")
+        reader = csv.DictReader(f, delimiter=table_delimiter(header))
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path} has no {', '.join(missing)} column "

@@ -44,6 +44,8 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from data.datasets import table_delimiter
+
 DEFAULT_SERVER = "https://dataverse.harvard.edu"
 DOI = "doi:10.7910/DVN/DBW86T"
 IMAGE_ARCHIVES = ("HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip")
@@ -252,8 +254,7 @@ def write_metadata(src: Path, dest: Path) -> int:
     with src.open(newline="", encoding="utf-8-sig") as f:
         header = f.readline()
         f.seek(0)
-        delimiter = "\t" if "\t" in header and "," not in header else ","
-        rows = list(csv.reader(f, delimiter=delimiter))
+        rows = list(csv.reader(f, delimiter=table_delimiter(header)))
     if not rows or not set(METADATA_COLUMNS) <= set(rows[0]):
         raise DownloadError(f"{src.name} does not look like the HAM10000 metadata "
                             f"(header {rows[0] if rows else []}, need {list(METADATA_COLUMNS)})")

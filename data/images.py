@@ -51,19 +51,20 @@ def analysis_copy(image: np.ndarray) -> np.ndarray:
 
     Made once per photo and handed to both (resizing a 12-megapixel photo takes tens of milliseconds).
     """
-    h, w = image.shape[:2]
-    scale = ANALYSIS_SIDE / max(h, w)
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return _longer_side_to(image, ANALYSIS_SIDE)
 
 
 def working_copy(image: np.ndarray) -> np.ndarray:
     """The photo scaled down to WORKING_SIDE pixels on its longer side (a smaller one as it is): what is framed,
     checked and cropped. Every way in uses this one copy, so that the web page, which holds it in memory, and batch
     scoring give a 48-megapixel photo the same answer."""
+    return image if max(image.shape[:2]) <= WORKING_SIDE else _longer_side_to(image, WORKING_SIDE)
+
+
+def _longer_side_to(image: np.ndarray, side: int) -> np.ndarray:
+    """`image` resized to `side` pixels on its longer side, keeping at least one pixel on the shorter."""
     h, w = image.shape[:2]
-    scale = WORKING_SIDE / max(h, w)
-    if scale >= 1:
-        return image
+    scale = side / max(h, w)
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 

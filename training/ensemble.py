@@ -22,6 +22,7 @@ from training.train import RESUME_MAY_CHANGE, decode_splits, fraction, write_mod
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
+TRAINING_DEFAULTS = vars(train_args([]))  # parsed once
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,11 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("members", nargs="+", help="the runs' finished checkpoints (spotcheck.pt), at least two")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default: runs/ensemble)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
-    defaults = train_args([])
-    p.add_argument("--unsure-rate", type=fraction, default=defaults.unsure_rate,
-                   help=f"as training's (default: {defaults.unsure_rate}); the ensemble is calibrated afresh")
-    p.add_argument("--max-false-vascular", type=fraction, default=defaults.max_false_vascular,
-                   help=f"as training's (default: {defaults.max_false_vascular})")
+    unsure_rate, max_false_vascular = TRAINING_DEFAULTS["unsure_rate"], TRAINING_DEFAULTS["max_false_vascular"]
+    p.add_argument("--unsure-rate", type=fraction, default=unsure_rate,
+                   help=f"as training's (default: {unsure_rate}); the ensemble is calibrated afresh")
+    p.add_argument("--max-false-vascular", type=fraction, default=max_false_vascular,
+                   help=f"as training's (default: {max_false_vascular})")
     args = p.parse_args(argv)
     if len(args.members) < 2:
         p.error("an ensemble needs at least two members")
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_flags(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The training flags of a run. A flag it does not record is read as today's default: the run predates the
     flag, and every flag added since defaults to what training did before it."""
-    return {**vars(train_args([])), **checkpoint["meta"].get("flags", {})}
+    return {**TRAINING_DEFAULTS, **checkpoint["meta"].get("flags", {})}
 
 
 def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
