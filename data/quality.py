@@ -39,7 +39,11 @@ def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats
     h, w = image.shape[:2]
     small = analysis_copy(image) if analysis is None else analysis
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    value = small.max(axis=2)
+    # Each pixel's largest channel (brightness) and its spread over the channels (colour); OpenCV's per-channel max
+    # and min take microseconds where numpy's max over the last axis takes a millisecond, on every photo scored.
+    r, g, b = cv2.split(small)
+    value = cv2.max(cv2.max(r, g), b)
+    spread = cv2.subtract(value, cv2.min(cv2.min(r, g), b))
     ycrcb = cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb)
     # Skin tones and red/brown lesions sit in a band of Cr (red difference) and Cb (blue difference).
     skin = cv2.inRange(ycrcb, (20, 130, 70), (255, 185, 135))
@@ -49,7 +53,7 @@ def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats
         dark=float((value < 40).mean()),
         bright=float((value > 250).mean()),
         skin=float((skin > 0).mean()),
-        colour=float(np.percentile(small.max(axis=2).astype(np.int16) - small.min(axis=2), 99)),
+        colour=float(np.percentile(spread, 99)),
     )
 
 
