@@ -31,8 +31,12 @@ _HEVC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b
 MAX_PIXELS = 64_000_000
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# Metadata blocks before a JPEG's or PNG's picture. Photos carry a few dozen (EXIF, ICC profile, XMP); Pillow keeps
+# each one it walks past in memory, and a file padded with millions of empty ones took 24 s and 1.7 GB to open.
+MAX_HEADER_BLOCKS = 1000
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
 WORKING_SIDE = 4096  # larger photos are checked downscaled to this longer side (12 MP phone photos fit unchanged)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
 HEIC_FAILED = "the file is not a readable image (the HEIC decoder failed on it)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
@@ -128,6 +132,9 @@ def _header(data: bytes) -> tuple[float | None, str | None]:
     """Width x height as the file's header states it, and Pillow's name for the format; (None, None) when Pillow
     cannot read the header. Only formats whose size Pillow can read are decoded: OpenCV alone reads a few more
     (e.g. Radiance HDR), and one of those with a 20,000 x 20,000 header took 6 GB to decode."""
+    if _header_blocks(data) > MAX_HEADER_BLOCKS:
+        raise ImageError(f"the file holds too much metadata (over {MAX_HEADER_BLOCKS} blocks before the picture): "
+                         "save or export the photo again")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -137,7 +144,37 @@ def _header(data: bytes) -> tuple[float | None, str | None]:
     except Image.DecompressionBombError:  # Pillow's own limit, about 179 megapixels
         return float("inf"), None
     except Exception:  # not an image Pillow knows, or a damaged header
+        # Pillow also refuses a PNG whose text or ICC profile unpacks to over 1 MB (big XMP from photo editors);
+        # its size is in the first chunk, as libpng, which OpenCV decodes it with, reads it.
+        if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+            width, height = struct.unpack(">II", data[16:24])
+            return width * height, "PNG"
         return None, None
+
+
+def _header_blocks(data: bytes) -> int:
+    """How many blocks (JPEG segments, PNG chunks) come before the picture's data in a JPEG or PNG, counted up to
+    MAX_HEADER_BLOCKS + 1; 0 for other formats."""
+    blocks = 0
+    if data[:2] == b"\xff\xd8":  # JPEG: marker segments up to the frame header (SOFn) or the scan (SOS)
+        i = 2
+        while i + 4 <= len(data) and blocks <= MAX_HEADER_BLOCKS and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker == 0xDA or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)):
+                break
+            blocks += 1
+            if marker == 0xFF:  # a fill byte
+                i += 1
+            elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+                i += 2
+            else:
+                i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    elif data[:8] == PNG_SIGNATURE:  # PNG: chunks up to the first image data
+        i = 8
+        while i + 8 <= len(data) and blocks <= MAX_HEADER_BLOCKS and data[i + 4 : i + 8] != b"IDAT":
+            blocks += 1
+            i += 12 + int.from_bytes(data[i : i + 4], "big")
+    return blocks
 
 
 def _is_heic(data: bytes) -> bool:

@@ -121,6 +121,38 @@ def test_formats_whose_size_pillow_cannot_read_are_refused():
         decode_image(hdr)
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def with_chunk_before_pixels(png: bytes, chunks: bytes) -> bytes:
+    at = png.index(b"IDAT") - 4
+    return png[:at] + chunks + png[at:]
+
+
+def test_a_png_with_over_a_megabyte_of_packed_metadata_is_read():
+    """Photo editors can write XMP that unpacks to megabytes; Pillow refuses such a PNG's header (1 MB text limit),
+    which must not make a good photo "corrupt"."""
+    red = np.full((40, 60, 3), (40, 30, 200), np.uint8)  # BGR
+    xmp = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(b" " * 1_100_000)
+    rgb = decode_image(with_chunk_before_pixels(png_bytes(red), png_chunk(b"iTXt", xmp)))
+    assert rgb.shape == (40, 60, 3) and tuple(rgb[0, 0]) == (200, 30, 40)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_a_file_padded_with_empty_metadata_blocks_is_refused_at_once(fmt):
+    """Pillow walks and keeps every block before the picture: 12 million empty ones took 24 s and 1.7 GB."""
+    photo = np.full((64, 64, 3), (40, 30, 200), np.uint8)
+    if fmt == "jpeg":
+        jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
+        few, padded = (jpeg[:2] + b"\xff\xe1\x00\x02" * n + jpeg[2:] for n in (20, 12 * 2**20))
+    else:
+        few, padded = (with_chunk_before_pixels(png_bytes(photo), png_chunk(b"zzZz", b"") * n) for n in (20, 4 * 2**20))
+    assert decode_image(few).shape == (64, 64, 3)  # a few dozen blocks are what photos carry
+    with pytest.raises(ImageError, match="too much metadata"):
+        decode_image(padded)
+
+
 def test_images_just_under_the_pixel_limit_are_read():
     rgb = decode_image(cv2.imencode(".png", np.zeros((6_000, 10_000, 3), np.uint8))[1].tobytes())
     assert rgb.shape == (6_000, 10_000, 3)
