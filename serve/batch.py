@@ -96,7 +96,11 @@ def already_scored(out: Path) -> dict[str, str]:
         first = data.split(b"\n", 1)[0][:200].decode("utf-8", "replace").strip()
         raise ResumeError(f"{out} does not start with the columns {','.join(FIELDS)} (it starts {first!r}): it "
                           "was written by another version, or is not a scores CSV; score into a new file")
-    complete = data[: data.rfind(b"\r\n") + 2]  # whole rows only (rows end in CRLF; a file name may hold a LF)
+    # Whole rows only: rows end in CRLF, and a CRLF inside a quoted file name has an odd number of quotes before it.
+    end = data.rfind(b"\r\n")
+    while data.count(b'"', 0, end) % 2:
+        end = data.rfind(b"\r\n", 0, end)
+    complete = data[: end + 2]
     if len(complete) < len(data):
         with out.open("r+b") as f:
             f.truncate(len(complete))

@@ -113,16 +113,21 @@ def test_resume_matches_files_however_the_folder_is_spelled(messy_folder, tmp_pa
     assert len(rows(relative)) == 5 and all(os.path.isabs(r["path"]) for r in rows(relative))
 
 
-def test_resume_after_a_kill_inside_a_file_name_with_a_line_break(tmp_path, predictor):
+@pytest.mark.parametrize("line_break", ["\n", "\r\n"], ids=["LF", "CRLF"])
+def test_resume_after_a_kill_inside_a_file_name_with_a_line_break(tmp_path, predictor, line_break):
+    """Rows end in CRLF, so a bare LF in a name is easy; a CRLF in a quoted name looks like a row's end."""
     folder = tmp_path / "photos"
-    for name in ("a.png", "new\nline.png", "z.png"):
+    names = ["a.png", f"new{line_break}line.png", "z.png"]
+    for name in names:
         write_rgb(folder / name, spot_photo("nevus", size=120))
     out = tmp_path / "scores.csv"
     batch.score_folder(predictor, folder, out, progress=False)
     data = out.read_bytes()
-    out.write_bytes(data[: data.index(b"new\n") + 4])  # killed just after the line break inside the name
+    cut = f"new{line_break}".encode()
+    out.write_bytes(data[: data.index(cut) + len(cut)])  # killed just after the line break inside the name
     batch.score_folder(predictor, folder, out, resume=True, progress=False)
-    assert sorted(os.path.basename(r["path"]) for r in rows(out)) == ["a.png", "new\nline.png", "z.png"]
+    assert sorted(os.path.basename(r["path"]) for r in rows(out)) == sorted(names)
+    assert all(r["label"] in ("vascular", "nevus", "other", "unsure") for r in rows(out))
 
 
 def test_resume_refuses_a_file_that_is_not_a_scores_csv(messy_folder, tmp_path):
