@@ -26,7 +26,6 @@ MIN_COLOUR = 4.0
 
 @dataclass(frozen=True)
 class PhotoStats:
-    min_side: int
     sharpness: float
     dark: float
     bright: float
@@ -36,7 +35,6 @@ class PhotoStats:
 
 def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats:
     """`analysis`: the image's `data.images.analysis_copy`, if the caller already made it."""
-    h, w = image.shape[:2]
     small = analysis_copy(image) if analysis is None else analysis
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     # Each pixel's largest channel (brightness) and its spread over the channels (colour); OpenCV's per-channel max
@@ -48,7 +46,6 @@ def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats
     # Skin tones and red/brown lesions sit in a band of Cr (red difference) and Cb (blue difference).
     skin = cv2.inRange(ycrcb, (20, 130, 70), (255, 185, 135))
     return PhotoStats(
-        min_side=min(h, w),
         sharpness=float(cv2.Laplacian(gray, cv2.CV_32F).var()),
         dark=float((value < 40).mean()),
         bright=float((value > 250).mean()),
@@ -57,11 +54,16 @@ def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats
     )
 
 
-def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None) -> str | None:
-    """A plain-words reason the photo cannot be judged, or None if it looks usable."""
+def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None, *,
+                  size: tuple[int, int] | None = None) -> str | None:
+    """A plain-words reason the photo cannot be judged, or None if it looks usable.
+
+    `size`: the photo's own (width, height) when `image` is its scaled-down working copy, so that "too small" is
+    judged on, and names, the photo that was taken."""
     stats = measure(image, analysis)
-    if stats.min_side < MIN_SIDE:
-        return f"too small ({image.shape[1]}x{image.shape[0]} pixels): take a closer photo of the spot"
+    width, height = size or (image.shape[1], image.shape[0])
+    if min(width, height) < MIN_SIDE:
+        return f"too small ({width}x{height} pixels): take a closer photo of the spot"
     if stats.dark > MAX_DARK:
         return "too dark: take the photo in daylight or with more light"
     if stats.bright > MAX_BRIGHT:

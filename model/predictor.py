@@ -215,7 +215,7 @@ class Predictor:
                                          flatten_lightness=self.flatten_lightness, box=box, analysis=analysis)
         if working is not image:
             framing = replace(framing, box=_scaled(framing.box, 1 / sx, 1 / sy))
-        return Prepared(x, square, framing, photo_problem(working, analysis))
+        return Prepared(x, square, framing, photo_problem(working, analysis, size=(image.shape[1], image.shape[0])))
 
     def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw logits, the last feature maps and the out-of-distribution features for a batch of eval-preset

@@ -109,6 +109,12 @@ def test_extreme_sizes_get_an_answer(predictor, shape):
         assert result.label == "unsure" and "too small" in result.reason
 
 
+def test_a_photo_too_thin_to_judge_is_named_by_its_own_size(predictor):
+    """Photos over 4,096 px are checked on a smaller copy; the message is about the photo that was taken."""
+    result = predictor.predict(np.full((10_000, 1, 3), (220, 180, 160), np.uint8))
+    assert result.label == "unsure" and "too small (1x10000 pixels)" in result.reason
+
+
 @pytest.mark.parametrize("array", [
     np.zeros((50, 50, 3), np.float32),  # 0..1 floats would read as a black photo
     np.zeros((50, 50, 3), np.uint16),
