@@ -241,7 +241,7 @@ def ui_cold_start(backend: str, photo: Path, checkpoint: Path, timeout: float = 
         listening = time.perf_counter() - start
         while True:
             try:
-                client = Client(url, verbose=False)
+                client = Client(url, verbose=False, analytics_enabled=False)
                 break
             except Exception:
                 if time.perf_counter() - start > timeout:

@@ -20,6 +20,11 @@ import pytest
 
 from model.checkpoint import DEFAULT_CHECKPOINT
 
+# The tests' own gradio_client goes through huggingface_hub, which looks up huggingface.co unless told it is
+# offline (read when it is imported, so before any test module imports it). The app never does (test_api).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLOURS = {"vascular": (200, 20, 40), "nevus": (90, 55, 35), "other": (60, 60, 90)}  # RGB spot colours
@@ -151,40 +156,57 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_app(work: Path, *flags: str):
-    """`python -m serve.app` on a free port in a subprocess, the way a user starts it; stopped on exit."""
+    """`python -m serve.app` on a free port in a subprocess, the way a user starts it; stopped on exit.
+
+    Ready when the app itself says it is running at that port (another server that took the port in between
+    would answer too); if it lost the port, it is started again on another."""
     uploads, log = work / "gradio", work / "app.log"
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(uploads),
-           "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "serve.app", "--port", str(port), *flags], cwd=ROOT,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    # Analytics and Hugging Face's telemetry are left to the app to switch off, as for a user who never set them.
+    env = {**{k: v for k, v in os.environ.items() if k not in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE",
+                                                                "HF_HUB_DISABLE_TELEMETRY")},
+           "GRADIO_TEMP_DIR": str(uploads), "PYTHONUNBUFFERED": "1"}
     scheme = "https" if "--ssl-certfile" in flags else "http"
-    app = RunningApp(f"{scheme}://127.0.0.1:{port}/", process, uploads, log)
+    for attempt in range(3):
+        port = free_port()
+        with open(log, "wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "serve.app", "--port", str(port), *flags], cwd=ROOT,
+                                       env=env, stdout=out, stderr=subprocess.STDOUT)
+        app = RunningApp(f"{scheme}://127.0.0.1:{port}/", process, uploads, log)
+        try:
+            if _wait_until_running(app):
+                yield app
+                return
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    pytest.fail(f"the app could not get a free port in 3 tries:\n{app.log_tail()}")
+
+
+def _wait_until_running(app: RunningApp) -> bool:
+    """True once the app says it runs at its URL and answers there; False if it lost its port to another program."""
     unverified = ssl._create_unverified_context()  # a test certificate: only whether the server is up matters here
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=unverified))
     deadline = time.monotonic() + 120
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the app exited with status {process.returncode}:\n{app.log_tail()}")
+    while True:
+        said = f"SpotCheck is running at {app.url}" in app.log_tail(100_000)
+        if app.process.poll() is not None:
+            if "Cannot find empty port" in app.log_tail():
+                return False
+            pytest.fail(f"the app exited with status {app.process.returncode}:\n{app.log_tail()}")
+        if said:
             try:
                 with no_proxy.open(app.url, timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return True
             except OSError:
                 pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer at {app.url} within 120 s:\n{app.log_tail()}")
-            time.sleep(0.25)
-        yield app
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if time.monotonic() > deadline:
+            pytest.fail(f"the app did not answer at {app.url} within 120 s:\n{app.log_tail()}")
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")

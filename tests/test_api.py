@@ -24,7 +24,8 @@ def headline_in(summary: str) -> str | None:
 
 
 def new_client(running_app, downloads: Path) -> gradio_client.Client:
-    return gradio_client.Client(running_app.url, verbose=False, download_files=str(downloads))
+    return gradio_client.Client(running_app.url, verbose=False, download_files=str(downloads),
+                                analytics_enabled=False)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,9 @@ def test_no_outbound_connection_while_serving_and_predicting(monkeypatch, predic
     monkeypatch.setattr(socket.socket, "connect", guard(real_connect))
     monkeypatch.setattr(socket.socket, "connect_ex", guard(real_connect_ex))
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    # Whatever switched analytics off for the rest of the suite (serve.app's import does, for this process) must
+    # not hide a change that stops the app from switching them off itself.
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
     # The test's own client (gradio_client, through huggingface_hub) looks up huggingface.co unless offline: that
     # is the test's scaffolding; the app itself makes no such lookup (the guard covers it too).
     huggingface_hub = pytest.importorskip("huggingface_hub")
@@ -175,7 +178,8 @@ def test_no_outbound_connection_while_serving_and_predicting(monkeypatch, predic
     app.queue(default_concurrency_limit=2).launch(server_name="127.0.0.1", server_port=free_port(),
                                                   prevent_thread_lock=True, share=False, quiet=True)
     try:
-        client = gradio_client.Client(app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+        client = gradio_client.Client(app.local_url, verbose=False, download_files=str(tmp_path / "downloads"),
+                                       analytics_enabled=False)
         photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200))
         summary = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")[0]
         assert headline_in(summary), summary

@@ -306,3 +306,22 @@ def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back
     clear({"path": str(heic)}, latest)
     clear({"path": str(uploads / "next.jpg")}, latest)
     assert show_photo({"path": str(heic)}, latest) == (gr.skip(), gr.skip())
+
+
+def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(monkeypatch, predictor):
+    """What `python -m serve.app` starts with no flags: this machine only, no share link, two answers at a time and
+    64 waiting (the README's promises), so a changed default cannot pass unnoticed."""
+    started = {}
+
+    def launch(self, **kwargs):
+        started.update(kwargs, queue=(self._queue.default_concurrency_limit, self._queue.max_size))
+        return self
+
+    monkeypatch.setattr(serve.app, "Predictor", lambda *args, **kwargs: predictor)
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
+    monkeypatch.setattr(gr.Blocks, "local_url", "http://127.0.0.1:7860/", raising=False)
+    serve.app.main([])
+    assert started["server_name"] == "127.0.0.1" and started["server_port"] == 7860
+    assert started["share"] is False and started["queue"] == (2, 64)
+    assert started["max_file_size"] == serve.app.MAX_UPLOAD

@@ -185,7 +185,7 @@ def test_keep_last_keeps_the_last_epochs_average_whatever_validation_says(class_
 
 @pytest.mark.parametrize("extra", [[], ["--ema", "0"], ["--dx-weight", "0.5"]],
                          ids=["averaged-weights", "raw-weights", "with-dx-head"])
-def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_path, monkeypatch, extra):
+def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_path, monkeypatch, capsys, extra):
     data = str(make_ham(tmp_path / "ham")) if "--dx-weight" in extra else str(class_tree)
     run = ["--data", data, *FAST, *extra]
     straight = train.main([*run, "--out", str(tmp_path / "a")])
@@ -201,7 +201,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     with pytest.raises(KeyboardInterrupt):
         train.main([*run, "--out", str(tmp_path / "b")])
     monkeypatch.setattr(train, "validation_scores", real_scores)
+    capsys.readouterr()
     resumed = train.main([*run, "--out", str(tmp_path / "b"), "--resume"])
+    printed = capsys.readouterr().out  # training the first epoch again would give the same weights: look
+    assert "resumed after epoch 0" in printed and "epoch 1/2:" not in printed and "epoch 2/2:" in printed
 
     a, b = load_checkpoint(straight)["model"], load_checkpoint(resumed)["model"]
     for name in a:
