@@ -4,6 +4,7 @@ Screenshots of each state are saved under screenshots/ (git-ignored) for a perso
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,10 +16,9 @@ import pytest
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from tests.conftest import ROOT, ROTATED_HEIC, free_port, spot_photo, write_rgb
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # where .ci/run looks for it too
 if not CHROMIUM.is_file():
-    pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
+    pytest.skip("browser tests need Debian's Chromium on the PATH (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

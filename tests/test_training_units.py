@@ -181,3 +181,15 @@ def test_malignant_lesions_are_named_by_each_sources_own_diagnosis():
                "MEL", "SCC", "ACK", "NEV", "SEK"]  # PAD-UFES-20's codes
     assert is_malignant(details).tolist() == [True] * 3 + [False] * 4 + [True] * 4 + [False] * 3 + [True] * 3 + [False] * 2
     assert is_melanoma(["MEL", "mel", "SCC"]).tolist() == [True, True, False]
+
+
+def test_the_default_command_is_the_one_that_trained_the_shipped_model():
+    """The README promises that `python -m training.train` with no flags reproduces the shipped model's recipe:
+    a changed default must come with a retrained model (or this test says which flag moved)."""
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from training.train import parse_args
+
+    shipped = load_checkpoint(DEFAULT_CHECKPOINT)["meta"]["flags"]
+    defaults = vars(parse_args([]))
+    where = {"data", "out"}  # this machine's folders, not the recipe
+    assert {k: v for k, v in defaults.items() if k not in where} == {k: v for k, v in shipped.items() if k not in where}
