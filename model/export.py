@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if hasattr(value, "tolist"):  # torch tensors, numpy arrays and scalars
-        return value.tolist()
+        return plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):  # NaN is not JSON: e.g. the recall of a class that
+        return None  # validation had no image of, as when a user's own photos hold no vascular spot
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)

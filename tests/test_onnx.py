@@ -70,6 +70,18 @@ def test_export_writes_the_graph_and_the_sidecar(exported):
     assert onnx_problem(exported) is None and choose_backend(exported) == "onnx"
 
 
+def test_a_score_with_nothing_to_score_is_exported_as_null(tmp_path):
+    """A model trained on photos without one class (say, no clinical vascular spot in validation) has NaN recalls in
+    its metadata; the export must still be written, as strict JSON, rather than fail after all the training."""
+    checkpoint = random_checkpoint()
+    checkpoint["meta"]["validation"] = {"score": 0.5, "clinical_vascular_recall": float("nan")}
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, checkpoint)
+    _, json_path = export(path)
+    validation = json.loads(json_path.read_text())["meta"]["validation"]
+    assert validation == {"score": 0.5, "clinical_vascular_recall": None}
+
+
 def test_torch_and_onnx_agree(exported):
     by_torch, by_onnx = Predictor(exported, backend="torch"), Predictor(exported, backend="onnx")
     assert (by_torch.backend, by_onnx.backend) == ("torch", "onnx")

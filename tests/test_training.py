@@ -276,6 +276,15 @@ def test_a_class_missing_from_training_or_validation_is_a_clear_error(tmp_path):
     assert not (tmp_path / "run" / "spotcheck.pt").exists()
 
 
+def test_a_class_whose_photos_cannot_be_read_is_a_clear_error(class_tree, tmp_path):
+    """Counted before decoding, the class is there; unreadable photos are skipped while decoding, so it is counted
+    again after (a validation split without it ended in a crash at the export, after all the training)."""
+    for photo in (class_tree / "vascular").iterdir():
+        photo.write_bytes(b"not a photo")
+    with pytest.raises(SystemExit, match="split has no readable vascular images"):
+        train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+
+
 def test_resume_refuses_other_settings_before_reading_any_image(class_tree, tmp_path, monkeypatch):
     run = ["--data", str(class_tree), "--out", str(tmp_path / "run")]
     train.main([*run, *FAST])

@@ -215,6 +215,17 @@ def decode_splits(splits: dict[str, list[Sample]],
     return train_pixels, train_samples, val_pixels, val_samples
 
 
+def require_every_class(split: str, samples: list[Sample], kind: str = "") -> None:
+    """Stop, saying why, if a class has no images in `split`: it would never be learned, or never be checked and
+    calibrated."""
+    counts = class_counts(samples)
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        raise SystemExit(f"error: the {split} split has no{kind} {' or '.join(empty)} images ({counts}): every "
+                         "class needs images, from enough lesions to reach each split (with a class-per-folder "
+                         "tree, add photos to that class's folder)")
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
@@ -233,14 +244,11 @@ def main(argv: list[str] | None = None) -> Path:
         splits = load_splits(args.data, args.seed)
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
-    for name in ("train", "val"):  # a class absent here would be never learned, or never checked and calibrated
-        counts = class_counts(splits[name])
-        empty = [c for c, n in counts.items() if n == 0]
-        if empty:
-            raise SystemExit(f"error: the {name} split has no {' or '.join(empty)} images ({counts}): every class "
-                             "needs images, from enough lesions to reach each split (with a class-per-folder tree, "
-                             "add photos to that class's folder)")
+    for name in ("train", "val"):
+        require_every_class(name, splits[name])
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
+    for name, kept in (("train", train_samples), ("val", val_samples)):  # unreadable images were skipped
+        require_every_class(name, kept, " readable")
     # Per training image: the group, the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
     # source has none), and whether it is malignant (for --malignant-weight).
     dx_names = tuple(DX_TO_CLASS)
