@@ -66,17 +66,19 @@ def _unreadable_folder(err: OSError) -> None:
 
 
 def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
-    """Image files under `folder`, sorted, without following symlinked folders, and leaving out heatmaps: the
-    folder `skip` (this run's) and every folder marked as one by an earlier run. They are not photos to score."""
+    """Image files under `folder`, sorted, without following symlinked folders, and leaving out what is not a photo
+    to score: heatmaps (the folder `skip`, this run's, and every folder marked as one by an earlier run), hidden
+    files and folders (macOS's `._` copies, thumbnail caches) and `__MACOSX` folders, as training leaves them out."""
     skip_real = os.path.realpath(skip) if skip is not None else None
 
     def is_heatmaps(path: str) -> bool:
         return os.path.realpath(path) == skip_real or os.path.isfile(os.path.join(path, HEATMAPS_MARK))
 
     for root, dirs, files in os.walk(folder, followlinks=False, onerror=_unreadable_folder):
-        dirs[:] = sorted(d for d in dirs if not is_heatmaps(os.path.join(root, d)))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX"
+                         and not is_heatmaps(os.path.join(root, d)))
         for name in sorted(files):
-            if is_image_file(name):
+            if is_image_file(name) and not name.startswith("."):
                 yield Path(root) / name
 
 
@@ -213,6 +215,13 @@ def make_predictor(checkpoint: str | os.PathLike | None = None, backend: str = "
     return Predictor(checkpoint, backend=backend, threads=threads)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
@@ -221,13 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out and score the rest")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and score everything")
     parser.add_argument("--heatmaps", type=Path, default=None, help="also write a heatmap PNG per image here")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
                         help=f"images per network batch (default: {BATCH_SIZE})")
-    parser.add_argument("--workers", type=int, default=WORKERS, help=f"decoding threads (default: {WORKERS})")
-    parser.add_argument("--threads", type=int, default=NETWORK_THREADS,
+    parser.add_argument("--workers", type=positive_int, default=WORKERS, help=f"decoding threads (default: {WORKERS})")
+    parser.add_argument("--threads", type=positive_int, default=NETWORK_THREADS,
                         help=f"threads for the network (default: {NETWORK_THREADS})")
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume keeps the rows in --out and --overwrite replaces them: choose one")
 
     folder = args.folder
     if not folder.is_dir():
@@ -236,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out is not None else Path("scores.csv")
     if out.is_dir():
         print(f"error: --out {out} is a folder; give the CSV file to write, e.g. {out / 'scores.csv'}", file=sys.stderr)
+        return 2
+    if out.is_file() and out.stat().st_size > 0 and not (args.resume or args.overwrite):
+        print(f"error: {out} already exists: add --resume to keep its rows and score the rest, or --overwrite to "
+              "replace it", file=sys.stderr)
+        return 2
+    if args.heatmaps is not None and args.heatmaps.exists() and not args.heatmaps.is_dir():
+        print(f"error: --heatmaps {args.heatmaps} is a file; give a folder for the heatmaps", file=sys.stderr)
         return 2
     if args.heatmaps is not None and args.heatmaps.resolve() == folder.resolve():
         print(f"error: --heatmaps {args.heatmaps} is the input folder: the heatmaps would mix with the photos; "
@@ -258,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                                       batch_size=args.batch_size, workers=args.workers, progress=True)
     except ResumeError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --out or --heatmaps under a file, no permission, a full disk
+        print(f"error: cannot write {err.filename or out}: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: the rows written so far are in {out}; add --resume to score the rest", file=sys.stderr)

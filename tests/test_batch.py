@@ -217,3 +217,41 @@ def test_iphone_heic_photos_are_scored(tmp_path, predictor):
     # Upright, 48 wide and 64 high: its red half fills much of it, so the frame is the 48-px square around it.
     assert by_name["IMG_0001.HEIC"]["frame"] == "0 16 48 64"
     assert by_name["IMG_0002.heic"]["label"] == "error" and "not a readable image" in by_name["IMG_0002.heic"]["error"]
+
+
+def test_an_existing_output_is_kept_unless_resumed_or_overwritten(messy_folder, tmp_path):
+    """A finished or interrupted run's CSV, or a photo named by a typo, is not replaced unasked."""
+    out = tmp_path / "scores.csv"
+    assert batch.main([str(messy_folder), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    assert batch.main([str(messy_folder), "--out", str(out)]) == 2 and out.read_bytes() == before
+    photo = write_rgb(tmp_path / "IMG_1.png", spot_photo("nevus", size=64))
+    kept = photo.read_bytes()
+    assert batch.main([str(messy_folder), "--out", str(photo)]) == 2 and photo.read_bytes() == kept
+    assert batch.main([str(messy_folder), "--out", str(out), "--overwrite"]) == 0
+    assert len(rows(out)) == len(list(batch.find_images(messy_folder)))
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--workers", "-1"], ["--threads", "x"],
+                                   ["--resume", "--overwrite"]])
+def test_bad_numbers_and_flags_are_refused_before_scoring(messy_folder, tmp_path, flags):
+    with pytest.raises(SystemExit) as stop:
+        batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), *flags])
+    assert stop.value.code == 2 and not (tmp_path / "s.csv").exists()
+
+
+def test_outputs_that_cannot_be_written_are_a_message_not_a_traceback(messy_folder, tmp_path, capsys):
+    a_file = write_rgb(tmp_path / "a.png", spot_photo("nevus", size=64))
+    assert batch.main([str(messy_folder), "--out", str(a_file / "s.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_hidden_files_and_macos_copies_are_not_scored(tmp_path):
+    folder = tmp_path / "photos"
+    write_rgb(folder / "spot.png", spot_photo("nevus", size=64))
+    write_rgb(folder / "._spot.png", spot_photo("nevus", size=64))
+    write_rgb(folder / "__MACOSX" / "spot.png", spot_photo("nevus", size=64))
+    write_rgb(folder / ".thumbnails" / "spot.png", spot_photo("nevus", size=64))
+    assert [p.relative_to(folder) for p in batch.find_images(folder)] == [Path("spot.png")]
