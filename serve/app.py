@@ -340,19 +340,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     args = parser.parse_args(argv)
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        parser.error("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
+        if path is not None and not Path(path).is_file():
+            parser.error(f"{flag} {path}: no such file")
     try:
         predictor = Predictor(args.checkpoint, backend=args.backend)
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
     app = build_app(predictor)
-    app.queue(default_concurrency_limit=2, max_size=64).launch(
-        server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD,
-        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, ssl_verify=args.ssl_certfile is None,
-        theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                                font_mono=["ui-monospace", "monospace"]),
-        footer_links=[], head=PAGE_SCRIPT,
-        quiet=True, prevent_thread_lock=True,  # Gradio's own banner suggests a public share link: not for this app
-    )
+    try:
+        app.queue(default_concurrency_limit=2, max_size=64).launch(
+            server_name=args.host, server_port=args.port, share=False, max_file_size=MAX_UPLOAD,
+            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, ssl_verify=args.ssl_certfile is None,
+            theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                    font_mono=["ui-monospace", "monospace"]),
+            footer_links=[], head=PAGE_SCRIPT,
+            quiet=True, prevent_thread_lock=True,  # Gradio's banner suggests a public share link: not for this app
+        )
+    except OSError as err:  # Gradio says "Cannot find empty port" and advises a launch() argument
+        raise SystemExit(f"error: cannot serve at {args.host}:{args.port} (the port is in use, or the certificate "
+                         f"and key do not match): choose another with --port N ({err})")
     print(f"SpotCheck is running at {app.local_url} (offline; stop it with Ctrl+C)", flush=True)
     app.block_thread()
 

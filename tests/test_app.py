@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from pathlib import Path
 
 import cv2
@@ -325,3 +326,19 @@ def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(
     assert started["server_name"] == "127.0.0.1" and started["server_port"] == 7860
     assert started["share"] is False and started["queue"] == (2, 64)
     assert started["max_file_size"] == serve.app.MAX_UPLOAD
+
+
+def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(monkeypatch, predictor, tmp_path):
+    monkeypatch.setattr(serve.app, "Predictor", lambda *args, **kwargs: predictor)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"cannot serve at 127.0.0.1:{port}.*--port"):
+            serve.app.main(["--port", str(port)])
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error, exit status 2
+        serve.app.main(["--ssl-certfile", str(tmp_path / "missing.pem"), "--ssl-keyfile", str(tmp_path / "k.pem")])
+    assert stop.value.code == 2
+    with pytest.raises(SystemExit) as stop:
+        serve.app.main(["--ssl-certfile", str(tmp_path / "missing.pem")])
+    assert stop.value.code == 2
