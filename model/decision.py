@@ -73,13 +73,23 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
     if distance > cal.ood_distance_max:
         return UNSURE, "the photo does not look like the skin spots the model was trained on"
     if classes[top] == "vascular" and confidence < cal.vascular_min:
-        return UNSURE, (
-            f"it may be a red (vascular) spot, but at {confidence:.0%} the model is not sure enough "
-            "to call it harmless"
-        )
+        shown, bar = percents_apart(confidence, cal.vascular_min)
+        return UNSURE, (f"it may be a red (vascular) spot, but at {shown} the model is under the {bar} it needs "
+                        "before saying a spot looks like a cherry angioma")
     if confidence < cal.unsure_below:
         return UNSURE, f"the model is not confident: its best guess, {classes[top]}, has only {confidence:.0%}"
     if classes[top] == "vascular":
-        return classes[top], (f"the model rates it {confidence:.0%} vascular, above the {cal.vascular_min:.0%} "
-                              "it needs before calling a spot harmless")
+        shown, bar = percents_apart(confidence, cal.vascular_min)
+        return classes[top], (f"the model rates it {shown} vascular, at or above the {bar} it needs before saying "
+                              "a spot looks like a cherry angioma")
     return classes[top], f"the model rates it {confidence:.0%} {classes[top]}"
+
+
+def percents_apart(value: float, bar: float) -> tuple[str, str]:
+    """`value` and `bar` as percentages with the fewest decimals (up to two) that tell them apart, so that an answer
+    never reads "87%, under the 87% it needs" (rounding keeps their order once they differ)."""
+    for digits in (0, 1, 2):
+        shown, needed = f"{value:.{digits}%}", f"{bar:.{digits}%}"
+        if shown != needed:
+            break
+    return shown, needed

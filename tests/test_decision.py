@@ -18,7 +18,18 @@ def test_confident_answers_pass():
 
 def test_vascular_needs_the_higher_bar():
     label, reason = decide(np.array([0.80, 0.05, 0.15]), 5.0, CLASSES, CAL)
-    assert label == "unsure" and "harmless" in reason
+    assert label == "unsure" and "under the 90% it needs" in reason and "cherry angioma" in reason
+
+
+def test_a_probability_next_to_the_bar_never_reads_as_equal_to_it():
+    """The shipped bar is 0.8661: 0.8667 clears it and 0.8656 does not, though both round to 87%."""
+    cal = Calibration(temperature=1.0, unsure_below=0.6, vascular_min=0.8661, ood_distance_max=100.0)
+    label, reason = decide(np.array([0.8667, 0.0833, 0.05]), 5.0, CLASSES, cal)
+    assert label == "vascular" and "86.7% vascular, at or above the 86.6%" in reason
+    label, reason = decide(np.array([0.8656, 0.0844, 0.05]), 5.0, CLASSES, cal)
+    assert label == "unsure" and "at 86.56% the model is under the 86.61%" in reason
+    assert "the model rates it 95% vascular, at or above the 87%" in decide(np.array([0.95, 0.03, 0.02]), 5.0,
+                                                                            CLASSES, cal)[1]
 
 
 def test_low_confidence_and_out_of_distribution_are_unsure():
