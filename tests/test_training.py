@@ -68,6 +68,16 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert "drawn on 50% of the clinical training" in card
     assert "30% of the dermoscopic draws were shrunk onto a wider surround of skin" in card
+    # A user's own phone photos (labels.csv, source "myphone") are not credited to the project's sources.
+    own = {**ckpt["meta"], "sources": ["clinical"], "clinical_sources": ["myphone"]}
+    write_model_card(own, metrics, tmp_path / "own.md")
+    card = (tmp_path / "own.md").read_text()
+    assert "Photos from `myphone`: where they come from and under what licence is for whoever trained" in card
+    assert "Tucker" not in card and "Sun X" not in card and "non-commercial" not in card
+    project = {**ckpt["meta"], "sources": ["clinical"], "clinical_sources": ["pad_ufes_20", "sd198_subset"]}
+    write_model_card(project, metrics, tmp_path / "project.md")
+    card = (tmp_path / "project.md").read_text()
+    assert "PAD-UFES-20" in card and "Sun X" in card and "Tucker" not in card and "non-commercial" in card
 
 
 def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree, tmp_path, capsys):

@@ -13,6 +13,16 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from data.datasets import CLASSES  # noqa: E402
 from training.metrics import reliability_bins  # noqa: E402
 
+# The project's clinical photo set, by the `source` column of its labels.csv.
+CLINICAL_CREDITS = {
+    "nci_moles_to_melanoma": 'the NCI "Moles to Melanoma" atlas (Tucker MA et al., Cancer 94(12):3192-3209, 2002; '
+                             "US public domain)",
+    "pad_ufes_20": "the PAD-UFES-20 smartphone subset (Pacheco AGC et al., Data in Brief 32:106221, 2020, "
+                   "doi:10.1016/j.dib.2020.106221; CC BY 4.0)",
+    "sd198_subset": "an SD-198 subset (Sun X et al., ECCV 2016, doi:10.1007/978-3-319-46466-4_13; research use only; "
+                    "images from DermQuest, copyright with their contributors)",
+}
+
 
 def plot_confusion(report: dict, path: Path, *, title: str) -> None:
     matrix = np.array(report["argmax"]["confusion_matrix"])
@@ -113,23 +123,26 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         data_lines.append("- HAM10000 (Tschandl P, Rosendahl C, Kittler H, Sci. Data 5, 180161, 2018, "
                           "doi:10.1038/sdata.2018.161), CC BY-NC 4.0: dermoscopic images. `vasc` -> vascular, "
                           "`nv` -> nevus, all else -> other.")
-    if "clinical" in sources:
-        data_lines.append('- A clinical photo set of ordinary photos: the NCI "Moles to Melanoma" atlas (Tucker MA et '
-                          "al., Cancer 94(12):3192-3209, 2002; US public domain), the PAD-UFES-20 smartphone subset "
-                          "(Pacheco AGC et al., Data in Brief 32:106221, 2020, doi:10.1016/j.dib.2020.106221; CC BY "
-                          "4.0) and an SD-198 subset (Sun X et al., ECCV 2016, doi:10.1007/978-3-319-46466-4_13; "
-                          "research use only; images from DermQuest, copyright with their contributors). Clinical "
-                          f"photos make up {flags.get('clinical_share', '?')} of training draws.")
+    # The clinical photos' own `source` column: checkpoints from before it was recorded used the project's set.
+    clinical_sources = meta.get("clinical_sources", list(CLINICAL_CREDITS)) if "clinical" in sources else []
+    known = [CLINICAL_CREDITS[c] for c in clinical_sources if c in CLINICAL_CREDITS]
+    unknown = [c for c in clinical_sources if c not in CLINICAL_CREDITS]
+    if clinical_sources:
+        data_lines.append("- Ordinary (clinical) photos" + (": " + "; ".join(known) + "." if known else ".")
+                          + (f" Photos from {', '.join(f'`{c}`' for c in unknown)}: where they come from and under "
+                             "what licence is for whoever trained this model to state." if unknown else "")
+                          + f" Clinical photos make up {flags.get('clinical_share', '?')} of training draws.")
     if "folder" in sources:
         data_lines.append("- Class-per-folder images (`vascular/`, `nevus/`, `other/`): where they come from and "
                           "under what licence is for whoever trained this model to state. They are treated as "
                           "dermoscopy.")
-    if {"ham10000", "clinical"} & set(sources):
+    if "ham10000" in sources or known:
         data_lines.append("- Because of these licences, the weights are for **non-commercial research use** only.")
     shortcuts = (f"- Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi "
                  f"and a grey caption bar with SD-198's vascular and other photos; {marks}. How often such a mark "
                  "changes the answer is measured by `python -m bench.shortcuts` (bench/shortcuts.md)."
-                 if "clinical" in sources else f"- Shortcut marks: {marks}.")
+                 if {"nci_moles_to_melanoma", "sd198_subset"} & set(clinical_sources)
+                 else f"- Shortcut marks: {marks}.")
     ood = metrics.get("ood")
     distance = ("the feature distance" if not ood else
                 f"the feature distance (squared Mahalanobis distance of the {ood['features']} pooled features "
@@ -182,7 +195,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 ## Data
 {chr(10).join(data_lines)}
 - Split: each data folder on its own, stratified, grouped by lesion (HAM10000 `lesion_id`; clinical: case folder,
-  patient, or SD-198 case series; class folders: a subfolder, else each image), seed {meta.get('split_seed', 0)}; folders of
+  patient, SD-198 case series or the `group` column; class folders: a subfolder, else each image), seed {meta.get('split_seed', 0)}; folders of
   2,000 images or more in 7 folds, smaller ones in 5; fold 0 = test, fold 1 = validation. Counts: {split_counts}.
 - Class imbalance ({vascular_images} vascular images in all): class-balanced sampling.
 - The domain gap: {flags.get('clinicalize_p', 0):.0%} of training draws (of either source) were made to look like

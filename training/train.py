@@ -400,6 +400,8 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
         "meta": {
             "data": [str(Path(d)) for d in args.data],
             "sources": sorted({s.source for part in splits.values() for s in part}),  # ham10000, clinical, folder
+            "clinical_sources": sorted({s.stratum.split("/")[0] for part in splits.values() for s in part
+                                        if s.source == "clinical"}),  # labels.csv's source column, for the card
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
