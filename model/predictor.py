@@ -186,9 +186,12 @@ class Predictor:
                     raise CheckpointError(problem)
             info = export.sidecar
             self._engine = _OnnxEngine(export, threads)
+            self.checkpoint_sha256 = str(info["checkpoint_sha256"])
         else:
-            info = load_checkpoint(path.with_suffix(".pt") if path.suffix in (".onnx", ".json") else path)
+            pt = path.with_suffix(".pt") if path.suffix in (".onnx", ".json") else path
+            info = load_checkpoint(pt)
             self._engine = _TorchEngine(info, threads)
+            self.checkpoint_sha256 = sha256_of(pt)  # which model answered: batch scoring records it per row
         self.backend = backend
         self.classes = tuple(info["classes"])
         self.size = int(info["preprocess"]["size"])

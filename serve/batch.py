@@ -55,7 +55,9 @@ BATCH_SIZE = 32
 # bench/results.md). Give more with --threads on a machine with many cores.
 NETWORK_THREADS = 1
 
-FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "spots", "frame", "error")
+FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "spots", "frame", "error",
+          "model")
+MODEL_ID_CHARS = 12  # the `model` column: the start of the checkpoint's SHA-256, as its .sha256 file gives it
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
 # Written into a heatmaps folder inside the input folder, so that any later run leaves that folder out.
 HEATMAPS_MARK = ".spotcheck-heatmaps"
@@ -86,10 +88,14 @@ class ResumeError(ValueError):
     """The CSV to resume was not written with this version's columns."""
 
 
-def already_scored(out: Path) -> dict[str, str]:
+def model_id(predictor: Predictor) -> str:
+    return predictor.checkpoint_sha256[:MODEL_ID_CHARS]
+
+
+def already_scored(out: Path, model: str | None = None) -> dict[str, str]:
     """The label of each file in an existing CSV, by absolute path; read once. A half-written last line (from a
-    kill) is cut off. A file without this version's header (another version's CSV, or not a CSV at all) is refused
-    before anything in it is changed."""
+    kill) is cut off. A file without this version's header (another version's CSV, or not a CSV at all), or with
+    rows from a model other than `model`, is refused before anything in it is changed."""
     if not out.is_file() or out.stat().st_size == 0:
         return {}
     data = out.read_bytes()
@@ -103,17 +109,21 @@ def already_scored(out: Path) -> dict[str, str]:
     while data.count(b'"', 0, end) % 2:
         end = data.rfind(b"\r\n", 0, end)
     complete = data[: end + 2]
+    rows = list(csv.DictReader(io.StringIO(complete.decode(**ENCODING), newline="")))
+    others = sorted({row["model"] for row in rows} - {model}) if model is not None else []
+    if others:
+        raise ResumeError(f"{out} holds rows scored by another model ({', '.join(others)}; this one is {model}): "
+                          "resume with the same --checkpoint, or score into a new file")
     if len(complete) < len(data):
         with out.open("r+b") as f:
             f.truncate(len(complete))
-    reader = csv.DictReader(io.StringIO(complete.decode(**ENCODING), newline=""))
-    return {os.path.abspath(row["path"]): row["label"] for row in reader}
+    return {os.path.abspath(row["path"]): row["label"] for row in rows}
 
 
-def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[str, str]:
+def row_for(path: Path, prediction: Prediction | None, error: str = "", *, model: str = "") -> dict[str, str]:
     path = os.path.abspath(path)  # so that --resume finds it from any working directory
     if prediction is None:
-        return {"path": path, "label": "error", "error": error}
+        return {"path": path, "label": "error", "error": error, "model": model}
     p = prediction.probabilities
     return {
         "path": path,
@@ -126,6 +136,7 @@ def row_for(path: Path, prediction: Prediction | None, error: str = "") -> dict[
         "spots": str(prediction.framing.spots) if prediction.framing else "",
         "frame": " ".join(map(str, prediction.framing.box)) if prediction.framing else "",
         "error": "",
+        "model": model,
     }
 
 
@@ -156,7 +167,8 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                  heatmaps: Path | None = None, batch_size: int = BATCH_SIZE, workers: int = WORKERS,
                  progress: bool = True) -> tuple[int, int]:
     """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
-    done = already_scored(out) if resume else {}
+    model = model_id(predictor)
+    done = already_scored(out, model) if resume else {}
     todo = [p for p in find_images(folder, skip=heatmaps) if os.path.abspath(p) not in done]
     if heatmaps:
         heatmaps.mkdir(parents=True, exist_ok=True)
@@ -178,13 +190,13 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
             predictions = iter(predictor.classify(ready))
             for path, item in pending:
                 if isinstance(item, str):
-                    writer.writerow(row_for(path, None, item))
+                    writer.writerow(row_for(path, None, item, model=model))
                     errors += 1
                     continue
                 prediction = next(predictions)
                 if heatmaps:  # before the row, so a resumed run never leaves a scored file without its heatmap
                     write_heatmap(prediction, heatmaps / f"{path.relative_to(folder)}.png")
-                writer.writerow(row_for(path, prediction))
+                writer.writerow(row_for(path, prediction, model=model))
                 scored += 1
             f.flush()
             pending.clear()

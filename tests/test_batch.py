@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from data.images import ImageError, read_image
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from serve import batch
 from tests.conftest import COLOURS, ROTATED_HEIC, spot_photo, write_rgb
 
@@ -255,3 +256,22 @@ def test_hidden_files_and_macos_copies_are_not_scored(tmp_path):
     write_rgb(folder / "__MACOSX" / "spot.png", spot_photo("nevus", size=64))
     write_rgb(folder / ".thumbnails" / "spot.png", spot_photo("nevus", size=64))
     assert [p.relative_to(folder) for p in batch.find_images(folder)] == [Path("spot.png")]
+
+
+def test_each_row_names_its_model_and_a_resume_refuses_another(messy_folder, tmp_path, predictor):
+    """Resuming a run with another --checkpoint would mix two models' answers in one file, with nothing to tell them
+    apart; each row says which model scored it, and a resume with another model is refused."""
+    other = tmp_path / "other.pt"
+    checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
+    checkpoint["calibration"] = {**checkpoint["calibration"], "temperature": 2.0}  # another model, as far as a CSV knows
+    save_checkpoint(other, checkpoint)
+    out = tmp_path / "scores.csv"
+    batch.score_folder(predictor, messy_folder, out, progress=False)
+    data = out.read_bytes()
+    out.write_bytes(data[: data.index(b"\r\n", data.index(b"\r\n") + 2) + 2])  # the header and one row: cut off
+    shipped = (DEFAULT_CHECKPOINT.parent / (DEFAULT_CHECKPOINT.name + ".sha256")).read_text().split()[0]
+    assert {r["model"] for r in rows(out)} == {shipped[:12]}
+    assert batch.main([str(messy_folder), "--out", str(out), "--resume", "--checkpoint", str(other)]) == 2
+    assert len(rows(out)) == 1  # left as it was
+    assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0
+    assert {r["model"] for r in rows(out)} == {shipped[:12]} and len(rows(out)) == len(list(batch.find_images(messy_folder)))
