@@ -258,7 +258,11 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return picture, gr.skip() if still_held(held_photo) else slider  # a photo let go still disables it
 
     def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
+        previous = latest.upload
         latest.upload = (payload or {}).get("path")  # in place: an answer being checked sees it (`unless_replaced`)
+        replaced = uploaded_path(photo, {"path": previous}) if previous and previous != latest.upload else None
+        if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
+            Path(replaced).unlink(missing_ok=True)
         return ("", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False),
                 gr.update(interactive=False))  # the button waits for `show_photo`
 

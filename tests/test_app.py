@@ -309,6 +309,22 @@ def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back
     assert show_photo({"path": str(heic)}, latest) == (gr.skip(), gr.skip())
 
 
+def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, tmp_path):
+    app = build_app(predictor)
+    clear = next(f.fn for f in app.fns.values() if f.name == "clear")
+    first, second = (write_rgb(uploads / name, spot_photo("nevus", size=64)) for name in ("a.png", "b.png"))
+    elsewhere = write_rgb(tmp_path / "not_an_upload.png", spot_photo("nevus", size=64))
+    latest = LatestPhoto()
+    clear({"path": str(first)}, latest)
+    clear({"path": str(first)}, latest)  # the same file again (uploads are stored by content): kept
+    assert first.exists()
+    clear({"path": str(second)}, latest)
+    assert not first.exists() and second.exists()
+    latest.upload = str(elsewhere)  # only Gradio's own uploads are ever deleted
+    clear(None, latest)
+    assert elsewhere.exists()
+
+
 def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(monkeypatch, predictor):
     """What `python -m serve.app` starts with no flags: this machine only, no share link, two answers at a time and
     64 waiting (the README's promises), so a changed default cannot pass unnoticed."""
