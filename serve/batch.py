@@ -85,7 +85,7 @@ def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
 
 
 class ResumeError(ValueError):
-    """The CSV to resume was not written with this version's columns."""
+    """The CSV to resume cannot be continued: another version's columns, or another model's rows."""
 
 
 def model_id(predictor: Predictor) -> str:
@@ -110,7 +110,7 @@ def already_scored(out: Path, model: str | None = None) -> dict[str, str]:
         end = data.rfind(b"\r\n", 0, end)
     complete = data[: end + 2]
     rows = list(csv.DictReader(io.StringIO(complete.decode(**ENCODING), newline="")))
-    others = sorted({row["model"] for row in rows} - {model}) if model is not None else []
+    others = sorted({row["model"] or "" for row in rows} - {model}) if model is not None else []
     if others:
         raise ResumeError(f"{out} holds rows scored by another model ({', '.join(others)}; this one is {model}): "
                           "resume with the same --checkpoint, or score into a new file")
