@@ -214,18 +214,23 @@ def _sd198_series(samples: list[Sample]) -> list[Sample]:
 
 
 def load_clinical(root: str | Path) -> list[Sample]:
-    """The clinical photo set: `labels.csv` (filename,label,source,...) plus `images/`."""
+    """The clinical photo set: `labels.csv` (filename,label,source,...) plus `images/`. An optional `group` column
+    names what must stay in one split (a lesion or a patient); without it, photos are grouped as the project's
+    sources need (`_clinical_group`), and any other photo is a group of its own."""
     root = Path(root)
     labels = root / "labels.csv"
     if not labels.is_file():
         raise FileNotFoundError(f"{labels} not found")
     samples = []
     for row in _read_csv(labels, ("filename", "label")):
-        label = row["label"]
+        label = row["label"].strip().lower()  # "Nevus" as a class folder may be spelled
         if label not in CLASSES:
-            raise ValueError(f"{labels}: unknown label {label!r} for {row['filename']}")
+            raise ValueError(f"{labels}: unknown label {row['label']!r} for {row['filename']} (use one of {CLASSES})")
         source = row.get("source") or "clinical"
-        group = _clinical_group(source, row.get("original_path") or row["filename"])
+        if (row.get("group") or "").strip():  # the photographer's own: one lesion or patient, kept in one split
+            group = f"{source}:group:{row['group'].strip()}"
+        else:
+            group = _clinical_group(source, row.get("original_path") or row["filename"])
         samples.append(
             Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
                    row.get("source_category", ""))

@@ -137,6 +137,20 @@ def test_clinical_photos_must_all_be_there_and_excel_csvs_read(tmp_path):
         load_clinical(root)
 
 
+def test_a_users_own_labels_csv_can_keep_a_lesion_together_and_spell_labels_freely(tmp_path):
+    rows = [("a.jpg", "Nevus", "lesion1"), ("b.jpg", "nevus ", "lesion1"), ("c.jpg", "VASCULAR", ""),
+            ("d.jpg", "other", "")]
+    (tmp_path / "labels.csv").write_text("filename,label,group\n" + "".join(f"{f},{l},{g}\n" for f, l, g in rows))
+    for name, *_ in rows:
+        write_rgb(tmp_path / "images" / name, spot_photo("nevus", size=32))
+    samples = load_clinical(tmp_path)
+    assert [s.label for s in samples] == ["nevus", "nevus", "vascular", "other"]
+    assert samples[0].group == samples[1].group and len({s.group for s in samples}) == 3
+    (tmp_path / "labels.csv").write_text("filename,label\na.jpg,mole\n")
+    with pytest.raises(ValueError, match="unknown label 'mole'"):
+        load_clinical(tmp_path)
+
+
 def test_class_folders_keep_lesion_subfolders_together(tmp_path):
     for i in range(3):
         write_rgb(tmp_path / "nevus" / "lesion7" / f"{i}.png", spot_photo("nevus", size=32))
