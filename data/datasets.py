@@ -181,6 +181,8 @@ def _jpegs_under(root: Path) -> dict[str, Path]:
 # SD-198's images are DermQuest's, numbered in the order they were posted: a case's photos (a close-up and a wider
 # view, or a series) carry consecutive numbers. Its SOURCES.md gives no patient ids, but on a contact sheet most
 # pairs of one diagnosis numbered 1 or 2 apart show one patient, so a run of such numbers is kept in one split.
+# A few of its photos come from another atlas, named by case and photo (10553-011.jpg, 10553-013.jpg): the case
+# number leads the name in both, so it is the number compared.
 SD198_SERIES_GAP = 2
 
 
@@ -196,11 +198,12 @@ def _clinical_group(source: str, original_path: str) -> str:
 
 
 def _sd198_series(samples: list[Sample]) -> list[Sample]:
-    """Give the SD-198 photos of one diagnosis whose DermQuest numbers lie at most SD198_SERIES_GAP apart one group
-    (chained: 101, 102, 104 are one series). A photo whose name holds no number stays a group of its own."""
+    """Give the SD-198 photos of one diagnosis whose case numbers (the digits leading the file name) lie at most
+    SD198_SERIES_GAP apart one group (chained: 101, 102, 104 are one series). A photo whose name does not start with a
+    number stays a group of its own."""
     numbered = []
     for i, sample in enumerate(samples):
-        match = re.fullmatch(r"sd198_subset:(\d+)\D*", sample.group)
+        match = re.match(r"sd198_subset:(\d+)", sample.group)
         if match:
             numbered.append((sample.detail, int(match.group(1)), i))
     series = {}
