@@ -4,8 +4,9 @@ Reads top to bottom: data -> split -> decode once -> train with balanced draws
 (EfficientNet-Lite0 from ImageNet weights, or SpotNet from scratch)
 -> keep the last epoch's moving average (or the best epoch on validation)
 -> calibrate on validation -> write
-`OUT/spotcheck.pt` and its ONNX export. The defaults reproduce the shipped model
-(`model/weights/spotcheck.pt`). The test split is never touched here; score
+`OUT/spotcheck.pt` and its ONNX export. The defaults are the shipped model's
+recipe (`model/weights/spotcheck.pt`; README "Retraining" says why they no
+longer give its very weights). The test split is never touched here; score
 it with `python -m training.evaluate`.
 """
 from __future__ import annotations
