@@ -96,9 +96,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes as an RGB uint8 array (H, W, 3).
 
-    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are all
-    converted to 8-bit RGB; EXIF orientation is honoured (OpenCV applies it
-    when decoding in colour mode).
+    Grayscale, palette, RGBA (transparent parts made white), CMYK and 16-bit
+    images are all converted to 8-bit RGB; EXIF orientation is honoured
+    (OpenCV applies it when decoding in colour mode, Pillow for pictures with
+    transparency).
     """
     if len(data) == 0:
         raise ImageError("the file is empty")
@@ -113,6 +114,8 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
     if image_format == "AVIF":
         return _decode_avif(data)
+    if _has_transparency(data):
+        return _decode_on_white(data)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
@@ -199,6 +202,28 @@ def _decode_heic(data: bytes) -> np.ndarray:
     if done.returncode != 0 or height * width == 0 or len(done.stdout) != 8 + height * width * 3:
         raise ImageError(HEIC_FAILED)  # killed (e.g. a segmentation fault), or it wrote something else
     return np.frombuffer(done.stdout, np.uint8, offset=8).reshape(height, width, 3).copy()  # writable, like the rest
+
+
+def _has_transparency(data: bytes) -> bool:
+    """Whether the file has an alpha channel or a transparent colour (Pillow reads only the header)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            return header.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in header.info
+    except Exception:  # decode_image has read this header already; anything odd is left to OpenCV
+        return False
+
+
+def _decode_on_white(data: bytes) -> np.ndarray:
+    """A picture with transparency as RGB uint8, upright, its transparent parts white, as the web page shows it.
+    (OpenCV drops the alpha and keeps whatever colour lies under it: a cut-out on black read as "too dark", and a
+    fully transparent picture as a spot.)"""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            rgba = ImageOps.exif_transpose(image).convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
+    except Exception as err:  # a damaged stream behind a readable header
+        raise ImageError(UNREADABLE) from err
 
 
 def _decode_avif(data: bytes) -> np.ndarray:

@@ -220,3 +220,32 @@ def test_a_heic_over_the_pixel_limit_is_refused(monkeypatch):
 def test_an_avif_photo_is_read_upright():
     rgb = decode_image(rotated_blue("AVIF", quality=90))
     assert rgb.shape == (40, 20, 3) and rgb[10, 10, 2] > 200 and rgb[10, 10, 0] < 40
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_transparent_parts_become_white_as_the_page_shows_them(fmt):
+    """OpenCV drops the alpha and keeps the colour under it (often black): a cut-out spot then read as too dark."""
+    rgba = np.zeros((20, 40, 4), np.uint8)  # transparent black
+    rgba[:, 20:] = (200, 30, 40, 255)  # an opaque red right half
+    rgba[:, 10:20] = (200, 30, 40, 128)  # half see-through
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, fmt, lossless=True)
+    rgb = decode_image(buffer.getvalue())
+    assert rgb.shape == (20, 40, 3)
+    assert tuple(rgb[0, 0]) == (255, 255, 255) and tuple(rgb[0, 30]) == (200, 30, 40)
+    assert 220 <= rgb[0, 15, 0] <= 235 and 135 <= rgb[0, 15, 1] <= 150  # half way to white
+
+
+def test_a_palette_picture_with_a_transparent_colour_and_a_rotated_one_with_alpha():
+    palette = Image.new("P", (10, 8), 0)
+    palette.putpalette([0, 0, 0, 200, 30, 40] + [0] * 762)
+    palette.paste(1, (5, 0, 10, 8))
+    buffer = io.BytesIO()
+    palette.save(buffer, "PNG", transparency=0)
+    rgb = decode_image(buffer.getvalue())
+    assert tuple(rgb[0, 0]) == (255, 255, 255) and tuple(rgb[0, 9]) == (200, 30, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    Image.new("RGBA", (40, 20), (0, 0, 255, 255)).save(buffer, "PNG", exif=exif.tobytes())
+    assert decode_image(buffer.getvalue()).shape == (40, 20, 3)
