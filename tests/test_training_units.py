@@ -167,6 +167,16 @@ def test_melanomas_called_vascular_are_counted():
     assert rule["melanomas"] == 2 and rule["melanoma_called_vascular"] == pytest.approx(0.5)
 
 
+def test_carcinomas_called_vascular_are_counted_with_the_melanomas():
+    """A basal cell carcinoma answered `vascular` is the same worst error; it was hidden among the non-vascular."""
+    targets = np.array([2, 2, 2, 2])
+    decided = ["vascular", "other", "vascular", "unsure"]
+    details = ["bcc", "Squamous_Cell_Carcinoma", "bkl", "mel"]
+    rule = full_report(np.eye(3)[targets] * 0.8 + 0.2 / 3, targets, decided, details)["with_decision_rule"]
+    assert rule["malignant"] == 3 and rule["malignant_called_vascular"] == pytest.approx(1 / 3)
+    assert rule["melanoma_called_vascular"] == 0
+
+
 def test_vascular_penalty_is_minus_log_of_not_vascular_and_stays_finite():
     logits = torch.tensor([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [80.0, -40.0, -40.0]])
     expected = -torch.log(1 - torch.softmax(logits[:2], 1)[:, 0])

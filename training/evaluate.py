@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"ece={report['ece_15_bins']:.3f} | rule: coverage={rule['coverage']:.3f} "
               f"vascular_recall={rule['vascular_recall']:.3f} vascular_precision={rule['vascular_precision']:.3f} "
               f"nonvascular->vascular={rule['nonvascular_called_vascular']:.4f} "
-              f"melanoma->vascular={rule['melanoma_called_vascular']:.4f}")
+              f"melanoma->vascular={rule['melanoma_called_vascular']:.4f} "
+              f"malignant->vascular={rule['malignant_called_vascular']:.4f}")
     print(f"wrote {out / 'metrics.json'} and {out / 'MODEL_CARD.md'}")
     return metrics
 

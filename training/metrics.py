@@ -43,7 +43,7 @@ def is_malignant(details: list[str]) -> np.ndarray:
     """Melanomas, carcinomas and their precursors (HAM10000 mel, bcc, akiec; the clinical sources' own names): the
     lesions that must never be called a harmless red spot."""
     return is_melanoma(details) | np.isin(np.asarray(details, dtype=str), [
-        "bcc", "akiec", "Basal_Cell_Carcinoma", "BCC", "Actinic_Keratosis", "SCC", "ACK"])
+        "bcc", "akiec", "Basal_Cell_Carcinoma", "BCC", "Squamous_Cell_Carcinoma", "Actinic_Keratosis", "SCC", "ACK"])
 
 
 def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
@@ -81,7 +81,7 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
     sure = decided != UNSURE
     truth = np.asarray([CLASSES[t] for t in targets])
     nonvascular = truth != "vascular"
-    melanoma = is_melanoma(details)
+    melanoma, malignant = is_melanoma(details), is_malignant(details)
     called_vascular = decided == "vascular"
     report["with_decision_rule"] = {
         "coverage": float(sure.mean()),
@@ -93,6 +93,9 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
         "nonvascular_called_vascular": float(called_vascular[nonvascular].mean()) if nonvascular.any() else float("nan"),
         "melanomas": int(melanoma.sum()),
         "melanoma_called_vascular": float(called_vascular[melanoma].mean()) if melanoma.any() else float("nan"),
+        # Melanomas, carcinomas and their precursors (`is_malignant`): every lesion the worst error can be made on.
+        "malignant": int(malignant.sum()),
+        "malignant_called_vascular": float(called_vascular[malignant].mean()) if malignant.any() else float("nan"),
         "recall": {c: float((decided[truth == c] == c).mean()) if (truth == c).any() else float("nan") for c in CLASSES},
         "confusion_matrix_rows_truth_cols_" + "_".join(CLASSES + (UNSURE,)): [
             [int(((truth == t) & (decided == d)).sum()) for d in CLASSES + (UNSURE,)] for t in CLASSES

@@ -98,7 +98,8 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
             f"| {_fmt(r['argmax']['per_class']['vascular']['recall'])} "
             f"| {_fmt(r.get('vascular_vs_nevus_auc', float('nan')))} | {_fmt(r['ece_15_bins'])} "
             f"| {_fmt(rule['coverage'])} | {_fmt(rule['vascular_recall'])} | {_fmt(rule['vascular_precision'])} "
-            f"| {_fmt(rule['nonvascular_called_vascular'])} | {_fmt(rule['melanoma_called_vascular'])} |"
+            f"| {_fmt(rule['nonvascular_called_vascular'])} | {_fmt(rule['melanoma_called_vascular'])} "
+            f"| {_fmt(rule.get('malignant_called_vascular', float('nan')))} |"
         )
     cal = metrics["calibration"]
     val = meta.get("validation", {})
@@ -211,8 +212,8 @@ when the top probability < {cal['unsure_below']:.3f}, when {distance} > {cal['oo
 Balanced accuracy and vascular recall are argmax figures; the "rule" columns apply the decision rule above.
 Brackets: 95% bootstrap interval, resampling whole lesions.
 
-| domain | images | balanced acc. [95% CI] | vascular recall | vasc-vs-nevus AUC | ECE (15 bins) | coverage (rule) | vascular recall (rule) | vascular precision (rule) | non-vascular called vascular | melanoma called vascular |
-|---|---|---|---|---|---|---|---|---|---|---|
+| domain | images | balanced acc. [95% CI] | vascular recall | vasc-vs-nevus AUC | ECE (15 bins) | coverage (rule) | vascular recall (rule) | vascular precision (rule) | non-vascular called vascular | melanoma called vascular | melanoma, carcinoma or precursor called vascular |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 Figures: `confusion_*.png`, `roc_*.png`, `reliability_*.png` beside this card.
