@@ -50,9 +50,11 @@ class Framing:
         if self.by_user:
             return "Checked the frame you placed."
         if not self.found:
-            return "No distinct spot found: the middle of the photo was checked."
+            return ("No distinct spot found: the middle of the photo was checked. If your spot is elsewhere, tap it in "
+                    "the picture of the frame checked, or retake the photo with the spot in the middle.")
         if self.spots > 1:
-            return f"{self.spots} spots seen: the most prominent one was checked."
+            return (f"{self.spots} spots seen: the most prominent one was checked. If it is not yours, tap yours in the "
+                    "picture of the frame checked.")
         return "The spot was found and framed."
 
 

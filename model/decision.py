@@ -71,7 +71,8 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
     top = int(np.argmax(probabilities))
     confidence = float(probabilities[top])
     if distance > cal.ood_distance_max:
-        return UNSURE, "the photo does not look like the skin spots the model was trained on"
+        return UNSURE, ("the photo does not look like the skin spots the model was trained on: retake it close up, "
+                        "in daylight, with the spot in the middle")
     if classes[top] == "vascular" and confidence < cal.vascular_min:
         shown, bar = percents_apart(confidence, cal.vascular_min)
         return UNSURE, (f"it may be a red (vascular) spot, but at {shown} the model is under the {bar} it needs "

@@ -26,10 +26,10 @@ from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format,
                          working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
-from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
+from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, still_held  # noqa: E402
 from serve.outputs import OutputFiles  # noqa: E402
-from serve.scripts import PAGE_SCRIPT, SHOW_ANSWER  # noqa: E402
+from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER  # noqa: E402
 
 MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way in (data.images)
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
@@ -82,7 +82,8 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     """Answer a decoded photo, framed automatically or by the person (`box`)."""
     prediction = predictor.predict(photo, box)
     label = prediction.label
-    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.\n\n{prediction.framing.note()}"
+    caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
+    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}\n\n{prediction.framing.note()}"
     return Answer(summary, prediction.probabilities, overlay_heatmap(prediction.square, prediction.heatmap),
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
 
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, ssl_verify=args.ssl_certfile is None,
             theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                                     font_mono=["ui-monospace", "monospace"]),
-            footer_links=[], head=PAGE_SCRIPT,
+            footer_links=[], head=PAGE_SCRIPT, css=PAGE_STYLE,
             quiet=True, prevent_thread_lock=True,  # Gradio's banner suggests a public share link: not for this app
         )
     except OSError as err:  # Gradio says "Cannot find empty port" and advises a launch() argument

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 DISCLAIMER = (
     "**SpotCheck is not a diagnosis.** It is an automated estimate from one photo and can be wrong. "
-    "See a doctor if you are in doubt, or if a spot is new, changes, grows, bleeds or itches."
+    "See a doctor if you are in doubt, or if a spot is new, grows, changes, bleeds, itches or does not heal."
 )
 
 HEADLINES = {
@@ -19,15 +19,23 @@ HEADLINES = {
 }
 
 SEE_A_DOCTOR = (
-    "See a doctor soon if a spot is new in a child, if many spots appear suddenly, "
-    "or if a spot grows fast, bleeds without being injured, or changes colour or shape."
+    "See a doctor soon if a spot is new (above all in a child) or looks unlike your other spots, if many spots appear "
+    "suddenly, or if a spot grows, changes size, shape or colour, bleeds without being injured, itches or does not heal."
 )
+
+# Said in the answer itself, right under the reason, where a phone shows it without scrolling.
+CAUTION = {
+    "vascular": "A photo cannot rule out the few dangerous spots that look like this (a red melanoma, or a fast-growing "
+                "red bump that bleeds easily): **see a doctor if the spot is new, growing, changing, bleeding or "
+                "itching.**",
+}
 
 BLANCH_TEST = (
     "**Blanch test:** press a clear glass gently on the red spot for a few seconds and look at it through the "
-    "glass. A cherry angioma turns pale under pressure and its colour comes back when you let go. A red spot that "
+    "glass. A cherry angioma fades under pressure and its colour comes back when you let go. A red spot that "
     "does not fade under the glass is not typical of a cherry angioma: have a doctor look at it, urgently if you "
-    "feel unwell or have a fever."
+    "feel unwell or have a fever. A spot that fades does not settle it either: some other red spots fade too, and "
+    "the warning signs below still apply."
 )
 
 ABCDE = (
@@ -46,15 +54,16 @@ GUIDANCE = {
         "and can become small dome-shaped bumps, usually about 4 mm and rarely over 1 cm, turning darker red with "
         "time. They appear mostly on the trunk, less often on the arms, legs and face.",
         "They are common, a tendency to them can run in families, and they usually start to appear from about "
-        "age 35-40, with more as people get older. They are harmless; a raised one can bleed if it is scratched "
+        "age 35-40, with more as people get older. Cherry angiomas themselves are harmless; a raised one can bleed if it "
+        "is scratched "
         "or knocked.",
         BLANCH_TEST,
         "SpotCheck can be wrong: on ordinary photos it has taken a few red melanomas for cherry angiomas. **Do not "
-        "rely on this answer for a spot that is new, growing, changing or bleeding:** have it checked by a doctor.",
+        "rely on this answer for a spot that is new, growing, changing, bleeding or itching:** have it checked by a "
+        "doctor.",
         "Removal is only needed for cosmetic reasons or for a spot that is often rubbed or injured. A dermatologist "
-        "can remove one by laser (usually one short session), freezing with liquid nitrogen (may leave a small "
-        "mark; not advised on the face), electrocoagulation (leaves a crust that heals in about 10 days) or a "
-        "small surgical excision. Be wary of creams and remedies sold online.",
+        "can remove one, for example by laser, by freezing, with a fine electric needle or by a small cut; any "
+        "method can leave a small mark. Be wary of creams and remedies sold online.",
         SEE_A_DOCTOR,
     ]),
     "nevus": "\n\n".join([
@@ -65,14 +74,15 @@ GUIDANCE = {
     ]),
     "other": "\n\n".join([
         "This spot does not look like a typical cherry angioma or a typical mole. Many such spots are harmless, "
-        "but some (for example melanoma or skin carcinomas) need treatment, and this tool cannot tell them apart.",
+        "but some are skin cancers (melanoma, carcinoma) that need treatment, and this tool cannot tell them apart.",
         "**Have it checked by a doctor or dermatologist.**",
         SEE_A_DOCTOR,
     ]),
     "unsure": "\n\n".join([
         "SpotCheck cannot give a reliable answer for this photo. If the reason is the photo itself, retake it: "
         "close up, in focus, in daylight, with the spot in the middle.",
-        "If you are worried about the spot, **have it checked by a doctor**: this tool cannot tell.",
+        "If a clearer photo still gives no answer, or you are worried about the spot, **have it checked by a "
+        "doctor**: this tool cannot tell.",
         SEE_A_DOCTOR,
     ]),
 }

@@ -17,7 +17,7 @@ from model.predictor import Predictor
 from serve.app import browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.memory import HeldPhoto, LatestPhoto
 from serve.outputs import OutputFiles
-from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
+from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES
 import data.images
 from data.images import read_image
 from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
@@ -307,6 +307,28 @@ def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back
     clear({"path": str(heic)}, latest)
     clear({"path": str(uploads / "next.jpg")}, latest)
     assert show_photo({"path": str(heic)}, latest) == (gr.skip(), gr.skip())
+
+
+class Answering:
+    """The shipped predictor, with the label of its answers replaced (what the page says for each label)."""
+
+    def __init__(self, predictor: Predictor, label: str):
+        self.predictor, self.label = predictor, label
+
+    def predict(self, *args, **kwargs):
+        return dataclasses.replace(self.predictor.predict(*args, **kwargs), label=self.label)
+
+
+@pytest.mark.parametrize("label", ["vascular", "nevus", "other", "unsure"])
+def test_a_red_spot_answer_warns_in_the_answer_itself(tmp_path, predictor, label):
+    """The see-a-doctor signs for a red spot come right under the reason, where a phone shows them, not only in the
+    guidance further down the page."""
+    photo = write_rgb(tmp_path / "spot.png", spot_photo("vascular", size=200))
+    summary = check_spot(Answering(predictor, label), str(photo)).summary
+    assert summary.startswith(f"### {HEADLINES[label]}")
+    assert (CAUTION["vascular"] in summary) == (label == "vascular")
+    if label == "vascular":
+        assert summary.index("Why:") < summary.index(CAUTION["vascular"])
 
 
 def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, tmp_path):

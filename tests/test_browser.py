@@ -127,6 +127,8 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
     assert disclaimer.is_visible()
     assert disclaimer.inner_text().strip() == DISCLAIMER.replace("**", "")  # the whole text, as plain words
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
+    # The button's white label is readable (contrast 5.2:1; Gradio's own orange gave 2.8:1).
+    assert page.eval_on_selector("#check", "e => getComputedStyle(e).backgroundColor") == "rgb(194, 65, 12)"
     visit.screenshot("01_loaded.png")
     visit.assert_only_local_requests()
 
