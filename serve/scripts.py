@@ -1,4 +1,4 @@
-"""The page's own JavaScript, run in the browser (Gradio has no setting for these three behaviours), and its style."""
+"""The page's own JavaScript, run in the browser (Gradio has no setting for these behaviours), and its style."""
 from __future__ import annotations
 
 import json
@@ -43,8 +43,20 @@ TYPE_PHOTOS = """() => {
         event.stopPropagation();
         event.target.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer}));
     }, true); }""" % json.dumps(PHOTO_TYPES)
+# A screen reader announces each new answer: the answer box becomes a polite live region once Gradio has drawn it.
+ANNOUNCE_ANSWER = """() => {
+    const mark = () => {
+        const answer = document.querySelector('#answer');
+        if (answer) answer.setAttribute('aria-live', 'polite');
+        return Boolean(answer);
+    };
+    if (mark()) return;
+    const watch = new MutationObserver(() => { if (mark()) watch.disconnect(); });
+    const start = () => watch.observe(document.body, {childList: true, subtree: true});
+    if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
+    }"""
 # In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
-PAGE_SCRIPT = f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})();</script>"
+PAGE_SCRIPT = f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER})();</script>"
 
 # Gradio's orange button gives its white label a contrast of 2.8:1; this darker orange gives 5.2:1 (WCAG AA: 4.5),
 # and a keyboard user sees where the focus is.

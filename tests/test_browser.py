@@ -127,7 +127,8 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
     assert disclaimer.is_visible()
     assert disclaimer.inner_text().strip() == DISCLAIMER.replace("**", "")  # the whole text, as plain words
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
-    # The button's white label is readable (contrast 5.2:1; Gradio's own orange gave 2.8:1).
+    # A screen reader announces each answer; the button's white label is readable (5.2:1; Gradio's orange: 2.8:1).
+    assert page.get_attribute("#answer", "aria-live") == "polite"
     assert page.eval_on_selector("#check", "e => getComputedStyle(e).backgroundColor") == "rgb(194, 65, 12)"
     visit.screenshot("01_loaded.png")
     visit.assert_only_local_requests()
@@ -141,6 +142,7 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     answer = visit.wait_for_answer(*HEADLINES.values())
     label = headline_label(answer)
     assert label and "Why:" in answer
+    assert page.get_attribute("#answer", "aria-live") == "polite"  # still a live region, now it holds an answer
 
     # The heatmap is shown (a loaded picture, served by the app itself) ...
     heatmap = page.locator("#heatmap img")
