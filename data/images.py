@@ -107,14 +107,14 @@ def decode_image(data: bytes) -> np.ndarray:
         raise _too_large(len(data))
     if _is_heic(data):
         return _decode_heic(data)
-    pixels, image_format = _header(data)
+    pixels, image_format, transparent = _header(data)
     if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
         raise ImageError(UNREADABLE)
     if pixels > MAX_PIXELS:
         raise ImageError(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
     if image_format == "AVIF":
         return _decode_avif(data)
-    if _has_transparency(data):
+    if transparent:
         return _decode_on_white(data)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
@@ -131,10 +131,11 @@ def image_format(data: bytes) -> str | None:
     return "HEIF" if _is_heic(data) else _header(data)[1]
 
 
-def _header(data: bytes) -> tuple[float | None, str | None]:
-    """Width x height as the file's header states it, and Pillow's name for the format; (None, None) when Pillow
-    cannot read the header. Only formats whose size Pillow can read are decoded: OpenCV alone reads a few more
-    (e.g. Radiance HDR), and one of those with a 20,000 x 20,000 header took 6 GB to decode."""
+def _header(data: bytes) -> tuple[float | None, str | None, bool]:
+    """Width x height as the file's header states it, Pillow's name for the format, and whether the picture has an
+    alpha channel or a transparent colour; (None, None, False) when Pillow cannot read the header. Only formats whose
+    size Pillow can read are decoded: OpenCV alone reads a few more (e.g. Radiance HDR), and one of those with a
+    20,000 x 20,000 header took 6 GB to decode."""
     if _header_blocks(data) > MAX_HEADER_BLOCKS:
         raise ImageError(f"the file holds too much metadata (over {MAX_HEADER_BLOCKS} blocks before the picture): "
                          "save or export the photo again")
@@ -143,16 +144,17 @@ def _header(data: bytes) -> tuple[float | None, str | None]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as header:  # reads the header only
                 width, height = header.size
-                return width * height, header.format
+                transparent = header.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in header.info
+                return width * height, header.format, transparent
     except Image.DecompressionBombError:  # Pillow's own limit, about 179 megapixels
-        return float("inf"), None
+        return float("inf"), None, False
     except Exception:  # not an image Pillow knows, or a damaged header
         # Pillow also refuses a PNG whose text or ICC profile unpacks to over 1 MB (big XMP from photo editors);
         # its size is in the first chunk, as libpng, which OpenCV decodes it with, reads it.
         if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
             width, height = struct.unpack(">II", data[16:24])
-            return width * height, "PNG"
-        return None, None
+            return width * height, "PNG", False
+        return None, None, False
 
 
 def _header_blocks(data: bytes) -> int:
@@ -202,15 +204,6 @@ def _decode_heic(data: bytes) -> np.ndarray:
     if done.returncode != 0 or height * width == 0 or len(done.stdout) != 8 + height * width * 3:
         raise ImageError(HEIC_FAILED)  # killed (e.g. a segmentation fault), or it wrote something else
     return np.frombuffer(done.stdout, np.uint8, offset=8).reshape(height, width, 3).copy()  # writable, like the rest
-
-
-def _has_transparency(data: bytes) -> bool:
-    """Whether the file has an alpha channel or a transparent colour (Pillow reads only the header)."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            return header.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in header.info
-    except Exception:  # decode_image has read this header already; anything odd is left to OpenCV
-        return False
 
 
 def _decode_on_white(data: bytes) -> np.ndarray:

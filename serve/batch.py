@@ -40,6 +40,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from data.flags import positive_int
 from data.images import IMAGE_SUFFIXES, ImageError, is_image_file, read_image
 from model.checkpoint import CheckpointError
 from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_heatmap
@@ -225,13 +226,6 @@ def make_predictor(checkpoint: str | os.PathLike | None = None, backend: str = "
                    threads: int | None = NETWORK_THREADS) -> Predictor:
     """The predictor batch scoring uses."""
     return Predictor(checkpoint, backend=backend, threads=threads)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
+from data.flags import fraction
 from data.splits import load_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
-from training.train import RESUME_MAY_CHANGE, decode_splits, fraction, write_model, parse_args as train_args
+from training.train import RESUME_MAY_CHANGE, decode_splits, write_model, parse_args as train_args
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}

@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS, Sample
+from data.flags import fraction, positive_int
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.splits import class_counts, load_splits, split_digest
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
@@ -35,21 +36,6 @@ from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_paramet
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
 from training.metrics import is_malignant, json_safe, quick_scores
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A share or probability: a number from 0 to 1 (checked here, not after an hour of training)."""
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
