@@ -224,7 +224,7 @@ def count_flops(model: nn.Module, image_size: int) -> int:
     try:
         was_training = model.training
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, image_size, image_size))
+            model.eval()(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
         model.train(was_training)
     finally:
         for hook in hooks:

@@ -40,6 +40,9 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert ckpt["ood"]["whitening"].shape[0] == 112 and ckpt["ood"]["whitening"].shape[1] <= 112  # n images: n ranks
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] == 1  # --keep last: the last epoch
+    assert ckpt["meta"]["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name())
+    safety = ckpt["meta"]["validation_safety"]["dermoscopy"]  # a class tree has no melanomas
+    assert safety["melanoma"] == {"images": 0, "over_bar": 0} and 0 < safety["vascular"]["images"]
     assert final.stat().st_size < 2.2 * ckpt["meta"]["parameters"]  # 2 bytes a weight
     assert final.with_suffix(".onnx").stat().st_size < 2.2 * ckpt["meta"]["parameters"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -59,6 +62,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert "surround of skin" not in card
     assert "The figures are one training run's" in card
     assert metrics["ood"] == {"layer": 11, "features": 112}
+    assert "Validation images at or over the vascular bar (dermoscopy: " in card and " of 0 melanoma" in card
     assert "distance of the 112 pooled features after layer 11 to the nearest training group" in card
     assert "Class-per-folder images" in card and "Tschandl" not in card  # its own data, not the shipped model's
     vascular = sum(counts["vascular"] for counts in ckpt["meta"]["split_counts"].values())
@@ -354,6 +358,16 @@ def test_litenet_starts_from_imagenet_unless_told_otherwise(class_tree, tmp_path
     with pytest.raises(Started):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *TINY, *flags])
     assert loaded == ([train.imagenet_weights()] if from_imagenet else [])
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "PyTorch sees no CUDA GPU here"), ("gpu0", "not a device PyTorch knows"), ("meta", "trains on cpu or cuda")])
+def test_a_device_that_is_not_here_is_refused_before_any_image_is_read(tmp_path, monkeypatch, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setattr(train, "load_splits", lambda *a: pytest.fail("the data was read before the device was checked"))
+    with pytest.raises(SystemExit, match=message):
+        train.main(["--out", str(tmp_path / "run"), "--device", device])
 
 
 def test_settings_out_of_range_are_refused_before_training(capsys):

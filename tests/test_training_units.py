@@ -15,7 +15,7 @@ from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, sampling_weights
 from training.metrics import expected_calibration_error, full_report, is_malignant, is_melanoma
-from training.train import vascular_penalty
+from training.train import validation_safety, vascular_penalty
 
 
 def nll(logits, targets, temperature):
@@ -177,6 +177,24 @@ def test_carcinomas_called_vascular_are_counted_with_the_melanomas():
     assert rule["melanoma_called_vascular"] == 0
 
 
+def test_validation_safety_counts_images_at_or_over_the_bar_per_domain_and_kind():
+    """What a run records before anyone looks at test: of each domain's vascular, melanoma and malignant
+    validation images, how many reach the vascular bar (at the bar counts: the rule answers `vascular` there)."""
+    def sample(label, detail, source):
+        return Sample(Path(f"{detail}.jpg"), label, detail, detail, source, detail)
+
+    samples = [sample("vascular", "vasc", "ham10000"), sample("other", "mel", "ham10000"),
+               sample("other", "bcc", "ham10000"), sample("other", "mel", "ham10000"),
+               sample("other", "Malignant_Melanoma", "clinical"), sample("nevus", "nv", "clinical")]
+    p_vascular = np.array([0.95, 0.90, 0.97, 0.20, 0.99, 0.99])
+    probabilities = np.stack([p_vascular, 1 - p_vascular, np.zeros(6)], axis=1)
+    safety = validation_safety(probabilities, 0.90, samples)
+    assert safety["dermoscopy"] == {"vascular": {"images": 1, "over_bar": 1}, "melanoma": {"images": 2, "over_bar": 1},
+                                    "malignant": {"images": 3, "over_bar": 2}}
+    assert safety["clinical"] == {"vascular": {"images": 0, "over_bar": 0}, "melanoma": {"images": 1, "over_bar": 1},
+                                  "malignant": {"images": 1, "over_bar": 1}}
+
+
 def test_vascular_penalty_is_minus_log_of_not_vascular_and_stays_finite():
     logits = torch.tensor([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [80.0, -40.0, -40.0]])
     expected = -torch.log(1 - torch.softmax(logits[:2], 1)[:, 0])
@@ -201,5 +219,5 @@ def test_the_default_command_is_the_one_that_trained_the_shipped_model():
 
     shipped = load_checkpoint(DEFAULT_CHECKPOINT)["meta"]["flags"]
     defaults = vars(parse_args([]))
-    where = {"data", "out"}  # this machine's folders, not the recipe
+    where = {"data", "out", "device", "workers", "threads"}  # the machine's folders and processors, not the recipe
     assert {k: v for k, v in defaults.items() if k not in where} == {k: v for k, v in shipped.items() if k not in where}

@@ -85,6 +85,17 @@ def kept_of(runs: list[dict]) -> str:
                      for r in runs)
 
 
+def _validation_safety(meta: dict) -> str:
+    """Which validation images reach the vascular bar (recorded by training since December 2026; read before the
+    test split is looked at), or nothing for older checkpoints."""
+    safety = meta.get("validation_safety")
+    if not safety:
+        return ""
+    parts = [f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items())
+             for domain, kinds in safety.items()]
+    return "Validation images at or over the vascular bar (" + "; ".join(parts) + ").\n"
+
+
 def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     """MODEL_CARD.md from the checkpoint's metadata and the evaluation just run."""
     rows = []
@@ -207,7 +218,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 Temperature {cal['temperature']:.3f}; `vascular` only when p(vascular) >= {cal['vascular_min']:.3f}; `unsure`
 when the top probability < {cal['unsure_below']:.3f}, when {distance} > {cal['ood_distance_max']:.1f}
 (does not look like the training photos), or when the photo is too small, dark, bright, blurred or shows no skin.
-
+{_validation_safety(meta)}
 ## Results on the {metrics['split']} split
 Balanced accuracy and vascular recall are argmax figures; the "rule" columns apply the decision rule above.
 Brackets: 95% bootstrap interval, resampling whole lesions.

@@ -35,7 +35,7 @@ from model.export import export
 from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
-from training.metrics import is_malignant, json_safe, quick_scores
+from training.metrics import is_malignant, is_melanoma, json_safe, quick_scores
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-seed", type=int, default=None,
                    help="seeds the draws and the weights only, keeping --seed's split: several runs of one recipe on "
                         "one split measure its run-to-run spread; None: the same as --seed")
+    p.add_argument("--device", default="auto",
+                   help="where to train: 'cpu', 'cuda' (an NVIDIA GPU) or 'auto' (the GPU if there is one); the "
+                        "arithmetic differs, so the same flags give other weights on another device")
     p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--unsure-rate", type=fraction, default=0.10,
@@ -110,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
-RESUME_MAY_CHANGE = {"resume", "workers", "threads", "out", "keep", "unsure_rate", "max_false_vascular"}
+RESUME_MAY_CHANGE = {"resume", "device", "workers", "threads", "out", "keep", "unsure_rate", "max_false_vascular"}
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -148,7 +151,7 @@ def round_to_half(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         for tensor in state.values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half())
-    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in state.items()}
 
 
 def code_version() -> str:
@@ -164,11 +167,12 @@ def predict(model: torch.nn.Module, pixels: np.ndarray, colour_constancy: int,
             batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Logits and the features model.decision.FeatureDistance measures (the pooled output of `model.ood_layer`)."""
     model.eval()
+    device = next(model.parameters()).device
     logits, features = [], []
     for x in eval_batches(pixels, mean=MEAN, std=STD, colour_constancy=colour_constancy, batch_size=batch_size):
-        z, _, ood_features = model.forward_with_maps(x)
-        logits.append(z.numpy())
-        features.append(ood_features.numpy())
+        z, _, ood_features = model.forward_with_maps(x.to(device))
+        logits.append(z.cpu().numpy())
+        features.append(ood_features.cpu().numpy())
     return np.concatenate(logits), np.concatenate(features)
 
 
@@ -191,6 +195,21 @@ def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarr
     return scores
 
 
+def validation_safety(probabilities: np.ndarray, vascular_min: float,
+                      samples: list[Sample]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per domain: how many validation vascular, melanoma and malignant images reach the vascular bar, so that a
+    run's safety can be read (and runs compared) before anyone looks at the test split."""
+    over = probabilities[:, CLASSES.index("vascular")] >= vascular_min
+    details = [s.detail for s in samples]
+    kinds = {"vascular": np.array([s.label == "vascular" for s in samples]),
+             "melanoma": is_melanoma(details), "malignant": is_malignant(details)}
+    domains = np.array([s.domain for s in samples])
+    return {domain: {kind: {"images": int((mask & (domains == domain)).sum()),
+                            "over_bar": int((mask & over & (domains == domain)).sum())}
+                     for kind, mask in kinds.items()}
+            for domain in sorted(set(domains.tolist()))}
+
+
 def decode_splits(splits: dict[str, list[Sample]],
                   args: argparse.Namespace) -> tuple[np.ndarray, list[Sample], np.ndarray, list[Sample]]:
     """Every training and validation image framed, resized and held in memory (the pixels, and the samples whose
@@ -200,6 +219,21 @@ def decode_splits(splits: dict[str, list[Sample]],
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val",
                                          flatten_lightness=args.flatten_lightness)
     return train_pixels, train_samples, val_pixels, val_samples
+
+
+def training_device(name: str) -> torch.device:
+    """The device `--device` names, refused with a clear message before any data is read if it is not here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"error: --device {name!r} is not a device PyTorch knows: use cpu, cuda or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name}, but PyTorch sees no CUDA GPU here: use --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device {name}: SpotCheck trains on cpu or cuda")
+    return device
 
 
 def require_every_class(split: str, samples: list[Sample], kind: str = "") -> None:
@@ -221,6 +255,7 @@ def main(argv: list[str] | None = None) -> Path:
     except OSError as err:  # a file in the way, no permission
         raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
     run_seed = args.seed if args.run_seed is None else args.run_seed
+    device = training_device(args.device)
     torch.manual_seed(run_seed)
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -254,6 +289,9 @@ def main(argv: list[str] | None = None) -> Path:
     if args.arch == "lite0" and not args.from_scratch:
         model.load_imagenet(imagenet_weights())
     dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
+    model.to(device)
+    if dx_head:
+        dx_head.to(device)
     trained = [*model.parameters(), *(dx_head.parameters() if dx_head else [])]
     steps_per_epoch = math.ceil(args.draws_per_epoch / args.batch_size)
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=args.weight_decay)
@@ -281,10 +319,12 @@ def main(argv: list[str] | None = None) -> Path:
         torch.manual_seed(run_seed * 1000 + epoch)  # dropout: same masks on resume
         draws = EpochDraws(train_pixels, train_labels, weights, preset, clinical=clinical,
                            draws=args.draws_per_epoch, seed=run_seed, epoch=epoch)
-        loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers)
+        loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers,
+                                             pin_memory=device.type == "cuda")
         seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
         for images, labels in bar:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             targets, dx, bad = labels[:, 0], labels[:, 1], labels[:, 2].bool()
             features = model.dropout(model.pooled(images))
             logits = model.head(features)
@@ -347,6 +387,7 @@ def main(argv: list[str] | None = None) -> Path:
     meta = {"kept": args.keep,  # the epoch and weights below: the best on validation, or the last ones
             "best_epoch": kept["epoch"], "best_weights": kept["weights"], "validation": row,
             "train_minutes": round((time.time() - started) / 60, 1)}
+    meta["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta)
 
@@ -372,6 +413,11 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
         print("validation: " + " ".join(f"{k}={v:.3f}" for k, v in meta["validation"].items()))
     calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
                                   max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
+    safety = validation_safety(softmax(val_logits, calibration["temperature"]), calibration["vascular_min"],
+                               val_samples)
+    print("validation, at or over the vascular bar: " + "; ".join(
+        f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items())
+        for domain, kinds in safety.items()))
     final = Path(args.out) / "spotcheck.pt"
     save_checkpoint(final, {
         "format": FORMAT,
@@ -393,6 +439,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             **meta,
+            "validation_safety": safety,
             "flags": vars(args),
             "parameters": count_parameters(model),
             "flops": count_flops(model, args.image_size),
