@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--malignant-weight", type=float, default=0.0,
                    help="weight of an extra loss, -log(1 - p(vascular)), on training melanomas and carcinomas "
                         "(training.metrics.is_malignant): the asymmetric cost of calling a dangerous lesion a harmless "
-                        "red spot, measured in bench/README.md, 'Keeping melanomas out of vascular'; 0 = off")
+                        "red spot, measured in bench/README.md, 'Keeping melanomas out of vascular' (2 was the safer recipe "
+                        "on the corrected clinical split, but its run missed the shipped floors); 0 = off")
     p.add_argument("--dx-weight", type=float, default=0.0,
                    help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
