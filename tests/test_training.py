@@ -40,7 +40,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert ckpt["ood"]["whitening"].shape[0] == 112 and ckpt["ood"]["whitening"].shape[1] <= 112  # n images: n ranks
     assert ckpt["calibration"]["vascular_min"] >= 0.5
     assert ckpt["meta"]["split_seed"] == 0 and ckpt["meta"]["best_epoch"] == 1  # --keep last: the last epoch
-    assert ckpt["meta"]["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name())
+    assert ckpt["meta"]["device"] == "cpu"  # the default, where every published figure was measured
     safety = ckpt["meta"]["validation_safety"]["dermoscopy"]  # a class tree has no melanomas
     assert safety["melanoma"] == {"images": 0, "over_bar": 0} and 0 < safety["vascular"]["images"]
     assert final.stat().st_size < 2.2 * ckpt["meta"]["parameters"]  # 2 bytes a weight

@@ -97,9 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-seed", type=int, default=None,
                    help="seeds the draws and the weights only, keeping --seed's split: several runs of one recipe on "
                         "one split measure its run-to-run spread; None: the same as --seed")
-    p.add_argument("--device", default="auto",
-                   help="where to train: 'cpu', 'cuda' (an NVIDIA GPU) or 'auto' (the GPU if there is one); the "
-                        "arithmetic differs, so the same flags give other weights on another device")
+    p.add_argument("--device", default="cpu",
+                   help="where to train: 'cpu' (where every figure in the README was measured), 'cuda' (an NVIDIA "
+                        "GPU; not yet run in this project: no GPU was at hand) or 'auto' (the GPU if there is one); "
+                        "the arithmetic differs, so the same flags give other weights on another device")
     p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--unsure-rate", type=fraction, default=0.10,
