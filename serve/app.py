@@ -26,7 +26,7 @@ from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format,
                          working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
-from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS  # noqa: E402
+from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, still_held  # noqa: E402
 from serve.outputs import OutputFiles  # noqa: E402
 from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER  # noqa: E402
@@ -264,7 +264,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         replaced = uploaded_path(photo, {"path": previous}) if previous and previous != latest.upload else None
         if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
             Path(replaced).unlink(missing_ok=True)
-        return ("", None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False),
+        return (WAITING, None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False),
                 gr.update(interactive=False))  # the button waits for `show_photo`
 
     def show_photo(payload, latest: LatestPhoto):  # a photo the browser cannot show is replaced by a copy it can
@@ -293,7 +293,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)
             with gr.Column():  # on a phone this column comes below the first: the answer right after the button
-                summary = gr.Markdown(elem_id="answer")
+                summary = gr.Markdown(WAITING, elem_id="answer")
                 chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
                 # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
                 heatmap = gr.Image(label="Where the model looked (red: most, blue: least)", interactive=False,

@@ -94,3 +94,6 @@ PHOTO_TIPS = (
     "hold steady so it is in focus, use daylight without flash, and keep the spot in the middle. Leave pen marks, "
     "rulers and writing out of the picture: they can sway the answer."
 )
+
+# In the answer box until there is an answer, so that an empty box does not look like a failure.
+WAITING = "The answer appears here once you have added a photo and pressed **Check this spot**."

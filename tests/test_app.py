@@ -17,7 +17,7 @@ from model.predictor import Predictor
 from serve.app import browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.memory import HeldPhoto, LatestPhoto
 from serve.outputs import OutputFiles
-from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES
+from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 import data.images
 from data.images import read_image
 from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
@@ -71,6 +71,7 @@ def test_the_page_builds_with_the_disclaimer(predictor):
     config = app.get_config_file()
     texts = [c.get("props", {}).get("value") for c in config["components"]]
     assert DISCLAIMER in texts
+    assert WAITING in texts  # the answer box says what to do, not blank before the first answer
     buttons = {c["props"]["elem_id"]: c["props"].get("buttons") for c in config["components"]
                if c.get("props", {}).get("elem_id") in ("heatmap", "framing", "frame-size")}
     assert all("share" not in (b or []) for b in buttons.values())  # it posts to Hugging Face: not offline
@@ -337,7 +338,7 @@ def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, 
     first, second = (write_rgb(uploads / name, spot_photo("nevus", size=64)) for name in ("a.png", "b.png"))
     elsewhere = write_rgb(tmp_path / "not_an_upload.png", spot_photo("nevus", size=64))
     latest = LatestPhoto()
-    clear({"path": str(first)}, latest)
+    assert clear({"path": str(first)}, latest)[0] == WAITING  # the previous answer goes; the box says what to do
     clear({"path": str(first)}, latest)  # the same file again (uploads are stored by content): kept
     assert first.exists()
     clear({"path": str(second)}, latest)
