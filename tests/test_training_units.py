@@ -15,7 +15,8 @@ from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, sampling_weights
 from training.metrics import expected_calibration_error, full_report, is_malignant, is_melanoma
-from training.train import validation_safety, vascular_penalty
+from training.metrics import validation_safety
+from training.train import vascular_penalty
 
 
 def nll(logits, targets, temperature):

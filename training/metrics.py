@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from data.datasets import CLASSES
+from data.datasets import CLASSES, Sample
 from model.decision import UNSURE
 
 VASCULAR, NEVUS = CLASSES.index("vascular"), CLASSES.index("nevus")
@@ -113,3 +113,24 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def validation_safety(probabilities: np.ndarray, vascular_min: float,
+                      samples: list[Sample]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per domain: how many validation vascular, melanoma and malignant images reach the vascular bar, so that a
+    run's safety can be read (and runs compared) before anyone looks at the test split."""
+    over = probabilities[:, CLASSES.index("vascular")] >= vascular_min
+    details = [s.detail for s in samples]
+    kinds = {"vascular": np.array([s.label == "vascular" for s in samples]),
+             "melanoma": is_melanoma(details), "malignant": is_malignant(details)}
+    domains = np.array([s.domain for s in samples])
+    return {domain: {kind: {"images": int((mask & (domains == domain)).sum()),
+                            "over_bar": int((mask & over & (domains == domain)).sum())}
+                     for kind, mask in kinds.items()}
+            for domain in sorted(set(domains.tolist()))}
+
+
+def safety_summary(safety: dict[str, dict[str, dict[str, int]]]) -> str:
+    """`validation_safety` in words, as training prints it and the model card shows it."""
+    return "; ".join(f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items())
+                     for domain, kinds in safety.items())

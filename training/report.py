@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from data.datasets import CLASSES  # noqa: E402
-from training.metrics import reliability_bins  # noqa: E402
+from training.metrics import reliability_bins, safety_summary  # noqa: E402
 
 # The project's clinical photo set, by the `source` column of its labels.csv.
 CLINICAL_CREDITS = {
@@ -91,9 +91,7 @@ def _validation_safety(meta: dict) -> str:
     safety = meta.get("validation_safety")
     if not safety:
         return ""
-    parts = [f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items())
-             for domain, kinds in safety.items()]
-    return "Validation images at or over the vascular bar (" + "; ".join(parts) + ").\n"
+    return f"Validation images at or over the vascular bar ({safety_summary(safety)}).\n"
 
 
 def write_model_card(meta: dict, metrics: dict, path: Path) -> None:

@@ -35,7 +35,7 @@ from model.export import export
 from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
-from training.metrics import is_malignant, is_melanoma, json_safe, quick_scores
+from training.metrics import is_malignant, json_safe, quick_scores, safety_summary, validation_safety
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -195,21 +195,6 @@ def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarr
             scores[f"{domain}_{key}"] = value
     scores["score"] = float(np.mean([scores[f"{d}_balanced_accuracy"] for d in sorted(set(domains))]))
     return scores
-
-
-def validation_safety(probabilities: np.ndarray, vascular_min: float,
-                      samples: list[Sample]) -> dict[str, dict[str, dict[str, int]]]:
-    """Per domain: how many validation vascular, melanoma and malignant images reach the vascular bar, so that a
-    run's safety can be read (and runs compared) before anyone looks at the test split."""
-    over = probabilities[:, CLASSES.index("vascular")] >= vascular_min
-    details = [s.detail for s in samples]
-    kinds = {"vascular": np.array([s.label == "vascular" for s in samples]),
-             "melanoma": is_melanoma(details), "malignant": is_malignant(details)}
-    domains = np.array([s.domain for s in samples])
-    return {domain: {kind: {"images": int((mask & (domains == domain)).sum()),
-                            "over_bar": int((mask & over & (domains == domain)).sum())}
-                     for kind, mask in kinds.items()}
-            for domain in sorted(set(domains.tolist()))}
 
 
 def decode_splits(splits: dict[str, list[Sample]],
@@ -417,9 +402,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                                   max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
     safety = validation_safety(softmax(val_logits, calibration["temperature"]), calibration["vascular_min"],
                                val_samples)
-    print("validation, at or over the vascular bar: " + "; ".join(
-        f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items())
-        for domain, kinds in safety.items()))
+    print(f"validation, at or over the vascular bar: {safety_summary(safety)}")
     final = Path(args.out) / "spotcheck.pt"
     save_checkpoint(final, {
         "format": FORMAT,
