@@ -11,7 +11,7 @@ import numpy as np
 from data.datasets import DEFAULT_DATA
 from data.images import ImageError, read_image
 from data.presets import frame_and_resize
-from data.splits import load_splits
+from data.splits import model_splits
 from model.checkpoint import DEFAULT_CHECKPOINT
 
 
@@ -25,12 +25,17 @@ def parse_models(doc: str, results: Path, argv: list[str] | None) -> tuple[argpa
     return args, args.names or [Path(c).parent.name for c in args.checkpoints]
 
 
-def framed_validation(size: int, seed: int,
+def validation_key(meta: dict) -> str:
+    """Which validation split a checkpoint was trained with: models that share it can share its framed images."""
+    return meta.get("split_sha256", {}).get("val") or f"split seed {meta.get('split_seed', 0)}"
+
+
+def framed_validation(size: int, meta: dict,
                       flatten_lightness: bool = False) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
-    """Per domain: the validation images framed as a predictor with this framing setting frames them
-    (`Predictor.flatten_lightness`), at `size`, and their targets."""
+    """Per domain: the validation images of the model whose checkpoint `meta` is given, framed as a predictor with
+    this framing setting frames them (`Predictor.flatten_lightness`), at `size`, and their targets."""
     by_domain: dict[str, tuple[list, list]] = {}
-    for sample in load_splits(DEFAULT_DATA, seed)["val"]:
+    for sample in model_splits(meta, DEFAULT_DATA)["val"]:
         try:
             square = frame_and_resize(read_image(sample.path), size=size, flatten_lightness=flatten_lightness)[0]
         except ImageError:

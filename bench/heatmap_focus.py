@@ -26,9 +26,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.datasets import DEFAULT_DATA, load_dataset
+from data.datasets import DEFAULT_DATA
 from data.images import read_image
-from data.splits import split_samples
+from data.splits import model_splits
 from model.predictor import Predictor, feature_stride, overlay_heatmap
 
 THUMB = 160
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sheets", default=None, help="folder for contact sheets (not for the repository)")
     args = p.parse_args(argv)
     predictor = Predictor(args.checkpoint)
-    parts = split_samples(load_dataset(args.data), seed=int(predictor.meta.get("split_seed", 0)), n_folds=5)
+    parts = model_splits(predictor.meta, [args.data])
     samples = parts["val"] + parts["test"]
     stride = feature_stride(predictor.size, predictor.network(np.zeros((1, 3, predictor.size, predictor.size),
                                                                        np.float32))[1].shape[-1])

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA
 from data.images import ImageError, read_image
-from data.splits import load_splits
+from data.splits import model_splits
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, network_from
 from model.decision import UNSURE, Calibration, decide, softmax
 from model.net import Ensemble
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     answered = sum(result.label != UNSURE for result in results)
     lines += ["", f"{answered} of {len(photos)} strangers answered with a class.", ""]
 
-    splits = load_splits(args.data, int(predictor.meta.get("split_seed", 0)))
+    splits = model_splits(predictor.meta, args.data)
     layers = stage_ends(net.features, predictor.size)
     indices = [i for i, _ in layers]
     usable = [name for name, prep in prepared.items() if not prep.problem]

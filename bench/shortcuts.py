@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from bench.compare import framed_validation, parse_models, publish
+from bench.compare import framed_validation, parse_models, publish, validation_key
 from data.datasets import CLASSES
 from data.presets import MARKS, eval_preset
 from model.decision import softmax
@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> None:
              "non-vascular over the vascular bar: plain / marked": lambda v: f"{v[0]:.1%} / {v[1]:.1%}",
              "balanced accuracy: plain / marked": lambda v: f"{v[0]:.3f} / {v[1]:.3f}"}
     lines = ["| model | validation images | mark | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
-    framed = {}  # (size, split seed) -> framed validation: read and framed once for all models that share them
+    framed = {}  # (size, split, framing) -> framed validation: read and framed once for all models that share them
     for name, checkpoint in zip(names, args.checkpoints):
         predictor = Predictor(checkpoint, backend="torch")
-        key = (predictor.size, int(predictor.meta.get("split_seed", 0)), predictor.flatten_lightness)
+        key = (predictor.size, validation_key(predictor.meta), predictor.flatten_lightness)
         if key not in framed:
-            framed[key] = framed_validation(*key)
+            framed[key] = framed_validation(predictor.size, predictor.meta, predictor.flatten_lightness)
         for domain, (squares, targets) in framed[key].items():
             for mark, row in mark_effects(predictor, squares, targets).items():
                 values = [shown.get(c, "{:.1%}".format)(row[c]) for c in columns]

@@ -15,7 +15,7 @@ import numpy as np
 
 from data.datasets import CLASSES, DEFAULT_DATA
 from data.images import read_image
-from data.splits import load_splits
+from data.splits import model_splits
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.decision import Calibration, decide, softmax
 from model.predictor import Predictor
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", nargs="+", default=DEFAULT_DATA)
     args = p.parse_args(argv)
     predictor = Predictor(args.checkpoint, backend="torch")
-    splits = load_splits(args.data, int(predictor.meta.get("split_seed", 0)))
+    splits = model_splits(predictor.meta, args.data)
     parts = {}
     for name in ("val", "test"):
         samples = splits[name]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from bench.compare import framed_validation, parse_models, publish
+from bench.compare import framed_validation, parse_models, publish, validation_key
 from data.datasets import CLASSES
 from data.presets import zoom_out
 from model.decision import UNSURE
@@ -71,12 +71,13 @@ def main(argv: list[str] | None = None) -> None:
     predictors = {name: Predictor(checkpoint, backend="torch") for name, checkpoint in zip(names, args.checkpoints)}
     rows = {}  # (model, domain, scale, mode) -> table row
     # Each shrunk picture is made once (about 10 ms each) and scored by every model on its split that frames alike.
-    def split_and_framing(p: Predictor) -> tuple[int, bool]:
-        return int(p.meta.get("split_seed", 0)), p.flatten_lightness
+    def split_and_framing(p: Predictor) -> tuple[str, bool]:
+        return validation_key(p.meta), p.flatten_lightness
 
-    for seed, flatten in sorted({split_and_framing(p) for p in predictors.values()}):
-        on_split = {n: p for n, p in predictors.items() if split_and_framing(p) == (seed, flatten)}
-        for domain, (squares, targets) in framed_validation(CANVAS, seed, flatten).items():
+    for split, flatten in sorted({split_and_framing(p) for p in predictors.values()}):
+        on_split = {n: p for n, p in predictors.items() if split_and_framing(p) == (split, flatten)}
+        meta = next(iter(on_split.values())).meta
+        for domain, (squares, targets) in framed_validation(CANVAS, meta, flatten).items():
             for scale in SCALES:
                 images = pictures(squares, scale)
                 size = "as it is" if scale == 1 else f"{scale:.0%} of the side"

@@ -3,11 +3,16 @@
 The samples are cut into `n_folds` stratified folds by group (lesion_id for
 HAM10000): fold 0 is the test split, fold 1 the validation split, the rest
 train. Same samples + same seed -> same split, on any machine.
+
+A checkpoint also records which images its validation and test splits held
+(`split_members`), so that evaluation and the benches score a model on its own
+split even after the splitting code has changed (`model_splits`).
 """
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from pathlib import Path
 
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -49,11 +54,59 @@ def load_splits(roots: list[str], seed: int) -> dict[str, list[Sample]]:
     return pooled
 
 
+def sample_name(sample: Sample) -> str:
+    """An image as a split records it: source, label and file name (the same on any machine)."""
+    return f"{sample.source}/{sample.label}/{sample.path.name}"
+
+
 def split_digest(samples: list[Sample]) -> str:
-    """Which images a split holds (source, label and file name), as a SHA-256: a checkpoint records it so that
-    evaluation can tell when the split it rebuilds is not the one the model was trained with."""
-    names = sorted(f"{s.source}/{s.label}/{s.path.name}" for s in samples)
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+    """Which images a split holds, as a SHA-256: a checkpoint records it so that evaluation can tell when the split
+    it rebuilds is not the one the model was trained with."""
+    return hashlib.sha256("\n".join(sorted(map(sample_name, samples))).encode()).hexdigest()
+
+
+def split_members(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
+    """The names of the validation and test images (training: every other image), for a checkpoint to record."""
+    return {name: sorted(map(sample_name, splits[name])) for name in ("val", "test")}
+
+
+def recorded_splits(roots: list[str], members: dict[str, list[str]]) -> dict[str, list[Sample]]:
+    """The splits a model recorded (`split_members`) over `roots`, some or all of the folders it was trained on: its
+    validation and test images by name, every other image training. ValueError when `roots` lack one of those
+    images of their sources, or hold two images of one name."""
+    samples = [s for root in roots for s in load_dataset(root)]
+    by_name: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_name.setdefault(sample_name(sample), []).append(sample)
+    sources = {s.source for s in samples}
+    split_of = {name: split for split in ("val", "test") for name in members[split] if name.split("/")[0] in sources}
+    for name, split in split_of.items():
+        if len(by_name.get(name, [])) != 1:
+            raise ValueError(f"{' '.join(roots)}: {len(by_name.get(name, []))} images named {name}, which this "
+                             f"model's {split} split recorded: this is not the data it was trained on")
+    pooled = {name: [] for name in SPLITS}
+    for sample in samples:
+        pooled[split_of.get(sample_name(sample), "train")].append(sample)
+    for name, part in pooled.items():
+        print(f"  {name}: {len(part)} images {class_counts(part)} (the split the model recorded)")
+    return pooled
+
+
+def resolved(folders: list[str]) -> list[str]:
+    return sorted(str(Path(d).resolve()) for d in folders)
+
+
+def same_folders(a: list[str], b: list[str]) -> bool:
+    return resolved(a) == resolved(b)
+
+
+def model_splits(meta: dict, roots: list[str]) -> dict[str, list[Sample]]:
+    """The splits of the model whose checkpoint `meta` is given, over `roots`: as it recorded them when `roots` are
+    folders it was trained on, else (other folders, or an older checkpoint, which recorded only digests) rebuilt
+    from its split seed."""
+    if "split_members" in meta and set(resolved(roots)) <= set(resolved(meta.get("data", []))):
+        return recorded_splits(roots, meta["split_members"])
+    return load_splits(roots, int(meta.get("split_seed", 0)))
 
 
 def class_counts(samples: list[Sample]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
-from data.splits import split_samples
+from data.splits import load_splits, model_splits, recorded_splits, split_digest, split_members, split_samples
 from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
 
 
@@ -226,9 +227,7 @@ def test_real_clinical_split_keeps_each_case_series_in_one_split():
     labels.csv apart from data.datasets) in two splits: such pairs are one patient, often one lesion.
 
     The shipped model was trained before the last such case was grouped (README "Results"): its checkpoint records
-    that split, so `training.evaluate` refuses to rescore it on this one, as it should."""
-    from data.splits import load_splits
-
+    its own split's members, which evaluation uses (`test_the_shipped_model_is_scored_on_the_split_it_recorded`)."""
     splits = load_splits([str(SHARED_DATA / "clinical")], seed=0)
     assert sum(map(len, splits.values())) == 541
     split_of = {s.path.name: name for name, part in splits.items() for s in part}
@@ -238,3 +237,48 @@ def test_real_clinical_split_keeps_each_case_series_in_one_split():
                           if row["source"] == "sd198_subset" and re.match(r"\d", Path(row["original_path"]).stem))
     apart = [(a, b) for a, b in zip(numbered, numbered[1:]) if a[0] == b[0] and b[1] - a[1] <= 2 and a[2] != b[2]]
     assert not apart, f"{len(apart)} pairs of one case series in two splits, e.g. {apart[:2]}"
+
+
+def test_a_recorded_split_is_found_again_whatever_the_splitting_code_does_later(tmp_path, monkeypatch):
+    """A checkpoint's `split_members` give back its split exactly, over all its folders or some of them, after the
+    grouping has changed; a folder that lacks one of its images, or holds two of one name, is refused."""
+    roots = [str(make_ham(tmp_path / "ham")), str(make_clinical(tmp_path / "clinical"))]
+    splits = load_splits(roots, seed=0)
+    meta = {"data": roots, "split_seed": 0, "split_members": split_members(splits)}
+    assert len(meta["split_members"]["test"]) == len(splits["test"])  # names are unique across the folders
+    monkeypatch.setattr("data.splits.split_samples", lambda samples, **k: split_samples(samples, seed=7))  # regrouped
+    assert {k: split_digest(v) for k, v in model_splits(meta, roots).items()} == \
+        {k: split_digest(v) for k, v in splits.items()}
+    assert split_digest(load_splits(roots, seed=0)["test"]) != split_digest(splits["test"])  # rebuilt: another split
+    clinical = model_splits(meta, roots[1:])  # one of its folders: that folder's part of the split
+    assert {k: split_digest(v) for k, v in clinical.items()} == \
+        {k: split_digest([s for s in v if s.source == "clinical"]) for k, v in splits.items()}
+    assert split_digest(model_splits({**meta, "data": [str(tmp_path)]}, roots)["test"]) != \
+        split_digest(splits["test"])  # not its folders: rebuilt from the seed, with a warning in evaluation
+    missing = next(s for s in splits["val"] if s.source == "ham10000")
+    missing.path.unlink()
+    with pytest.raises(FileNotFoundError, match="is the download complete"):  # HAM10000's loader notices first
+        model_splits(meta, roots)
+    with pytest.raises(ValueError, match=r"0 images named .*, which this model's val split recorded"):
+        recorded_splits(roots[1:], {"val": [*meta["split_members"]["val"], "clinical/nevus/gone.jpg"], "test": []})
+
+
+def test_the_shipped_model_records_the_members_of_the_split_it_records_digests_of():
+    from model.checkpoint import load_checkpoint
+
+    meta = load_checkpoint()["meta"]
+    for split in ("val", "test"):
+        names = meta["split_members"][split]
+        assert len(names) == sum(meta["split_counts"][split].values())
+        assert hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest() == meta["split_sha256"][split]
+
+
+@needs_shared
+def test_the_shipped_model_is_scored_on_the_split_it_recorded():
+    """The shipped model's split, found by its recorded names in the real data, is the one it was trained with (its
+    training part too), though the grouping code has changed since."""
+    from model.checkpoint import load_checkpoint
+
+    meta = load_checkpoint()["meta"]
+    splits = model_splits(meta, [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")])
+    assert {k: split_digest(v) for k, v in splits.items()} == meta["split_sha256"]

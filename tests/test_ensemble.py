@@ -96,6 +96,11 @@ def test_ensemble_refuses_runs_of_other_recipes_or_the_same_run_twice(two_runs, 
         ensemble.main([str(two_runs[0]), str(again), "--out", str(tmp_path / "bad")])
     with pytest.raises(SystemExit):  # argparse: at least two members
         ensemble.main([str(two_runs[0])])
+    regrouped = load_checkpoint(two_runs[1])  # the same flags, but trained after the splitting code changed
+    regrouped["meta"]["split_sha256"] = {**regrouped["meta"]["split_sha256"], "val": "0" * 64}
+    save_checkpoint(tmp_path / "regrouped.pt", regrouped)
+    with pytest.raises(SystemExit, match="member 2 was trained on another split than member 1"):
+        ensemble.main([str(two_runs[0]), str(tmp_path / "regrouped.pt"), "--out", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import data.presets as presets
+import data.splits as splits_module
 import training.train as train
 from data.datasets import Sample
 from data.images import read_image
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.net import LiteNet
 from model.predictor import Predictor
 from tests.conftest import HAM_DX, make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
@@ -84,7 +85,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert "PAD-UFES-20" in card and "Sun X" in card and "Tucker" not in card and "non-commercial" in card
 
 
-def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree, tmp_path, capsys):
+def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree, tmp_path, capsys, monkeypatch):
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
     explicit = evaluate.main(["--checkpoint", str(final), "--data", str(class_tree), "--out", str(tmp_path / "a")])
     recorded = evaluate.main(["--checkpoint", str(final), "--out", str(tmp_path / "b")])  # no --data
@@ -101,11 +102,30 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     evaluate.main(["--checkpoint", str(final), "--split", "val"])
     assert (tmp_path / "run" / "val" / "metrics.json").is_file()  # the test split's report beside it is kept
 
-    # An image added to the data it was trained on reshuffles the split: evaluation refuses rather than mix them.
-    write_rgb(class_tree / "nevus" / "new.png", spot_photo("nevus", size=64, seed=99))
+    # The checkpoint names its validation and test images, so the split outlives changes to the data and the code.
+    members = load_checkpoint(final)["meta"]["split_members"]
+    assert {f"folder/{p.parent.name}/{p.name}" for p in class_tree.rglob("*.png")} > {*members["val"], *members["test"]}
+    write_rgb(class_tree / "nevus" / "new.png", spot_photo("nevus", size=64, seed=99))  # reshuffles a rebuilt split
+    monkeypatch.setattr(splits_module, "split_samples", lambda *a, **k: pytest.fail("the split was rebuilt"))
+    again = evaluate.main(["--checkpoint", str(final), "--out", str(tmp_path / "d")])
+    assert json.dumps(again["domains"], sort_keys=True) == json.dumps(recorded["domains"], sort_keys=True)
+    monkeypatch.undo()
+
+    # A checkpoint from before the members were recorded: the split rebuilt from its seed is no longer the one it
+    # was trained with, and evaluation refuses rather than mix them.
+    older = load_checkpoint(final)
+    del older["meta"]["split_members"]
+    save_checkpoint(tmp_path / "older" / "spotcheck.pt", older)
     with pytest.raises(SystemExit, match="not the one this model was trained with"):
-        evaluate.main(["--checkpoint", str(final), "--out", str(tmp_path / "d")])
-    assert not (tmp_path / "d").exists()
+        evaluate.main(["--checkpoint", str(tmp_path / "older" / "spotcheck.pt"), "--out", str(tmp_path / "e")])
+    assert not (tmp_path / "e").exists()
+
+    # An image of its test split gone (or relabelled): not the data it was trained on.
+    gone = members["test"][0].split("/", 1)[1]
+    (class_tree / gone).rename(class_tree / gone.replace(".png", ".moved.png"))
+    with pytest.raises(SystemExit, match=f"0 images named folder/{gone}, which this model's test split recorded"):
+        evaluate.main(["--checkpoint", str(final), "--out", str(tmp_path / "f")])
+    assert not (tmp_path / "f").exists()
 
 
 def test_auxiliary_diagnosis_head_shapes_training_but_not_the_served_model(tmp_path):
@@ -216,6 +236,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
         train.main([*run, "--out", str(tmp_path / "b")])
     monkeypatch.setattr(train, "validation_scores", real_scores)
     capsys.readouterr()
+    # The split comes back from last.pt, as it was, not rebuilt (the data or the splitting code may have changed).
+    monkeypatch.setattr(splits_module, "split_samples", lambda *a, **k: pytest.fail("the split was rebuilt"))
     resumed = train.main([*run, "--out", str(tmp_path / "b"), "--resume"])
     printed = capsys.readouterr().out  # training the first epoch again would give the same weights: look
     assert "resumed after epoch 0" in printed and "epoch 1/2:" not in printed and "epoch 2/2:" in printed

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from data.flags import fraction
-from data.splits import load_splits
+from data.splits import model_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
 from training.train import RESUME_MAY_CHANGE, decode_splits, write_model, parse_args as train_args
@@ -57,6 +57,9 @@ def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
                 return f"member {i} differs from member 1 in {key}: {other.get(key)} vs {first.get(key)}"
         if other.get("members", 1) != 1 or first.get("members", 1) != 1:
             return "a member is itself an ensemble: list its runs instead"
+        digests = [c["meta"].get("split_sha256") for c in (first, other)]
+        if None not in digests and digests[0] != digests[1]:  # e.g. trained before and after the grouping changed
+            return f"member {i} was trained on another split than member 1 (the same flags, other splitting code)"
         flags = run_flags(other)
         differ = sorted(k for k in flags.keys() | first_flags.keys()
                         if k not in MAY_DIFFER and flags.get(k) != first_flags.get(k))
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> Path:
                                    "unsure_rate": args.unsure_rate, "max_false_vascular": args.max_false_vascular,
                                    "run_seed": seeds})
     try:
-        splits = load_splits(recipe.data, recipe.seed)
+        splits = model_splits(checkpoints[0]["meta"], recipe.data)
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as err:  # a missing data folder, too few images, a file in the way of --out
         raise SystemExit(f"error: {err}")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, Sample
 from data.images import ImageError, read_image
-from data.splits import class_counts, load_splits, split_digest
+from data.splits import class_counts, model_splits, same_folders, split_digest
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -73,8 +73,9 @@ def bootstrap_intervals(samples: list[Sample], probs: np.ndarray, decided: list[
 
 
 def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
-    """Why `samples`, the split rebuilt from the folders the model was trained on, is not the split it was trained
-    with (images added or removed, or the grouping changed since), or None. Older checkpoints record only counts."""
+    """Why `samples`, the split found in the folders the model was trained on, is not the split it was trained
+    with (images added, removed or relabelled, or, for a checkpoint that does not record its split's members, the
+    grouping changed since), or None. Older checkpoints record only counts."""
     recorded = meta.get("split_sha256", {}).get(split)
     if recorded is not None:
         same = recorded == split_digest(samples)
@@ -92,10 +93,6 @@ def trained_on(meta: dict) -> list[str] | None:
     """The data folders recorded in a checkpoint, if they all exist here."""
     folders = [str(d) for d in meta.get("data", [])]
     return folders if folders and all(Path(d).is_dir() for d in folders) else None
-
-
-def same_folders(a: list[str], b: list[str]) -> bool:
-    return sorted(str(Path(d).resolve()) for d in a) == sorted(str(Path(d).resolve()) for d in b)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of other "
               "folders may hold images it was trained on, and its figures would then be too good")
     try:
-        samples = load_splits(data, int(predictor.meta.get("split_seed", 0)))[args.split]
+        samples = model_splits(predictor.meta, data)[args.split]
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):

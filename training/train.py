@@ -28,7 +28,7 @@ from tqdm import tqdm
 from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS, Sample
 from data.flags import fraction, positive_int
 from data.presets import MEAN, STD, TrainPreset, square_resize
-from data.splits import class_counts, load_splits, split_digest
+from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export
@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> Path:
     state = interrupted_run(out, args) if args.resume else None
 
     # Data: split, then decode every image once (framed, resized) into memory.
-    try:
-        splits = load_splits(args.data, args.seed)
+    try:  # a resumed run keeps its split, whatever the data or the splitting code did since
+        splits = (recorded_splits(args.data, state["split_members"]) if state and "split_members" in state
+                  else load_splits(args.data, args.seed))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     for name in ("train", "val"):
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> Path:
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history, "flags": vars(args),
-            "train_seconds": time.time() - started})
+            "split_members": split_members(splits), "train_seconds": time.time() - started})
         (out / "history.json").write_text(json.dumps(json_safe(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
@@ -423,6 +424,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
+            "split_members": split_members(splits),  # so that evaluation finds this split whatever the code does later
             **meta,
             "validation_safety": safety,
             "flags": vars(args),
