@@ -219,7 +219,8 @@ def _sd198_series(samples: list[Sample]) -> list[Sample]:
 def load_clinical(root: str | Path) -> list[Sample]:
     """The clinical photo set: `labels.csv` (filename,label,source,...) plus `images/`. An optional `group` column
     names what must stay in one split (a lesion or a patient); without it, photos are grouped as the project's
-    sources need (`_clinical_group`), and any other photo is a group of its own."""
+    sources need (`_clinical_group`), and any other photo is a group of its own. An optional `diagnosis` column
+    (else the project's `source_category`) lets evaluation count melanomas and carcinomas (training.metrics)."""
     root = Path(root)
     labels = root / "labels.csv"
     if not labels.is_file():
@@ -236,7 +237,7 @@ def load_clinical(root: str | Path) -> list[Sample]:
             group = _clinical_group(source, row.get("original_path") or row["filename"])
         samples.append(
             Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
-                   row.get("source_category", ""))
+                   row.get("diagnosis") or row.get("source_category") or "")
         )
     missing = [s.path.name for s in samples if not s.path.is_file()]
     if missing:  # say so rather than split, and train on, what is not there

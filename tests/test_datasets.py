@@ -12,6 +12,7 @@ import pytest
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.splits import load_splits, model_splits, recorded_splits, split_digest, split_members, split_samples
 from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
+from training.metrics import is_melanoma
 
 
 def test_ham10000_mapping_and_groups(tmp_path):
@@ -140,14 +141,16 @@ def test_clinical_photos_must_all_be_there_and_excel_csvs_read(tmp_path):
 
 
 def test_a_users_own_labels_csv_can_keep_a_lesion_together_and_spell_labels_freely(tmp_path):
-    rows = [("a.jpg", "Nevus", "lesion1"), ("b.jpg", "nevus ", "lesion1"), ("c.jpg", "VASCULAR", ""),
-            ("d.jpg", "other", "")]
-    (tmp_path / "labels.csv").write_text("filename,label,group\n" + "".join(f"{f},{l},{g}\n" for f, l, g in rows))
+    rows = [("a.jpg", "Nevus", "lesion1", ""), ("b.jpg", "nevus ", "lesion1", ""), ("c.jpg", "VASCULAR", "", ""),
+            ("d.jpg", "other", "", "Nodular melanoma")]
+    (tmp_path / "labels.csv").write_text("filename,label,group,diagnosis\n"
+                                         + "".join(f"{f},{l},{g},{d}\n" for f, l, g, d in rows))
     for name, *_ in rows:
         write_rgb(tmp_path / "images" / name, spot_photo("nevus", size=32))
     samples = load_clinical(tmp_path)
     assert [s.label for s in samples] == ["nevus", "nevus", "vascular", "other"]
     assert samples[0].group == samples[1].group and len({s.group for s in samples}) == 3
+    assert is_melanoma([s.detail for s in samples]).tolist() == [False] * 3 + [True]  # counted in the report
     (tmp_path / "labels.csv").write_text("filename,label\na.jpg,mole\n")
     with pytest.raises(ValueError, match="unknown label 'mole'"):
         load_clinical(tmp_path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -99,6 +100,26 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
             write_rgb(other / label / f"{i}.png", spot_photo(label, size=64, seed=i))
     evaluate.main(["--checkpoint", str(final), "--data", str(other), "--out", str(tmp_path / "c")])
     assert "the model was trained on" in capsys.readouterr().out  # another split may hold its training images
+    with pytest.raises(SystemExit, match="name a folder for their report with --out"):  # not over its own report
+        evaluate.main(["--checkpoint", str(final), "--data", str(other)])
+
+    # Labelled photos it has never seen (a clinic's own): every one of them scored, into a report of their own.
+    unseen = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all",
+                            "--out", str(tmp_path / "all")])
+    assert unseen["domains"]["dermoscopy"]["images"] == 15 and unseen["split"] == "all"
+    assert "warning" not in capsys.readouterr().out
+    assert f"## Results on every image of `{other}` (not data the model was trained on)" in \
+        (tmp_path / "all" / "MODEL_CARD.md").read_text()
+    copy = tmp_path / "copy"
+    shutil.copytree(class_tree, copy)
+    for folder, refusal in ((class_tree, "would score its training images; score its test split"),
+                            (copy, r"hold \d+ images of the data the model was trained on")):
+        with pytest.raises(SystemExit, match=refusal):
+            evaluate.main(["--checkpoint", str(final), "--data", str(folder), "--split", "all",
+                           "--out", str(tmp_path / "refused")])
+    with pytest.raises(SystemExit):  # argparse: --split all needs --data and --out
+        evaluate.main(["--checkpoint", str(final), "--split", "all", "--out", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
     evaluate.main(["--checkpoint", str(final), "--split", "val"])
     assert (tmp_path / "run" / "val" / "metrics.json").is_file()  # the test split's report beside it is kept
 

@@ -210,6 +210,13 @@ def test_malignant_lesions_are_named_by_each_sources_own_diagnosis():
                "MEL", "SCC", "ACK", "NEV", "SEK"]  # PAD-UFES-20's codes
     assert is_malignant(details).tolist() == [True] * 3 + [False] * 4 + [True] * 4 + [False] * 3 + [True] * 3 + [False] * 2
     assert is_melanoma(["MEL", "mel", "SCC"]).tolist() == [True, True, False]
+    # A clinic's own `diagnosis` column, spelled as people write it.
+    own = ["Nodular melanoma", "Melanoma in situ", "amelanotic  melanoma", "Squamous cell carcinoma",
+           "basal-cell carcinoma", "Actinic keratosis", "Merkel cell carcinoma",
+           "Dysplastic nevus (close to but not meeting the criteria for melanoma)", "Cherry angioma", "Melanocytic nevus",
+           "Seborrhoeic keratosis", ""]
+    assert is_melanoma(own).tolist() == [True] * 3 + [False] * 9
+    assert is_malignant(own).tolist() == [True] * 7 + [False] * 5
 
 
 def test_the_default_command_is_the_one_that_trained_the_shipped_model():

@@ -1,8 +1,8 @@
 """Score a checkpoint on the held-out test split: `python -m training.evaluate [--checkpoint PATH]`.
 
-Rebuilds the split with the seed stored in the checkpoint, runs every test
-image through `model.predictor.Predictor` (the same path the app and batch
-scoring use), and writes to `--out`:
+Finds the split the checkpoint recorded (or rebuilds it from its seed), runs
+every test image through `model.predictor.Predictor` (the same path the app
+and batch scoring use), and writes to `--out`:
 
 - metrics.json: per domain (dermoscopy = HAM10000, clinical photos), per-class
   precision/recall, balanced accuracy, ROC AUC, confusion matrices, ECE, the
@@ -10,6 +10,9 @@ scoring use), and writes to `--out`:
   resampled by lesion;
 - confusion_<domain>.png, roc_<domain>.png, reliability_<domain>.png;
 - MODEL_CARD.md.
+
+`--data FOLDER --split all --out DIR` scores every image of labelled folders the
+model was not trained on, such as a clinic's own photos.
 """
 from __future__ import annotations
 
@@ -21,9 +24,9 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, Sample
+from data.datasets import CLASSES, DEFAULT_DATA, Sample, load_dataset
 from data.images import ImageError, read_image
-from data.splits import class_counts, model_splits, same_folders, split_digest
+from data.splits import class_counts, model_splits, resolved, same_folders, sample_name, split_digest
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -89,6 +92,22 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
             "on, and its figures would be too good. Evaluate with the data and code it was trained with, or retrain")
 
 
+def unseen_images(meta: dict, roots: list[str]) -> list[Sample]:
+    """Every image in `roots`, for `--split all`; SystemExit when they are, or copy, data the model was trained on
+    (one of its folders, or images its validation or test split recorded by name)."""
+    trained = set(resolved(meta.get("data", []))) & set(resolved(roots))
+    if trained:
+        raise SystemExit(f"error: the model was trained on {' '.join(sorted(trained))}: --split all would score its "
+                         "training images; score its test split instead (leave out --split)")
+    samples = [s for root in roots for s in load_dataset(root)]
+    recorded = {name for part in meta.get("split_members", {}).values() for name in part}
+    copied = sum(sample_name(s) in recorded for s in samples)
+    if copied:
+        raise SystemExit(f"error: {' '.join(roots)} hold {copied} images of the data the model was trained on (named "
+                         "as in its validation and test splits): --split all would score its training images too")
+    return samples
+
+
 def trained_on(meta: dict) -> list[str] | None:
     """The data folders recorded in a checkpoint, if they all exist here."""
     folders = [str(d) for d in meta.get("data", [])]
@@ -104,8 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None,
                         help="output folder (default: beside the checkpoint, so for the shipped model the committed "
                              "report in model/weights/ is rewritten; for --split val, its val/ subfolder)")
-    parser.add_argument("--split", default="test", choices=["val", "test"], help="default: test")
+    parser.add_argument("--split", default="test", choices=["val", "test", "all"],
+                        help="default: test; all: every image of --data, labelled folders the model was not trained "
+                             "on (needs --out)")
     args = parser.parse_args(argv)
+    if args.split == "all" and (args.data is None or args.out is None):
+        parser.error("--split all scores folders the model was not trained on: name them with --data, and the "
+                     "report's folder with --out")
 
     try:
         predictor = Predictor(args.checkpoint)
@@ -113,11 +137,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {err}")
     data = args.data or trained_on(predictor.meta) or DEFAULT_DATA
     trained_here = same_folders(data, predictor.meta.get("data", data))
-    if not trained_here:
+    if not trained_here and args.out is None:  # the report beside the checkpoint is of the data it was trained on
+        raise SystemExit("error: these are not the folders the model was trained on: name a folder for their report "
+                         "with --out (for the shipped model, the report beside it is the committed one)")
+    if not trained_here and args.split != "all":
         print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of other "
-              "folders may hold images it was trained on, and its figures would then be too good")
+              "folders may hold images it was trained on, and its figures would then be too good (for labelled "
+              "photos it has never seen, score them all: --split all)")
     try:
-        samples = model_splits(predictor.meta, data)[args.split]
+        samples = unseen_images(predictor.meta, data) if args.split == "all" else model_splits(predictor.meta,
+                                                                                               data)[args.split]
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
@@ -127,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     samples, probs, decided = predict_samples(predictor, samples)
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
     metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": sha256_of(Path(args.checkpoint)),
-               "split": args.split, "calibration": vars(predictor.calibration),
+               "split": args.split, **({"data": data} if args.split == "all" else {}),
+               "calibration": vars(predictor.calibration),
                "ood": ({"layer": predictor.ood_layer, "features": int(predictor.feature_distance.means.shape[1])}
                        if predictor.feature_distance else None),
                "domains": {}}
@@ -139,9 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
         report = full_report(probs[part], targets, [decided[i] for i in part], [s.detail for s in sub])
         report["bootstrap_95ci_by_lesion"] = bootstrap_intervals(sub, probs[part], [decided[i] for i in part])
         metrics["domains"][domain] = report
-        plot_confusion(report, out / f"confusion_{domain}.png", title=f"{domain} {args.split}")
-        plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=f"{domain} {args.split}")
-        plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=f"{domain} {args.split}")
+        title = f"{domain} {'all images' if args.split == 'all' else args.split}"
+        plot_confusion(report, out / f"confusion_{domain}.png", title=title)
+        plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=title)
+        plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=title)
     (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     write_model_card(predictor.meta, metrics, out / "MODEL_CARD.md")
     for domain, report in metrics["domains"].items():

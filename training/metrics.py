@@ -31,19 +31,25 @@ def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, b
                for confidence, accuracy, count in reliability_bins(probabilities, targets, bins)) / max(len(targets), 1)
 
 
+def diagnoses(details: list[str]) -> np.ndarray:
+    """Each source's own diagnosis in one spelling: lower case, words joined by "_" ("Basal cell carcinoma",
+    "Basal_Cell_Carcinoma" and "basal-cell carcinoma" alike)."""
+    return np.array(["_".join(d.lower().replace("-", " ").split()) for d in details], dtype=str)
+
+
 def is_melanoma(details: list[str]) -> np.ndarray:
     """Which samples are melanomas, from each source's own diagnosis (HAM10000 `dx`, clinical categories,
-    PAD-UFES-20's codes)."""
-    details = np.asarray(details, dtype=str)
-    return np.isin(details, ["mel", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma", "MEL"]) | np.char.startswith(
-        details, "melanoma")
+    PAD-UFES-20's codes, or a `diagnosis` column of your own: "mel", "melanoma ...", "... melanoma")."""
+    names = diagnoses(details)
+    return (names == "mel") | np.char.startswith(names, "melanoma") | np.char.endswith(names, "_melanoma")
 
 
 def is_malignant(details: list[str]) -> np.ndarray:
-    """Melanomas, carcinomas and their precursors (HAM10000 mel, bcc, akiec; the clinical sources' own names): the
-    lesions that must never be called a harmless red spot."""
-    return is_melanoma(details) | np.isin(np.asarray(details, dtype=str), [
-        "bcc", "akiec", "Basal_Cell_Carcinoma", "BCC", "Squamous_Cell_Carcinoma", "Actinic_Keratosis", "SCC", "ACK"])
+    """Melanomas, carcinomas and their precursors (HAM10000 mel, bcc, akiec; the clinical sources' own names; any
+    "... carcinoma"): the lesions that must never be called a harmless red spot."""
+    names = diagnoses(details)
+    return is_melanoma(details) | np.isin(names, ["bcc", "akiec", "scc", "ack", "actinic_keratosis"]) | np.char.endswith(
+        names, "carcinoma")
 
 
 def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
