@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
                              f"where they exist; else {' '.join(DEFAULT_DATA)})")
     parser.add_argument("--out", default=None,
                         help="output folder (default: beside the checkpoint, so for the shipped model the committed "
-                             "report in model/weights/ is rewritten; for --split val, its val/ subfolder)")
+                             "report in model/weights/ is rewritten; for --split val, its val/ subfolder; needed "
+                             "for folders the model was not trained on)")
     parser.add_argument("--split", default="test", choices=["val", "test", "all"],
                         help="default: test; all: every image of --data, labelled folders the model was not trained "
                              "on (needs --out)")
