@@ -5,6 +5,7 @@ import csv
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,9 @@ def test_a_recorded_split_is_found_again_whatever_the_splitting_code_does_later(
         {k: split_digest([s for s in v if s.source == "clinical"]) for k, v in splits.items()}
     assert split_digest(model_splits({**meta, "data": [str(tmp_path)]}, roots)["test"]) != \
         split_digest(splits["test"])  # not its folders: rebuilt from the seed, with a warning in evaluation
+    twice = shutil.copytree(roots[1], tmp_path / "clinical copy")  # each recorded clinical name twice: which one?
+    with pytest.raises(ValueError, match=r"2 images named clinical/\w+/c_\w+\.jpg, which this model's (val|test)"):
+        recorded_splits([roots[1], str(twice)], meta["split_members"])
     missing = next(s for s in splits["val"] if s.source == "ham10000")
     missing.path.unlink()
     with pytest.raises(FileNotFoundError, match="is the download complete"):  # HAM10000's loader notices first
