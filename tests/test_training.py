@@ -113,7 +113,7 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     copy = tmp_path / "copy"
     shutil.copytree(class_tree, copy)
     for folder, refusal in ((class_tree, "would score its training images; score its test split"),
-                            (copy, r"hold \d+ images of the data the model was trained on")):
+                            (copy, r"holds \d+ images of the data the model was trained on")):
         with pytest.raises(SystemExit, match=refusal):
             evaluate.main(["--checkpoint", str(final), "--data", str(folder), "--split", "all",
                            "--out", str(tmp_path / "refused")])

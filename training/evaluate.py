@@ -103,7 +103,7 @@ def unseen_images(meta: dict, roots: list[str]) -> list[Sample]:
     recorded = {name for part in meta.get("split_members", {}).values() for name in part}
     copied = sum(sample_name(s) in recorded for s in samples)
     if copied:
-        raise SystemExit(f"error: {' '.join(roots)} hold {copied} images of the data the model was trained on (named "
+        raise SystemExit(f"error: {' '.join(roots)} hold{'s' * (len(roots) == 1)} {copied} images of the data the model was trained on (named "
                          "as in its validation and test splits): --split all would score its training images too")
     return samples
 
