@@ -16,6 +16,7 @@ import pytest
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 from tests.conftest import ROOT, ROTATED_HEIC, free_port, spot_photo, write_rgb
 
+WAITING_TEXT = WAITING.replace("**", "")  # the answer box before an answer, as the page shows it
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # where .ci/run looks for it too
 if not CHROMIUM.is_file():
     pytest.skip("browser tests need Debian's Chromium on the PATH (apt-get install chromium)", allow_module_level=True)
@@ -129,7 +130,7 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
     # A screen reader announces each answer; the button's white label is readable (5.2:1; Gradio's orange: 2.8:1).
     assert page.get_attribute("#answer", "aria-live") == "polite"
-    assert page.locator("#answer").inner_text().strip() == WAITING.replace("**", "")  # not a blank box
+    assert page.locator("#answer").inner_text().strip() == WAITING_TEXT  # not a blank box
     assert page.eval_on_selector("#check", "e => getComputedStyle(e).backgroundColor") == "rgb(194, 65, 12)"
     visit.screenshot("01_loaded.png")
     visit.assert_only_local_requests()
@@ -243,7 +244,7 @@ def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, run
     visit.upload(fake)
     # A new file: the previous answer must not stay next to it.
     page.wait_for_function("(text) => document.querySelector('#answer').innerText.trim() === text",
-                           arg=WAITING.replace("**", ""))
+                           arg=WAITING_TEXT)
     visit.check()
     message = visit.wait_for_answer("cannot be used")
     assert "Please upload a photo" in message
@@ -304,7 +305,7 @@ def test_a_photo_replaced_while_being_checked_does_not_get_the_old_answer(browse
         assert slow.answered.wait(30), "the first photo was never answered"
         page.locator("#answer [data-testid=status-tracker].hide").wait_for(state="attached")
         page.wait_for_timeout(1000)  # the answer's follow-up steps (the framing view) have run
-        assert visit.answer().strip() == WAITING.replace("**", ""), "the first photo's answer is shown next to the second"
+        assert visit.answer().strip() == WAITING_TEXT, "the first photo's answer is shown next to the second"
         assert page.locator("#framing img").count() == 0 and page.locator("#heatmap img").count() == 0
         assert page.locator("#photo img").count() == 1  # the new photo stays, ready to be checked
 
@@ -319,11 +320,11 @@ def test_a_photo_replaced_while_being_checked_does_not_get_the_old_answer(browse
         page.locator("#answer [data-testid=status-tracker]:not(.hide)").wait_for()
         visit.upload(write_rgb(tmp_path / "third.png", spot_photo("other", size=200)))
         page.wait_for_function("(text) => document.querySelector('#answer').innerText.trim() === text",
-                           arg=WAITING.replace("**", ""))
+                               arg=WAITING_TEXT)
         assert slow.answered.wait(30), "the moved frame was never answered"
         page.locator("#answer [data-testid=status-tracker].hide").wait_for(state="attached")
         page.wait_for_timeout(1000)
-        assert visit.answer().strip() == WAITING.replace("**", ""), "the moved frame's answer is shown next to the third"
+        assert visit.answer().strip() == WAITING_TEXT, "the moved frame's answer is shown next to the third"
         assert page.locator("#framing img").count() == 0
     finally:
         visit.close()

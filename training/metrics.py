@@ -40,16 +40,19 @@ def diagnoses(details: list[str]) -> np.ndarray:
 def is_melanoma(details: list[str]) -> np.ndarray:
     """Which samples are melanomas, from each source's own diagnosis (HAM10000 `dx`, clinical categories,
     PAD-UFES-20's codes, or a `diagnosis` column of your own: "mel", "melanoma ...", "... melanoma")."""
-    names = diagnoses(details)
-    return (names == "mel") | np.char.startswith(names, "melanoma") | np.char.endswith(names, "_melanoma")
+    return _melanoma(diagnoses(details))
 
 
 def is_malignant(details: list[str]) -> np.ndarray:
     """Melanomas, carcinomas and their precursors (HAM10000 mel, bcc, akiec; the clinical sources' own names; any
     "... carcinoma"): the lesions that must never be called a harmless red spot."""
     names = diagnoses(details)
-    return is_melanoma(details) | np.isin(names, ["bcc", "akiec", "scc", "ack", "actinic_keratosis"]) | np.char.endswith(
+    return _melanoma(names) | np.isin(names, ["bcc", "akiec", "scc", "ack", "actinic_keratosis"]) | np.char.endswith(
         names, "carcinoma")
+
+
+def _melanoma(names: np.ndarray) -> np.ndarray:
+    return (names == "mel") | np.char.startswith(names, "melanoma") | np.char.endswith(names, "_melanoma")
 
 
 def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:

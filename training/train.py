@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: {err}")
     for name in ("train", "val"):
         require_every_class(name, splits[name])
+    members = split_members(splits)  # what last.pt records, so that --resume keeps this split
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     for name, kept in (("train", train_samples), ("val", val_samples)):  # unreadable images were skipped
         require_every_class(name, kept, " readable")
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> Path:
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history, "flags": vars(args),
-            "split_members": split_members(splits), "train_seconds": time.time() - started})
+            "split_members": members, "train_seconds": time.time() - started})
         (out / "history.json").write_text(json.dumps(json_safe(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
