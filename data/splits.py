@@ -96,15 +96,26 @@ def resolved(folders: list[str]) -> list[str]:
     return sorted(str(Path(d).resolve()) for d in folders)
 
 
-def same_folders(a: list[str], b: list[str]) -> bool:
-    return resolved(a) == resolved(b)
+def recorded_names(meta: dict) -> set[str]:
+    """The names of the images a checkpoint's validation and test splits recorded (none in older checkpoints)."""
+    return {name for part in meta.get("split_members", {}).values() for name in part}
+
+
+def trained_on(meta: dict, root: str) -> bool:
+    """Whether the model whose checkpoint `meta` is given was trained on the folder `root`: a folder it recorded, or
+    one holding an image its validation or test split recorded by name. The names find its data on other machines
+    (a checkpoint records the paths of the machine that trained it) and in copies."""
+    if str(Path(root).resolve()) in resolved(meta.get("data", [])):
+        return True
+    names = recorded_names(meta)
+    return bool(names) and any(sample_name(s) in names for s in load_dataset(root))
 
 
 def model_splits(meta: dict, roots: list[str]) -> dict[str, list[Sample]]:
     """The splits of the model whose checkpoint `meta` is given, over `roots`: as it recorded them when `roots` are
-    folders it was trained on, else (other folders, or an older checkpoint, which recorded only digests) rebuilt
-    from its split seed."""
-    if "split_members" in meta and set(resolved(roots)) <= set(resolved(meta.get("data", []))):
+    some or all of the folders it was trained on, wherever they are now; else (other folders, or an older
+    checkpoint, which recorded only digests) rebuilt from its split seed."""
+    if "split_members" in meta and all(trained_on(meta, root) for root in roots):
         return recorded_splits(roots, meta["split_members"])
     return load_splits(roots, int(meta.get("split_seed", 0)))
 

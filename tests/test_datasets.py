@@ -257,8 +257,14 @@ def test_a_recorded_split_is_found_again_whatever_the_splitting_code_does_later(
     clinical = model_splits(meta, roots[1:])  # one of its folders: that folder's part of the split
     assert {k: split_digest(v) for k, v in clinical.items()} == \
         {k: split_digest([s for s in v if s.source == "clinical"]) for k, v in splits.items()}
-    assert split_digest(model_splits({**meta, "data": [str(tmp_path)]}, roots)["test"]) != \
-        split_digest(splits["test"])  # not its folders: rebuilt from the seed, with a warning in evaluation
+    elsewhere = {**meta, "data": ["/the/machine/that/trained/it/ham", "/the/machine/that/trained/it/clinical"]}
+    assert split_digest(model_splits(elsewhere, roots)["test"]) == split_digest(splits["test"])  # found by name
+    tree = tmp_path / "tree"
+    for label in ("vascular", "nevus", "other"):
+        for i in range(7):  # enough for the 7 folds of the regrouping above
+            write_rgb(tree / label / f"{i}.png", spot_photo(label, size=32, seed=i))
+    for others in ([str(tree)], [roots[0], str(tree)]):  # not its folders: rebuilt, with a warning in evaluation
+        assert split_digest(model_splits(meta, others)["test"]) == split_digest(load_splits(others, seed=0)["test"])
     twice = shutil.copytree(roots[1], tmp_path / "clinical copy")  # each recorded clinical name twice: which one?
     with pytest.raises(ValueError, match=r"2 images named clinical/\w+/c_\w+\.jpg, which this model's (val|test)"):
         recorded_splits([roots[1], str(twice)], meta["split_members"])
@@ -282,10 +288,10 @@ def test_the_shipped_model_records_the_members_of_the_split_it_records_digests_o
 
 @needs_shared
 def test_the_shipped_model_is_scored_on_the_split_it_recorded():
-    """The shipped model's split, found by its recorded names in the real data, is the one it was trained with (its
-    training part too), though the grouping code has changed since."""
+    """The shipped model's split, found by its recorded names in the real data wherever it lies, is the one it was
+    trained with (its training part too), though the grouping code has changed since."""
     from model.checkpoint import load_checkpoint
 
-    meta = load_checkpoint()["meta"]
+    meta = {**load_checkpoint()["meta"], "data": ["/elsewhere/ham10000", "/elsewhere/clinical"]}  # any machine's
     splits = model_splits(meta, [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")])
     assert {k: split_digest(v) for k, v in splits.items()} == meta["split_sha256"]

@@ -93,6 +93,11 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     assert json.dumps(recorded["domains"], sort_keys=True) == json.dumps(explicit["domains"], sort_keys=True)
     assert "NaN" not in (tmp_path / "b" / "metrics.json").read_text()  # strict JSON: no precision when none called
     assert "warning" not in capsys.readouterr().out
+    # Its folder at another path (another machine's, a copy) is found by the names of its images: the same report.
+    moved = shutil.copytree(class_tree, tmp_path / "moved")
+    elsewhere = evaluate.main(["--checkpoint", str(final), "--data", str(moved)])  # beside the checkpoint: no --out
+    assert json.dumps(elsewhere["domains"], sort_keys=True) == json.dumps(recorded["domains"], sort_keys=True)
+    assert "warning" not in capsys.readouterr().out
 
     other = tmp_path / "other"
     for label in ("vascular", "nevus", "other"):
@@ -112,9 +117,8 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
         (tmp_path / "all" / "MODEL_CARD.md").read_text()
     copy = tmp_path / "copy"
     shutil.copytree(class_tree, copy)
-    for folder, refusal in ((class_tree, "would score its training images; score its test split"),
-                            (copy, r"holds \d+ images of the data the model was trained on")):
-        with pytest.raises(SystemExit, match=refusal):
+    for folder in (class_tree, copy):
+        with pytest.raises(SystemExit, match=f"trained on the images in {folder} .* score its test split instead"):
             evaluate.main(["--checkpoint", str(final), "--data", str(folder), "--split", "all",
                            "--out", str(tmp_path / "refused")])
     with pytest.raises(SystemExit):  # argparse: --split all needs --data and --out

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, Sample, load_dataset
 from data.images import ImageError, read_image
-from data.splits import class_counts, model_splits, resolved, same_folders, sample_name, split_digest
+from data.splits import class_counts, model_splits, resolved, split_digest, trained_on
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -93,22 +93,17 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
 
 
 def unseen_images(meta: dict, roots: list[str]) -> list[Sample]:
-    """Every image in `roots`, for `--split all`; SystemExit when they are, or copy, data the model was trained on
-    (one of its folders, or images its validation or test split recorded by name)."""
-    trained = set(resolved(meta.get("data", []))) & set(resolved(roots))
+    """Every image in `roots`, for `--split all`; SystemExit when one of them is, or copies, data the model was
+    trained on (`trained_on`)."""
+    trained = [root for root in roots if trained_on(meta, root)]
     if trained:
-        raise SystemExit(f"error: the model was trained on {' '.join(sorted(trained))}: --split all would score its "
-                         "training images; score its test split instead (leave out --split)")
-    samples = [s for root in roots for s in load_dataset(root)]
-    recorded = {name for part in meta.get("split_members", {}).values() for name in part}
-    copied = sum(sample_name(s) in recorded for s in samples)
-    if copied:
-        raise SystemExit(f"error: {' '.join(roots)} hold{'s' * (len(roots) == 1)} {copied} images of the data the model was trained on (named "
-                         "as in its validation and test splits): --split all would score its training images too")
-    return samples
+        raise SystemExit(f"error: the model was trained on the images in {' '.join(trained)} (one of its folders, or "
+                         "images named as in its validation and test splits): --split all would score its training "
+                         "images; score its test split instead (leave out --split)")
+    return [s for root in roots for s in load_dataset(root)]
 
 
-def trained_on(meta: dict) -> list[str] | None:
+def recorded_folders(meta: dict) -> list[str] | None:
     """The data folders recorded in a checkpoint, if they all exist here."""
     folders = [str(d) for d in meta.get("data", [])]
     return folders if folders and all(Path(d).is_dir() for d in folders) else None
@@ -136,12 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
         predictor = Predictor(args.checkpoint)
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
-    data = args.data or trained_on(predictor.meta) or DEFAULT_DATA
-    trained_here = same_folders(data, predictor.meta.get("data", data))
+    data = args.data or recorded_folders(predictor.meta) or DEFAULT_DATA
+    # Its own folders, wherever they are now; all of them (one each), for the report beside the checkpoint.
+    its_folders = all(trained_on(predictor.meta, root) for root in data)
+    trained_here = its_folders and len(set(resolved(data))) == len(predictor.meta.get("data", data))
     if not trained_here and args.out is None:  # the report beside the checkpoint is of the data it was trained on
         raise SystemExit("error: these are not the folders the model was trained on: name a folder for their report "
                          "with --out (for the shipped model, the report beside it is the committed one)")
-    if not trained_here and args.split != "all":
+    if not its_folders and args.split != "all":  # a split rebuilt from the seed, over other folders
         print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of other "
               "folders may hold images it was trained on, and its figures would then be too good (for labelled "
               "photos it has never seen, score them all: --split all)")
