@@ -111,6 +111,11 @@ def trained_on(meta: dict, root: str) -> bool:
     return bool(names) and any(sample_name(s) in names for s in load_dataset(root))
 
 
+def all_its_folders(meta: dict, roots: list[str]) -> bool:
+    """Whether `roots` are the folders the model was trained on (`trained_on`), all of them, wherever they lie."""
+    return all(trained_on(meta, root) for root in roots) and len(set(resolved(roots))) == len(meta.get("data", []))
+
+
 def model_splits(meta: dict, roots: list[str]) -> dict[str, list[Sample]]:
     """The splits of the model whose checkpoint `meta` is given, over `roots`: as it recorded them when `roots` are
     some or all of the folders it was trained on, wherever they are now; else (other folders, or an older

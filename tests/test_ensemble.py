@@ -1,6 +1,8 @@
 """An ensemble of runs: one network to everything downstream, built and finished by `python -m training.ensemble`."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,11 @@ def test_ensemble_finishes_two_runs_into_one_served_model(two_runs, class_tree, 
     assert load_checkpoint(swapped)["meta"]["flags"]["unsure_rate"] == 0.3
     with pytest.raises(SystemExit, match="give it one of the ensemble's runs"):  # it compares one network's layers
         ood_bench.main(["--checkpoint", str(final)])
+    # Runs trained on another machine: their data where it lies here, found by the names of its images.
+    moved = class_tree.rename(tmp_path / "moved")
+    here = ensemble.main([*map(str, two_runs), "--out", str(tmp_path / "here"), "--data", str(moved)])
+    assert load_checkpoint(here)["calibration"] == ckpt["calibration"]
+    assert load_checkpoint(here)["meta"]["data"] == [str(moved)]
 
 
 def test_ensemble_refuses_runs_of_other_recipes_or_the_same_run_twice(two_runs, class_tree, tmp_path):
@@ -101,6 +108,12 @@ def test_ensemble_refuses_runs_of_other_recipes_or_the_same_run_twice(two_runs, 
     save_checkpoint(tmp_path / "regrouped.pt", regrouped)
     with pytest.raises(SystemExit, match="member 2 was trained on another split than member 1"):
         ensemble.main([str(two_runs[0]), str(tmp_path / "regrouped.pt"), "--out", str(tmp_path / "bad")])
+    renamed = tmp_path / "renamed"  # other photos: no image of the runs' validation or test split by its name
+    for photo in class_tree.rglob("*.png"):
+        (renamed / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, renamed / photo.parent.name / f"x{photo.name}")
+    with pytest.raises(SystemExit, match=f"--data {renamed}: not the folders the runs were trained on"):
+        ensemble.main([*map(str, two_runs), "--out", str(tmp_path / "bad"), "--data", str(renamed)])
     assert not (tmp_path / "bad").exists()
 
 

@@ -108,6 +108,11 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     with pytest.raises(SystemExit, match="name a folder for their report with --out"):  # not over its own report
         evaluate.main(["--checkpoint", str(final), "--data", str(other)])
 
+    (tmp_path / "empty").mkdir()
+    for folder, why in ((tmp_path / "missing", "does not exist"), (tmp_path / "empty", "no images found")):
+        for flags in ([], ["--split", "all", "--out", str(tmp_path / "refused")]):  # what is wrong, not --out
+            with pytest.raises(SystemExit, match=f"error: .*{why}"):
+                evaluate.main(["--checkpoint", str(final), "--data", str(folder), *flags])
     # Labelled photos it has never seen (a clinic's own): every one of them scored, into a report of their own.
     unseen = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all",
                             "--out", str(tmp_path / "all")])

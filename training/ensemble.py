@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from data.flags import fraction
-from data.splits import model_splits
+from data.splits import all_its_folders, model_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
 from training.train import RESUME_MAY_CHANGE, decode_splits, write_model, parse_args as train_args
@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("members", nargs="+", help="the runs' finished checkpoints (spotcheck.pt), at least two")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default: runs/ensemble)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--data", nargs="+", default=None,
+                   help="the runs' data folders, where they lie on this machine (default: the folders the runs "
+                        "recorded, on the machine that trained them)")
     unsure_rate, max_false_vascular = TRAINING_DEFAULTS["unsure_rate"], TRAINING_DEFAULTS["max_false_vascular"]
     p.add_argument("--unsure-rate", type=fraction, default=unsure_rate,
                    help=f"as training's (default: {unsure_rate}); the ensemble is calibrated afresh")
@@ -104,6 +107,11 @@ def main(argv: list[str] | None = None) -> Path:
                                    "unsure_rate": args.unsure_rate, "max_false_vascular": args.max_false_vascular,
                                    "run_seed": seeds})
     try:
+        if args.data:
+            if not all_its_folders(checkpoints[0]["meta"], args.data):
+                raise SystemExit(f"error: --data {' '.join(args.data)}: not the folders the runs were trained on "
+                                 f"({' '.join(recipe.data)}), all of them")
+            recipe.data = args.data
         splits = model_splits(checkpoints[0]["meta"], recipe.data)
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as err:  # a missing data folder, too few images, a file in the way of --out

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, Sample, load_dataset
 from data.images import ImageError, read_image
-from data.splits import class_counts, model_splits, resolved, split_digest, trained_on
+from data.splits import all_its_folders, class_counts, model_splits, split_digest, trained_on
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -132,20 +132,18 @@ def main(argv: list[str] | None = None) -> dict:
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
     data = args.data or recorded_folders(predictor.meta) or DEFAULT_DATA
-    # Its own folders, wherever they are now; all of them (one each), for the report beside the checkpoint.
-    its_folders = all(trained_on(predictor.meta, root) for root in data)
-    trained_here = its_folders and len(set(resolved(data))) == len(predictor.meta.get("data", data))
-    if not trained_here and args.out is None:  # the report beside the checkpoint is of the data it was trained on
-        raise SystemExit("error: these are not the folders the model was trained on: name a folder for their report "
-                         "with --out (for the shipped model, the report beside it is the committed one)")
-    if not its_folders and args.split != "all":  # a split rebuilt from the seed, over other folders
-        print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of other "
-              "folders may hold images it was trained on, and its figures would then be too good (for labelled "
-              "photos it has never seen, score them all: --split all)")
-    try:
+    try:  # a missing folder, no images in it, too few to split: FileNotFoundError, ValueError
+        trained_here = all_its_folders(predictor.meta, data)  # the report beside the checkpoint is of those
+        if not trained_here and args.out is None:
+            raise SystemExit("error: these are not the folders the model was trained on: name a folder for their "
+                             "report with --out (for the shipped model, the report beside it is the committed one)")
+        if args.split != "all" and not all(trained_on(predictor.meta, root) for root in data):  # a rebuilt split
+            print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of "
+                  "other folders may hold images it was trained on, and its figures would then be too good (for "
+                  "labelled photos it has never seen, score them all: --split all)")
         samples = unseen_images(predictor.meta, data) if args.split == "all" else model_splits(predictor.meta,
                                                                                                data)[args.split]
-    except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
+    except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
         raise SystemExit(f"error: {problem}")
