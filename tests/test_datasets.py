@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
+from data.identity import image_keys, seen_keys
 from data.splits import load_splits, model_splits, recorded_splits, split_digest, split_members, split_samples
 from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
 from training.metrics import is_melanoma
@@ -276,6 +277,20 @@ def test_a_recorded_split_is_found_again_whatever_the_splitting_code_does_later(
         recorded_splits(roots[1:], {"val": [*meta["split_members"]["val"], "clinical/nevus/gone.jpg"], "test": []})
 
 
+def test_a_photo_is_known_by_its_isic_id_or_its_file_whatever_it_is_named(tmp_path):
+    photo = write_rgb(tmp_path / "a.png", spot_photo("nevus", size=32))
+    renamed = tmp_path / "IMG_0001.png"
+    shutil.copy(photo, renamed)
+    assert image_keys(photo) == image_keys(renamed) and len(next(iter(image_keys(photo)))) == 12
+    assert image_keys(write_rgb(tmp_path / "b.png", spot_photo("nevus", size=32, seed=1))) != image_keys(photo)
+    assert image_keys(tmp_path / "ISIC_0031197.jpg") == {"ISIC_0031197"}  # the id, at any size or encoding
+    clinical = tmp_path / "c_0123456789abcdef.jpg"  # the project's clinical photos: named after the original's hash
+    shutil.copy(photo, clinical)
+    assert image_keys(clinical) == image_keys(photo) | {"0123456789ab"}
+    assert image_keys(tmp_path / "gone.png") == set()
+    assert seen_keys([photo, renamed, clinical]) == sorted(image_keys(clinical))
+
+
 def test_the_shipped_model_records_the_members_of_the_split_it_records_digests_of():
     from model.checkpoint import load_checkpoint
 
@@ -284,6 +299,8 @@ def test_the_shipped_model_records_the_members_of_the_split_it_records_digests_o
         names = meta["split_members"][split]
         assert len(names) == sum(meta["split_counts"][split].values())
         assert hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest() == meta["split_sha256"][split]
+    seen = meta["seen_images"]  # HAM10000's 10,015 ISIC ids; each clinical photo's file and original (541 each)
+    assert sum(key.startswith("ISIC_") for key in seen) == 10015 and len(seen) == 10015 + 2 * 541
 
 
 @needs_shared
@@ -295,3 +312,4 @@ def test_the_shipped_model_is_scored_on_the_split_it_recorded():
     meta = {**load_checkpoint()["meta"], "data": ["/elsewhere/ham10000", "/elsewhere/clinical"]}  # any machine's
     splits = model_splits(meta, [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")])
     assert {k: split_digest(v) for k, v in splits.items()} == meta["split_sha256"]
+    assert seen_keys([s.path for part in splits.values() for s in part]) == meta["seen_images"]

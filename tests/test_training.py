@@ -123,9 +123,17 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     copy = tmp_path / "copy"
     shutil.copytree(class_tree, copy)
     for folder in (class_tree, copy):
-        with pytest.raises(SystemExit, match=f"trained on the images in {folder} .* score its test split instead"):
+        with pytest.raises(SystemExit, match=f"trained on the images in {folder}: .* score its test split instead"):
             evaluate.main(["--checkpoint", str(final), "--data", str(folder), "--split", "all",
                            "--out", str(tmp_path / "refused")])
+    # Photos it has seen, renamed, among others: left out and counted.
+    for photo in sorted(class_tree.rglob("*.png"))[:2]:
+        shutil.copy(photo, other / photo.parent.name / f"renamed_{photo.name}")
+    mixed = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all",
+                           "--out", str(tmp_path / "mixed")])
+    assert mixed["domains"]["dermoscopy"]["images"] == 15 and mixed["left_out_as_seen"] == 2
+    assert "left out 2 of 17 images the model has seen" in capsys.readouterr().out
+    assert "2 images it has seen, under other names, left out" in (tmp_path / "mixed" / "MODEL_CARD.md").read_text()
     with pytest.raises(SystemExit):  # argparse: --split all needs --data and --out
         evaluate.main(["--checkpoint", str(final), "--split", "all", "--out", str(tmp_path / "refused")])
     assert not (tmp_path / "refused").exists()

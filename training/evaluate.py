@@ -25,8 +25,9 @@ from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, Sample, load_dataset
+from data.identity import image_keys
 from data.images import ImageError, read_image
-from data.splits import all_its_folders, class_counts, model_splits, split_digest, trained_on
+from data.splits import all_its_folders, class_counts, model_splits, resolved, split_digest, trained_on
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -92,15 +93,20 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
             "on, and its figures would be too good. Evaluate with the data and code it was trained with, or retrain")
 
 
-def unseen_images(meta: dict, roots: list[str]) -> list[Sample]:
-    """Every image in `roots`, for `--split all`; SystemExit when one of them is, or copies, data the model was
-    trained on (`trained_on`)."""
-    trained = [root for root in roots if trained_on(meta, root)]
-    if trained:
-        raise SystemExit(f"error: the model was trained on the images in {' '.join(trained)} (one of its folders, or "
-                         "images named as in its validation and test splits): --split all would score its training "
-                         "images; score its test split instead (leave out --split)")
-    return [s for root in roots for s in load_dataset(root)]
+def unseen_images(meta: dict, roots: list[str]) -> tuple[list[Sample], int]:
+    """Every image in `roots` the model has not seen, for `--split all`, and how many were left out as seen: the
+    same file or ISIC image as one of its data, under any name (`data.identity`). SystemExit for one of its own
+    folders, or when it has seen them all."""
+    samples = [s for root in roots for s in load_dataset(root)]
+    seen = set(meta.get("seen_images", []))
+    unseen = [s for s in samples if not image_keys(s.path) & seen]
+    if not unseen or set(resolved(roots)) & set(resolved(meta.get("data", []))):
+        raise SystemExit(f"error: the model was trained on the images in {' '.join(roots)}: --split all would score "
+                         "images it has seen; score its test split instead (leave out --split)")
+    if len(unseen) < len(samples):
+        print(f"left out {len(samples) - len(unseen)} of {len(samples)} images the model has seen: the same file, or "
+              "the same ISIC image, as one of its training, validation or test images, under another name")
+    return unseen, len(samples) - len(unseen)
 
 
 def recorded_folders(meta: dict) -> list[str] | None:
@@ -141,8 +147,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of "
                   "other folders may hold images it was trained on, and its figures would then be too good (for "
                   "labelled photos it has never seen, score them all: --split all)")
-        samples = unseen_images(predictor.meta, data) if args.split == "all" else model_splits(predictor.meta,
-                                                                                               data)[args.split]
+        if args.split == "all":
+            samples, seen = unseen_images(predictor.meta, data)
+        else:
+            samples, seen = model_splits(predictor.meta, data)[args.split], 0
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples, probs, decided = predict_samples(predictor, samples)
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
     metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": sha256_of(Path(args.checkpoint)),
-               "split": args.split, **({"data": data} if args.split == "all" else {}),
+               "split": args.split, **({"data": data, "left_out_as_seen": seen} if args.split == "all" else {}),
                "calibration": vars(predictor.calibration),
                "ood": ({"layer": predictor.ood_layer, "features": int(predictor.feature_distance.means.shape[1])}
                        if predictor.feature_distance else None),

@@ -80,7 +80,9 @@ def scored_on(metrics: dict) -> str:
     """What an evaluation scored: "the test split", or with --split all the folders, none of them training data."""
     if metrics["split"] != "all":
         return f"the {metrics['split']} split"
-    return f"every image of {', '.join(f'`{d}`' for d in metrics['data'])} (not data the model was trained on)"
+    seen = metrics.get("left_out_as_seen", 0)
+    return (f"every image of {', '.join(f'`{d}`' for d in metrics['data'])} (not data the model was trained on"
+            f"{f'; {seen} images it has seen, under other names, left out' if seen else ''})")
 
 
 def kept_of(runs: list[dict]) -> str:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS, Sample
 from data.flags import fraction, positive_int
 from data.presets import MEAN, STD, TrainPreset, square_resize
+from data.identity import seen_keys
 from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import softmax
@@ -426,6 +427,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             "split_members": split_members(splits),  # so that evaluation finds this split whatever the code does later
+            "seen_images": seen_keys([s.path for part in splits.values() for s in part]),  # data.identity
             **meta,
             "validation_safety": safety,
             "flags": vars(args),

@@ -1,0 +1,36 @@
+"""Which photos a model has seen, whatever they are named now: so that scoring "photos it has never seen"
+(`training.evaluate --split all`) leaves out copies of its own data, such as the public images its data came from.
+
+A photo is known by a key, recorded in each checkpoint (`meta.seen_images`) for every image of its data:
+- a HAM10000 / ISIC image by its ISIC id (`ISIC_0031197`): the id names it in every release, at any size;
+- any other photo by the first 12 hex digits of its file's SHA-256: the same file under any name. The project's
+  clinical photos are re-encoded copies named after their original file's hash (`c_<16 hex>.jpg`, see
+  ../shared/data/clinical/SOURCES.md), so they also carry that hash: the public original is known too.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+ISIC_ID = re.compile(r"ISIC_\d{7}")
+NAMED_BY_ORIGINAL = re.compile(r"c_([0-9a-f]{16})")
+DIGITS = 12
+
+
+def image_keys(path: Path) -> set[str]:
+    """The keys a photo is known by (empty for a file that cannot be read)."""
+    if ISIC_ID.fullmatch(path.stem):
+        return {path.stem}
+    try:
+        keys = {hashlib.sha256(path.read_bytes()).hexdigest()[:DIGITS]}
+    except OSError:
+        return set()
+    if original := NAMED_BY_ORIGINAL.fullmatch(path.stem):
+        keys.add(original.group(1)[:DIGITS])
+    return keys
+
+
+def seen_keys(paths: list[Path]) -> list[str]:
+    """What a checkpoint records of the photos of its data (all splits), sorted."""
+    return sorted({key for path in paths for key in image_keys(path)})
