@@ -80,9 +80,10 @@ def scored_on(metrics: dict) -> str:
     """What an evaluation scored: "the test split", or with --split all the folders, none of them training data."""
     if metrics["split"] != "all":
         return f"the {metrics['split']} split"
+    folders = ", ".join(f"`{d}`" for d in metrics["data"])
     seen = metrics.get("left_out_as_seen", 0)
-    return (f"every image of {', '.join(f'`{d}`' for d in metrics['data'])} (not data the model was trained on"
-            f"{f'; {seen} images it has seen, under other names, left out' if seen else ''})")
+    left_out = f"; {seen} images it has seen, under other names, left out" if seen else ""
+    return f"every image of {folders} (not data the model was trained on{left_out})"
 
 
 def kept_of(runs: list[dict]) -> str:
