@@ -100,9 +100,10 @@ def unseen_images(meta: dict, roots: list[str]) -> tuple[list[Sample], int]:
     samples = [s for root in roots for s in load_dataset(root)]
     seen = set(meta.get("seen_images", []))
     unseen = [s for s in samples if not image_keys(s.path) & seen]
-    if not unseen or set(resolved(roots)) & set(resolved(meta.get("data", []))):  # (older checkpoints: by path)
-        raise SystemExit(f"error: the model was trained on the images in {' '.join(roots)}: --split all would score "
-                         "images it has seen; score its test split instead (leave out --split)")
+    own = [root for root in roots if resolved([root])[0] in resolved(meta.get("data", []))]
+    if own or not unseen:
+        raise SystemExit(f"error: the model was trained on the images in {' '.join(own or roots)}: --split all would "
+                         "score images it has seen; score its test split instead (leave out --split)")
     if len(unseen) < len(samples):
         print(f"left out {len(samples) - len(unseen)} of {len(samples)} images the model has seen: the same file, or "
               "the same ISIC image, as one of its training, validation or test images, under another name")
