@@ -122,7 +122,7 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
         (tmp_path / "all" / "MODEL_CARD.md").read_text()
     copy = tmp_path / "copy"
     shutil.copytree(class_tree, copy)
-    for folders in ([class_tree], [copy], [other, class_tree]):  # its own folder named, even beside others
+    for folders in ([class_tree], [copy], [other, class_tree], [other, copy]):  # its own named, among others too
         with pytest.raises(SystemExit, match=f"trained on the images in {folders[-1]}: .* score its test split"):
             evaluate.main(["--checkpoint", str(final), "--data", *map(str, folders), "--split", "all",
                            "--out", str(tmp_path / "refused")])

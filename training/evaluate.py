@@ -96,18 +96,20 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
 def unseen_images(meta: dict, roots: list[str]) -> tuple[list[Sample], int]:
     """Every image in `roots` the model has not seen, for `--split all`, and how many were left out as seen: the
     same file or ISIC image as one of its data, under any name (`data.identity`). SystemExit for one of its own
-    folders, or when it has seen them all."""
-    samples = [s for root in roots for s in load_dataset(root)]
+    folders: at a path it recorded, or anywhere with nothing in it that it has not seen."""
     seen = set(meta.get("seen_images", []))
-    unseen = [s for s in samples if not image_keys(s.path) & seen]
-    own = [root for root in roots if resolved([root])[0] in resolved(meta.get("data", []))]
-    if own or not unseen:
-        raise SystemExit(f"error: the model was trained on the images in {' '.join(own or roots)}: --split all would "
-                         "score images it has seen; score its test split instead (leave out --split)")
-    if len(unseen) < len(samples):
-        print(f"left out {len(samples) - len(unseen)} of {len(samples)} images the model has seen: the same file, or "
-              "the same ISIC image, as one of its training, validation or test images, under another name")
-    return unseen, len(samples) - len(unseen)
+    images = {root: [(s, bool(image_keys(s.path) & seen)) for s in load_dataset(root)] for root in roots}
+    own = [root for root, pairs in images.items()
+           if resolved([root])[0] in resolved(meta.get("data", [])) or all(was_seen for _, was_seen in pairs)]
+    if own:
+        raise SystemExit(f"error: the model was trained on the images in {' '.join(own)}: --split all would score "
+                         "images it has seen; score its test split instead (leave out --split)")
+    everything = [pair for pairs in images.values() for pair in pairs]
+    unseen = [s for s, was_seen in everything if not was_seen]
+    if len(unseen) < len(everything):
+        print(f"left out {len(everything) - len(unseen)} of {len(everything)} images the model has seen: the same "
+              "file, or the same ISIC image, as one of its training, validation or test images, under another name")
+    return unseen, len(everything) - len(unseen)
 
 
 def recorded_folders(meta: dict) -> list[str] | None:
