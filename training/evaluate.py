@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
                   "other folders may hold images it was trained on, and its figures would then be too good (for "
                   "labelled photos it has never seen, score them all: --split all)")
         if args.split == "all":
-            samples, seen = unseen_images(predictor.meta, data)
+            samples, left_out = unseen_images(predictor.meta, data)
         else:
-            samples, seen = model_splits(predictor.meta, data)[args.split], 0
+            samples, left_out = model_splits(predictor.meta, data)[args.split], 0
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples, probs, decided = predict_samples(predictor, samples)
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
     metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": sha256_of(Path(args.checkpoint)),
-               "split": args.split, **({"data": data, "left_out_as_seen": seen} if args.split == "all" else {}),
+               "split": args.split, **({"data": data, "left_out_as_seen": left_out} if args.split == "all" else {}),
                "calibration": vars(predictor.calibration),
                "ood": ({"layer": predictor.ood_layer, "features": int(predictor.feature_distance.means.shape[1])}
                        if predictor.feature_distance else None),
