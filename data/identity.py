@@ -9,9 +9,10 @@ A photo is known by a key, recorded in each checkpoint (`meta.seen_images`) for 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
+
+from data.download import file_digest
 
 ISIC_ID = re.compile(r"ISIC_\d{7}")
 NAMED_BY_ORIGINAL = re.compile(r"c_([0-9a-f]{16})")
@@ -23,7 +24,7 @@ def image_keys(path: Path) -> set[str]:
     if ISIC_ID.fullmatch(path.stem):
         return {path.stem}
     try:
-        keys = {hashlib.sha256(path.read_bytes()).hexdigest()[:DIGITS]}
+        keys = {file_digest(path, "sha256")[:DIGITS]}
     except OSError:
         return set()
     if original := NAMED_BY_ORIGINAL.fullmatch(path.stem):

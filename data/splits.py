@@ -101,11 +101,16 @@ def recorded_names(meta: dict) -> set[str]:
     return {name for part in meta.get("split_members", {}).values() for name in part}
 
 
+def at_recorded_path(meta: dict, root: str) -> bool:
+    """Whether `root` is one of the data folders a checkpoint recorded (paths of the machine that trained it)."""
+    return resolved([root])[0] in resolved(meta.get("data", []))
+
+
 def trained_on(meta: dict, root: str) -> bool:
     """Whether the model whose checkpoint `meta` is given was trained on the folder `root`: a folder it recorded, or
     one holding an image its validation or test split recorded by name. The names find its data on other machines
     (a checkpoint records the paths of the machine that trained it) and in copies."""
-    if str(Path(root).resolve()) in resolved(meta.get("data", [])):
+    if at_recorded_path(meta, root):
         return True
     names = recorded_names(meta)
     return bool(names) and any(sample_name(s) in names for s in load_dataset(root))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from data.datasets import CLASSES, DEFAULT_DATA, Sample, load_dataset
 from data.identity import image_keys
 from data.images import ImageError, read_image
-from data.splits import all_its_folders, class_counts, model_splits, resolved, split_digest, trained_on
+from data.splits import all_its_folders, at_recorded_path, class_counts, model_splits, split_digest, trained_on
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -100,7 +100,7 @@ def unseen_images(meta: dict, roots: list[str]) -> tuple[list[Sample], int]:
     seen = set(meta.get("seen_images", []))
     images = {root: [(s, bool(image_keys(s.path) & seen)) for s in load_dataset(root)] for root in roots}
     own = [root for root, pairs in images.items()
-           if resolved([root])[0] in resolved(meta.get("data", [])) or all(was_seen for _, was_seen in pairs)]
+           if at_recorded_path(meta, root) or all(was_seen for _, was_seen in pairs)]
     if own:
         raise SystemExit(f"error: the model was trained on the images in {' '.join(own)}: --split all would score "
                          "images it has seen; score its test split instead (leave out --split)")
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not trained_here and args.out is None:
             raise SystemExit("error: these are not the folders the model was trained on: name a folder for their "
                              "report with --out (for the shipped model, the report beside it is the committed one)")
-        if args.split != "all" and not all(trained_on(predictor.meta, root) for root in data):  # a rebuilt split
+        # Other folders: their split is rebuilt from the seed (asked only when they are not all its folders).
+        if args.split != "all" and not trained_here and not all(trained_on(predictor.meta, root) for root in data):
             print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of "
                   "other folders may hold images it was trained on, and its figures would then be too good (for "
                   "labelled photos it has never seen, score them all: --split all)")
