@@ -18,6 +18,9 @@ from pathlib import Path
 from data.images import is_image_file
 
 CLASSES = ("vascular", "nevus", "other")
+# What kind of photo an image is: taken through a skin microscope, or an ordinary camera or phone photo. Training
+# samples, augments and calibrates the two apart (training.loaders, data.presets), and evaluation reports them apart.
+DOMAINS = ("dermoscopy", "clinical")
 # Where this project's machines keep the data: ../shared/data beside the repository.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_DATA = [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")]
@@ -42,16 +45,12 @@ class Sample:
     group: str  # images of one lesion/patient share a group
     stratum: str  # finer label used to stratify splits (e.g. HAM10000 dx)
     source: str  # "ham10000", "clinical", "folder"
+    domain: str  # one of DOMAINS
     detail: str = ""  # the source's own diagnosis, e.g. "mel"
 
     @property
     def target(self) -> int:
         return CLASSES.index(self.label)
-
-    @property
-    def domain(self) -> str:
-        """"clinical" for ordinary photos, "dermoscopy" for HAM10000 and class-per-folder trees."""
-        return "clinical" if self.source == "clinical" else "dermoscopy"
 
 
 # HAM10000 as the ISIC 2018 challenge (Task 3) released it: a one-hot ground truth and, apart, each image's lesion.
@@ -145,7 +144,7 @@ def _ham_samples(root: Path, rows: list[tuple[str, str, str]], listed_in: str, h
         dx = dx.strip().lower()
         if dx not in DX_TO_CLASS:
             raise ValueError(f"{listed_in}: unknown dx {dx!r} for {image_id} (expected one of {', '.join(DX_TO_CLASS)})")
-        samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + lesion_id, dx, "ham10000", dx))
+        samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + lesion_id, dx, "ham10000", "dermoscopy", dx))
     if missing:  # e.g. one of the release's two image archives not unpacked: say so rather than train on half
         raise FileNotFoundError(f"{len(missing)} of the {len(rows)} images listed in {listed_in} are missing under "
                                 f"{root} (e.g. {', '.join(missing[:3])}): is the download complete? ({hint})")
@@ -237,7 +236,7 @@ def load_clinical(root: str | Path) -> list[Sample]:
             group = _clinical_group(source, row.get("original_path") or row["filename"])
         samples.append(
             Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
-                   row.get("diagnosis") or row.get("source_category") or "")
+                   "clinical", row.get("diagnosis") or row.get("source_category") or "")
         )
     missing = [s.path.name for s in samples if not s.path.is_file()]
     if missing:  # say so rather than split, and train on, what is not there
@@ -246,12 +245,14 @@ def load_clinical(root: str | Path) -> list[Sample]:
     return _sd198_series(samples)
 
 
-def load_class_folders(root: str | Path) -> list[Sample]:
-    """A plain tree: `root/vascular/*.jpg`, `root/nevus/*.jpg`, `root/other/*.jpg`.
+def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sample]:
+    """A plain tree: `root/vascular/*.jpg`, `root/nevus/*.jpg`, `root/other/*.jpg`, of photos of one `domain`.
 
     Every image is its own group; put one lesion's photos in a subfolder
     (`root/nevus/lesion42/a.jpg`) to keep them together in one split.
     """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown kind of photo {domain!r} (use one of {', '.join(DOMAINS)})")
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
     ignored = [p.name for p in folders if p.name.lower() not in CLASSES]
@@ -264,14 +265,15 @@ def load_class_folders(root: str | Path) -> list[Sample]:
         for path in (p for p in _files_under(folder) if is_image_file(p)):
             parent = path.parent.relative_to(root)
             group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
-            samples.append(Sample(path, label, group, label, "folder", label))
+            samples.append(Sample(path, label, group, label, "folder", domain, label))
     if not samples:
         raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/")
     return samples
 
 
-def load_dataset(root: str | Path) -> list[Sample]:
-    """Pick the loader by what the folder holds."""
+def load_dataset(root: str | Path, folder_domain: str = "dermoscopy") -> list[Sample]:
+    """Pick the loader by what the folder holds. `folder_domain`: what a class-per-folder tree's photos are (HAM10000
+    is dermoscopy, a `labels.csv` set clinical photos)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
@@ -281,4 +283,4 @@ def load_dataset(root: str | Path) -> list[Sample]:
         return load_clinical(root)
     if ISIC2018_TRUTH in _csv_files_under(root):
         return load_isic2018(root)
-    return load_class_folders(root)
+    return load_class_folders(root, folder_domain)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sklearn.model_selection import StratifiedGroupKFold
 
-from data.datasets import CLASSES, Sample, load_dataset
+from data.datasets import CLASSES, DOMAINS, Sample, load_dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -39,19 +39,28 @@ def split_samples(samples: list[Sample], *, seed: int = 0, n_folds: int = 7) -> 
     return split
 
 
-def load_splits(roots: list[str], seed: int) -> dict[str, list[Sample]]:
+def load_splits(roots: list[str], seed: int, folder_domain: str = "dermoscopy") -> dict[str, list[Sample]]:
     """Split each data folder on its own (by lesion/patient group) and pool the parts: training, evaluation and
-    the benches all call this, so they agree on which image is in which split."""
+    the benches all call this, so they agree on which image is in which split. `folder_domain`: what the photos of
+    a class-per-folder tree are (`data.datasets.DOMAINS`)."""
     pooled = {name: [] for name in SPLITS}
     for root in roots:
-        samples = load_dataset(root)
+        samples = load_dataset(root, folder_domain)
         folds = 7 if len(samples) >= 2000 else 5  # small sets: bigger val/test parts
         for name, part in split_samples(samples, seed=seed, n_folds=folds).items():
             pooled[name] += part
-        print(f"{root}: {len(samples)} images, {folds} folds")
+        print(f"{root}: {len(samples)} images, {folds} folds{tree_note(samples)}")
     for name, part in pooled.items():
         print(f"  {name}: {len(part)} images {class_counts(part)}")
     return pooled
+
+
+def tree_note(samples: list[Sample]) -> str:
+    """For a class-per-folder tree, what its photos are taken to be: the one thing about it no file says."""
+    if not samples or samples[0].source != "folder":
+        return ""
+    other = next(d for d in DOMAINS if d != samples[0].domain)
+    return f", taken as {samples[0].domain} photos (--folder-domain {other} if they are not)"
 
 
 def sample_name(sample: Sample) -> str:
@@ -70,11 +79,12 @@ def split_members(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
     return {name: sorted(map(sample_name, splits[name])) for name in ("val", "test")}
 
 
-def recorded_splits(roots: list[str], members: dict[str, list[str]]) -> dict[str, list[Sample]]:
+def recorded_splits(roots: list[str], members: dict[str, list[str]],
+                    folder_domain: str = "dermoscopy") -> dict[str, list[Sample]]:
     """The splits a model recorded (`split_members`) over `roots`, some or all of the folders it was trained on: its
     validation and test images by name, every other image training. ValueError when `roots` lack one of those
     images of their sources, or hold two images of one name."""
-    samples = [s for root in roots for s in load_dataset(root)]
+    samples = [s for root in roots for s in load_dataset(root, folder_domain)]
     by_name: dict[str, list[Sample]] = {}
     for sample in samples:
         by_name.setdefault(sample_name(sample), []).append(sample)
@@ -121,13 +131,21 @@ def all_its_folders(meta: dict, roots: list[str]) -> bool:
     return all(trained_on(meta, root) for root in roots) and len(set(resolved(roots))) == len(meta.get("data", []))
 
 
-def model_splits(meta: dict, roots: list[str]) -> dict[str, list[Sample]]:
+def trained_folder_domain(meta: dict) -> str:
+    """What the model took the photos of class-per-folder trees to be (`--folder-domain`; dermoscopy before the
+    choice)."""
+    return meta.get("flags", {}).get("folder_domain", "dermoscopy")
+
+
+def model_splits(meta: dict, roots: list[str], folder_domain: str | None = None) -> dict[str, list[Sample]]:
     """The splits of the model whose checkpoint `meta` is given, over `roots`: as it recorded them when `roots` are
     some or all of the folders it was trained on, wherever they are now; else (other folders, or an older
-    checkpoint, which recorded only digests) rebuilt from its split seed."""
+    checkpoint, which recorded only digests) rebuilt from its split seed. `folder_domain`: what the photos of
+    class-per-folder trees are (default: what the model took them to be)."""
+    folder_domain = folder_domain or trained_folder_domain(meta)
     if "split_members" in meta and all(trained_on(meta, root) for root in roots):
-        return recorded_splits(roots, meta["split_members"])
-    return load_splits(roots, int(meta.get("split_seed", 0)))
+        return recorded_splits(roots, meta["split_members"], folder_domain)
+    return load_splits(roots, int(meta.get("split_seed", 0)), folder_domain)
 
 
 def class_counts(samples: list[Sample]) -> dict[str, int]:

@@ -11,13 +11,14 @@ import torch
 import data.presets as presets
 import data.splits as splits_module
 import training.train as train
-from data.datasets import Sample
+from data.datasets import Sample, load_dataset
 from data.images import read_image
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.net import LiteNet
 from model.predictor import Predictor
 from tests.conftest import HAM_DX, make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
 from training import evaluate
+from training.loaders import sampling_weights
 from training.report import write_model_card
 
 TINY = ["--epochs", "2", "--draws-per-epoch", "48", "--batch-size", "16", "--image-size", "48", "--workers", "0"]
@@ -297,13 +298,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     ("tree", ["--zoom-out-p", "1"], 0, 2 * 48),
     ("clinical", ["--marks-p", "1"], 2 * 48, 0),
     ("clinical", ["--zoom-out-p", "1"], 0, 0),
+    ("tree", ["--folder-domain", "clinical", "--marks-p", "1"], 2 * 48, 0),
+    ("tree", ["--folder-domain", "clinical", "--zoom-out-p", "1"], 0, 0),
 ], ids=["default-off", "marks-clinical-on-dermoscopy", "marks-dermoscopy", "zoom-out-dermoscopy",
-        "marks-clinical", "zoom-out-on-clinical"])
+        "marks-clinical", "zoom-out-on-clinical", "marks-clinical-tree", "zoom-out-on-clinical-tree"])
 def test_marks_and_zoom_out_are_drawn_only_where_asked(class_tree, tmp_path, monkeypatch, source, flags, marked,
                                                        zoomed):
     """--marks-p is for the clinical photos, --marks-p-dermoscopy and --zoom-out-p for the rest (a class-per-folder
-    tree counts as dermoscopy; clinical photos already show skin around the spot). At probability 1 every one of
-    the 2 x 48 draws gets it."""
+    tree counts as dermoscopy unless --folder-domain says otherwise; clinical photos already show skin around the
+    spot). At probability 1 every one of the 2 x 48 draws gets it."""
     calls = {"marks": 0, "zoom": 0}
 
     def counted(name, draw):
@@ -318,6 +321,33 @@ def test_marks_and_zoom_out_are_drawn_only_where_asked(class_tree, tmp_path, mon
     ckpt = load_checkpoint(train.main(["--data", str(data), "--out", str(tmp_path / "run"), *FAST, *flags]))
     assert calls == {"marks": marked, "zoom": zoomed}
     assert ckpt["meta"]["flags"]["zoom_out_p"] == (1.0 if "--zoom-out-p" in flags else 0.0)
+
+
+def test_a_tree_of_phone_photos_is_trained_and_reported_as_clinical_photos(class_tree, tmp_path, capsys):
+    """--folder-domain clinical: a class-per-folder tree of phone photos is drawn at the clinical share beside
+    dermoscopy, validated and calibrated as clinical photos, and evaluation reports it as such by default."""
+    ham = make_ham(tmp_path / "ham")
+    splits = splits_module.load_splits([str(ham), str(class_tree)], 0, "clinical")
+    assert "tree: 30 images, 5 folds, taken as clinical photos (--folder-domain dermoscopy if they are not)" in \
+        capsys.readouterr().out
+    weights = sampling_weights(splits["train"], clinical_share=0.3)
+    from_tree = np.array([s.source == "folder" for s in splits["train"]])
+    assert weights[from_tree].sum() / weights.sum() == pytest.approx(0.3)
+    assert {s.domain for s in splits["train"] if s.source == "ham10000"} == {"dermoscopy"}
+
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, "--folder-domain",
+                        "clinical"])
+    meta = load_checkpoint(final)["meta"]
+    assert {"clinical_balanced_accuracy", "score"} <= meta["validation"].keys()
+    assert "dermoscopy_balanced_accuracy" not in meta["validation"]
+    assert set(meta["validation_safety"]) == {"clinical"}
+    metrics = evaluate.main(["--checkpoint", str(final)])  # the model's own tree, taken as it was in training
+    assert set(metrics["domains"]) == {"clinical"} and (tmp_path / "run" / "roc_clinical.png").is_file()
+    assert "They were taken as clinical photos (`--folder-domain`)" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    metrics = evaluate.main(["--checkpoint", str(final), "--folder-domain", "dermoscopy", "--out", str(tmp_path / "d")])
+    assert set(metrics["domains"]) == {"dermoscopy"}
+    with pytest.raises(ValueError, match="unknown kind of photo 'phone'"):
+        load_dataset(class_tree, "phone")
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):
@@ -397,7 +427,7 @@ def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(cla
     train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
     assert "unreadable images, e.g." in capsys.readouterr().out
 
-    samples = [Sample(path, path.parent.name, path.name, path.parent.name, "folder") for path in
+    samples = [Sample(path, path.parent.name, path.name, path.parent.name, "folder", "dermoscopy") for path in
                [*bad, class_tree / "other" / "other_0.png"]]
     kept, probs, decided = evaluate.predict_samples(predictor, samples)
     assert kept == samples[-1:] and probs.shape == (1, 3) and len(decided) == 1

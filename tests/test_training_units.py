@@ -74,7 +74,8 @@ def test_fitted_temperature_softens_overconfident_logits_and_lowers_nll():
 
 
 def sample(label, source="ham10000", group="g"):
-    return Sample(Path(f"{label}.jpg"), label, group, label, source)
+    domain = "clinical" if source == "clinical" else "dermoscopy"
+    return Sample(Path(f"{label}.jpg"), label, group, label, source, domain)
 
 
 def test_sampling_weights_draw_classes_equally_within_each_domain_and_clinical_at_its_share():
@@ -115,7 +116,7 @@ def rule_samples(groups):
     """30 images: 20 vascular, with the 11 in group `groups[0]` all missed by the rule, 5 nevi and 5 others."""
     labels = ["vascular"] * 20 + ["nevus"] * 5 + ["other"] * 5
     decided = ["unsure"] * 11 + labels[11:]
-    samples = [Sample(Path(f"{i}.jpg"), label, group, label, "ham10000") for i, (label, group) in
+    samples = [Sample(Path(f"{i}.jpg"), label, group, label, "ham10000", "dermoscopy") for i, (label, group) in
                enumerate(zip(labels, groups))]
     probs = np.eye(3)[[s.target for s in samples]]
     return samples, probs, decided
@@ -182,7 +183,8 @@ def test_validation_safety_counts_images_at_or_over_the_bar_per_domain_and_kind(
     """What a run records before anyone looks at test: of each domain's vascular, melanoma and malignant
     validation images, how many reach the vascular bar (at the bar counts: the rule answers `vascular` there)."""
     def sample(label, detail, source):
-        return Sample(Path(f"{detail}.jpg"), label, detail, detail, source, detail)
+        return Sample(Path(f"{detail}.jpg"), label, detail, detail, source,
+                      "clinical" if source == "clinical" else "dermoscopy", detail)
 
     samples = [sample("vascular", "vasc", "ham10000"), sample("other", "mel", "ham10000"),
                sample("other", "bcc", "ham10000"), sample("other", "mel", "ham10000"),
@@ -227,5 +229,6 @@ def test_the_default_command_is_the_one_that_trained_the_shipped_model():
 
     shipped = load_checkpoint(DEFAULT_CHECKPOINT)["meta"]["flags"]
     defaults = vars(parse_args([]))
-    where = {"data", "out", "device", "workers", "threads"}  # the machine's folders and processors, not the recipe
+    # The machine's folders (and what they hold) and processors, not the recipe.
+    where = {"data", "folder_domain", "out", "device", "workers", "threads"}
     assert {k: v for k, v in defaults.items() if k not in where} == {k: v for k, v in shipped.items() if k not in where}

@@ -4,7 +4,7 @@ Finds the split the checkpoint recorded (or rebuilds it from its seed), runs
 every test image through `model.predictor.Predictor` (the same path the app
 and batch scoring use), and writes to `--out`:
 
-- metrics.json: per domain (dermoscopy = HAM10000, clinical photos), per-class
+- metrics.json: per domain (dermoscopy such as HAM10000; clinical photos), per-class
   precision/recall, balanced accuracy, ROC AUC, confusion matrices, ECE, the
   decision rule's coverage and safety rates, and 95% bootstrap intervals
   resampled by lesion;
@@ -12,7 +12,8 @@ and batch scoring use), and writes to `--out`:
 - MODEL_CARD.md.
 
 `--data FOLDER --split all --out DIR` scores every image of labelled folders the
-model was not trained on, such as a clinic's own photos.
+model was not trained on, such as a clinic's own photos (in a class-per-folder
+tree of phone photos: add `--folder-domain clinical`).
 """
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, Sample, load_dataset
+from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset
 from data.identity import image_keys
 from data.images import ImageError, read_image
-from data.splits import all_its_folders, at_recorded_path, class_counts, model_splits, split_digest, trained_on
+from data.splits import (all_its_folders, at_recorded_path, class_counts, model_splits, split_digest,
+                         trained_folder_domain, trained_on, tree_note)
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
 from training.metrics import full_report, json_safe
@@ -93,12 +95,16 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
             "on, and its figures would be too good. Evaluate with the data and code it was trained with, or retrain")
 
 
-def unseen_images(meta: dict, roots: list[str]) -> tuple[list[Sample], int]:
+def unseen_images(meta: dict, roots: list[str], folder_domain: str) -> tuple[list[Sample], int]:
     """Every image in `roots` the model has not seen, for `--split all`, and how many were left out as seen: the
     same file or ISIC image as one of its data, under any name (`data.identity`). SystemExit for one of its own
     folders: at a path it recorded, or anywhere with nothing in it that it has not seen."""
     seen = set(meta.get("seen_images", []))
-    images = {root: [(s, bool(image_keys(s.path) & seen)) for s in load_dataset(root)] for root in roots}
+    images = {root: [(s, bool(image_keys(s.path) & seen)) for s in load_dataset(root, folder_domain)]
+              for root in roots}
+    for root, pairs in images.items():
+        if note := tree_note([s for s, _ in pairs]):
+            print(f"{root}{note}")
     own = [root for root, pairs in images.items()
            if at_recorded_path(meta, root) or all(was_seen for _, was_seen in pairs)]
     if own:
@@ -131,6 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", choices=["val", "test", "all"],
                         help="default: test; all: every image of --data, labelled folders the model was not trained "
                              "on (needs --out)")
+    parser.add_argument("--folder-domain", choices=DOMAINS, default=None,
+                        help="what the photos of class-per-folder trees are: 'dermoscopy' or 'clinical' (ordinary "
+                             "camera or phone photos), each reported apart (default: what the model took its own "
+                             "trees to be; dermoscopy for the shipped model)")
     args = parser.parse_args(argv)
     if args.split == "all" and (args.data is None or args.out is None):
         parser.error("--split all scores folders the model was not trained on: name them with --data, and the "
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
     data = args.data or recorded_folders(predictor.meta) or DEFAULT_DATA
+    folder_domain = args.folder_domain or trained_folder_domain(predictor.meta)
     try:  # a missing folder, no images in it, too few to split: FileNotFoundError, ValueError
         trained_here = all_its_folders(predictor.meta, data)  # the report beside the checkpoint is of those
         if not trained_here and args.out is None:
@@ -152,9 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
                   "other folders may hold images it was trained on, and its figures would then be too good (for "
                   "labelled photos it has never seen, score them all: --split all)")
         if args.split == "all":
-            samples, left_out = unseen_images(predictor.meta, data)
+            samples, left_out = unseen_images(predictor.meta, data, folder_domain)
         else:
-            samples, left_out = model_splits(predictor.meta, data)[args.split], 0
+            samples, left_out = model_splits(predictor.meta, data, folder_domain)[args.split], 0
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from data.datasets import CLASSES  # noqa: E402
+from data.splits import trained_folder_domain  # noqa: E402
 from training.metrics import reliability_bins, safety_summary  # noqa: E402
 
 # The project's clinical photo set, by the `source` column of its labels.csv.
@@ -154,8 +155,8 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                           + f" Clinical photos make up {flags.get('clinical_share', '?')} of training draws.")
     if "folder" in sources:
         data_lines.append("- Class-per-folder images (`vascular/`, `nevus/`, `other/`): where they come from and "
-                          "under what licence is for whoever trained this model to state. They are treated as "
-                          "dermoscopy.")
+                          "under what licence is for whoever trained this model to state. They were taken as "
+                          f"{trained_folder_domain(meta)} photos (`--folder-domain`).")
     if "ham10000" in sources or known:
         data_lines.append("- Because of these licences, the weights are for **non-commercial research use** only.")
     shortcuts = (f"- Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi "

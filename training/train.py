@@ -25,7 +25,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, DX_TO_CLASS, Sample
+from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample
 from data.flags import fraction, positive_int
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.identity import seen_keys
@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="data folders: HAM10000 (metadata CSV + images, or the ISIC 2018 Task 3 ground truth + "
                         "lesion groupings + images), the clinical set (labels.csv) or a class-per-folder tree "
                         "(vascular/ nevus/ other/)")
+    p.add_argument("--folder-domain", choices=DOMAINS, default="dermoscopy",
+                   help="what the photos of class-per-folder trees are: 'dermoscopy' (through a skin microscope) or "
+                        "'clinical' (ordinary camera or phone photos: drawn at --clinical-share, augmented, "
+                        "validated, calibrated and reported as clinical photos)")
     p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
     p.add_argument("--arch", choices=tuple(ARCHITECTURES), default="lite0",
                    help="the network (model.net): 'lite0', EfficientNet-Lite0 fine-tuned from ImageNet weights; "
@@ -251,8 +255,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Data: split, then decode every image once (framed, resized) into memory.
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
-        splits = (recorded_splits(args.data, state["split_members"]) if state and "split_members" in state
-                  else load_splits(args.data, args.seed))
+        splits = (recorded_splits(args.data, state["split_members"], args.folder_domain)
+                  if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     for name in ("train", "val"):
