@@ -118,7 +118,11 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     unseen = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all",
                             "--out", str(tmp_path / "all")])
     assert unseen["domains"]["dermoscopy"]["images"] == 15 and unseen["split"] == "all"
-    assert "warning" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "warning" not in out and f"{other}, taken as dermoscopy photos (--folder-domain clinical if" in out
+    phone = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all", "--out",
+                           str(tmp_path / "phone"), "--folder-domain", "clinical"])  # a clinic's phone photos
+    assert set(phone["domains"]) == {"clinical"} and phone["domains"]["clinical"]["images"] == 15
     assert f"## Results on every image of `{other}` (not data the model was trained on)" in \
         (tmp_path / "all" / "MODEL_CARD.md").read_text()
     copy = tmp_path / "copy"
