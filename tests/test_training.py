@@ -428,8 +428,15 @@ def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(cla
         bad[-1].write_bytes(good[: len(good) // 3])
     bad.append(class_tree / "nevus" / "notes.jpg")
     bad[-1].write_text("not a photo")
-    train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
     assert "unreadable images, e.g." in capsys.readouterr().out
+    meta = load_checkpoint(final)["meta"]
+    in_split = {split: sum(f"folder/{p.parent.name}/{p.name}" in meta["split_members"][split] for p in bad)
+                for split in ("val", "test")}
+    assert meta["unreadable"] == {"train": len(bad) - in_split["val"] - in_split["test"], "val": in_split["val"]}
+    evaluate.main(["--checkpoint", str(final)])  # the card says how many were left out of training
+    assert (f"Of these, {meta['unreadable']['train']} training and {meta['unreadable']['val']} validation images "
+            "could not be read") in (tmp_path / "run" / "MODEL_CARD.md").read_text()
 
     samples = [Sample(path, path.parent.name, path.name, path.parent.name, "folder", "dermoscopy") for path in
                [*bad, class_tree / "other" / "other_0.png"]]

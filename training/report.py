@@ -139,6 +139,9 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                 if ema and all(w == "averaged" for w in kept_weights) else "")
     sources = meta.get("sources", ["clinical", "ham10000"])  # checkpoints from before it was recorded: the shipped data
     vascular_images = sum(counts.get("vascular", 0) for counts in split_counts.values())
+    unreadable = meta.get("unreadable", {})
+    left_out = (f" Of these, {unreadable.get('train', 0)} training and {unreadable.get('val', 0)} validation images "
+                "could not be read and were left out." if any(unreadable.values()) else "")
     data_lines = [f"- Trained on: {', '.join(f'`{d}`' for d in meta.get('data', [])) or 'not recorded'}."]
     if "ham10000" in sources:
         data_lines.append("- HAM10000 (Tschandl P, Rosendahl C, Kittler H, Sci. Data 5, 180161, 2018, "
@@ -217,7 +220,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 {chr(10).join(data_lines)}
 - Split: each data folder on its own, stratified, grouped by lesion (HAM10000 `lesion_id`; clinical: case folder,
   patient, SD-198 case series or the `group` column; class folders: a subfolder, else each image), seed {meta.get('split_seed', 0)}; folders of
-  2,000 images or more in 7 folds, smaller ones in 5; fold 0 = test, fold 1 = validation. Counts: {split_counts}.
+  2,000 images or more in 7 folds, smaller ones in 5; fold 0 = test, fold 1 = validation. Counts: {split_counts}.{left_out}
 - Class imbalance ({vascular_images} vascular images in all): class-balanced sampling.
 - The domain gap: {flags.get('clinicalize_p', 0):.0%} of training draws (of either source) were made to look like
   phone photos (colour casts, uneven light, hair, glare, blur, noise, JPEG){zoomed}.

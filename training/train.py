@@ -429,6 +429,9 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                                         if s.source == "clinical"}),  # labels.csv's source column, for the card
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
+            # Training and validation images that could not be read, left out (test images: evaluation says).
+            "unreadable": {"train": len(splits["train"]) - len(train_samples),
+                           "val": len(splits["val"]) - len(val_samples)},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             "split_members": split_members(splits),  # so that evaluation finds this split whatever the code does later
             "seen_images": seen_keys([s.path for part in splits.values() for s in part]),  # data.identity
