@@ -17,6 +17,7 @@ from pathlib import Path
 from sklearn.model_selection import StratifiedGroupKFold
 
 from data.datasets import CLASSES, DOMAINS, Sample, load_dataset
+from data.identity import image_keys
 
 SPLITS = ("train", "val", "test")
 
@@ -146,6 +147,16 @@ def model_splits(meta: dict, roots: list[str], folder_domain: str | None = None)
     if "split_members" in meta and all(trained_on(meta, root) for root in roots):
         return recorded_splits(roots, meta["split_members"], folder_domain)
     return load_splits(roots, int(meta.get("split_seed", 0)), folder_domain)
+
+
+def train_on_seen(splits: dict[str, list[Sample]], seen: set[str]) -> tuple[dict[str, list[Sample]], dict[str, int]]:
+    """The splits with every lesion group that holds an image a model has seen (`data.identity` keys) moved into
+    training, for a model fine-tuned from that one: what it started from must not validate or test it. Also how
+    many images validation and test gave up."""
+    groups = {s.group for name in ("val", "test") for s in splits[name] if image_keys(s.path) & seen}
+    moved = {name: [s for s in splits[name] if s.group in groups] for name in ("val", "test")}
+    kept = {name: [s for s in splits[name] if s.group not in groups] for name in ("val", "test")}
+    return {"train": splits["train"] + moved["val"] + moved["test"], **kept}, {k: len(v) for k, v in moved.items()}
 
 
 def class_counts(samples: list[Sample]) -> dict[str, int]:

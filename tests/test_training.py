@@ -13,8 +13,8 @@ import data.splits as splits_module
 import training.train as train
 from data.datasets import Sample, load_dataset
 from data.images import read_image
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.net import LiteNet
+from model.checkpoint import load_checkpoint, save_checkpoint, sha256_of
+from model.net import LiteNet, build
 from model.predictor import Predictor
 from tests.conftest import HAM_DX, make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
 from training import evaluate
@@ -352,6 +352,55 @@ def test_a_tree_of_phone_photos_is_trained_and_reported_as_clinical_photos(class
     assert set(metrics["domains"]) == {"dermoscopy"}
     with pytest.raises(ValueError, match="unknown kind of photo 'phone'"):
         load_dataset(class_tree, "phone")
+
+
+def test_fine_tuning_starts_from_the_model_and_never_judges_it_on_what_it_has_seen(class_tree, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """--start-from: a clinic fine-tunes a model on a tree of its own photos, some of which (renamed) the model
+    was trained on. Training starts from that model's weights; the lesions it has seen are trained on, never
+    validated or tested on; the new model counts them as seen, and its card credits what the weights came from."""
+    ham = make_ham(tmp_path / "ham")
+    parent = train.main(["--data", str(ham), str(class_tree), "--out", str(tmp_path / "parent"), *FAST])
+    own = tmp_path / "own"
+    for i, photo in enumerate(sorted(class_tree.rglob("*.png"))):  # the parent's photos, renamed, in lesions of two
+        lesion = own / photo.parent.name / f"lesion_{i}"
+        lesion.mkdir(parents=True)
+        shutil.copy(photo, lesion / "copy.png")
+        write_rgb(lesion / "other_view.png", spot_photo(photo.parent.name, size=96, radius=12, seed=100 + i))
+    for label in ("vascular", "nevus", "other"):  # and lesions it has never seen
+        for i in range(10):
+            write_rgb(own / label / f"new_{i}.png", spot_photo(label, size=96, radius=9 + i, seed=200 + i))
+    built = []
+    monkeypatch.setattr(train, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **k: (_ for _ in ()).throw(Started()))  # the model is built
+    run = ["--data", str(own), "--out", str(tmp_path / "child"), *FAST, "--start-from", str(parent)]
+    with pytest.raises(Started):
+        train.main(run)
+    parent_ckpt = load_checkpoint(parent)
+    for name, tensor in built[0].state_dict().items():  # its weights, not fresh ones
+        assert torch.equal(tensor, parent_ckpt["model"][name].to(tensor.dtype)), name
+    assert f"test images are of lesions {parent} has seen: trained on instead" in capsys.readouterr().out
+    monkeypatch.undo()
+
+    child = load_checkpoint(train.main(run))["meta"]
+    held = [name.split("/")[-1] for split in ("val", "test") for name in child["split_members"][split]]
+    assert held and all(name.startswith("new_") for name in held)  # no photo of a lesion it has seen
+    assert set(parent_ckpt["meta"]["seen_images"]) <= set(child["seen_images"])
+    assert child["started_from"] == {"checkpoint": "spotcheck.pt", "sha256": sha256_of(parent),
+                                     "data": [str(ham), str(class_tree)]}
+    assert child["sources"] == ["folder", "ham10000"]  # its weights learned from HAM10000 too
+    evaluate.main(["--checkpoint", str(tmp_path / "child" / "spotcheck.pt")])
+    card = (tmp_path / "child" / "MODEL_CARD.md").read_text()
+    assert (f"Trained from the SpotCheck model `spotcheck.pt` (SHA-256 {sha256_of(parent)[:12]}, itself trained on "
+            f"`{ham}`, `{class_tree}`)") in card
+    assert "Tschandl" in card and "non-commercial research use" in card  # HAM10000's credit and licence carry on
+
+    for flags, message in ((["--image-size", "64"], "was trained with --image-size 48"),
+                           (["--arch", "lite0"], "was trained with --arch spotnet"),
+                           (["--flatten-lightness"], "was trained with no --flatten-lightness"),
+                           (["--from-scratch"], "give one of them")):
+        with pytest.raises(SystemExit, match=message):
+            train.main([*run[:-2], "--out", str(tmp_path / "refused"), "--start-from", str(parent), *flags])
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):

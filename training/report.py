@@ -185,6 +185,9 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         network = (f"SpotNet: 8 conv layers, {meta.get('parameters', 0):,} parameters, "
                    f"{meta.get('flops', 0) / 1e6:.0f} MFLOPs per {flags.get('image_size', 112)} px image")
         start = "random weights"
+    if parent := meta.get("started_from"):  # --start-from: fine-tuned from another finished model
+        start = (f"the SpotCheck model `{parent['checkpoint']}` (SHA-256 {parent['sha256'][:12]}, itself trained on "
+                 f"{', '.join(f'`{d}`' for d in parent['data']) or 'folders it does not record'})")
     runs = meta.get("members")  # an ensemble's: one summary per run
     if runs:
         network = f"an average of {len(runs)} networks: {network} in all"

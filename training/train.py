@@ -29,8 +29,8 @@ from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample
 from data.flags import fraction, positive_int
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.identity import seen_keys
-from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members
-from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members, train_on_seen
+from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint, sha256_of
 from model.decision import softmax
 from model.export import export
 from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--epochs 24 --lr 3e-3 --keep best)")
     p.add_argument("--from-scratch", action="store_true",
                    help="start lite0 from random weights instead of ImageNet's (spotnet always starts from scratch)")
+    p.add_argument("--start-from", default=None, metavar="CHECKPOINT",
+                   help="fine-tune a finished SpotCheck model (e.g. model/weights/spotcheck.pt, the shipped one) "
+                        "instead of starting from ImageNet: it needs the same --arch, --image-size, "
+                        "--colour-constancy and --flatten-lightness, and the lesions of any image it has seen are "
+                        "trained on, never validated or tested on")
     p.add_argument("--epochs", type=positive_int, default=10, help="passes of --draws-per-epoch draws")
     p.add_argument("--draws-per-epoch", type=positive_int, default=5000,
                    help="class-balanced draws (with replacement) per epoch")
@@ -239,6 +244,48 @@ def require_every_class(split: str, samples: list[Sample], kind: str = "") -> No
                          "tree, add photos to that class's folder)")
 
 
+def starting_model(args: argparse.Namespace) -> dict | None:
+    """The finished model `--start-from` names (None without it), refused unless it is one network with the
+    preprocessing asked for: fine-tuning changes its weights, not what they expect to see."""
+    if args.start_from is None:
+        return None
+    if args.from_scratch:
+        raise SystemExit("error: --from-scratch and --start-from each say where to start: give one of them")
+    try:
+        start = load_checkpoint(args.start_from)
+    except CheckpointError as err:
+        raise SystemExit(f"error: --start-from: {err}")
+    if int(start.get("members", 1)) != 1:
+        raise SystemExit(f"error: --start-from {args.start_from} is an average of {start['members']} runs "
+                         "(training.ensemble): start from one of them")
+    preprocess = start["preprocess"]
+    theirs = {"arch": start.get("arch", "spotnet"), "image_size": preprocess["size"],
+              "colour_constancy": preprocess.get("colour_constancy", 0),
+              "flatten_lightness": bool(preprocess.get("flatten_lightness", False))}
+    differ = [k for k, v in theirs.items() if vars(args)[k] != v]
+    if differ:
+        flags = [f"--{k.replace('_', '-')} {theirs[k]}" for k in differ if k != "flatten_lightness"]
+        if "flatten_lightness" in differ:
+            flags.append("--flatten-lightness" if theirs["flatten_lightness"] else "no --flatten-lightness")
+        raise SystemExit(f"error: --start-from {args.start_from} was trained with {', '.join(flags)}: fine-tuning it "
+                         "needs the same network and preprocessing")
+    return start
+
+
+# What a fine-tuned model's checkpoint carries on from the one it started from (`--start-from`), beside its own:
+# the data its weights learned from, for the card's credits and licences, and every photo they have seen.
+INHERITED = ("sources", "clinical_sources", "seen_images", "started_from")
+
+
+def inherited_from(start: dict, path: str) -> dict:
+    """The INHERITED record of a model fine-tuned from `start`, the checkpoint at `path`."""
+    meta = start["meta"]
+    return {"sources": meta.get("sources", []), "clinical_sources": meta.get("clinical_sources", []),
+            "seen_images": meta.get("seen_images", []),
+            "started_from": {"checkpoint": Path(path).name, "sha256": sha256_of(Path(path)),
+                             "data": meta.get("data", [])}}
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
@@ -252,6 +299,7 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_num_threads(args.threads)
     started = time.time()
     state = interrupted_run(out, args) if args.resume else None
+    start = starting_model(args)
 
     # Data: split, then decode every image once (framed, resized) into memory.
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
@@ -259,6 +307,14 @@ def main(argv: list[str] | None = None) -> Path:
                   if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
+    if start:  # what it has seen must not judge it (a resumed run's recorded split has this done already)
+        if "seen_images" not in start["meta"]:
+            print(f"warning: {args.start_from} records no keys of the images it has seen: validation and test may "
+                  "hold some of them, and their figures would then be too good")
+        splits, moved = train_on_seen(splits, set(start["meta"].get("seen_images", [])))
+        if any(moved.values()):
+            print(f"{moved['val']} validation and {moved['test']} test images are of lesions {args.start_from} has "
+                  "seen: trained on instead")
     for name in ("train", "val"):
         require_every_class(name, splits[name])
     members = split_members(splits)  # what last.pt records, so that --resume keeps this split
@@ -280,7 +336,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = build(args.arch, num_classes=len(CLASSES))
-    if args.arch == "lite0" and not args.from_scratch:
+    if start:
+        model.load_state_dict(start["model"])  # its float16 weights, widened
+    elif args.arch == "lite0" and not args.from_scratch:
         model.load_imagenet(imagenet_weights())
     dx_head = torch.nn.Linear(model.head.in_features, len(dx_names)) if args.dx_weight > 0 else None
     model.to(device)
@@ -383,16 +441,18 @@ def main(argv: list[str] | None = None) -> Path:
             "train_minutes": round((time.time() - started) / 60, 1)}
     meta["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
-    return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta)
+    inherited = inherited_from(start, args.start_from) if start else None
+    return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
 
 
 def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[str, list[Sample]],
                 train_pixels: np.ndarray, train_samples: list[Sample], val_pixels: np.ndarray,
-                val_samples: list[Sample], meta: dict) -> Path:
+                val_samples: list[Sample], meta: dict, inherited: dict | None = None) -> Path:
     """Round the weights to float16, fit the out-of-distribution statistics (on the training images) and the
     calibration (on validation) for exactly those weights, and write `args.out`/spotcheck.pt and its ONNX export.
     training.ensemble finishes an ensemble of runs the same way; its `meta` has no epoch's validation scores, so
-    the finished weights' own are recorded."""
+    the finished weights' own are recorded. `inherited`: the INHERITED record of what the weights learned before
+    `splits` (`--start-from`)."""
     started = time.time()
     shipped_weights = round_to_half(model)
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
@@ -411,6 +471,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                                val_samples)
     print(f"validation, at or over the vascular bar: {safety_summary(safety)}")
     final = Path(args.out) / "spotcheck.pt"
+    inherited = inherited or {}
     save_checkpoint(final, {
         "format": FORMAT,
         "arch": args.arch,
@@ -424,9 +485,13 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
         "ood": {**{k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()}, "layer": model.ood_layer},
         "meta": {
             "data": [str(Path(d)) for d in args.data],
-            "sources": sorted({s.source for part in splits.values() for s in part}),  # ham10000, clinical, folder
+            # What the weights learned from, for the card's credits and licences (with --start-from, its data too).
+            "sources": sorted({s.source for part in splits.values() for s in part}  # ham10000, clinical, folder
+                              | set(inherited.get("sources", []))),
             "clinical_sources": sorted({s.stratum.split("/")[0] for part in splits.values() for s in part
-                                        if s.source == "clinical"}),  # labels.csv's source column, for the card
+                                        if s.source == "clinical"}  # labels.csv's source column
+                                       | set(inherited.get("clinical_sources", []))),
+            **({"started_from": inherited["started_from"]} if "started_from" in inherited else {}),
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
             # Training and validation images that could not be read, left out (test images: evaluation says).
@@ -434,7 +499,8 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                            "val": len(splits["val"]) - len(val_samples)},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             "split_members": split_members(splits),  # so that evaluation finds this split whatever the code does later
-            "seen_images": seen_keys([s.path for part in splits.values() for s in part]),  # data.identity
+            "seen_images": sorted(set(seen_keys([s.path for part in splits.values() for s in part]))  # data.identity
+                                  | set(inherited.get("seen_images", []))),
             **meta,
             "validation_safety": safety,
             "flags": vars(args),
