@@ -105,7 +105,18 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
         for i in range(5):
             write_rgb(other / label / f"{i}.png", spot_photo(label, size=64, seed=i))
     evaluate.main(["--checkpoint", str(final), "--data", str(other), "--out", str(tmp_path / "c")])
-    assert "the model was trained on" in capsys.readouterr().out  # another split may hold its training images
+    assert "warning" not in capsys.readouterr().out  # another folder's split, of photos it has never seen
+    copies = tmp_path / "copies"  # its own photos, renamed: another folder's split of photos it has seen
+    for label in ("vascular", "nevus", "other"):
+        (copies / label).mkdir(parents=True)
+        for photo in (class_tree / label).iterdir():
+            shutil.copy(photo, copies / label / f"renamed_{photo.name}")
+    copied = evaluate.main(["--checkpoint", str(final), "--data", str(copies), "--out", str(tmp_path / "d")])
+    test_images = copied["domains"]["dermoscopy"]["images"]
+    assert (f"warning: the model has seen {test_images} of the {test_images} images of this test split"
+            in capsys.readouterr().out)
+    older = {k: v for k, v in load_checkpoint(final)["meta"].items() if k != "seen_images"}  # one without keys
+    assert "may hold images it was trained on" in evaluate.seen_warning(older, "test", [])
     with pytest.raises(SystemExit, match="name a folder for their report with --out"):  # not over its own report
         evaluate.main(["--checkpoint", str(final), "--data", str(other)])
 

@@ -118,6 +118,19 @@ def unseen_images(meta: dict, roots: list[str], folder_domain: str) -> tuple[lis
     return unseen, len(everything) - len(unseen)
 
 
+def seen_warning(meta: dict, split: str, samples: list[Sample]) -> str | None:
+    """For a split of folders the model was not trained on: how many of its images the model has seen, the same
+    file or ISIC image under any name (`data.identity`); for an older checkpoint, which records no keys, that it
+    may have seen some. None when it has seen none."""
+    if "seen_images" not in meta:
+        return (f"the model was trained on {' '.join(meta['data'])}; the {split} split of other folders may hold "
+                "images it was trained on, and its figures would then be too good")
+    seen = set(meta["seen_images"])
+    count = sum(bool(image_keys(s.path) & seen) for s in samples)
+    return (f"the model has seen {count} of the {len(samples)} images of this {split} split (the same file or ISIC "
+            "image, under another name): its figures would be too good" if count else None)
+
+
 def recorded_folders(meta: dict) -> list[str] | None:
     """The data folders recorded in a checkpoint, if they all exist here."""
     folders = [str(d) for d in meta.get("data", [])]
@@ -157,15 +170,14 @@ def main(argv: list[str] | None = None) -> dict:
         if not trained_here and args.out is None:
             raise SystemExit("error: these are not the folders the model was trained on: name a folder for their "
                              "report with --out (for the shipped model, the report beside it is the committed one)")
-        # Other folders: their split is rebuilt from the seed (asked only when they are not all its folders).
-        if args.split != "all" and not trained_here and not all(trained_on(predictor.meta, root) for root in data):
-            print(f"warning: the model was trained on {' '.join(predictor.meta['data'])}; the {args.split} split of "
-                  "other folders may hold images it was trained on, and its figures would then be too good (for "
-                  "labelled photos it has never seen, score them all: --split all)")
         if args.split == "all":
             samples, left_out = unseen_images(predictor.meta, data, folder_domain)
         else:
             samples, left_out = model_splits(predictor.meta, data, folder_domain)[args.split], 0
+            # Other folders: their split was rebuilt from the seed (asked only when they are not all its folders).
+            if not trained_here and not all(trained_on(predictor.meta, root) for root in data) and \
+                    (seen := seen_warning(predictor.meta, args.split, samples)):
+                print(f"warning: {seen} (for labelled photos it has never seen, score them all: --split all)")
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
