@@ -32,6 +32,11 @@ def image_keys(path: Path) -> set[str]:
     return keys
 
 
+def is_seen(path: Path, seen: set[str]) -> bool:
+    """Whether a photo is one of those whose keys `seen` holds (a checkpoint's `meta.seen_images`)."""
+    return bool(image_keys(path) & seen)
+
+
 def seen_keys(paths: list[Path]) -> list[str]:
     """What a checkpoint records of the photos of its data (all splits), sorted."""
     return sorted({key for path in paths for key in image_keys(path)})

@@ -17,7 +17,7 @@ from pathlib import Path
 from sklearn.model_selection import StratifiedGroupKFold
 
 from data.datasets import CLASSES, DOMAINS, Sample, load_dataset
-from data.identity import image_keys
+from data.identity import is_seen
 
 SPLITS = ("train", "val", "test")
 
@@ -153,7 +153,7 @@ def train_on_seen(splits: dict[str, list[Sample]], seen: set[str]) -> tuple[dict
     """The splits with every lesion group that holds an image a model has seen (`data.identity` keys) moved into
     training, for a model fine-tuned from that one: what it started from must not validate or test it. Also how
     many images validation and test gave up."""
-    groups = {s.group for name in ("val", "test") for s in splits[name] if image_keys(s.path) & seen}
+    groups = {s.group for name in ("val", "test") for s in splits[name] if is_seen(s.path, seen)}
     moved = {name: [s for s in splits[name] if s.group in groups] for name in ("val", "test")}
     kept = {name: [s for s in splits[name] if s.group not in groups] for name in ("val", "test")}
     return {"train": splits["train"] + moved["val"] + moved["test"], **kept}, {k: len(v) for k, v in moved.items()}

@@ -26,7 +26,7 @@ from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset
-from data.identity import image_keys
+from data.identity import is_seen
 from data.images import ImageError, read_image
 from data.splits import (all_its_folders, at_recorded_path, class_counts, model_splits, split_digest,
                          trained_folder_domain, trained_on, tree_note)
@@ -100,8 +100,7 @@ def unseen_images(meta: dict, roots: list[str], folder_domain: str) -> tuple[lis
     same file or ISIC image as one of its data, under any name (`data.identity`). SystemExit for one of its own
     folders: at a path it recorded, or anywhere with nothing in it that it has not seen."""
     seen = set(meta.get("seen_images", []))
-    images = {root: [(s, bool(image_keys(s.path) & seen)) for s in load_dataset(root, folder_domain)]
-              for root in roots}
+    images = {root: [(s, is_seen(s.path, seen)) for s in load_dataset(root, folder_domain)] for root in roots}
     for root, pairs in images.items():
         if note := tree_note([s for s, _ in pairs]):
             print(f"{root}{note}")
@@ -126,9 +125,9 @@ def seen_warning(meta: dict, split: str, samples: list[Sample]) -> str | None:
         return (f"the model was trained on {' '.join(meta['data'])}; the {split} split of other folders may hold "
                 "images it was trained on, and its figures would then be too good")
     seen = set(meta["seen_images"])
-    count = sum(bool(image_keys(s.path) & seen) for s in samples)
+    count = sum(is_seen(s.path, seen) for s in samples)
     return (f"the model has seen {count} of the {len(samples)} images of this {split} split (the same file or ISIC "
-            "image, under another name): its figures would be too good" if count else None)
+            "image, under any name): its figures would be too good" if count else None)
 
 
 def recorded_folders(meta: dict) -> list[str] | None:
