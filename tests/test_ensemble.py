@@ -13,6 +13,7 @@ from data.images import read_image
 from model.checkpoint import load_checkpoint, network_from, save_checkpoint
 from model.net import Ensemble, LiteNet, SpotNet
 from model.predictor import Predictor, class_activation_map
+from tests.conftest import spot_photo, write_rgb
 from tests.test_training import FAST
 from training import ensemble, evaluate
 
@@ -128,3 +129,21 @@ def test_a_run_from_before_a_flag_existed_counts_as_trained_with_its_default(two
     save_checkpoint(tmp_path / "marked.pt", older)
     with pytest.raises(SystemExit, match="--marks-p 0.5 vs 0.0"):
         ensemble.main([str(two_runs[0]), str(tmp_path / "marked.pt"), "--out", str(tmp_path / "bad")])
+
+
+def test_runs_fine_tuned_from_one_model_average_into_a_model_that_carries_on_its_record(two_runs, tmp_path):
+    """Two runs fine-tuned from one parent (--start-from): their average names the parent and counts every photo
+    the parent had seen, and an average is refused as a parent (fine-tune one of its runs instead)."""
+    parent, other_run = two_runs
+    new_photos = tmp_path / "new"  # photos the parent has not seen
+    for label in ("vascular", "nevus", "other"):
+        for i in range(10):
+            write_rgb(new_photos / label / f"{i}.png", spot_photo(label, size=96, radius=9 + i, seed=300 + i))
+    tuned = [train.main(["--data", str(new_photos), "--out", str(tmp_path / f"tuned{seed}"), "--run-seed", str(seed),
+                         "--start-from", str(parent), *FAST]) for seed in (0, 1)]
+    both = load_checkpoint(ensemble.main([*map(str, tuned), "--out", str(tmp_path / "both")]))["meta"]
+    assert both["started_from"] == load_checkpoint(tuned[0])["meta"]["started_from"]
+    assert set(load_checkpoint(parent)["meta"]["seen_images"]) <= set(both["seen_images"])
+    average = ensemble.main([str(parent), str(other_run), "--out", str(tmp_path / "average")])
+    with pytest.raises(SystemExit, match="is an average of 2 runs"):
+        train.main(["--data", str(new_photos), "--out", str(tmp_path / "refused"), "--start-from", str(average), *FAST])
