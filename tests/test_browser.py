@@ -27,6 +27,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOTS = ROOT / "screenshots"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TIMEOUT_MS = 30_000
+sync_api.expect.set_options(timeout=TIMEOUT_MS)  # as long as the waits: expect's own 5 s is short on a busy 2-core machine
 SHOWN = "(sel) => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }"  # a loaded picture
 
 
