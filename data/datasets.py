@@ -144,7 +144,8 @@ def _ham_samples(root: Path, rows: list[tuple[str, str, str]], listed_in: str, h
         dx = dx.strip().lower()
         if dx not in DX_TO_CLASS:
             raise ValueError(f"{listed_in}: unknown dx {dx!r} for {image_id} (expected one of {', '.join(DX_TO_CLASS)})")
-        samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + lesion_id, dx, "ham10000", "dermoscopy", dx))
+        samples.append(Sample(path, DX_TO_CLASS[dx], "ham:" + lesion_id, dx, source="ham10000", domain="dermoscopy",
+                              detail=dx))
     if missing:  # e.g. one of the release's two image archives not unpacked: say so rather than train on half
         raise FileNotFoundError(f"{len(missing)} of the {len(rows)} images listed in {listed_in} are missing under "
                                 f"{root} (e.g. {', '.join(missing[:3])}): is the download complete? ({hint})")
@@ -235,8 +236,8 @@ def load_clinical(root: str | Path) -> list[Sample]:
         else:
             group = _clinical_group(source, row.get("original_path") or row["filename"])
         samples.append(
-            Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", "clinical",
-                   "clinical", row.get("diagnosis") or row.get("source_category") or "")
+            Sample(root / "images" / row["filename"], label, group, f"{source}/{label}", source="clinical",
+                   domain="clinical", detail=row.get("diagnosis") or row.get("source_category") or "")
         )
     missing = [s.path.name for s in samples if not s.path.is_file()]
     if missing:  # say so rather than split, and train on, what is not there
@@ -265,7 +266,7 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         for path in (p for p in _files_under(folder) if is_image_file(p)):
             parent = path.parent.relative_to(root)
             group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
-            samples.append(Sample(path, label, group, label, "folder", domain, label))
+            samples.append(Sample(path, label, group, label, source="folder", domain=domain, detail=label))
     if not samples:
         raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/")
     return samples

@@ -262,14 +262,17 @@ def starting_model(args: argparse.Namespace) -> dict | None:
     theirs = {"arch": start.get("arch", "spotnet"), "image_size": preprocess["size"],
               "colour_constancy": preprocess.get("colour_constancy", 0),
               "flatten_lightness": bool(preprocess.get("flatten_lightness", False))}
-    differ = [k for k, v in theirs.items() if vars(args)[k] != v]
+    differ = [as_flag(k, v) for k, v in theirs.items() if vars(args)[k] != v]
     if differ:
-        flags = [f"--{k.replace('_', '-')} {theirs[k]}" for k in differ if k != "flatten_lightness"]
-        if "flatten_lightness" in differ:
-            flags.append("--flatten-lightness" if theirs["flatten_lightness"] else "no --flatten-lightness")
-        raise SystemExit(f"error: --start-from {args.start_from} was trained with {', '.join(flags)}: fine-tuning it "
+        raise SystemExit(f"error: --start-from {args.start_from} was trained with {', '.join(differ)}: fine-tuning it "
                          "needs the same network and preprocessing")
     return start
+
+
+def as_flag(name: str, value: object) -> str:
+    """A setting as the command line gives it: `--image-size 112`, `--flatten-lightness`, `no --flatten-lightness`."""
+    flag = "--" + name.replace("_", "-")
+    return flag if value is True else f"no {flag}" if value is False else f"{flag} {value}"
 
 
 # What a fine-tuned model's checkpoint carries on from the one it started from (`--start-from`), beside its own:
@@ -278,10 +281,10 @@ INHERITED = ("sources", "clinical_sources", "seen_images", "started_from")
 
 
 def inherited_from(start: dict, path: str) -> dict:
-    """The INHERITED record of a model fine-tuned from `start`, the checkpoint at `path`."""
+    """The INHERITED record of a model fine-tuned from `start`, the checkpoint at `path`: its own, naming it as the
+    start."""
     meta = start["meta"]
-    return {"sources": meta.get("sources", []), "clinical_sources": meta.get("clinical_sources", []),
-            "seen_images": meta.get("seen_images", []),
+    return {**{k: v for k, v in meta.items() if k in INHERITED},
             "started_from": {"checkpoint": Path(path).name, "sha256": sha256_of(Path(path)),
                              "data": meta.get("data", [])}}
 
@@ -499,8 +502,8 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                            "val": len(splits["val"]) - len(val_samples)},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             "split_members": split_members(splits),  # so that evaluation finds this split whatever the code does later
-            "seen_images": sorted(set(seen_keys([s.path for part in splits.values() for s in part]))  # data.identity
-                                  | set(inherited.get("seen_images", []))),
+            "seen_images": sorted({*seen_keys([s.path for part in splits.values() for s in part]),  # data.identity
+                                   *inherited.get("seen_images", [])}),
             **meta,
             "validation_safety": safety,
             "flags": vars(args),
