@@ -321,15 +321,16 @@ class Answering:
 
 
 @pytest.mark.parametrize("label", ["vascular", "nevus", "other", "unsure"])
-def test_a_red_spot_answer_warns_in_the_answer_itself(tmp_path, predictor, label):
-    """The see-a-doctor signs for a red spot come right under the reason, where a phone shows them, not only in the
-    guidance further down the page."""
+def test_a_reassuring_answer_warns_in_the_answer_itself(tmp_path, predictor, label):
+    """A `vascular` answer (what a red melanoma can hide behind) and a `nevus` answer (an early melanoma) say when
+    to see a doctor right under the reason, where a phone shows it, not only in the guidance further down the page;
+    the other answers already say to have the spot checked."""
     photo = write_rgb(tmp_path / "spot.png", spot_photo("vascular", size=200))
     summary = check_spot(Answering(predictor, label), str(photo)).summary
     assert summary.startswith(f"### {HEADLINES[label]}")
-    assert (CAUTION["vascular"] in summary) == (label == "vascular")
-    if label == "vascular":
-        assert summary.index("Why:") < summary.index(CAUTION["vascular"])
+    assert [kind for kind, caution in CAUTION.items() if caution in summary] == ([label] if label in CAUTION else [])
+    if label in CAUTION:
+        assert summary.index("Why:") < summary.index(CAUTION[label])
 
 
 def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, tmp_path):

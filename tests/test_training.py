@@ -68,6 +68,9 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert "Validation images at or over the vascular bar (dermoscopy: " in card and " of 0 melanoma" in card
     assert "distance of the 112 pooled features after layer 11 to the nearest training group" in card
     assert "Class-per-folder images" in card and "Tschandl" not in card  # its own data, not the shipped model's
+    kinds = report["with_decision_rule"]["answers_by_lesion_kind"]  # class folders name no diagnosis: the class
+    assert list(kinds) == ["vascular"] and kinds["vascular"]["images"] == report["class_counts"]["vascular"]
+    assert f"| dermoscopy | vascular | {kinds['vascular']['images']} | {kinds['vascular']['vascular']} |" in card
     vascular = sum(counts["vascular"] for counts in ckpt["meta"]["split_counts"].values())
     assert f"({vascular} vascular images in all)" in card and str(class_tree) in card
     recipe = {**ckpt["meta"], "flags": {**ckpt["meta"]["flags"], "marks_p": 0.5, "zoom_out_p": 0.3}}

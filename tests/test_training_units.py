@@ -179,6 +179,22 @@ def test_carcinomas_called_vascular_are_counted_with_the_melanomas():
     assert rule["melanoma_called_vascular"] == 0
 
 
+def test_answers_are_counted_for_each_vascular_diagnosis_and_for_the_malignant_lesions():
+    """Cherry angiomas apart from pyogenic granulomas (the pooled vascular recall hides which are found), and a
+    melanoma answered `nevus` counted as plainly as one answered `vascular`; kinds with no image are left out."""
+    targets = np.array([0, 0, 0, 2, 2, 2, 2, 1])
+    decided = ["vascular", "unsure", "vascular", "nevus", "vascular", "nevus", "other", "nevus"]
+    details = ["Angioma", "Angioma", "Pyogenic_Granuloma", "Malignant_Melanoma", "mel", "bcc", "bkl", "nv"]
+    rule = full_report(np.eye(3)[targets] * 0.8 + 0.2 / 3, targets, decided, details)["with_decision_rule"]
+    none = {"vascular": 0, "nevus": 0, "other": 0, "unsure": 0}
+    assert rule["answers_by_lesion_kind"] == {
+        "vascular: angioma": {**none, "images": 2, "vascular": 1, "unsure": 1},
+        "vascular: pyogenic_granuloma": {**none, "images": 1, "vascular": 1},
+        "melanoma": {**none, "images": 2, "nevus": 1, "vascular": 1},
+        "carcinoma or precursor": {**none, "images": 1, "nevus": 1},
+    }
+
+
 def test_validation_safety_counts_images_at_or_over_the_bar_per_domain_and_kind():
     """What a run records before anyone looks at test: of each domain's vascular, melanoma and malignant
     validation images, how many reach the vascular bar (at the bar counts: the rule answers `vascular` there)."""

@@ -109,8 +109,25 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
         "confusion_matrix_rows_truth_cols_" + "_".join(CLASSES + (UNSURE,)): [
             [int(((truth == t) & (decided == d)).sum()) for d in CLASSES + (UNSURE,)] for t in CLASSES
         ],
+        "answers_by_lesion_kind": answers_by_lesion_kind(decided, truth, details),
     }
     return report
+
+
+def answers_by_lesion_kind(decided: np.ndarray, truth: np.ndarray, details: list[str]) -> dict[str, dict[str, int]]:
+    """How the rule answered the lesions SpotCheck is judged on, each kind with its image count: every vascular
+    diagnosis apart ("vascular: angioma" and "vascular: pyogenic_granuloma" say whether cherry angiomas are found,
+    which the pooled vascular recall hides), then the melanomas and the other malignant lesions, for which a
+    `nevus` answer ("keep an eye on it") is as much a false reassurance as a `vascular` one."""
+    names = diagnoses(details)
+    melanoma, malignant = is_melanoma(details), is_malignant(details)
+    vascular = truth == "vascular"
+    kinds = {"vascular" if name == "vascular" else f"vascular: {name}": vascular & (names == name)  # class folders
+             for name in sorted(set(names[vascular].tolist()))}  # name no diagnosis: theirs is the class
+    kinds.update({"melanoma": melanoma, "carcinoma or precursor": malignant & ~melanoma})
+    return {kind: {"images": int(mask.sum()), **{answer: int((decided[mask] == answer).sum())
+                                                 for answer in CLASSES + (UNSURE,)}}
+            for kind, mask in kinds.items() if mask.any()}
 
 
 def json_safe(value: Any) -> Any:

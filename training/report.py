@@ -12,7 +12,10 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from data.datasets import CLASSES  # noqa: E402
 from data.splits import trained_folder_domain  # noqa: E402
+from model.decision import UNSURE  # noqa: E402
 from training.metrics import reliability_bins, safety_summary  # noqa: E402
+
+ANSWERS = CLASSES + (UNSURE,)
 
 # The project's clinical photo set, by the `source` column of its labels.csv.
 CLINICAL_CREDITS = {
@@ -121,6 +124,9 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
             f"| {_fmt(rule['nonvascular_called_vascular'])} | {_fmt(rule['melanoma_called_vascular'])} "
             f"| {_fmt(rule.get('malignant_called_vascular', float('nan')))} |"
         )
+    kind_rows = [f"| {domain} | {kind} | {n['images']} | " + " | ".join(str(n[a]) for a in ANSWERS) + " |"
+                 for domain, r in metrics["domains"].items()
+                 for kind, n in r["with_decision_rule"].get("answers_by_lesion_kind", {}).items()]
     cal = metrics["calibration"]
     val = meta.get("validation", {})
     split_counts = meta.get("split_counts", {})
@@ -241,6 +247,14 @@ Brackets: 95% bootstrap interval, resampling whole lesions.
 | domain | images | balanced acc. [95% CI] | vascular recall | vasc-vs-nevus AUC | ECE (15 bins) | coverage (rule) | vascular recall (rule) | vascular precision (rule) | non-vascular called vascular | melanoma called vascular | melanoma, carcinoma or precursor called vascular |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+How the rule answered the lesions that matter most: each vascular diagnosis apart (cherry angiomas are what a
+`vascular` answer tells people they have), then the malignant lesions, for which `nevus` ("keep an eye on it") is a
+false reassurance too:
+
+| domain | lesions | images | {' | '.join(ANSWERS)} |
+|---|---|---|{'---|' * len(ANSWERS)}
+{chr(10).join(kind_rows)}
 
 Figures: `confusion_*.png`, `roc_*.png`, `reliability_*.png` beside this card.
 
