@@ -181,7 +181,7 @@ def test_carcinomas_called_vascular_are_counted_with_the_melanomas():
 
 def test_answers_are_counted_for_each_vascular_diagnosis_and_for_the_malignant_lesions():
     """Cherry angiomas apart from pyogenic granulomas (the pooled vascular recall hides which are found), and a
-    melanoma answered `nevus` counted as plainly as one answered `vascular`; kinds with no image are left out."""
+    melanoma answered `nevus` counted as plainly as one answered `vascular`."""
     targets = np.array([0, 0, 0, 2, 2, 2, 2, 1])
     decided = ["vascular", "unsure", "vascular", "nevus", "vascular", "nevus", "other", "nevus"]
     details = ["Angioma", "Angioma", "Pyogenic_Granuloma", "Malignant_Melanoma", "mel", "bcc", "bkl", "nv"]

@@ -10,6 +10,7 @@ from data.datasets import CLASSES, Sample
 from model.decision import UNSURE
 
 VASCULAR, NEVUS = CLASSES.index("vascular"), CLASSES.index("nevus")
+ANSWERS = CLASSES + (UNSURE,)  # what the decision rule can answer
 
 
 def reliability_bins(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> list[tuple[float, float, int]]:
@@ -106,8 +107,8 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
         "malignant": int(malignant.sum()),
         "malignant_called_vascular": float(called_vascular[malignant].mean()) if malignant.any() else float("nan"),
         "recall": {c: float((decided[truth == c] == c).mean()) if (truth == c).any() else float("nan") for c in CLASSES},
-        "confusion_matrix_rows_truth_cols_" + "_".join(CLASSES + (UNSURE,)): [
-            [int(((truth == t) & (decided == d)).sum()) for d in CLASSES + (UNSURE,)] for t in CLASSES
+        "confusion_matrix_rows_truth_cols_" + "_".join(ANSWERS): [
+            [int(((truth == t) & (decided == d)).sum()) for d in ANSWERS] for t in CLASSES
         ],
         "answers_by_lesion_kind": answers_by_lesion_kind(decided, truth, details),
     }
@@ -118,7 +119,7 @@ def answers_by_lesion_kind(decided: np.ndarray, truth: np.ndarray, details: list
     """How the rule answered the lesions SpotCheck is judged on, each kind with its image count: every vascular
     diagnosis apart ("vascular: angioma" and "vascular: pyogenic_granuloma" say whether cherry angiomas are found,
     which the pooled vascular recall hides), then the melanomas and the other malignant lesions, for which a
-    `nevus` answer ("keep an eye on it") is as much a false reassurance as a `vascular` one."""
+    `nevus` answer ("keep an eye on it") is a false reassurance too."""
     names = diagnoses(details)
     melanoma, malignant = is_melanoma(details), is_malignant(details)
     vascular = truth == "vascular"
@@ -126,7 +127,7 @@ def answers_by_lesion_kind(decided: np.ndarray, truth: np.ndarray, details: list
              for name in sorted(set(names[vascular].tolist()))}  # name no diagnosis: theirs is the class
     kinds.update({"melanoma": melanoma, "carcinoma or precursor": malignant & ~melanoma})
     return {kind: {"images": int(mask.sum()), **{answer: int((decided[mask] == answer).sum())
-                                                 for answer in CLASSES + (UNSURE,)}}
+                                                 for answer in ANSWERS}}
             for kind, mask in kinds.items() if mask.any()}
 
 

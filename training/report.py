@@ -12,10 +12,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from data.datasets import CLASSES  # noqa: E402
 from data.splits import trained_folder_domain  # noqa: E402
-from model.decision import UNSURE  # noqa: E402
-from training.metrics import reliability_bins, safety_summary  # noqa: E402
-
-ANSWERS = CLASSES + (UNSURE,)
+from training.metrics import ANSWERS, reliability_bins, safety_summary  # noqa: E402
 
 # The project's clinical photo set, by the `source` column of its labels.csv.
 CLINICAL_CREDITS = {
