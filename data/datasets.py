@@ -266,7 +266,7 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         for path in (p for p in _files_under(folder) if is_image_file(p)):
             parent = path.parent.relative_to(root)
             group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
-            samples.append(Sample(path, label, group, label, source="folder", domain=domain, detail=label))
+            samples.append(Sample(path, label, group, label, source="folder", domain=domain))  # no diagnosis
     if not samples:
         raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/")
     return samples

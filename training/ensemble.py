@@ -19,7 +19,7 @@ from data.flags import fraction
 from data.splits import all_its_folders, model_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
-from training.train import INHERITED, RESUME_MAY_CHANGE, decode_splits, write_model, parse_args as train_args
+from training.train import RESUME_MAY_CHANGE, decode_splits, inherited_record, write_model, parse_args as train_args
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> Path:
     # No "validation" here: write_model scores the finished weights on validation as it calibrates them.
     meta = {"kept": "ensemble", "members": members,
             "train_minutes": round(sum(m["train_minutes"] or 0 for m in members), 1)}
-    inherited = {k: v for k, v in checkpoints[0]["meta"].items() if k in INHERITED}  # runs fine-tuned from one model
+    inherited = inherited_record(checkpoints[0]["meta"])  # runs fine-tuned from one model: its record
     return write_model(model, recipe, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
 
 

@@ -123,8 +123,8 @@ def answers_by_lesion_kind(decided: np.ndarray, truth: np.ndarray, details: list
     names = diagnoses(details)
     melanoma, malignant = is_melanoma(details), is_malignant(details)
     vascular = truth == "vascular"
-    kinds = {"vascular" if name == "vascular" else f"vascular: {name}": vascular & (names == name)  # class folders
-             for name in sorted(set(names[vascular].tolist()))}  # name no diagnosis: theirs is the class
+    kinds = {f"vascular: {name}" if name else "vascular": vascular & (names == name)  # no diagnosis: the class
+             for name in sorted(set(names[vascular].tolist()))}
     kinds.update({"melanoma": melanoma, "carcinoma or precursor": malignant & ~melanoma})
     return {kind: {"images": int(mask.sum()), **{answer: int((decided[mask] == answer).sum())
                                                  for answer in ANSWERS}}

@@ -280,13 +280,18 @@ def as_flag(name: str, value: object) -> str:
 INHERITED = ("sources", "clinical_sources", "seen_images", "started_from")
 
 
+def inherited_record(meta: dict) -> dict:
+    """The INHERITED part of a checkpoint's meta: what a model trained on from it (or an average of its runs)
+    carries on."""
+    return {k: v for k, v in meta.items() if k in INHERITED}
+
+
 def inherited_from(start: dict, path: str) -> dict:
     """The INHERITED record of a model fine-tuned from `start`, the checkpoint at `path`: its own, naming it as the
     start."""
     meta = start["meta"]
-    return {**{k: v for k, v in meta.items() if k in INHERITED},
-            "started_from": {"checkpoint": Path(path).name, "sha256": sha256_of(Path(path)),
-                             "data": meta.get("data", [])}}
+    return {**inherited_record(meta), "started_from": {"checkpoint": Path(path).name, "sha256": sha256_of(Path(path)),
+                                                       "data": meta.get("data", [])}}
 
 
 def main(argv: list[str] | None = None) -> Path:
