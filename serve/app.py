@@ -27,7 +27,7 @@ from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format,
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
-from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, still_held  # noqa: E402
+from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa: E402
 from serve.outputs import OutputFiles  # noqa: E402
 from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER  # noqa: E402
 
@@ -214,12 +214,12 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return (*[gr.skip()] * 4, False, gr.skip())
 
     def answer(payload, held_photo: HeldPhoto | None, latest: LatestPhoto):
-        before, path, held_photo = latest.upload, None, still_held(held_photo)
+        before, path, pixels = latest.upload, None, held_pixels(held_photo)
         try:
             path = uploaded_path(photo, payload)
-            if held_photo and held_photo.upload == path and not Path(path).exists():  # checked again
+            if pixels is not None and held_photo.upload == path and not Path(path).exists():  # checked again
                 h = held_photo
-                outputs = shown(check_frame(predictor, h.photo, h.box if h.placed else None), path)
+                outputs = shown(check_frame(predictor, pixels, h.box if h.placed else None), path)
             else:
                 outputs = shown(check_spot(predictor, path), path)
         except Exception:
@@ -229,14 +229,14 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     def reframe(held_photo: HeldPhoto | None, latest: LatestPhoto, percent: float | None,
                 click: tuple[float, float] | None = None):
         """Check the held photo again with the frame moved (a click on the framing view) or resized (the slider)."""
-        held_photo = still_held(held_photo)
-        if held_photo is None:
+        pixels = held_pixels(held_photo)
+        if pixels is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
                                 f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer (less "
                                 "when the server is busy).", {}, None, ""), None)
         h, before = held_photo, latest.upload
         try:
-            outputs = shown(check_frame(predictor, h.photo, moved_frame(h.photo, h.box, click=click, percent=percent,
+            outputs = shown(check_frame(predictor, pixels, moved_frame(pixels, h.box, click=click, percent=percent,
                                                                    flatten_lightness=predictor.flatten_lightness)),
                             h.upload)
         except Exception:
@@ -247,16 +247,15 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return reframe(held_photo, latest, None, click=tuple(evt.index))
 
     def show_frame(held_photo: HeldPhoto | None):
-        held_photo = still_held(held_photo)
-        if held_photo is None:
+        pixels = held_pixels(held_photo)
+        if pixels is None:
             return None, gr.update(value=FRAME_DEFAULT, interactive=False)
-        h = held_photo
-        return (files.write_picture(framing_view(h.photo, h.box)),
-                gr.update(value=frame_percent(h.photo, h.box), interactive=True))
+        return (files.write_picture(framing_view(pixels, held_photo.box)),
+                gr.update(value=frame_percent(pixels, held_photo.box), interactive=True))
 
     def redraw_frame(held_photo: HeldPhoto | None):  # after the slider: its value is the person's, left as it is
         picture, slider = show_frame(held_photo)
-        return picture, gr.skip() if still_held(held_photo) else slider  # a photo let go still disables it
+        return picture, slider if picture is None else gr.skip()  # a photo let go still disables it
 
     def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
         previous = latest.upload

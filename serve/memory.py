@@ -45,9 +45,10 @@ class HeldPhotos:
         return held
 
 
-def still_held(held: HeldPhoto | None) -> HeldPhoto | None:
-    """`held`, unless its photo has been let go (HeldPhotos)."""
-    return held if held is not None and held.photo is not None else None
+def held_pixels(held: HeldPhoto | None) -> np.ndarray | None:
+    """The photo `held` keeps, or None once let go. Read it once per request and use what this returns: another
+    session's `HeldPhotos.hold` may let the photo go, from another thread, at any moment."""
+    return None if held is None else held.photo
 
 
 @dataclass

@@ -199,6 +199,33 @@ def test_held_photos_stay_within_the_memory_budget_oldest_let_go_first(uploads, 
     assert any(h in reframe(held[2], LatestPhoto(), 40)[0] for h in HEADLINES.values())
 
 
+class LetGoAfterOneRead:
+    """A held photo that another session's request lets go (HeldPhotos.hold, on another thread) right after it is
+    first read."""
+
+    def __init__(self, held: HeldPhoto):
+        self.upload, self.box, self.placed, self._photo = held.upload, held.box, held.placed, held.photo
+
+    @property
+    def photo(self):
+        photo, self._photo = self._photo, None
+        return photo
+
+
+def test_a_photo_let_go_while_its_request_runs_is_still_answered(uploads, predictor):
+    """A request that found its photo held finishes with it, not with "Something went wrong" or a bare "Error"."""
+    app = build_app(predictor)
+    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
+    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
+    show_frame = next(f.fn for f in app.fns.values() if f.name == "show_frame")
+    upload = write_rgb(uploads / "spot.png", spot_photo("vascular", size=200))
+    held = answer({"path": str(upload)}, None, LatestPhoto())[5]
+    assert any(h in reframe(LetGoAfterOneRead(held), LatestPhoto(), 40)[0] for h in HEADLINES.values())
+    assert any(h in answer({"path": str(upload)}, LetGoAfterOneRead(held), LatestPhoto())[0] for h in HEADLINES.values())
+    picture, _ = show_frame(LetGoAfterOneRead(held))
+    assert picture is not None and Path(picture).is_file()
+
+
 def test_the_page_reads_and_deletes_only_files_in_its_upload_folder(tmp_path, uploads, predictor):
     """A request naming any other file on the server (the API lets a caller send a bare path) gets no answer from
     it, and the file stays: nothing is read or deleted, and the reply does not even say whether it exists."""
