@@ -534,12 +534,19 @@ def test_a_device_that_is_not_here_is_refused_before_any_image_is_read(tmp_path,
         train.main(["--out", str(tmp_path / "run"), "--device", device])
 
 
-def test_settings_out_of_range_are_refused_before_training(capsys):
-    for flag, value in (("--unsure-rate", "10"), ("--max-false-vascular", "5"), ("--clinical-share", "1.5"),
-                        ("--ema", "-0.1")):
-        with pytest.raises(SystemExit):
-            train.parse_args([flag, value])
-        assert "must be between 0 and 1" in capsys.readouterr().err
+@pytest.mark.parametrize("flag, value, message", [
+    ("--unsure-rate", "10", "must be between 0 and 1"), ("--max-false-vascular", "5", "must be between 0 and 1"),
+    ("--clinical-share", "1.5", "must be between 0 and 1"), ("--ema", "-0.1", "must be between 0 and 1"),
+    ("--ood-pass", "nan", "must be between 0 and 1"),
+    # A negative constancy norm would turn every input black (the light's estimate becomes 0), silently.
+    ("--colour-constancy", "-2", "must be 0 or more"), ("--workers", "-1", "must be 0 or more"),
+    ("--malignant-weight", "-1", "must be 0 or more"), ("--dx-weight", "inf", "must be 0 or more"),
+    ("--weight-decay", "-0.0005", "must be 0 or more"), ("--lr", "0", "must be a number over 0"),
+    ("--threads", "0", "must be at least 1"), ("--decode-workers", "0", "must be at least 1")])
+def test_settings_out_of_range_are_refused_before_training(capsys, flag, value, message):
+    with pytest.raises(SystemExit):
+        train.parse_args([flag, value])
+    assert message in capsys.readouterr().err
 
 
 def test_a_cut_off_last_checkpoint_is_a_clear_error_on_resume(class_tree, tmp_path):

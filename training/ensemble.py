@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from data.flags import fraction
+from data.flags import fraction, positive_int
 from data.splits import all_its_folders, model_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
@@ -30,15 +30,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("members", nargs="+", help="the runs' finished checkpoints (spotcheck.pt), at least two")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default: runs/ensemble)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--data", nargs="+", default=None,
                    help="the runs' data folders, where they lie on this machine (default: the folders the runs "
                         "recorded, on the machine that trained them)")
-    unsure_rate, max_false_vascular = TRAINING_DEFAULTS["unsure_rate"], TRAINING_DEFAULTS["max_false_vascular"]
+    unsure_rate, max_false_vascular, ood_pass = (TRAINING_DEFAULTS[k] for k in ("unsure_rate", "max_false_vascular",
+                                                                                 "ood_pass"))
     p.add_argument("--unsure-rate", type=fraction, default=unsure_rate,
                    help=f"as training's (default: {unsure_rate}); the ensemble is calibrated afresh")
     p.add_argument("--max-false-vascular", type=fraction, default=max_false_vascular,
                    help=f"as training's (default: {max_false_vascular})")
+    p.add_argument("--ood-pass", type=fraction, default=ood_pass, help=f"as training's (default: {ood_pass})")
     args = p.parse_args(argv)
     if len(args.members) < 2:
         p.error("an ensemble needs at least two members")
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> Path:
     # been recalibrated with others), and every member's run seed.
     recipe = argparse.Namespace(**{**run_flags(checkpoints[0]), "out": args.out, "threads": args.threads,
                                    "unsure_rate": args.unsure_rate, "max_false_vascular": args.max_false_vascular,
-                                   "run_seed": seeds})
+                                   "ood_pass": args.ood_pass, "run_seed": seeds})
     try:
         if args.data:
             if not all_its_folders(checkpoints[0]["meta"], args.data):

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample
-from data.flags import fraction, positive_int
+from data.flags import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.identity import seen_keys
 from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members, train_on_seen
@@ -66,8 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="class-balanced draws (with replacement) per epoch")
     p.add_argument("--image-size", type=positive_int, default=112, help="the network's input side in pixels")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (one-cycle schedule)")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak AdamW learning rate (one-cycle schedule)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="AdamW weight decay")
     p.add_argument("--label-smoothing", type=fraction, default=0.05, help="cross-entropy label smoothing")
     p.add_argument("--ema", type=fraction, default=0.995,
                    help="decay of an exponential moving average of the weights (and batch-norm statistics), "
@@ -77,12 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "epoch on validation (a pick among 2 x --epochs on a noisy score); 'last', the moving average "
                         "after the final epoch (the raw weights with --ema 0), measured in bench/README.md, 'Which "
                         "weights to keep'")
-    p.add_argument("--malignant-weight", type=float, default=0.0,
+    p.add_argument("--malignant-weight", type=non_negative_float, default=0.0,
                    help="weight of an extra loss, -log(1 - p(vascular)), on training melanomas and carcinomas "
                         "(training.metrics.is_malignant): the asymmetric cost of calling a dangerous lesion a harmless "
                         "red spot, measured in bench/README.md, 'Keeping melanomas out of vascular' (2 was the safer recipe "
                         "on the corrected clinical split, but its run missed the shipped floors); 0 = off")
-    p.add_argument("--dx-weight", type=float, default=0.0,
+    p.add_argument("--dx-weight", type=non_negative_float, default=0.0,
                    help="weight of an auxiliary loss on the 7 HAM10000 diagnoses (a training-only second head; "
                         "the model still answers the 3 groups); 0 = learn the 3 groups only")
     p.add_argument("--clinical-share", type=fraction, default=0.3, help="fraction of draws from clinical photos, if any")
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--zoom-out-p", type=fraction, default=0.0,
                    help="probability of shrinking a dermoscopic training image onto a wider surround of skin, as a "
                         "framed phone photo shows a spot (clinical photos are left as they are); 0 = off")
-    p.add_argument("--colour-constancy", type=int, default=0,
+    p.add_argument("--colour-constancy", type=non_negative_int, default=0,
                    help="Minkowski norm p of shades-of-grey colour constancy, applied to every input at training and "
                         "prediction time (stored in the checkpoint); 0 = off")
     p.add_argument("--flatten-lightness", action="store_true",
@@ -111,11 +111,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where to train: 'cpu' (where every figure in the README was measured), 'cuda' (an NVIDIA "
                         "GPU; not yet run in this project: no GPU was at hand) or 'auto' (the GPU if there is one); "
                         "the arithmetic differs, so the same flags give other weights on another device")
-    p.add_argument("--workers", type=int, default=1, help="augmentation worker processes")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--workers", type=non_negative_int, default=1,
+                   help="augmentation worker processes; 0 = augment in the training process")
+    p.add_argument("--decode-workers", type=positive_int, default=2,
+                   help="processes that decode the training and validation images once, before the first epoch")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     p.add_argument("--unsure-rate", type=fraction, default=0.10,
                    help="share of validation images under the confidence threshold, answered 'unsure' (the vascular "
                         "bar, the photo checks and the feature distance add more)")
+    p.add_argument("--ood-pass", type=fraction, default=0.995,
+                   help="share of validation images within the feature-distance bar; a photo farther from the "
+                        "training images than that is answered 'unsure' as unlike them")
     p.add_argument("--max-false-vascular", type=fraction, default=0.005,
                    help="the vascular bar: the (1 - this) quantile of the validation non-vascular images' "
                         "p(vascular), in the strictest domain (interpolated between images)")
@@ -125,7 +131,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
-RESUME_MAY_CHANGE = {"resume", "device", "workers", "threads", "out", "keep", "unsure_rate", "max_false_vascular"}
+RESUME_MAY_CHANGE = {"resume", "device", "workers", "decode_workers", "threads", "out", "keep", "unsure_rate",
+                     "max_false_vascular", "ood_pass"}
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -211,9 +218,9 @@ def decode_splits(splits: dict[str, list[Sample]],
                   args: argparse.Namespace) -> tuple[np.ndarray, list[Sample], np.ndarray, list[Sample]]:
     """Every training and validation image framed, resized and held in memory (the pixels, and the samples whose
     images could be read); training images with room for random crops and rotations."""
-    train_pixels, train_samples = decode_all(splits["train"], math.ceil(args.image_size * 1.25), workers=2,
+    train_pixels, train_samples = decode_all(splits["train"], math.ceil(args.image_size * 1.25), workers=args.decode_workers,
                                              desc="decode train", flatten_lightness=args.flatten_lightness)
-    val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=2, desc="decode val",
+    val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=args.decode_workers, desc="decode val",
                                          flatten_lightness=args.flatten_lightness)
     return train_pixels, train_samples, val_pixels, val_samples
 
@@ -474,7 +481,8 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
         meta = {**meta, "validation": validation_scores(val_logits, val_targets, val_domains)}
         print("validation: " + " ".join(f"{k}={v:.3f}" for k, v in meta["validation"].items()))
     calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
-                                  max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate)
+                                  max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate,
+                                  ood_pass=args.ood_pass)
     safety = validation_safety(softmax(val_logits, calibration["temperature"]), calibration["vascular_min"],
                                val_samples)
     print(f"validation, at or over the vascular bar: {safety_summary(safety)}")
