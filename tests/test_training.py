@@ -64,6 +64,7 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert "no marks were drawn in training" in card and "were made to look like" in card  # the defaults
     assert "surround of skin" not in card
     assert "The figures are one training run's" in card
+    assert " min on a CPU with " in card and "seven diagnoses was measured on validation\nand did not help" in card
     assert metrics["ood"] == {"layer": 11, "features": 112}
     assert "Validation images at or over the vascular bar (dermoscopy: " in card and " of 0 melanoma" in card
     assert "distance of the 112 pooled features after layer 11 to the nearest training group" in card
@@ -73,9 +74,12 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert f"| dermoscopy | vascular | {kinds['vascular']['images']} | {kinds['vascular']['vascular']} |" in card
     vascular = sum(counts["vascular"] for counts in ckpt["meta"]["split_counts"].values())
     assert f"({vascular} vascular images in all)" in card and str(class_tree) in card
-    recipe = {**ckpt["meta"], "flags": {**ckpt["meta"]["flags"], "marks_p": 0.5, "zoom_out_p": 0.3}}
+    recipe = {**ckpt["meta"], "device": "NVIDIA H100 80GB HBM3",
+              "flags": {**ckpt["meta"]["flags"], "marks_p": 0.5, "zoom_out_p": 0.3, "dx_weight": 0.5}}
     write_model_card(recipe, metrics, tmp_path / "card.md")  # the card names the recipe's augmentations
     card = (tmp_path / "card.md").read_text()
+    assert " min on a GPU (NVIDIA H100 80GB HBM3)" in card and " min on a CPU" not in card
+    assert "helped during training by an auxiliary head" in card and "`--dx-weight 0.5`" in card
     assert "drawn on 50% of the clinical training" in card
     assert "30% of the dermoscopic draws were shrunk onto a wider surround of skin" in card
     # A user's own phone photos (labels.csv, source "myphone") are not credited to the project's sources.

@@ -96,6 +96,21 @@ def kept_of(runs: list[dict]) -> str:
                      for r in runs)
 
 
+def processor(meta: dict, flags: dict) -> str:
+    """Where a run was trained: `meta["device"]` is "cpu" or the GPU's name."""
+    device = meta.get("device", "cpu")
+    return f"a CPU with {flags.get('threads', '?')} threads" if device == "cpu" else f"a GPU ({device})"
+
+
+def groups_sentence(flags: dict) -> str:
+    """What the network was trained to answer: the three groups, with or without the seven-diagnosis head."""
+    if flags.get("dx_weight", 0) > 0:
+        return (f"It learns the three groups, helped during training by an auxiliary head on HAM10000's seven diagnoses "
+                f"(`--dx-weight {flags['dx_weight']}`;\nthe head is dropped afterwards; measured in bench/ablation.md).")
+    return ("It learns the three groups directly: an auxiliary head on HAM10000's seven diagnoses was measured on "
+            "validation\nand did not help (bench/ablation.md).")
+
+
 def _validation_safety(meta: dict) -> str:
     """Which validation images reach the vascular bar (recorded by training since December 2026; read before the
     test split is looked at), or nothing for older checkpoints."""
@@ -196,14 +211,14 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         network = f"an average of {len(runs)} networks: {network} in all"
         trained = (f"The average of {len(runs)} runs of `python -m training.train` (run seeds "
                    f"{', '.join(str(r['run_seed']) for r in runs)}; {meta.get('train_minutes', '?')} min of training "
-                   f"in all on a CPU; each kept {kept_of(runs)}), each trained from {start}, calibrated as one model by "
+                   f"in all; each kept {kept_of(runs)}), each trained from {start}, calibrated as one model by "
                    f"`python -m training.ensemble` (code version `{meta.get('code_version', '?')}`).")
         spread = (f"- The figures are for an average of {len(runs)} runs: single runs of the same command on the same "
                   "split differ by several\n  hundredths, more on the small clinical set (bench/README.md, \"Run to "
                   "run\"); averaging is meant to narrow that\n  spread, not to remove it.")
     else:
         trained = (f"Trained from {start} by `python -m training.train` (code version `{meta.get('code_version', '?')}`,\n"
-                   f"{meta.get('train_minutes', '?')} min on a CPU with {flags.get('threads', '?')} threads, "
+                   f"{meta.get('train_minutes', '?')} min on {processor(meta, flags)}, "
                    f"{meta.get('kept', 'best')} epoch {meta.get('best_epoch', -1) + 1}).")
         spread = ("- The figures are one training run's: two runs of the same command on the same split can differ by "
                   "several\n  hundredths, more on the small clinical set (bench/README.md, \"Run to run\").")
@@ -215,8 +230,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
 A small CNN ({network}) that sorts a photo of one skin spot into `vascular`
 (cherry-angioma-like red spot), `nevus` (mole) or `other` (any other lesion), and answers `unsure` when it
 cannot tell. {trained}{averaged}
-It learns the three groups directly: an auxiliary head on HAM10000's seven diagnoses was measured on validation
-and did not help (bench/ablation.md).
+{groups_sentence(flags)}
 
 **Not a diagnosis.** Intended use: a careful first orientation for a person with a small red or brown spot, and
 a research tool for scoring image folders. Not for: deciding whether to see a doctor about a changing, bleeding
