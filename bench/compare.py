@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from data.datasets import DEFAULT_DATA
-from data.images import ImageError, read_image
+from data.images import ImageError, read_image, working_copy
 from data.presets import frame_and_resize
 from data.splits import model_splits
 from model.checkpoint import DEFAULT_CHECKPOINT
@@ -37,7 +37,8 @@ def framed_validation(size: int, meta: dict,
     by_domain: dict[str, tuple[list, list]] = {}
     for sample in model_splits(meta, DEFAULT_DATA)["val"]:
         try:
-            square = frame_and_resize(read_image(sample.path), size=size, flatten_lightness=flatten_lightness)[0]
+            square = frame_and_resize(working_copy(read_image(sample.path)), size=size,
+                                      flatten_lightness=flatten_lightness)[0]
         except ImageError:
             continue
         squares, targets = by_domain.setdefault(sample.domain, ([], []))

@@ -4,8 +4,9 @@
 batch scoring and the app (through `model.predictor`, with the settings stored
 in the checkpoint, for PyTorch and ONNX Runtime alike) all call it, so they
 never drift apart. Training validates with its two halves, `frame_and_resize`
-once per image when the data is decoded and `normalize` per batch, with the
-same settings it then stores. It returns numpy (no torch) so the ONNX Runtime
+once per image when the data is decoded (on the photo's `data.images.working_copy`,
+as the predictor frames it) and `normalize` per batch, with the same settings it
+then stores. It returns numpy (no torch) so the ONNX Runtime
 path needs no torch.
 """
 from __future__ import annotations

@@ -250,3 +250,18 @@ def test_the_default_command_is_the_one_that_trained_the_shipped_model():
     # The machine's folders (and what they hold) and processors, not the recipe.
     where = {"data", "folder_domain", "out", "device", "workers", "decode_workers", "threads"}
     assert {k: v for k, v in defaults.items() if k not in where} == {k: v for k, v in shipped.items() if k not in where}
+
+
+def test_training_frames_a_photo_over_the_working_size_as_the_predictor_does(tmp_path, predictor, monkeypatch):
+    """Validation and calibration see exactly the square a served model sees, for a photo of any size: both frame
+    the photo's working copy (data.images.working_copy), not the full-size photo."""
+    import data.images
+    from data.images import read_image
+    from tests.conftest import write_rgb
+    from training.loaders import decode_all
+
+    monkeypatch.setattr(data.images, "WORKING_SIDE", 300)  # a 600-px photo stands in for a 48-megapixel one
+    path = write_rgb(tmp_path / "big.png", spot_photo("nevus", size=600, radius=40, seed=5))
+    sample = Sample(path=path, label="nevus", group="a", stratum="nevus", source="folder", domain="clinical")
+    pixels, kept = decode_all([sample], predictor.size, workers=1, desc="decode")
+    assert kept == [sample] and np.array_equal(pixels[0], predictor.prepare(read_image(path)).square)

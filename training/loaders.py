@@ -10,14 +10,15 @@ import torch
 from tqdm import tqdm
 
 from data.datasets import Sample
-from data.images import ImageError, read_image
+from data.images import ImageError, read_image, working_copy
 from data.presets import TrainPreset, frame_and_resize, normalize
 
 
 def _framed(args: tuple[str, int, bool]) -> np.ndarray | None:
     path, side, flatten_lightness = args
     try:
-        return frame_and_resize(read_image(path), size=side, flatten_lightness=flatten_lightness)[0]
+        # Framed from its working copy, as model.predictor frames a photo: the same crop for a photo of any size.
+        return frame_and_resize(working_copy(read_image(path)), size=side, flatten_lightness=flatten_lightness)[0]
     except ImageError:
         return None
 
