@@ -141,7 +141,7 @@ def prepared_split(predictor: Predictor, samples: list) -> tuple[np.ndarray, lis
 
 def unsure_share(logits: np.ndarray, distances: np.ndarray, problems: list, cal: Calibration) -> float:
     probs = softmax(logits, cal.temperature)
-    return float(np.mean([bool(problem) or decide(p, float(d), CLASSES, cal)[0] == UNSURE
+    return float(np.mean([decide(p, float(d), CLASSES, cal, problem)[0] == UNSURE
                           for p, d, problem in zip(probs, distances, problems)]))
 
 

@@ -38,12 +38,13 @@ def run(predictor: Predictor, inputs: np.ndarray, flips: bool) -> tuple[np.ndarr
     return logits, distance(features) if distance else np.zeros(len(features))
 
 
-def scores(logits: np.ndarray, distances: np.ndarray, targets: np.ndarray, details: list[str],
-           cal: dict) -> dict[str, float]:
-    """The figures `training.evaluate` reports, for these logits under calibration `cal`."""
+def scores(logits: np.ndarray, distances: np.ndarray, problems: list[str | None], targets: np.ndarray,
+           details: list[str], cal: dict) -> dict[str, float]:
+    """The figures `training.evaluate` reports, for these logits under calibration `cal` (`problems`: what is wrong
+    with each photo itself, None for a usable one)."""
     calibration = Calibration.from_dict(cal)
     p = softmax(logits, calibration.temperature)
-    decided = [decide(p[i], float(distances[i]), CLASSES, calibration)[0] for i in range(len(p))]
+    decided = [decide(p[i], float(distances[i]), CLASSES, calibration, problems[i])[0] for i in range(len(p))]
     report = full_report(p, targets, decided, details)
     rule = report["with_decision_rule"]
     return {
@@ -68,26 +69,28 @@ def main(argv: list[str] | None = None) -> None:
     parts = {}
     for name in ("val", "test"):
         samples = splits[name]
-        inputs = np.stack([predictor.prepare(read_image(s.path)).input for s in samples])
+        prepared = [predictor.prepare(read_image(s.path)) for s in samples]
         domains = np.array([s.domain for s in samples])
-        parts[name] = (inputs, np.array([s.target for s in samples]), domains, [s.detail for s in samples])
+        parts[name] = (np.stack([p.input for p in prepared]), [p.problem for p in prepared],
+                       np.array([s.target for s in samples]), domains, [s.detail for s in samples])
 
     table = {}
     for flips in (False, True):
         outputs = {split: run(predictor, parts[split][0], flips) for split in ("val", "test")}
-        (val_logits, val_distances), (_, val_targets, val_domains, _) = outputs["val"], parts["val"]
+        (val_logits, val_distances), (_, _, val_targets, val_domains, _) = outputs["val"], parts["val"]
         cal = fit_calibration(val_logits, val_targets, val_domains, val_distances)
         for split in ("val", "test"):
-            _, targets, domains, details = parts[split]
+            _, problems, targets, domains, details = parts[split]
             logits, distances = outputs[split]
             for domain in ("dermoscopy", "clinical"):
                 keep = domains == domain
-                table[(split, domain, flips)] = scores(logits[keep], distances[keep], targets[keep],
+                table[(split, domain, flips)] = scores(logits[keep], distances[keep],
+                                                       [q for q, k in zip(problems, keep) if k], targets[keep],
                                                        [d for d, k in zip(details, keep) if k], cal)
     for split in ("val", "test"):
         for domain in ("dermoscopy", "clinical"):
             plain, tta = table[(split, domain, False)], table[(split, domain, True)]
-            print(f"\n{domain} {split} (n={int((parts[split][2] == domain).sum())})\n")
+            print(f"\n{domain} {split} (n={int((parts[split][3] == domain).sum())})\n")
             print("| metric | plain | flips TTA | change |\n|---|---|---|---|")
             for key in plain:
                 print(f"| {key} | {plain[key]:.4f} | {tta[key]:.4f} | {tta[key] - plain[key]:+.4f} |")

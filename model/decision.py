@@ -17,10 +17,12 @@ UNSURE = "unsure"
 
 @dataclass(frozen=True)
 class Calibration:
-    temperature: float = 1.0
-    unsure_below: float = 0.5  # top probability under this -> unsure
-    vascular_min: float = 0.9  # p(vascular) needed to answer "vascular"
-    ood_distance_max: float = float("inf")  # feature distance above this -> not a skin spot the model knows
+    """The decision rule's settings, fitted on validation (training.calibrate) and stored in the checkpoint."""
+
+    temperature: float
+    unsure_below: float  # top probability under this -> unsure
+    vascular_min: float  # p(vascular) needed to answer "vascular"
+    ood_distance_max: float = float("inf")  # feature distance above this -> unlike the training photos (inf: none)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Calibration":
@@ -66,8 +68,12 @@ class FeatureDistance:
         return {"means": self.means, "whitening": self.whitening}
 
 
-def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...], cal: Calibration) -> tuple[str, str]:
-    """Return (label, reason) for one image's calibrated probabilities and its `FeatureDistance`."""
+def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...], cal: Calibration,
+           problem: str | None = None) -> tuple[str, str]:
+    """Return (label, reason) for one image's calibrated probabilities and its `FeatureDistance`; `problem` is what
+    is wrong with the photo itself (`data.quality.photo_problem`), which makes it `unsure` before anything else."""
+    if problem:
+        return UNSURE, f"the photo is {problem}"
     top = int(np.argmax(probabilities))
     confidence = float(probabilities[top])
     if distance > cal.ood_distance_max:

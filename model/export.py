@@ -55,7 +55,7 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: bool = True) -> tuple[Path, Path]:
+def export(checkpoint: str | Path | None = None, *, opset: int = OPSET) -> tuple[Path, Path]:
     """Export `checkpoint` (default: the embedded model) to ONNX + JSON beside it; returns both paths."""
     import io
     import warnings
@@ -89,8 +89,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET, check: b
                           opset_version=opset, do_constant_folding=False, dynamo=False)
     graph = float16_weights(buffer.getvalue())
 
-    if check:
-        _check_against_torch(model, graph, size)
+    _check_against_torch(model, graph, size)
 
     onnx_path, json_path = onnx_paths(checkpoint)
     atomic_write(onnx_path, lambda f: f.write(graph))

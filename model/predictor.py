@@ -40,7 +40,7 @@ from data.presets import eval_preset
 from data.quality import photo_problem
 from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, ood_layer_of,
                               sha256_of)
-from model.decision import UNSURE, Calibration, FeatureDistance, decide, softmax
+from model.decision import Calibration, FeatureDistance, decide, softmax
 from model.export import SIDECAR_FORMAT, onnx_paths
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -64,7 +64,7 @@ class Prediction:
     confidence: float  # the top probability
     heatmap: np.ndarray = field(repr=False)  # (size, size) in [0, 1]: where the model looked
     square: np.ndarray = field(repr=False)  # the framed spot the model saw
-    framing: Framing | None = None
+    framing: Framing
 
 
 class _TorchEngine:
@@ -236,10 +236,7 @@ class Predictor:
         results = []
         for i, prepared in enumerate(batch):
             top = int(probs[i].argmax())
-            if prepared.problem:
-                label, reason = UNSURE, f"the photo is {prepared.problem}"
-            else:
-                label, reason = decide(probs[i], float(distances[i]), self.classes, cal)
+            label, reason = decide(probs[i], float(distances[i]), self.classes, cal, prepared.problem)
             results.append(Prediction(
                 label=label,
                 reason=reason,

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from data.flags import positive_int
+from data.flags import plain_warnings, positive_int
 from data.images import IMAGE_SUFFIXES, ImageError, is_image_file, read_image
 from model.checkpoint import CheckpointError
 from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_heatmap
@@ -134,8 +134,8 @@ def row_for(path: Path, prediction: Prediction | None, error: str = "", *, model
         "p_nevus": f"{p['nevus']:.4f}",
         "p_other": f"{p['other']:.4f}",
         "reason": prediction.reason,
-        "spots": str(prediction.framing.spots) if prediction.framing else "",
-        "frame": " ".join(map(str, prediction.framing.box)) if prediction.framing else "",
+        "spots": str(prediction.framing.spots),
+        "frame": " ".join(map(str, prediction.framing.box)),
         "error": "",
         "model": model,
     }
@@ -298,4 +298,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     sys.exit(main())

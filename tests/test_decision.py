@@ -38,6 +38,13 @@ def test_low_confidence_and_out_of_distribution_are_unsure():
     assert label == "unsure" and "does not look like" in reason
 
 
+def test_a_photo_problem_makes_any_answer_unsure_and_names_itself():
+    """The photo checks come first: even a confident vascular answer is withheld from a blurred photo."""
+    label, reason = decide(np.array([0.99, 0.005, 0.005]), 5.0, CLASSES, CAL, "blurred: hold the camera steady")
+    assert (label, reason) == ("unsure", "the photo is blurred: hold the camera steady")
+    assert decide(np.array([0.99, 0.005, 0.005]), 5.0, CLASSES, CAL, None)[0] == "vascular"
+
+
 def test_softmax():
     logits = np.array([[2.0, 0.0, -1.0]])
     assert np.isclose(softmax(logits).sum(), 1.0)
