@@ -1,8 +1,16 @@
-"""Command-line value types shared by every entry point (training, batch scoring): a bad value is refused when the
-flags are parsed, with argparse's usage message, not after an hour of work."""
+"""Command-line helpers shared by every entry point (training, evaluation, batch scoring): value types, so that a bad
+value is refused when the flags are parsed, with argparse's usage message, not after an hour of work; and warnings
+printed as plain lines."""
 from __future__ import annotations
 
 import argparse
+import warnings
+
+
+def plain_warnings() -> None:
+    """Print warnings as "warning: ..." lines, without the file, line and source code Python adds: they are meant for
+    the person running the command (e.g. too few validation images), not for a developer."""
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
 
 
 def positive_int(text: str) -> int:

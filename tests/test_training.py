@@ -570,3 +570,37 @@ def test_keeping_the_best_raw_weights_records_their_own_validation_scores(class_
     row = json.loads((tmp_path / "run" / "history.json").read_text())[meta["best_epoch"]]
     assert meta["best_weights"] == "raw"
     assert meta["validation"]["score"] == row["raw_score"] != row["score"]
+
+
+def test_a_finished_run_is_replaced_only_when_asked(class_tree, tmp_path, capsys):
+    """Training into a folder that holds a run would silently replace it (a typo in --out can cost a day's run)
+    and leave its report describing a model that is gone: it is refused, or with --overwrite replaced whole."""
+    out = tmp_path / "run"
+    first = train.main(["--data", str(class_tree), "--out", str(out), *FAST])
+    evaluate.main(["--checkpoint", str(first), "--data", str(class_tree)])  # its report, beside it
+    evaluate.main(["--checkpoint", str(first), "--data", str(class_tree), "--split", "val"])  # and in val/
+    (out / "notes.txt").write_text("mine")
+    digest = sha256_of(first)
+    with pytest.raises(SystemExit, match="already holds a training run .*--resume.*--overwrite"):
+        train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--lr", "3e-3"])
+    assert sha256_of(first) == digest and (out / "MODEL_CARD.md").is_file()
+    with pytest.raises(SystemExit, match="part of the run --overwrite would replace"):
+        train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--overwrite", "--start-from", str(first)])
+
+    second = train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--lr", "3e-3", "--overwrite"])
+    assert "replaced the run in" in capsys.readouterr().out
+    assert sha256_of(second) != digest and (out / "notes.txt").read_text() == "mine"
+    assert not any((folder / name).exists() for folder in (out, out / "val") for name in ("metrics.json", "MODEL_CARD.md"))
+    assert not list(out.glob("*.png")) and not list((out / "val").glob("*.png"))
+
+
+def test_a_run_refused_for_its_data_leaves_no_folder_behind(tmp_path):
+    with pytest.raises(SystemExit, match="error"):
+        train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), *FAST])
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_and_overwrite_together_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--resume", "--overwrite"])
+    assert "give one of them" in capsys.readouterr().err

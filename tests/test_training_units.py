@@ -248,7 +248,7 @@ def test_the_default_command_is_the_one_that_trained_the_shipped_model():
     shipped = {**added, **load_checkpoint(DEFAULT_CHECKPOINT)["meta"]["flags"]}
     defaults = vars(parse_args([]))
     # The machine's folders (and what they hold) and processors, not the recipe.
-    where = {"data", "folder_domain", "out", "device", "workers", "decode_workers", "threads"}
+    where = {"data", "folder_domain", "out", "overwrite", "device", "workers", "decode_workers", "threads"}
     assert {k: v for k, v in defaults.items() if k not in where} == {k: v for k, v in shipped.items() if k not in where}
 
 
@@ -265,3 +265,34 @@ def test_training_frames_a_photo_over_the_working_size_as_the_predictor_does(tmp
     sample = Sample(path=path, label="nevus", group="a", stratum="nevus", source="folder", domain="clinical")
     pixels, kept = decode_all([sample], predictor.size, workers=1, desc="decode")
     assert kept == [sample] and np.array_equal(pixels[0], predictor.prepare(read_image(path)).square)
+
+
+def test_a_set_of_one_class_reports_the_other_classes_as_undefined_without_warnings():
+    """A clinic's folder of moles alone: the vascular recall is undefined (n/a), not 0 ("finds no angiomas"), and
+    scoring it prints none of sklearn's warnings about classes that are absent."""
+    import warnings
+
+    from training.report import figure
+
+    targets = np.full(6, 1)  # nevus only
+    probabilities = np.tile([0.1, 0.8, 0.1], (6, 1))
+    probabilities[0] = [0.7, 0.2, 0.1]  # one called vascular
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = full_report(probabilities, targets, ["nevus"] * 6, [""] * 6)
+    per_class = report["argmax"]["per_class"]
+    assert np.isnan(per_class["vascular"]["recall"]) and per_class["vascular"]["precision"] == 0.0
+    assert per_class["nevus"]["recall"] == pytest.approx(5 / 6) and np.isnan(per_class["other"]["precision"])
+    assert report["argmax"]["balanced_accuracy"] == pytest.approx(5 / 6)
+    assert figure(per_class["vascular"]["recall"]) == "n/a" and figure(0.25) == "0.250"
+
+
+def test_warnings_for_the_person_running_a_command_are_plain_lines(monkeypatch):
+    import warnings
+
+    from data.flags import plain_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # put back afterwards
+    plain_warnings()
+    line = warnings.formatwarning(UserWarning("only 5 validation images"), UserWarning, "/x/train.py", 476, "code")
+    assert line == "warning: only 5 validation images\n"

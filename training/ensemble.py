@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from data.flags import fraction, positive_int
+from data.flags import fraction, plain_warnings, positive_int
 from data.splits import all_its_folders, model_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
@@ -127,4 +127,5 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     main()

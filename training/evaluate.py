@@ -22,18 +22,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset
+from data.flags import plain_warnings
 from data.identity import is_seen
 from data.images import ImageError, read_image
 from data.splits import (all_its_folders, at_recorded_path, class_counts, model_splits, split_digest,
                          trained_folder_domain, trained_on, tree_note)
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
 from model.predictor import Predictor
-from training.metrics import full_report, json_safe
-from training.report import plot_confusion, plot_reliability, plot_roc, write_model_card
+from training.metrics import balanced_accuracy, full_report, json_safe
+from training.report import figure, plot_confusion, plot_reliability, plot_roc, write_model_card
 
 
 def predict_samples(predictor: Predictor, samples: list[Sample],
@@ -72,7 +72,7 @@ def bootstrap_intervals(samples: list[Sample], probs: np.ndarray, decided: list[
         t, p, d, tr = targets[idx], probs[idx], decided[idx], truth[idx]
         if len(set(t.tolist())) < len(CLASSES):
             continue
-        values["balanced_accuracy"].append(balanced_accuracy_score(t, p.argmax(1)))
+        values["balanced_accuracy"].append(balanced_accuracy(t, p.argmax(1)))
         values["vascular_recall_with_rule"].append((d[tr == "vascular"] == "vascular").mean())
         values["nonvascular_called_vascular"].append((d[tr != "vascular"] == "vascular").mean())
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in values.items() if v}
@@ -208,16 +208,18 @@ def main(argv: list[str] | None = None) -> dict:
     for domain, report in metrics["domains"].items():
         rule = report["with_decision_rule"]
         print(f"{domain}: n={report['images']} {report['class_counts']} "
-              f"balanced_acc={report['argmax']['balanced_accuracy']:.3f} "
-              f"vascular_recall={report['argmax']['per_class']['vascular']['recall']:.3f} "
-              f"ece={report['ece_15_bins']:.3f} | rule: coverage={rule['coverage']:.3f} "
-              f"vascular_recall={rule['vascular_recall']:.3f} vascular_precision={rule['vascular_precision']:.3f} "
-              f"nonvascular->vascular={rule['nonvascular_called_vascular']:.4f} "
-              f"melanoma->vascular={rule['melanoma_called_vascular']:.4f} "
-              f"malignant->vascular={rule['malignant_called_vascular']:.4f}")
+              f"balanced_acc={figure(report['argmax']['balanced_accuracy'])} "
+              f"vascular_recall={figure(report['argmax']['per_class']['vascular']['recall'])} "
+              f"ece={figure(report['ece_15_bins'])} | rule: coverage={figure(rule['coverage'])} "
+              f"vascular_recall={figure(rule['vascular_recall'])} "
+              f"vascular_precision={figure(rule['vascular_precision'])} "
+              f"nonvascular->vascular={figure(rule['nonvascular_called_vascular'], 4)} "
+              f"melanoma->vascular={figure(rule['melanoma_called_vascular'], 4)} "
+              f"malignant->vascular={figure(rule['malignant_called_vascular'], 4)}")
     print(f"wrote {out / 'metrics.json'} and {out / 'MODEL_CARD.md'}")
     return metrics
 
 
 if __name__ == "__main__":
+    plain_warnings()
     main()

@@ -1,6 +1,7 @@
 """Scores for a set of predictions: what evaluation reports and what training selects on."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -56,12 +57,21 @@ def _melanoma(names: np.ndarray) -> np.ndarray:
     return (names == "mel") | np.char.startswith(names, "melanoma") | np.char.endswith(names, "_melanoma")
 
 
+def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """The mean recall over the classes present in `truth` (sklearn's), without its warnings for a class predicted
+    but absent from `truth`, or for a single class: a user's folder of moles alone is a fair set to score."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
+        return float(balanced_accuracy_score(truth, predicted))
+
+
 def quick_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """The per-epoch validation figures: balanced accuracy and vascular recall (argmax)."""
     predicted = probabilities.argmax(axis=1)
     vascular = targets == VASCULAR
     return {
-        "balanced_accuracy": float(balanced_accuracy_score(targets, predicted)),
+        "balanced_accuracy": balanced_accuracy(targets, predicted),
         "vascular_recall": float((predicted[vascular] == VASCULAR).mean()) if vascular.any() else float("nan"),
     }
 
@@ -70,14 +80,16 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
     """Everything evaluation reports for one split (probabilities calibrated, `decided` after the rule)."""
     predicted = probabilities.argmax(axis=1)
     present = sorted(set(targets.tolist()))
+    # NaN (reported as n/a) where a figure is undefined: the recall of a class with no images, the precision of one
+    # never predicted; 0 would read as "finds none of them".
     precision, recall, _, support = precision_recall_fscore_support(
-        targets, predicted, labels=range(len(CLASSES)), zero_division=0
+        targets, predicted, labels=range(len(CLASSES)), zero_division=np.nan
     )
     report = {
         "images": int(len(targets)),
         "class_counts": {c: int(n) for c, n in zip(CLASSES, support)},
         "argmax": {
-            "balanced_accuracy": float(balanced_accuracy_score(targets, predicted)),
+            "balanced_accuracy": balanced_accuracy(targets, predicted),
             "per_class": {c: {"precision": float(p), "recall": float(r)} for c, p, r in zip(CLASSES, precision, recall)},
             "confusion_matrix": confusion_matrix(targets, predicted, labels=range(len(CLASSES))).tolist(),
         },
@@ -97,7 +109,7 @@ def full_report(probabilities: np.ndarray, targets: np.ndarray, decided: list[st
         "coverage": float(sure.mean()),
         "unsure_rate": float(1 - sure.mean()),
         "accuracy_when_sure": float((decided[sure] == truth[sure]).mean()) if sure.any() else float("nan"),
-        "balanced_accuracy_when_sure": float(balanced_accuracy_score(truth[sure], decided[sure])) if sure.any() else float("nan"),
+        "balanced_accuracy_when_sure": balanced_accuracy(truth[sure], decided[sure]) if sure.any() else float("nan"),
         "vascular_recall": float(called_vascular[truth == "vascular"].mean()) if (truth == "vascular").any() else float("nan"),
         "vascular_precision": float((truth[called_vascular] == "vascular").mean()) if called_vascular.any() else float("nan"),
         "nonvascular_called_vascular": float(called_vascular[nonvascular].mean()) if nonvascular.any() else float("nan"),

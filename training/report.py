@@ -51,7 +51,10 @@ def plot_roc(probs: np.ndarray, targets: np.ndarray, path: Path, *, title: str) 
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(f"ROC (one vs rest), {title}")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    else:  # e.g. a folder of one class: a curve needs images of the class and of others
+        ax.text(0.5, 0.5, "no curve: the images hold one class", ha="center", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -73,8 +76,10 @@ def plot_reliability(probs: np.ndarray, targets: np.ndarray, path: Path, *, titl
     plt.close(fig)
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"
+def figure(value: float, digits: int = 3) -> str:
+    """A rate or score as the report prints it; "n/a" where it is undefined (NaN: e.g. the recall of a class with no
+    images)."""
+    return "n/a" if value != value else f"{value:.{digits}f}"
 
 
 def scored_on(metrics: dict) -> str:
@@ -129,12 +134,12 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         ba_ci = ci.get("balanced_accuracy", [float("nan")] * 2)
         rows.append(
             f"| {domain} | {r['images']} ({', '.join(f'{k} {v}' for k, v in r['class_counts'].items())}) "
-            f"| {_fmt(r['argmax']['balanced_accuracy'])} [{_fmt(ba_ci[0])}, {_fmt(ba_ci[1])}] "
-            f"| {_fmt(r['argmax']['per_class']['vascular']['recall'])} "
-            f"| {_fmt(r.get('vascular_vs_nevus_auc', float('nan')))} | {_fmt(r['ece_15_bins'])} "
-            f"| {_fmt(rule['coverage'])} | {_fmt(rule['vascular_recall'])} | {_fmt(rule['vascular_precision'])} "
-            f"| {_fmt(rule['nonvascular_called_vascular'])} | {_fmt(rule['melanoma_called_vascular'])} "
-            f"| {_fmt(rule.get('malignant_called_vascular', float('nan')))} |"
+            f"| {figure(r['argmax']['balanced_accuracy'])} [{figure(ba_ci[0])}, {figure(ba_ci[1])}] "
+            f"| {figure(r['argmax']['per_class']['vascular']['recall'])} "
+            f"| {figure(r.get('vascular_vs_nevus_auc', float('nan')))} | {figure(r['ece_15_bins'])} "
+            f"| {figure(rule['coverage'])} | {figure(rule['vascular_recall'])} | {figure(rule['vascular_precision'])} "
+            f"| {figure(rule['nonvascular_called_vascular'])} | {figure(rule['melanoma_called_vascular'])} "
+            f"| {figure(rule.get('malignant_called_vascular', float('nan')))} |"
         )
     kind_rows = [f"| {domain} | {kind} | {n['images']} | " + " | ".join(str(n[a]) for a in ANSWERS) + " |"
                  for domain, r in metrics["domains"].items()
@@ -270,9 +275,9 @@ false reassurance too:
 Figures: `confusion_*.png`, `roc_*.png`, `reliability_*.png` beside this card.
 
 ## Dermoscopy vs clinical photos (validation, the epoch kept)
-Balanced accuracy {_fmt(val.get('dermoscopy_balanced_accuracy', float('nan')))} on dermoscopy and
-{_fmt(val.get('clinical_balanced_accuracy', float('nan')))} on clinical photos: a gap of
-{_fmt(val.get('dermoscopy_balanced_accuracy', float('nan')) - val.get('clinical_balanced_accuracy', float('nan')))}.
+Balanced accuracy {figure(val.get('dermoscopy_balanced_accuracy', float('nan')))} on dermoscopy and
+{figure(val.get('clinical_balanced_accuracy', float('nan')))} on clinical photos: a gap of
+{figure(val.get('dermoscopy_balanced_accuracy', float('nan')) - val.get('clinical_balanced_accuracy', float('nan')))}.
 What each part of the domain-gap work buys, from a model trained on HAM10000 alone onwards, is measured by
 `python -m bench.ablation` (bench/ablation.md).
 

@@ -26,7 +26,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample
-from data.flags import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from data.flags import (fraction, non_negative_float, non_negative_int, plain_warnings, positive_float,
+                        positive_int)
 from data.presets import MEAN, STD, TrainPreset, square_resize
 from data.identity import seen_keys
 from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members, train_on_seen
@@ -126,13 +127,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the vascular bar: the (1 - this) quantile of the validation non-vascular images' "
                         "p(vascular), in the strictest domain (interpolated between images)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    return p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in OUT (its checkpoints, history and evaluation report), which is "
+                        "otherwise refused")
+    args = p.parse_args(argv)
+    if args.resume and args.overwrite:
+        p.error("--resume continues the run in OUT and --overwrite replaces it: give one of them")
+    return args
 
 
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
-RESUME_MAY_CHANGE = {"resume", "device", "workers", "decode_workers", "threads", "out", "keep", "unsure_rate",
-                     "max_false_vascular", "ood_pass"}
+RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out", "keep",
+                     "unsure_rate", "max_false_vascular", "ood_pass"}
+# What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
+RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "best.pt",
+             "history.json")
+REPORT_FILES = ("metrics.json", "MODEL_CARD.md", "confusion_*.png", "roc_*.png", "reliability_*.png")
+
+
+def previous_run(out: Path) -> list[Path]:
+    """The files of a run already in `out`, or [] when there is none (its report alone is not a run)."""
+    if not any((out / name).is_file() for name in RUN_FILES):
+        return []
+    found = [out / name for name in RUN_FILES]
+    found += [path for folder in (out, out / "val") for pattern in REPORT_FILES for path in folder.glob(pattern)]
+    return sorted(path for path in found if path.is_file())
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -218,7 +238,8 @@ def decode_splits(splits: dict[str, list[Sample]],
                   args: argparse.Namespace) -> tuple[np.ndarray, list[Sample], np.ndarray, list[Sample]]:
     """Every training and validation image framed, resized and held in memory (the pixels, and the samples whose
     images could be read); training images with room for random crops and rotations."""
-    train_pixels, train_samples = decode_all(splits["train"], math.ceil(args.image_size * 1.25), workers=args.decode_workers,
+    train_pixels, train_samples = decode_all(splits["train"], math.ceil(args.image_size * 1.25),
+                                             workers=args.decode_workers,
                                              desc="decode train", flatten_lightness=args.flatten_lightness)
     val_pixels, val_samples = decode_all(splits["val"], args.image_size, workers=args.decode_workers, desc="decode val",
                                          flatten_lightness=args.flatten_lightness)
@@ -304,10 +325,16 @@ def inherited_from(start: dict, path: str) -> dict:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # a file in the way, no permission
-        raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: cannot use --out {out}: it is a file")
+    replaced = [] if args.resume else previous_run(out)
+    if replaced and not args.overwrite:
+        raise SystemExit(f"error: {out} already holds a training run ({', '.join(p.name for p in replaced[:4])}"
+                         f"{', ...' if len(replaced) > 4 else ''}): continue it with --resume, train into another "
+                         "--out, or replace it with --overwrite")
+    if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
+        raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
+                         "into another --out")
     run_seed = args.seed if args.run_seed is None else args.run_seed
     device = training_device(args.device)
     torch.manual_seed(run_seed)
@@ -332,6 +359,14 @@ def main(argv: list[str] | None = None) -> Path:
                   "seen: trained on instead")
     for name in ("train", "val"):
         require_every_class(name, splits[name])
+    try:  # only now: a run refused above leaves no folder behind, and one replaced is gone only once the data is there
+        out.mkdir(parents=True, exist_ok=True)
+        for path in replaced:
+            path.unlink()
+    except OSError as err:  # no permission
+        raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
+    if replaced:
+        print(f"replaced the run in {out}: removed {len(replaced)} files of it (--overwrite)")
     members = split_members(splits)  # what last.pt records, so that --resume keeps this split
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     for name, kept in (("train", train_samples), ("val", val_samples)):  # unreadable images were skipped
@@ -534,6 +569,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
 
 
 if __name__ == "__main__":
+    plain_warnings()
     try:
         main()
     except KeyboardInterrupt:
