@@ -68,6 +68,12 @@ class FeatureDistance:
         return {"means": self.means, "whitening": self.whitening}
 
 
+def unlike_training(distance: float, cal: Calibration) -> bool:
+    """Whether a photo's `FeatureDistance` is past the bar: it is unlike the photos the model was trained on, and its
+    probabilities say nothing about it."""
+    return distance > cal.ood_distance_max
+
+
 def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...], cal: Calibration,
            problem: str | None = None) -> tuple[str, str]:
     """Return (label, reason) for one image's calibrated probabilities and its `FeatureDistance`; `problem` is what
@@ -76,7 +82,7 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
         return UNSURE, f"the photo is {problem}"
     top = int(np.argmax(probabilities))
     confidence = float(probabilities[top])
-    if distance > cal.ood_distance_max:
+    if unlike_training(distance, cal):
         return UNSURE, ("the photo does not look like the skin spots the model was trained on: retake it close up, "
                         "in daylight, with the spot in the middle")
     if classes[top] == "vascular" and confidence < cal.vascular_min:

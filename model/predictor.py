@@ -40,7 +40,7 @@ from data.presets import eval_preset
 from data.quality import photo_problem
 from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, ood_layer_of,
                               sha256_of)
-from model.decision import Calibration, FeatureDistance, decide, softmax
+from model.decision import Calibration, FeatureDistance, decide, softmax, unlike_training
 from model.export import SIDECAR_FORMAT, onnx_paths
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -65,6 +65,14 @@ class Prediction:
     heatmap: np.ndarray = field(repr=False)  # (size, size) in [0, 1]: where the model looked
     square: np.ndarray = field(repr=False)  # the framed spot the model saw
     framing: Framing
+    problem: str | None  # what is wrong with the photo itself (data.quality), if anything
+    unlike_training: bool  # its features are far from every training group's (the out-of-distribution check)
+
+    @property
+    def judged(self) -> bool:
+        """Whether the probabilities say anything about this photo: not when the photo is unusable, or unlike the
+        photos the model was trained on (it is `unsure` then, whatever they are)."""
+        return not self.problem and not self.unlike_training
 
 
 class _TorchEngine:
@@ -245,6 +253,8 @@ class Predictor:
                 heatmap=class_activation_map(maps[i], weights[top], self.size),
                 square=prepared.square,
                 framing=prepared.framing,
+                problem=prepared.problem,
+                unlike_training=unlike_training(float(distances[i]), cal),
             ))
         return results
 

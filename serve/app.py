@@ -47,7 +47,7 @@ log = logging.getLogger("spotcheck")
 @dataclass
 class Answer:
     summary: str  # Markdown: the headline and why
-    probabilities: dict[str, float]  # for the bar chart; empty when there is no answer
+    probabilities: dict[str, float]  # the chart's bars; none with no answer, or for a photo it cannot judge
     heatmap: np.ndarray | None  # the framed spot with the heatmap over it
     guidance: str  # Markdown: what this means and what to do
     photo: np.ndarray | None = None  # the decoded photo, held in memory (never on disk) so the frame can be moved
@@ -83,8 +83,11 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     prediction = predictor.predict(photo, box)
     label = prediction.label
     caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
-    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}\n\n{prediction.framing.note()}"
-    return Answer(summary, prediction.probabilities, overlay_heatmap(prediction.square, prediction.heatmap),
+    where = "" if prediction.problem else f"\n\n{prediction.framing.note()}"  # a photo too small, dark...: no spot
+    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
+    # No bars for a photo SpotCheck cannot judge: "unsure" beside "nevus 98%" would read as "98% a mole".
+    chart = prediction.probabilities if prediction.judged else {}
+    return Answer(summary, chart, overlay_heatmap(prediction.square, prediction.heatmap),
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
 
 
@@ -196,7 +199,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         held_photo = None
         if a.photo is not None and upload:
             held_photo = memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed))
-        chart = files.write_label(a.label, a.probabilities) if a.label and a.probabilities else None
+        chart = files.write_label(a.label, a.probabilities) if a.label else None  # no bars: the decision alone
         return (a.summary, chart, None if heatmap is None else files.write_picture(heatmap), a.guidance,
                 heatmap is None, held_photo)
 

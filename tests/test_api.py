@@ -41,7 +41,7 @@ def check_as_someone_else(running_app, downloads: Path, photo: Path) -> str:
 
 
 def test_check_answers_a_photo_and_keeps_no_upload(client, running_app, tmp_path):
-    photo = write_rgb(tmp_path / "spot.png", spot_photo("vascular", size=200))
+    photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200))
     summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")
 
     assert headline_in(summary), summary
@@ -76,6 +76,14 @@ def test_a_non_image_gets_a_message_not_an_error(client, tmp_path):
     summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(fake)), api_name="/check")
     assert "cannot be used" in summary and "Please upload a photo" in summary
     assert not confidences and heatmap is None and guidance == ""
+
+
+def test_a_photo_it_cannot_judge_gets_the_decision_without_bars(client, tmp_path):
+    """A photo unlike the ones the model learned from: `unsure`, and no probabilities that would read as an answer."""
+    photo = write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200))  # synthetic: unlike them
+    summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")
+    assert headline_in(summary) == "unsure" and "does not look like the skin spots" in summary
+    assert confidences["label"] == "unsure" and not confidences.get("confidences")
 
 
 def test_an_iphone_heic_photo_gets_an_answer(client, running_app, tmp_path):

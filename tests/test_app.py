@@ -1,6 +1,7 @@
 """The web page's logic, without a browser: answers, friendly errors, uploads not kept."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import socket
@@ -15,6 +16,7 @@ import serve.app
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.predictor import Predictor
 from serve.app import browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
+from serve.batch import score_folder
 from serve.memory import HeldPhoto, LatestPhoto
 from serve.outputs import OutputFiles
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
@@ -31,15 +33,32 @@ def uploads(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+def charted(prediction) -> dict[str, float]:
+    """The bars the page shows for a prediction: none for a photo it cannot judge."""
+    return prediction.probabilities if prediction.judged else {}
+
+
 def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
-    upload = write_rgb(tmp_path / "upload.png", spot_photo("vascular", size=200))
+    upload = write_rgb(tmp_path / "upload.png", spot_photo("nevus", size=200))
     answer = check_spot(predictor, str(upload))
     assert any(headline in answer.summary for headline in HEADLINES.values())
-    assert "Why:" in answer.summary
+    assert "Why:" in answer.summary and "The spot was found and framed." in answer.summary
     assert set(answer.probabilities) == {"vascular", "nevus", "other"}
     assert answer.heatmap is not None and answer.heatmap.shape[2] == 3
     assert answer.summary.startswith(f"### {HEADLINES[answer.label]}") and answer.guidance == GUIDANCE[answer.label]
     assert not upload.exists()
+
+
+@pytest.mark.parametrize("photo, why", [
+    (np.full((10, 10, 3), 150, np.uint8), "too small"),  # the photo itself is unusable
+    (spot_photo("vascular", size=200), "does not look like the skin spots"),  # unlike the training photos
+])
+def test_a_photo_it_cannot_judge_gets_no_confidence_bars(tmp_path, predictor, photo, why):
+    """"Not sure" beside "nevus 98%" would read as "98% a mole": a photo that is unusable, or unlike the photos the
+    model learned from, gets the decision alone. An unusable photo is not said to be "found and framed" either."""
+    answer = check_spot(predictor, str(write_rgb(tmp_path / "photo.png", photo)))
+    assert answer.label == "unsure" and why in answer.summary and answer.probabilities == {}
+    assert ("found and framed" in answer.summary) is (why != "too small")
 
 
 def test_a_bad_file_gets_a_message_not_a_crash(tmp_path, predictor):
@@ -143,7 +162,7 @@ def test_a_huge_photo_is_held_downscaled_and_answered_as_batch_scoring_answers_i
     expected = predictor.predict(photo)  # the full-size photo, as batch scoring and predict_file see it
     answer = check_spot(predictor, str(upload))
     assert answer.photo.shape == (300, 300, 3) and not upload.exists()
-    assert answer.probabilities == expected.probabilities and answer.label == expected.label
+    assert answer.probabilities == charted(expected) and answer.label == expected.label
     assert tuple(2 * v for v in answer.box) == expected.framing.box  # the same frame, in each one's own pixels
     assert check_spot(predictor, str(tmp_path / "gone.png")).photo is None
 
@@ -159,10 +178,16 @@ def test_a_photo_a_few_pixels_thin_is_answered_and_shown(tmp_path, predictor, sh
 
 @pytest.mark.parametrize("label", list(COLOURS))
 def test_the_app_answers_as_batch_scoring_does(tmp_path, predictor, label):
-    upload = write_rgb(tmp_path / f"{label}.png", spot_photo(label, size=200))
-    expected = predictor.predict_file(upload)
+    folder = tmp_path / "photos"
+    upload = write_rgb(folder / f"{label}.png", spot_photo(label, size=200))
+    score_folder(predictor, folder, tmp_path / "scores.csv", progress=False)
+    with (tmp_path / "scores.csv").open(newline="") as f:
+        (row,) = csv.DictReader(f)
     answer = check_spot(predictor, str(upload))
-    assert answer.probabilities == pytest.approx(expected.probabilities) and answer.box == expected.framing.box
+    assert answer.label == row["label"] and " ".join(map(str, answer.box)) == row["frame"]
+    assert answer.summary.split("**Why:** ")[1].startswith(row["reason"])
+    if answer.probabilities:  # a photo it judges: the same bars as the CSV's columns
+        assert {c: f"{p:.4f}" for c, p in answer.probabilities.items()} == {c: row[f"p_{c}"] for c in COLOURS}
 
 
 def test_checking_again_uses_the_held_photo_only_for_the_same_upload(uploads, predictor):
@@ -287,7 +312,8 @@ def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(upload
     """Below the vascular bar the answer is "unsure": the panel's heading (and the API's `label`) must not say
     "vascular" under a "Not sure" headline."""
     strict = Predictor(DEFAULT_CHECKPOINT)
-    strict.calibration = dataclasses.replace(strict.calibration, vascular_min=0.9999, unsure_below=0.0)
+    strict.calibration = dataclasses.replace(strict.calibration, vascular_min=0.9999, unsure_below=0.0,
+                                             ood_distance_max=float("inf"))  # the synthetic photo counts as judged
     answer = next(f.fn for f in build_app(strict).fns.values() if f.api_name == "check")
     upload = write_rgb(uploads / "red.png", spot_photo("vascular", size=200))
     summary, chart, *_ = answer({"path": str(upload)}, None, LatestPhoto())
@@ -310,7 +336,7 @@ def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same
         copy = browser_copy(str(upload), files)
         assert copy and copy.endswith(".png") and not upload.exists()
         assert np.array_equal(read_image(copy), expected)  # upright: 48 wide, 64 high for the HEIC
-        assert check_spot(predictor, copy).probabilities == pytest.approx(predictor.predict(expected).probabilities)
+        assert check_spot(predictor, copy).probabilities == pytest.approx(charted(predictor.predict(expected)))
 
     jpeg = write_rgb(tmp_path / "spot.jpg", spot_photo("vascular", size=200))
     broken = tmp_path / "broken.heic"

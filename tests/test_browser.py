@@ -139,7 +139,7 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
 
 def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     page = visit.page
-    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("vascular", size=200)))
+    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
     page.locator("#photo img").wait_for()  # the upload has finished and is shown
     visit.check()
     answer = visit.wait_for_answer(*HEADLINES.values())

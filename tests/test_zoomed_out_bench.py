@@ -21,7 +21,8 @@ class Scripted:
     def classify(self, batch: list[Prepared]) -> list[Prediction]:
         answers, self.answers = self.answers[: len(batch)], self.answers[len(batch):]
         return [Prediction(label, "", {c: float(c == top) for c in ("vascular", "nevus", "other")}, 1.0,
-                           np.zeros((4, 4)), p.square, p.framing) for (label, top), p in zip(answers, batch)]
+                           np.zeros((4, 4)), p.square, p.framing, p.problem, False)
+                for (label, top), p in zip(answers, batch)]
 
 
 def test_scores_count_the_argmax_and_the_rule_separately():
