@@ -296,3 +296,11 @@ def test_warnings_for_the_person_running_a_command_are_plain_lines(monkeypatch):
     plain_warnings()
     line = warnings.formatwarning(UserWarning("only 5 validation images"), UserWarning, "/x/train.py", 476, "code")
     assert line == "warning: only 5 validation images\n"
+
+
+def test_a_model_calibration_had_to_flatten_is_named_as_one_that_learned_nothing():
+    from training.train import flat_calibration
+
+    assert flat_calibration(0.93, 0.88) is None  # the shipped model's
+    problem = flat_calibration(806494.56, 0.333)  # a one-epoch run on 36 images
+    assert "learned next to nothing" in problem and "0.33" in problem and "train longer" in problem

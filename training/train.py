@@ -140,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
 RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out", "keep",
                      "unsure_rate", "max_false_vascular", "ood_pass"}
+FLAT_TEMPERATURE = 10.0  # over this, calibration is flattening a model that learned nothing (see flat_calibration)
 # What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
 RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "best.pt",
              "history.json")
@@ -495,6 +496,17 @@ def main(argv: list[str] | None = None) -> Path:
     return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
 
 
+def flat_calibration(temperature: float, validation_score: float) -> str | None:
+    """What is wrong with a model whose calibration had to flatten its answers (a fitted temperature is about 1; one
+    over FLAT_TEMPERATURE means the logits barely relate to the truth on validation), or None."""
+    if temperature <= FLAT_TEMPERATURE:
+        return None
+    return (f"the model learned next to nothing that holds on validation (balanced accuracy {validation_score:.2f}; "
+            f"chance is {1 / len(CLASSES):.2f}), so calibration flattened its answers (temperature {temperature:.3g}) "
+            "and it will answer nearly every photo 'unsure': train longer (--epochs, --draws-per-epoch) or on more "
+            "images")
+
+
 def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[str, list[Sample]],
                 train_pixels: np.ndarray, train_samples: list[Sample], val_pixels: np.ndarray,
                 val_samples: list[Sample], meta: dict, inherited: dict | None = None) -> Path:
@@ -518,6 +530,8 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
     calibration = fit_calibration(val_logits, val_targets, val_domains, feature_distance(val_features),
                                   max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate,
                                   ood_pass=args.ood_pass)
+    if problem := flat_calibration(calibration["temperature"], meta["validation"].get("score", float("nan"))):
+        print(f"warning: {problem}")
     safety = validation_safety(softmax(val_logits, calibration["temperature"]), calibration["vascular_min"],
                                val_samples)
     print(f"validation, at or over the vascular bar: {safety_summary(safety)}")
