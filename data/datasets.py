@@ -260,6 +260,11 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
     if ignored:
         warnings.warn(f"{root}: folders {', '.join(ignored)} are not classes ({', '.join(CLASSES)}) and are left out",
                       stacklevel=2)
+    loose = [p.name for p in root.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
+    if loose:
+        named = ", ".join(sorted(loose)[:3]) + (", ..." if len(loose) > 3 else "")
+        warnings.warn(f"{root}: left out {len(loose)} photo(s) outside the class folders ({named}): move each into "
+                      "vascular/, nevus/ or other/", stacklevel=2)
     samples = []
     for folder in (p for p in folders if p.name.lower() in CLASSES):  # Nevus/ is nevus/
         label = folder.name.lower()
@@ -268,7 +273,11 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
             group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
             samples.append(Sample(path, label, group, label, source="folder", domain=domain))  # no diagnosis
     if not samples:
-        raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/")
+        where = (f"{root.name}/ looks like one class's folder: give the folder that holds it and the other classes'"
+                 if root.name.lower() in CLASSES else
+                 f"{root} holds no HAM10000 metadata, no labels.csv and no image in class folders named "
+                 f"{', '.join(CLASSES)}")
+        raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/ ({where})")
     return samples
 
 

@@ -313,3 +313,15 @@ def test_the_shipped_model_is_scored_on_the_split_it_recorded():
     splits = model_splits(meta, [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")])
     assert {k: split_digest(v) for k, v in splits.items()} == meta["split_sha256"]
     assert seen_keys([s.path for part in splits.values() for s in part]) == meta["seen_images"]
+
+
+def test_a_class_folder_given_for_the_tree_and_loose_images_are_named(tmp_path):
+    """Two easy mistakes with a class-per-folder tree: --data pointing at one class's folder, and photos left
+    beside the class folders instead of in them."""
+    write_rgb(tmp_path / "tree" / "nevus" / "n.png", spot_photo("nevus", size=32))
+    with pytest.raises(FileNotFoundError, match="nevus/ looks like one class's folder"):
+        load_class_folders(tmp_path / "tree" / "nevus")
+    write_rgb(tmp_path / "tree" / "IMG_1.png", spot_photo("vascular", size=32))
+    with pytest.warns(UserWarning, match=r"left out 1 photo\(s\) outside the class folders \(IMG_1.png\)"):
+        samples = load_class_folders(tmp_path / "tree")
+    assert [s.path.name for s in samples] == ["n.png"]
