@@ -98,8 +98,9 @@ def recorded_splits(roots: list[str], members: dict[str, list[str]],
     pooled = {name: [] for name in SPLITS}
     for sample in samples:
         pooled[split_of.get(sample_name(sample), "train")].append(sample)
+    print(f"{' '.join(map(str, roots))}: the split the model recorded")
     for name, part in pooled.items():
-        print(f"  {name}: {len(part)} images {class_counts(part)} (the split the model recorded)")
+        print(f"  {name}: {len(part)} images {class_counts(part)}")
     return pooled
 
 

@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         predictor = Predictor(args.checkpoint, backend=args.backend)
     except CheckpointError as err:
-        raise SystemExit(f"error: {err}")
+        parser.exit(2, f"error: {err}\n")  # as batch scoring does
     app = build_app(predictor)
     try:
         app.queue(default_concurrency_limit=2, max_size=64).launch(
@@ -366,9 +366,10 @@ def main(argv: list[str] | None = None) -> None:
             footer_links=[], head=PAGE_SCRIPT, css=PAGE_STYLE,
             quiet=True, prevent_thread_lock=True,  # Gradio's banner suggests a public share link: not for this app
         )
-    except OSError as err:  # Gradio says "Cannot find empty port" and advises a launch() argument
+    except OSError as err:  # Gradio says "Cannot find empty port" and advises a launch() argument: not for users
+        detail = "" if "empty port" in str(err) else f" ({err})"
         raise SystemExit(f"error: cannot serve at {args.host}:{args.port} (the port is in use, or the certificate "
-                         f"and key do not match): choose another with --port N ({err})")
+                         f"and key do not match): choose another with --port N{detail}")
     print(f"SpotCheck is running at {app.local_url} (offline; stop it with Ctrl+C)", flush=True)
     app.block_thread()
 

@@ -427,7 +427,7 @@ def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(monke
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(SystemExit, match=f"cannot serve at 127.0.0.1:{port}.*--port"):
+        with pytest.raises(SystemExit, match=f"cannot serve at 127.0.0.1:{port}.*--port N$"):  # no Gradio advice
             serve.app.main(["--port", str(port)])
     with pytest.raises(SystemExit) as stop:  # argparse's usage error, exit status 2
         serve.app.main(["--ssl-certfile", str(tmp_path / "missing.pem"), "--ssl-keyfile", str(tmp_path / "k.pem")])
@@ -435,3 +435,9 @@ def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(monke
     with pytest.raises(SystemExit) as stop:
         serve.app.main(["--ssl-certfile", str(tmp_path / "missing.pem")])
     assert stop.value.code == 2
+
+
+def test_a_missing_checkpoint_is_a_usage_error_as_in_batch_scoring(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        serve.app.main(["--checkpoint", str(tmp_path / "none.pt")])
+    assert stop.value.code == 2 and "error: no checkpoint file at" in capsys.readouterr().err

@@ -233,6 +233,14 @@ def test_an_existing_output_is_kept_unless_resumed_or_overwritten(messy_folder, 
     assert len(rows(out)) == len(list(batch.find_images(messy_folder)))
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_left(messy_folder, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    assert batch.main([str(messy_folder), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0
+    assert "nothing left to score: every image under" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--workers", "-1"], ["--threads", "x"],
                                    ["--resume", "--overwrite"]])
 def test_bad_numbers_and_flags_are_refused_before_scoring(messy_folder, tmp_path, flags):

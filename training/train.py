@@ -578,7 +578,8 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
     })
     print(f"calibration {calibration}")
     onnx_path, _ = export(final)  # the faster serving backend; kept in step with the checkpoint
-    print(f"wrote {final} and {onnx_path.name} in {(time.time() - started) / 60:.1f} min")
+    seconds = time.time() - started
+    print(f"wrote {final} and {onnx_path.name} in {f'{seconds / 60:.1f} min' if seconds >= 60 else f'{seconds:.0f} s'}")
     return final
 
 
