@@ -10,6 +10,7 @@ the ONNX Runtime path (see model.export) can use this module without it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tempfile
@@ -104,20 +105,21 @@ def load_checkpoint(path: str | Path | None = None, *, finished: bool = True) ->
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
+    data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
     checksum = path.with_name(path.name + ".sha256")
     if checksum.is_file():
         expected = (checksum.read_text().split() or [""])[0]
-        if sha256_of(path) != expected:
+        if hashlib.sha256(data).hexdigest() != expected:
             raise CheckpointError(f"{path} does not match its checksum in {checksum.name}: the file is damaged or was changed")
     import torch
 
     try:
         if not checksum.is_file():  # no .sha256 beside it: torch's format is a zip, whose records carry CRCs
-            with zipfile.ZipFile(path) as archive:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 damaged = archive.testzip()
             if damaged:
                 raise ValueError(f"the record {damaged} fails its CRC check")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable SpotCheck checkpoint (corrupt, truncated or unsafe): {err}") from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
