@@ -33,7 +33,7 @@ def validation_key(meta: dict) -> str:
 def framed_validation(size: int, meta: dict,
                       flatten_lightness: bool = False) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Per domain: the validation images of the model whose checkpoint `meta` is given, framed as a predictor with
-    this framing setting frames them (`Predictor.flatten_lightness`), at `size`, and their targets."""
+    this framing setting frames them (`Predictor.settings.flatten_lightness`), at `size`, and their targets."""
     by_domain: dict[str, tuple[list, list]] = {}
     for sample in model_splits(meta, DEFAULT_DATA)["val"]:
         try:

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", f"{answered} of {len(photos)} strangers answered with a class.", ""]
 
     splits = model_splits(predictor.meta, args.data)
-    layers = stage_ends(net.features, predictor.size)
+    layers = stage_ends(net.features, predictor.settings.size)
     indices = [i for i, _ in layers]
     usable = [name for name, prep in prepared.items() if not prep.problem]
     stranger_features = network_outputs(net, np.stack([prepared[n].input for n in usable]), indices)[1]

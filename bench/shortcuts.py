@@ -32,9 +32,7 @@ NEVUS, VASCULAR = CLASSES.index("nevus"), CLASSES.index("vascular")
 def probabilities(predictor: Predictor, squares: list[np.ndarray]) -> np.ndarray:
     """Calibrated probabilities for framed squares, through the one eval preset with the checkpoint's settings
     (each square is its own frame)."""
-    x = np.stack([eval_preset(s, size=predictor.size, mean=predictor.mean, std=predictor.std,
-                              colour_constancy=predictor.colour_constancy, box=(0, 0, s.shape[1], s.shape[0]))[0]
-                  for s in squares])
+    x = np.stack([eval_preset(s, predictor.settings, box=(0, 0, s.shape[1], s.shape[0]))[0] for s in squares])
     return np.concatenate([softmax(predictor.network(x[i : i + 256])[0], predictor.calibration.temperature)
                            for i in range(0, len(x), 256)])
 
@@ -79,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     framed = {}  # (size, split, framing) -> framed validation: read and framed once for all models that share them
     for name, checkpoint in zip(names, args.checkpoints):
         predictor = Predictor(checkpoint, backend="torch")
-        key = (predictor.size, validation_key(predictor.meta), predictor.flatten_lightness)
+        settings = predictor.settings
+        key = (settings.size, validation_key(predictor.meta), settings.flatten_lightness)
         if key not in framed:
-            framed[key] = framed_validation(predictor.size, predictor.meta, predictor.flatten_lightness)
+            framed[key] = framed_validation(settings.size, predictor.meta, settings.flatten_lightness)
         for domain, (squares, targets) in framed[key].items():
             for mark, row in mark_effects(predictor, squares, targets).items():
                 values = [shown.get(c, "{:.1%}".format)(row[c]) for c in columns]

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}  # (model, domain, scale, mode) -> table row
     # Each shrunk picture is made once (about 10 ms each) and scored by every model on its split that frames alike.
     def split_and_framing(p: Predictor) -> tuple[str, bool]:
-        return validation_key(p.meta), p.flatten_lightness
+        return validation_key(p.meta), p.settings.flatten_lightness
 
     for split, flatten in sorted({split_and_framing(p) for p in predictors.values()}):
         on_split = {n: p for n, p in predictors.items() if split_and_framing(p) == (split, flatten)}

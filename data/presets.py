@@ -1,15 +1,17 @@
 """Image presets: the one eval preprocessing and the training augmentation, side by side.
 
 `eval_preset` is the one way a photo becomes model input: `training.evaluate`,
-batch scoring and the app (through `model.predictor`, with the settings stored
-in the checkpoint, for PyTorch and ONNX Runtime alike) all call it, so they
-never drift apart. Training validates with its two halves, `frame_and_resize`
+batch scoring and the app (through `model.predictor`, with the `EvalSettings`
+stored in the checkpoint, for PyTorch and ONNX Runtime alike) all call it, so
+they never drift apart. Training validates with its two halves, `frame_and_resize`
 once per image when the data is decoded (on the photo's `data.images.working_copy`,
-as the predictor frames it) and `normalize` per batch, with the same settings it
-then stores. It returns numpy (no torch) so the ONNX Runtime
-path needs no torch.
+as the predictor frames it) and `normalize_as` per batch, with the very settings
+it then stores. It returns numpy (no torch) so the ONNX Runtime path needs no
+torch.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -18,6 +20,30 @@ from data.framing import Framing, crop, frame_spot
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a model wants a photo prepared (`eval_preset`): training writes them into the checkpoint's "preprocess",
+    and the predictor, the ONNX export and fine-tuning read them back from there, never from their own defaults."""
+
+    size: int = 112  # the network's input side in pixels
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+    colour_constancy: int = 0  # shades-of-grey norm p (`shades_of_grey`); 0: off
+    flatten_lightness: bool = False  # frame with the lightness gradient taken out (data.framing)
+
+    @classmethod
+    def from_checkpoint(cls, preprocess: dict) -> "EvalSettings":
+        """From a checkpoint's "preprocess"; a setting added after it was written is off, as it was then."""
+        return cls(size=int(preprocess["size"]), mean=tuple(preprocess["mean"]), std=tuple(preprocess["std"]),
+                   colour_constancy=int(preprocess.get("colour_constancy", 0)),
+                   flatten_lightness=bool(preprocess.get("flatten_lightness", False)))
+
+    def to_checkpoint(self) -> dict:
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std),
+                "colour_constancy": self.colour_constancy, "framing": "data.framing.frame_spot",
+                "flatten_lightness": self.flatten_lightness}
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -56,19 +82,23 @@ def normalize(square: np.ndarray, *, mean: tuple[float, ...] = MEAN, std: tuple[
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def eval_preset(image: np.ndarray, *, size: int = 112, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
-                colour_constancy: int = 0, flatten_lightness: bool = False,
+def eval_preset(image: np.ndarray, settings: EvalSettings = EvalSettings(), *,
                 box: tuple[int, int, int, int] | None = None,
                 analysis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
-    """RGB uint8 photo -> (model input CHW float32, the framed square uint8, the framing).
+    """RGB uint8 photo -> (model input CHW float32, the framed square uint8, the framing), prepared as `settings`
+    (the model's, from its checkpoint) say.
 
     `box` (x0, y0, x1, y1) replaces the automatic framing, e.g. when a person moved the frame;
-    `analysis` is the photo's `data.images.analysis_copy`, if the caller already made it;
-    `flatten_lightness`: see `data.framing`.
+    `analysis` is the photo's `data.images.analysis_copy`, if the caller already made it.
     """
-    square, framing = frame_and_resize(image, size=size, box=box, analysis=analysis,
-                                       flatten_lightness=flatten_lightness)
-    return normalize(square, mean=mean, std=std, colour_constancy=colour_constancy), square, framing
+    square, framing = frame_and_resize(image, size=settings.size, box=box, analysis=analysis,
+                                       flatten_lightness=settings.flatten_lightness)
+    return normalize_as(square, settings), square, framing
+
+
+def normalize_as(square: np.ndarray, settings: EvalSettings) -> np.ndarray:
+    """`normalize` with a model's settings: the second half of `eval_preset`, for squares framed already."""
+    return normalize(square, mean=settings.mean, std=settings.std, colour_constancy=settings.colour_constancy)
 
 
 class TrainPreset:

@@ -41,7 +41,8 @@ def onnx_paths(checkpoint: str | Path) -> tuple[Path, Path]:
 
 
 def plain(value: Any) -> Any:
-    """Checkpoint metadata as plain JSON values (tensors and arrays become lists)."""
+    """Plain JSON values (tensors and arrays become lists, NaN and infinity None): checkpoint metadata for the
+    sidecar, and the reports training and evaluation write."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -36,7 +36,7 @@ import numpy as np
 
 from data.framing import Framing
 from data.images import ImageError, analysis_copy, read_image, working_copy
-from data.presets import eval_preset
+from data.presets import EvalSettings, eval_preset
 from data.quality import photo_problem
 from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, ood_layer_of,
                               sha256_of)
@@ -202,10 +202,7 @@ class Predictor:
             self.checkpoint_sha256 = sha256_of(pt)  # which model answered: batch scoring records it per row
         self.backend = backend
         self.classes = tuple(info["classes"])
-        self.size = int(info["preprocess"]["size"])
-        self.mean, self.std = tuple(info["preprocess"]["mean"]), tuple(info["preprocess"]["std"])
-        self.colour_constancy = int(info["preprocess"].get("colour_constancy", 0))  # older checkpoints: off
-        self.flatten_lightness = bool(info["preprocess"].get("flatten_lightness", False))  # framing, as trained
+        self.settings = EvalSettings.from_checkpoint(info["preprocess"])  # how it was trained to see photos
         self.calibration = Calibration.from_dict(info["calibration"])
         # Checkpoints without it (e.g. ones tests make) skip the out-of-distribution check.
         self.feature_distance = FeatureDistance.from_dict(info["ood"]) if info.get("ood") else None
@@ -221,9 +218,7 @@ class Predictor:
         if box is not None:
             box = _scaled(box, sx, sy)
         analysis = analysis_copy(working)  # one downscaled copy for both the framing and the quality checks
-        x, square, framing = eval_preset(working, size=self.size, mean=self.mean, std=self.std,
-                                         colour_constancy=self.colour_constancy,
-                                         flatten_lightness=self.flatten_lightness, box=box, analysis=analysis)
+        x, square, framing = eval_preset(working, self.settings, box=box, analysis=analysis)
         if working is not image:
             framing = replace(framing, box=_scaled(framing.box, 1 / sx, 1 / sy))
         return Prepared(x, square, framing, photo_problem(working, analysis, size=(image.shape[1], image.shape[0])))
@@ -250,7 +245,7 @@ class Predictor:
                 reason=reason,
                 probabilities={c: float(p) for c, p in zip(self.classes, probs[i])},
                 confidence=float(probs[i, top]),
-                heatmap=class_activation_map(maps[i], weights[top], self.size),
+                heatmap=class_activation_map(maps[i], weights[top], self.settings.size),
                 square=prepared.square,
                 framing=prepared.framing,
                 problem=prepared.problem,

@@ -119,7 +119,7 @@ def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tup
                 percent: float | None = None, flatten_lightness: bool = False) -> tuple[int, int, int, int]:
     """The frame after a click in the framing view (framed around the spot clicked, or, on plain skin, moved there
     at its size) or resized to `percent` of the shorter side around its centre. `flatten_lightness`: the model's
-    framing setting (`Predictor.flatten_lightness`)."""
+    framing setting (`Predictor.settings.flatten_lightness`)."""
     x0, y0, x1, y1 = box
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
     if click is not None:
@@ -239,9 +239,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                                 "when the server is busy).", {}, None, ""), None)
         h, before = held_photo, latest.upload
         try:
-            outputs = shown(check_frame(predictor, pixels, moved_frame(pixels, h.box, click=click, percent=percent,
-                                                                   flatten_lightness=predictor.flatten_lightness)),
-                            h.upload)
+            box = moved_frame(pixels, h.box, click=click, percent=percent,
+                              flatten_lightness=predictor.settings.flatten_lightness)
+            outputs = shown(check_frame(predictor, pixels, box), h.upload)
         except Exception:
             outputs = failed("a moved frame")
         return unless_replaced(outputs, latest, before, h.upload)

@@ -57,14 +57,15 @@ def test_heatmap_is_the_top_class_activation_map(predictor):
 
     def cam(k: int) -> np.ndarray:
         cells = np.maximum(np.einsum("c,chw->hw", head[k], maps[0]), 0).astype(np.float32)
-        m = cv2.warpAffine(cells, np.float32([[32, 0, 0], [0, 32, 0]]), (predictor.size, predictor.size),
+        side = predictor.settings.size
+        m = cv2.warpAffine(cells, np.float32([[32, 0, 0], [0, 32, 0]]), (side, side),
                            flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         m = np.clip(m, 0, None)
         return m / m.max()
 
     top = int(logits[0].argmax())
     assert top != 0, "the photo must make a class other than the first the top one"
-    assert prediction.heatmap.shape == (predictor.size, predictor.size)
+    assert prediction.heatmap.shape == (predictor.settings.size, predictor.settings.size)
     assert prediction.heatmap.max() == pytest.approx(1.0)
     assert np.allclose(prediction.heatmap, cam(top), atol=1e-4)
     assert not np.allclose(prediction.heatmap, cam(0), atol=1e-2)
@@ -75,7 +76,7 @@ def test_model_input_is_normalised_with_the_checkpoints_mean_and_std(tmp_path):
     mean, std = (0.6, 0.4, 0.3), (0.2, 0.3, 0.4)
     save_checkpoint(tmp_path / "m.pt", small_checkpoint(size=48, mean=mean, std=std))
     predictor = Predictor(tmp_path / "m.pt", backend="torch")
-    assert predictor.mean == mean and predictor.std == std
+    assert predictor.settings.mean == mean and predictor.settings.std == std
     prepared = predictor.prepare(spot_photo("vascular", seed=1))
     expected = (prepared.square.astype(np.float32) / 255 - np.float32(mean)) / np.float32(std)
     assert prepared.input.shape == (3, 48, 48) and prepared.input.dtype == np.float32

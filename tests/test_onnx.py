@@ -86,7 +86,7 @@ def test_torch_and_onnx_agree(exported):
     by_torch, by_onnx = Predictor(exported, backend="torch"), Predictor(exported, backend="onnx")
     assert (by_torch.backend, by_onnx.backend) == ("torch", "onnx")
     assert by_onnx.classes == by_torch.classes and by_onnx.calibration == by_torch.calibration
-    assert by_onnx.meta == by_torch.meta and by_onnx.size == by_torch.size == 64
+    assert by_onnx.meta == by_torch.meta and by_onnx.settings == by_torch.settings and by_onnx.settings.size == 64
     for part in ("means", "whitening"):  # the out-of-distribution statistics travel in the sidecar
         assert np.array_equal(getattr(by_onnx.feature_distance, part), getattr(by_torch.feature_distance, part))
     prepared = [by_torch.prepare(image) for image in photos()]

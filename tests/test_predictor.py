@@ -26,7 +26,7 @@ def test_prediction_has_probabilities_reason_and_heatmap(predictor):
     assert abs(sum(result.probabilities.values()) - 1) < 1e-5
     assert result.confidence == max(result.probabilities.values())
     assert result.reason
-    assert result.heatmap.shape == (predictor.size, predictor.size)
+    assert result.heatmap.shape == (predictor.settings.size, predictor.settings.size)
     assert 0 <= result.heatmap.min() and result.heatmap.max() <= 1
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from bench.shortcuts import mark_effects
+from data.presets import EvalSettings
 from model.decision import Calibration
 
 
 class InkSeer:
     """A stand-in predictor that answers `nevus` whenever the square has dark ink on it, else `other`."""
 
-    size, mean, std, colour_constancy = 112, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 0
+    settings = EvalSettings()  # 112 px, the project's mean and std, no colour constancy
     calibration = Calibration(temperature=1.0, unsure_below=0.5, vascular_min=0.9)
 
     def network(self, x: np.ndarray) -> tuple[np.ndarray, None]:

@@ -224,7 +224,7 @@ def test_colour_constancy_travels_with_the_checkpoint_to_both_backends(class_tre
     whole = (0, 0, photo.shape[1], photo.shape[0])
     for backend in ("torch", "onnx"):
         predictor = Predictor(final, backend=backend)
-        assert predictor.colour_constancy == 6
+        assert predictor.settings.colour_constancy == 6
         as_taken, under_warm_light = predictor.prepare(photo, whole).input, predictor.prepare(warm, whole).input
         assert np.abs(as_taken - under_warm_light).max() < 0.15  # without constancy: about 0.4
 

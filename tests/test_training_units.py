@@ -263,7 +263,7 @@ def test_training_frames_a_photo_over_the_working_size_as_the_predictor_does(tmp
     monkeypatch.setattr(data.images, "WORKING_SIDE", 300)  # a 600-px photo stands in for a 48-megapixel one
     path = write_rgb(tmp_path / "big.png", spot_photo("nevus", size=600, radius=40, seed=5))
     sample = Sample(path=path, label="nevus", group="a", stratum="nevus", source="folder", domain="clinical")
-    pixels, kept = decode_all([sample], predictor.size, workers=1, desc="decode")
+    pixels, kept = decode_all([sample], predictor.settings.size, workers=1, desc="decode")
     assert kept == [sample] and np.array_equal(pixels[0], predictor.prepare(read_image(path)).square)
 
 

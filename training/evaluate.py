@@ -31,8 +31,9 @@ from data.images import ImageError, read_image
 from data.splits import (all_its_folders, at_recorded_path, class_counts, model_splits, split_digest,
                          trained_folder_domain, trained_on, tree_note)
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
+from model.export import plain
 from model.predictor import Predictor
-from training.metrics import balanced_accuracy, full_report, json_safe
+from training.metrics import balanced_accuracy, full_report
 from training.report import figure, plot_confusion, plot_reliability, plot_roc, write_model_card
 
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         plot_confusion(report, out / f"confusion_{domain}.png", title=title)
         plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=title)
         plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=title)
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
+    (out / "metrics.json").write_text(json.dumps(plain(metrics), indent=2, allow_nan=False))
     write_model_card(predictor.meta, metrics, out / "MODEL_CARD.md")
     for domain, report in metrics["domains"].items():
         rule = report["with_decision_rule"]

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from data.datasets import Sample
 from data.images import ImageError, read_image, working_copy
-from data.presets import TrainPreset, frame_and_resize, normalize
+from data.presets import EvalSettings, TrainPreset, frame_and_resize, normalize_as
 
 
 def _framed(args: tuple[str, int, bool]) -> np.ndarray | None:
@@ -84,9 +84,7 @@ class EpochDraws(torch.utils.data.Dataset):
         return torch.from_numpy(image), self.targets[i]
 
 
-def eval_batches(pixels: np.ndarray, *, mean: tuple[float, ...], std: tuple[float, ...], colour_constancy: int = 0,
-                 batch_size: int) -> Iterator[torch.Tensor]:
-    """Normalised eval-preset batches of already framed, model-sized squares."""
+def eval_batches(pixels: np.ndarray, settings: EvalSettings, *, batch_size: int) -> Iterator[torch.Tensor]:
+    """Eval-preset batches of already framed, model-sized squares, normalised as `settings` say."""
     for start in range(0, len(pixels), batch_size):
-        yield torch.from_numpy(np.stack([normalize(p, mean=mean, std=std, colour_constancy=colour_constancy)
-                                         for p in pixels[start : start + batch_size]]))
+        yield torch.from_numpy(np.stack([normalize_as(p, settings) for p in pixels[start : start + batch_size]]))

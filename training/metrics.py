@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
@@ -141,17 +140,6 @@ def answers_by_lesion_kind(decided: np.ndarray, truth: np.ndarray, details: list
     return {kind: {"images": int(mask.sum()), **{answer: int((decided[mask] == answer).sum())
                                                  for answer in ANSWERS}}
             for kind, mask in kinds.items() if mask.any()}
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with every NaN or infinity replaced by None, so the JSON written is strict (NaN is not JSON)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def validation_safety(probabilities: np.ndarray, vascular_min: float,

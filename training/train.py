@@ -28,16 +28,16 @@ from tqdm import tqdm
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample
 from data.flags import (fraction, non_negative_float, non_negative_int, plain_warnings, positive_float,
                         positive_int)
-from data.presets import MEAN, STD, TrainPreset, square_resize
+from data.presets import EvalSettings, TrainPreset, square_resize
 from data.identity import seen_keys
 from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members, train_on_seen
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint, sha256_of
 from model.decision import softmax
-from model.export import export
+from model.export import export, plain
 from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
-from training.metrics import is_malignant, json_safe, quick_scores, safety_summary, validation_safety
+from training.metrics import is_malignant, quick_scores, safety_summary, validation_safety
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -203,13 +203,13 @@ def code_version() -> str:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, pixels: np.ndarray, colour_constancy: int,
+def predict(model: torch.nn.Module, pixels: np.ndarray, settings: EvalSettings,
             batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Logits and the features model.decision.FeatureDistance measures (the pooled output of `model.ood_layer`)."""
     model.eval()
     device = next(model.parameters()).device
     logits, features = [], []
-    for x in eval_batches(pixels, mean=MEAN, std=STD, colour_constancy=colour_constancy, batch_size=batch_size):
+    for x in eval_batches(pixels, settings, batch_size=batch_size):
         z, _, ood_features = model.forward_with_maps(x.to(device))
         logits.append(z.cpu().numpy())
         features.append(ood_features.cpu().numpy())
@@ -233,6 +233,12 @@ def validation_scores(logits: np.ndarray, targets: np.ndarray, domains: np.ndarr
             scores[f"{domain}_{key}"] = value
     scores["score"] = float(np.mean([scores[f"{d}_balanced_accuracy"] for d in sorted(set(domains))]))
     return scores
+
+
+def eval_settings(args: argparse.Namespace) -> EvalSettings:
+    """How the model being trained wants photos prepared: what validation uses and the checkpoint stores."""
+    return EvalSettings(size=args.image_size, colour_constancy=args.colour_constancy,
+                        flatten_lightness=args.flatten_lightness)  # the mean and std are the project's (data.presets)
 
 
 def decode_splits(splits: dict[str, list[Sample]],
@@ -287,10 +293,9 @@ def starting_model(args: argparse.Namespace) -> dict | None:
     if int(start.get("members", 1)) != 1:
         raise SystemExit(f"error: --start-from {args.start_from} is an average of {start['members']} runs "
                          "(training.ensemble): start from one of them")
-    preprocess = start["preprocess"]
-    theirs = {"arch": start.get("arch", "spotnet"), "image_size": preprocess["size"],
-              "colour_constancy": preprocess.get("colour_constancy", 0),
-              "flatten_lightness": bool(preprocess.get("flatten_lightness", False))}
+    settings = EvalSettings.from_checkpoint(start["preprocess"])
+    theirs = {"arch": start.get("arch", "spotnet"), "image_size": settings.size,
+              "colour_constancy": settings.colour_constancy, "flatten_lightness": settings.flatten_lightness}
     differ = [as_flag(k, v) for k, v in theirs.items() if vars(args)[k] != v]
     if differ:
         raise SystemExit(f"error: --start-from {args.start_from} was trained with {', '.join(differ)}: fine-tuning it "
@@ -450,7 +455,7 @@ def main(argv: list[str] | None = None) -> Path:
         # The average lags far behind while the learning rate is high, so the raw weights stay candidates
         # (they win in short runs). The average comes first, so a tie keeps it (max keeps the first).
         candidates = {"averaged": ema.module, "raw": model} if ema else {"raw": model}
-        scored = {kind: validation_scores(predict(net, val_pixels, args.colour_constancy)[0], val_targets,
+        scored = {kind: validation_scores(predict(net, val_pixels, eval_settings(args))[0], val_targets,
                                           val_domains) for kind, net in candidates.items()}
         raw = {f"raw_{k}": v for k, v in scored["raw"].items()} if ema else {}
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -471,7 +476,7 @@ def main(argv: list[str] | None = None) -> Path:
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history, "flags": vars(args),
             "split_members": members, "train_seconds": time.time() - started})
-        (out / "history.json").write_text(json.dumps(json_safe(history), indent=1, allow_nan=False))
+        (out / "history.json").write_text(json.dumps(plain(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
     if args.keep == "best":
@@ -519,10 +524,11 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
     shipped_weights = round_to_half(model)
     # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
     train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
-    feature_distance = fit_feature_distance(predict(model, train_centres, args.colour_constancy)[1],
+    settings = eval_settings(args)
+    feature_distance = fit_feature_distance(predict(model, train_centres, settings)[1],
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_centres
-    val_logits, val_features = predict(model, val_pixels, args.colour_constancy)
+    val_logits, val_features = predict(model, val_pixels, settings)
     val_targets, val_domains = np.array([s.target for s in val_samples]), np.array([s.domain for s in val_samples])
     if "validation" not in meta:  # training.ensemble: no epoch was scored, so score the finished weights here
         meta = {**meta, "validation": validation_scores(val_logits, val_targets, val_domains)}
@@ -543,9 +549,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
         "members": len(model.members) if isinstance(model, Ensemble) else 1,
         "model": shipped_weights,
         "classes": list(CLASSES),
-        "preprocess": {"size": args.image_size, "mean": list(MEAN), "std": list(STD),
-                       "colour_constancy": args.colour_constancy, "framing": "data.framing.frame_spot",
-                       "flatten_lightness": args.flatten_lightness},
+        "preprocess": settings.to_checkpoint(),
         "calibration": calibration,
         "ood": {**{k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()}, "layer": model.ood_layer},
         "meta": {
