@@ -84,6 +84,13 @@ def test_ensemble_finishes_two_runs_into_one_served_model(two_runs, class_tree, 
     # Calibrated by this command's settings, whichever member comes first (members may have been recalibrated).
     swapped = ensemble.main([*map(str, reversed(two_runs)), "--out", str(tmp_path / "swapped"), "--unsure-rate", "0.3"])
     assert load_checkpoint(swapped)["meta"]["flags"]["unsure_rate"] == 0.3
+    # An average already in --out is replaced only when asked, and never by overwriting one of its own members.
+    with pytest.raises(SystemExit, match=r"already holds a training run .*: write into another --out, or replace it"):
+        ensemble.main([*map(str, two_runs), "--out", str(tmp_path / "swapped")])
+    with pytest.raises(SystemExit, match="a member is part of the model --overwrite would replace"):
+        ensemble.main([str(two_runs[0]), str(swapped), "--out", str(tmp_path / "swapped"), "--overwrite"])
+    again = ensemble.main([*map(str, two_runs), "--out", str(tmp_path / "swapped"), "--overwrite"])
+    assert load_checkpoint(again)["meta"]["flags"]["unsure_rate"] == 0.1
     with pytest.raises(SystemExit, match="give it one of the ensemble's runs"):  # it compares one network's layers
         ood_bench.main(["--checkpoint", str(final)])
     # Runs trained on another machine: their data where it lies here, found by the names of its images.

@@ -19,7 +19,8 @@ from data.flags import fraction, plain_warnings, positive_int
 from data.splits import all_its_folders, model_splits
 from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
 from model.net import Ensemble
-from training.train import RESUME_MAY_CHANGE, decode_splits, inherited_record, write_model, parse_args as train_args
+from training.train import (RESUME_MAY_CHANGE, decode_splits, inherited_record, parse_args as train_args, previous_run,
+                            replace_run, write_model)
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -30,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("members", nargs="+", help="the runs' finished checkpoints (spotcheck.pt), at least two")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default: runs/ensemble)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model already in --out (its files and evaluation report), which is otherwise "
+                        "refused")
     p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--data", nargs="+", default=None,
                    help="the runs' data folders, where they lie on this machine (default: the folders the runs "
@@ -87,7 +91,11 @@ def member_summary(checkpoint: dict[str, Any], digest: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    replaced = previous_run(Path(args.out), args.overwrite, resumable=False)
     paths = [Path(p) for p in args.members]
+    if any(path.resolve() in {p.resolve() for p in replaced} for path in paths):
+        raise SystemExit(f"error: a member is part of the model --overwrite would replace in {args.out}: write the "
+                         "average into another --out")
     try:
         checkpoints = [load_checkpoint(p) for p in paths]
     except CheckpointError as err:
@@ -115,9 +123,9 @@ def main(argv: list[str] | None = None) -> Path:
                                  f"({' '.join(recipe.data)}), all of them")
             recipe.data = args.data
         splits = model_splits(checkpoints[0]["meta"], recipe.data)
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except (OSError, ValueError) as err:  # a missing data folder, too few images, a file in the way of --out
+    except (OSError, ValueError) as err:  # a missing data folder, too few images
         raise SystemExit(f"error: {err}")
+    replace_run(Path(args.out), replaced)
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, recipe)
     # No "validation" here: write_model scores the finished weights on validation as it calibrates them.
     meta = {"kept": "ensemble", "members": members,

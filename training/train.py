@@ -147,13 +147,34 @@ RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck
 REPORT_FILES = ("metrics.json", "MODEL_CARD.md", "confusion_*.png", "roc_*.png", "reliability_*.png")
 
 
-def previous_run(out: Path) -> list[Path]:
-    """The files of a run already in `out`, or [] when there is none (its report alone is not a run)."""
+def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[Path]:
+    """The files of a run already in `out` (none: []; its report alone is not a run), to replace once the new run's
+    data has been read (`replace_run`). Without `overwrite` a run there stops the command: it would be lost.
+    `resumable`: the command can continue it (training's --resume)."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: cannot use --out {out}: it is a file")
     if not any((out / name).is_file() for name in RUN_FILES):
         return []
     found = [out / name for name in RUN_FILES]
     found += [path for folder in (out, out / "val") for pattern in REPORT_FILES for path in folder.glob(pattern)]
-    return sorted(path for path in found if path.is_file())
+    found = sorted(path for path in found if path.is_file())
+    if not overwrite:
+        raise SystemExit(f"error: {out} already holds a training run ({', '.join(p.name for p in found[:4])}"
+                         f"{', ...' if len(found) > 4 else ''}): {'continue it with --resume, ' if resumable else ''}"
+                         "write into another --out, or replace it with --overwrite")
+    return found
+
+
+def replace_run(out: Path, previous: list[Path]) -> None:
+    """Make `out` (only now: a command refused earlier leaves no folder behind) and delete the `previous_run`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for path in previous:
+            path.unlink()
+    except OSError as err:  # no permission
+        raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
+    if previous:
+        print(f"replaced the run in {out}: removed {len(previous)} files of it (--overwrite)")
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -331,13 +352,7 @@ def inherited_from(start: dict, path: str) -> dict:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: cannot use --out {out}: it is a file")
-    replaced = [] if args.resume else previous_run(out)
-    if replaced and not args.overwrite:
-        raise SystemExit(f"error: {out} already holds a training run ({', '.join(p.name for p in replaced[:4])}"
-                         f"{', ...' if len(replaced) > 4 else ''}): continue it with --resume, train into another "
-                         "--out, or replace it with --overwrite")
+    replaced = [] if args.resume else previous_run(out, args.overwrite)
     if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
         raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
                          "into another --out")
@@ -365,14 +380,7 @@ def main(argv: list[str] | None = None) -> Path:
                   "seen: trained on instead")
     for name in ("train", "val"):
         require_every_class(name, splits[name])
-    try:  # only now: a run refused above leaves no folder behind, and one replaced is gone only once the data is there
-        out.mkdir(parents=True, exist_ok=True)
-        for path in replaced:
-            path.unlink()
-    except OSError as err:  # no permission
-        raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
-    if replaced:
-        print(f"replaced the run in {out}: removed {len(replaced)} files of it (--overwrite)")
+    replace_run(out, replaced)
     members = split_members(splits)  # what last.pt records, so that --resume keeps this split
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     for name, kept in (("train", train_samples), ("val", val_samples)):  # unreadable images were skipped
