@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor(args.checkpoint)
     parts = model_splits(predictor.meta, [args.data])
     samples = parts["val"] + parts["test"]
-    stride = feature_stride(predictor.settings.size, predictor.network(np.zeros((1, 3, predictor.settings.size, predictor.settings.size),
-                                                                       np.float32))[1].shape[-1])
+    side = predictor.settings.size
+    stride = feature_stride(side, predictor.network(np.zeros((1, 3, side, side), np.float32))[1].shape[-1])
     shares: dict[tuple[str, str], list[float]] = {}
     agreement: dict[tuple[str, str], list[tuple[float, float]]] = {}
     tiles: dict[tuple[str, str], list[np.ndarray]] = {}

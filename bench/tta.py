@@ -10,6 +10,7 @@ then runs on the test split.
 from __future__ import annotations
 
 import argparse
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,16 @@ from model.decision import Calibration, decide, softmax
 from model.predictor import Predictor
 from training.calibrate import fit_calibration
 from training.metrics import full_report
+
+
+class Split(NamedTuple):
+    """One split's eval-preset inputs and, per image, its photo problem, target, domain and diagnosis."""
+
+    inputs: np.ndarray
+    problems: list[str | None]
+    targets: np.ndarray
+    domains: np.ndarray
+    details: list[str]
 
 
 def run(predictor: Predictor, inputs: np.ndarray, flips: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -71,26 +82,26 @@ def main(argv: list[str] | None = None) -> None:
         samples = splits[name]
         prepared = [predictor.prepare(read_image(s.path)) for s in samples]
         domains = np.array([s.domain for s in samples])
-        parts[name] = (np.stack([p.input for p in prepared]), [p.problem for p in prepared],
-                       np.array([s.target for s in samples]), domains, [s.detail for s in samples])
+        parts[name] = Split(np.stack([p.input for p in prepared]), [p.problem for p in prepared],
+                            np.array([s.target for s in samples]), domains, [s.detail for s in samples])
 
     table = {}
     for flips in (False, True):
-        outputs = {split: run(predictor, parts[split][0], flips) for split in ("val", "test")}
-        (val_logits, val_distances), (_, _, val_targets, val_domains, _) = outputs["val"], parts["val"]
-        cal = fit_calibration(val_logits, val_targets, val_domains, val_distances)
+        outputs = {split: run(predictor, parts[split].inputs, flips) for split in ("val", "test")}
+        val_logits, val_distances = outputs["val"]
+        cal = fit_calibration(val_logits, parts["val"].targets, parts["val"].domains, val_distances)
         for split in ("val", "test"):
-            _, problems, targets, domains, details = parts[split]
-            logits, distances = outputs[split]
+            part, (logits, distances) = parts[split], outputs[split]
             for domain in ("dermoscopy", "clinical"):
-                keep = domains == domain
+                keep = part.domains == domain
                 table[(split, domain, flips)] = scores(logits[keep], distances[keep],
-                                                       [q for q, k in zip(problems, keep) if k], targets[keep],
-                                                       [d for d, k in zip(details, keep) if k], cal)
+                                                       [q for q, k in zip(part.problems, keep) if k],
+                                                       part.targets[keep], [d for d, k in zip(part.details, keep) if k],
+                                                       cal)
     for split in ("val", "test"):
         for domain in ("dermoscopy", "clinical"):
             plain, tta = table[(split, domain, False)], table[(split, domain, True)]
-            print(f"\n{domain} {split} (n={int((parts[split][3] == domain).sum())})\n")
+            print(f"\n{domain} {split} (n={int((parts[split].domains == domain).sum())})\n")
             print("| metric | plain | flips TTA | change |\n|---|---|---|---|")
             for key in plain:
                 print(f"| {key} | {plain[key]:.4f} | {tta[key]:.4f} | {tta[key] - plain[key]:+.4f} |")

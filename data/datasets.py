@@ -261,10 +261,10 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         warnings.warn(f"{root}: folders {', '.join(ignored)} are not classes ({', '.join(CLASSES)}) and are left out",
                       stacklevel=2)
     loose = [p.name for p in root.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
-    if loose:
+    if loose and root.name.lower() not in CLASSES:  # a class's own folder given as the tree: said below
         named = ", ".join(sorted(loose)[:3]) + (", ..." if len(loose) > 3 else "")
         warnings.warn(f"{root}: left out {len(loose)} photo(s) outside the class folders ({named}): move each into "
-                      "vascular/, nevus/ or other/", stacklevel=2)
+                      f"{', '.join(f'{c}/' for c in CLASSES)}", stacklevel=2)
     samples = []
     for folder in (p for p in folders if p.name.lower() in CLASSES):  # Nevus/ is nevus/
         label = folder.name.lower()

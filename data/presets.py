@@ -25,7 +25,7 @@ STD = (0.25, 0.25, 0.25)
 @dataclass(frozen=True)
 class EvalSettings:
     """How a model wants a photo prepared (`eval_preset`): training writes them into the checkpoint's "preprocess",
-    and the predictor, the ONNX export and fine-tuning read them back from there, never from their own defaults."""
+    and the predictor and fine-tuning read them back from there, never from defaults of their own."""
 
     size: int = 112  # the network's input side in pixels
     mean: tuple[float, ...] = MEAN
@@ -41,6 +41,7 @@ class EvalSettings:
                    flatten_lightness=bool(preprocess.get("flatten_lightness", False)))
 
     def to_checkpoint(self) -> dict:
+        """The checkpoint's "preprocess", naming the framing too (`data.framing.frame_spot`)."""
         return {"size": self.size, "mean": list(self.mean), "std": list(self.std),
                 "colour_constancy": self.colour_constancy, "framing": "data.framing.frame_spot",
                 "flatten_lightness": self.flatten_lightness}
@@ -82,7 +83,7 @@ def normalize(square: np.ndarray, *, mean: tuple[float, ...] = MEAN, std: tuple[
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def eval_preset(image: np.ndarray, settings: EvalSettings = EvalSettings(), *,
+def eval_preset(image: np.ndarray, settings: EvalSettings, *,
                 box: tuple[int, int, int, int] | None = None,
                 analysis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
     """RGB uint8 photo -> (model input CHW float32, the framed square uint8, the framing), prepared as `settings`

@@ -102,14 +102,21 @@ def load_checkpoint(path: str | Path | None = None, *, finished: bool = True) ->
     `finished`: it must be a model ready to serve (`spotcheck.pt`: preprocessing and calibration filled in),
     not one of training's snapshots (`best.pt`, `last.pt`), which only training itself reads back.
     """
+    return read_checkpoint(path, finished=finished)[0]
+
+
+def read_checkpoint(path: str | Path | None = None, *, finished: bool = True) -> tuple[dict[str, Any], str]:
+    """`load_checkpoint`, and the SHA-256 of the very bytes loaded (which model answered: the batch CSV's `model`
+    column, an ensemble's members). The file is read once, so the bytes checked are the bytes loaded."""
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
-    data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     checksum = path.with_name(path.name + ".sha256")
     if checksum.is_file():
         expected = (checksum.read_text().split() or [""])[0]
-        if hashlib.sha256(data).hexdigest() != expected:
+        if digest != expected:
             raise CheckpointError(f"{path} does not match its checksum in {checksum.name}: the file is damaged or was changed")
     import torch
 
@@ -134,4 +141,4 @@ def load_checkpoint(path: str | Path | None = None, *, finished: bool = True) ->
         gaps = [f"{part}.{key}" for part, keys in SERVED.items() for key in keys if key not in checkpoint[part]]
         if gaps:  # e.g. edited by hand: a missing bar must not quietly become a default one
             raise CheckpointError(f"{path} lacks {', '.join(gaps)}: it was not written by training.train")
-    return checkpoint
+    return checkpoint, digest

@@ -38,7 +38,7 @@ from data.framing import Framing
 from data.images import ImageError, analysis_copy, read_image, working_copy
 from data.presets import EvalSettings, eval_preset
 from data.quality import photo_problem
-from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, network_from, ood_layer_of,
+from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, network_from, ood_layer_of, read_checkpoint,
                               sha256_of)
 from model.decision import Calibration, FeatureDistance, decide, softmax, unlike_training
 from model.export import SIDECAR_FORMAT, onnx_paths
@@ -197,9 +197,8 @@ class Predictor:
             self.checkpoint_sha256 = str(info["checkpoint_sha256"])
         else:
             pt = path.with_suffix(".pt") if path.suffix in (".onnx", ".json") else path
-            info = load_checkpoint(pt)
+            info, self.checkpoint_sha256 = read_checkpoint(pt)  # which model answered: batch scoring records it
             self._engine = _TorchEngine(info, threads)
-            self.checkpoint_sha256 = sha256_of(pt)  # which model answered: batch scoring records it per row
         self.backend = backend
         self.classes = tuple(info["classes"])
         self.settings = EvalSettings.from_checkpoint(info["preprocess"])  # how it was trained to see photos

@@ -290,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: the rows written so far are in {out}; add --resume to score the rest", file=sys.stderr)
         return 130
-    if args.resume and scored == errors == 0:
+    scored_before = args.resume and any(label != "error" for label in already_scored(out).values())
+    if scored_before and scored == errors == 0:
         print(f"nothing left to score: every image under {folder} is in {out} already")
     else:
         print(f"scored {scored} images, {errors} could not be read; wrote {out}")
-    if scored == 0 and not (args.resume and any(label != "error" for label in already_scored(out).values())):
+    if scored == 0 and not scored_before:
         print("error: no image could be scored", file=sys.stderr)
         return 1
     return 0

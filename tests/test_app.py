@@ -33,9 +33,13 @@ def uploads(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def charted(prediction) -> dict[str, float]:
-    """The bars the page shows for a prediction: none for a photo it cannot judge."""
-    return prediction.probabilities if prediction.judged else {}
+@pytest.fixture(scope="module")
+def judging() -> Predictor:
+    """The shipped model with its out-of-distribution check off: the synthetic photos, unlike its training photos,
+    are judged, so that the page's bars can be compared with batch scoring's probabilities."""
+    predictor = Predictor(DEFAULT_CHECKPOINT)
+    predictor.calibration = dataclasses.replace(predictor.calibration, ood_distance_max=float("inf"))
+    return predictor
 
 
 def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
@@ -155,16 +159,16 @@ def test_the_framing_view_shows_the_frame_on_the_photo_scaled_for_the_page():
     assert moved_frame(small, (30, 20, 90, 80), click=(256, 192)) == (30, 15, 90, 75)  # centred on (60, 45)
 
 
-def test_a_huge_photo_is_held_downscaled_and_answered_as_batch_scoring_answers_it(tmp_path, predictor, monkeypatch):
+def test_a_huge_photo_is_held_downscaled_and_answered_as_batch_scoring_answers_it(tmp_path, judging, monkeypatch):
     monkeypatch.setattr(data.images, "WORKING_SIDE", 300)
     photo = spot_photo("nevus", size=600, radius=40, seed=5)
     upload = write_rgb(tmp_path / "big.png", photo)
-    expected = predictor.predict(photo)  # the full-size photo, as batch scoring and predict_file see it
-    answer = check_spot(predictor, str(upload))
+    expected = judging.predict(photo)  # the full-size photo, as batch scoring and predict_file see it
+    answer = check_spot(judging, str(upload))
     assert answer.photo.shape == (300, 300, 3) and not upload.exists()
-    assert answer.probabilities == charted(expected) and answer.label == expected.label
+    assert expected.judged and answer.probabilities == expected.probabilities and answer.label == expected.label
     assert tuple(2 * v for v in answer.box) == expected.framing.box  # the same frame, in each one's own pixels
-    assert check_spot(predictor, str(tmp_path / "gone.png")).photo is None
+    assert check_spot(judging, str(tmp_path / "gone.png")).photo is None
 
 
 @pytest.mark.parametrize("shape", [(3, 5000), (5000, 3), (1, 9000)])
@@ -177,17 +181,16 @@ def test_a_photo_a_few_pixels_thin_is_answered_and_shown(tmp_path, predictor, sh
 
 
 @pytest.mark.parametrize("label", list(COLOURS))
-def test_the_app_answers_as_batch_scoring_does(tmp_path, predictor, label):
+def test_the_app_answers_as_batch_scoring_does(tmp_path, judging, label):
     folder = tmp_path / "photos"
     upload = write_rgb(folder / f"{label}.png", spot_photo(label, size=200))
-    score_folder(predictor, folder, tmp_path / "scores.csv", progress=False)
+    score_folder(judging, folder, tmp_path / "scores.csv", progress=False)
     with (tmp_path / "scores.csv").open(newline="") as f:
         (row,) = csv.DictReader(f)
-    answer = check_spot(predictor, str(upload))
+    answer = check_spot(judging, str(upload))
     assert answer.label == row["label"] and " ".join(map(str, answer.box)) == row["frame"]
     assert answer.summary.split("**Why:** ")[1].startswith(row["reason"])
-    if answer.probabilities:  # a photo it judges: the same bars as the CSV's columns
-        assert {c: f"{p:.4f}" for c, p in answer.probabilities.items()} == {c: row[f"p_{c}"] for c in COLOURS}
+    assert {c: f"{p:.4f}" for c, p in answer.probabilities.items()} == {c: row[f"p_{c}"] for c in COLOURS}
 
 
 def test_checking_again_uses_the_held_photo_only_for_the_same_upload(uploads, predictor):
@@ -324,7 +327,7 @@ def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(upload
     assert len(shares) == 3 and shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1)
 
 
-def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same(tmp_path, predictor):
+def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same(tmp_path, judging):
     """HEIC and TIFF show as a broken picture in the photo box: a PNG copy, upright, takes the upload's place (which
     is deleted) and gets the upload's answer. What the browser shows, or cannot be read, is left as it is."""
     files = OutputFiles()
@@ -336,7 +339,9 @@ def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same
         copy = browser_copy(str(upload), files)
         assert copy and copy.endswith(".png") and not upload.exists()
         assert np.array_equal(read_image(copy), expected)  # upright: 48 wide, 64 high for the HEIC
-        assert check_spot(predictor, copy).probabilities == pytest.approx(charted(predictor.predict(expected)))
+        answer, original = check_spot(judging, copy), judging.predict(expected)
+        assert answer.label == original.label and answer.box == original.framing.box
+        assert answer.probabilities == pytest.approx(original.probabilities if original.judged else {})
 
     jpeg = write_rgb(tmp_path / "spot.jpg", spot_photo("vascular", size=200))
     broken = tmp_path / "broken.heic"

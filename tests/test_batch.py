@@ -174,7 +174,7 @@ def test_heatmaps_into_the_input_folder_itself_are_refused(messy_folder, tmp_pat
     assert snapshot(messy_folder) == before
 
 
-def test_cli_exit_codes(tmp_path, monkeypatch):
+def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.jpg").write_bytes(b"junk")
@@ -187,7 +187,9 @@ def test_cli_exit_codes(tmp_path, monkeypatch):
     assert batch.main([str(good), "--out", str(tmp_path / "ok.csv")]) == 0
     assert len(rows(tmp_path / "ok.csv")) == 1
     assert batch.main([str(good), "--out", str(tmp_path)]) == 2  # --out is a folder, not a CSV
+    capsys.readouterr()
     assert batch.main([str(bad), "--out", str(tmp_path / "s.csv"), "--resume"]) == 1  # still nothing scored
+    assert "nothing left to score" not in capsys.readouterr().out  # its rows are all errors: not "done"
 
 
 def test_cli_messages(tmp_path, monkeypatch, capsys):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, network_from, save_checkpoint
+from model.checkpoint import (FORMAT, CheckpointError, load_checkpoint, network_from, read_checkpoint,
+                              save_checkpoint, sha256_of)
 from model.net import SpotNet
 from model.predictor import Predictor
 
@@ -23,6 +24,23 @@ def test_round_trip_and_checksum_file(tmp_path):
     loaded = load_checkpoint(path)
     assert loaded["calibration"]["temperature"] == 1.5
     assert Predictor(path).calibration.temperature == 1.5
+
+
+def test_the_file_is_read_once_so_the_bytes_checked_are_the_bytes_loaded(tmp_path, monkeypatch):
+    """The .sha256 check and torch.load see one read of the file, and the digest returned (which model answered:
+    the batch CSV's `model` column) is of those bytes, so a file replaced in between cannot slip through."""
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, tiny_checkpoint())
+    reads = []
+    read_bytes = type(path).read_bytes
+    monkeypatch.setattr(type(path), "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    loads = []
+    torch_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda source, **kw: loads.append(source) or torch_load(source, **kw))
+    checkpoint, digest = read_checkpoint(path)
+    assert reads == [path] and len(loads) == 1 and not isinstance(loads[0], (str, type(path)))
+    assert digest == sha256_of(path) and checkpoint["calibration"]["temperature"] == 1.5
+    assert Predictor(path, backend="torch").checkpoint_sha256 == digest
 
 
 def test_tampered_checkpoint_is_refused(tmp_path):

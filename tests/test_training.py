@@ -588,7 +588,7 @@ def test_a_finished_run_is_replaced_only_when_asked(class_tree, tmp_path, capsys
         train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--overwrite", "--start-from", str(first)])
 
     second = train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--lr", "3e-3", "--overwrite"])
-    assert "replaced the run in" in capsys.readouterr().out
+    assert "out-of-date files from" in capsys.readouterr().out
     assert sha256_of(second) != digest and (out / "notes.txt").read_text() == "mine"
     assert not any((folder / name).exists() for folder in (out, out / "val") for name in ("metrics.json", "MODEL_CARD.md"))
     assert not list(out.glob("*.png")) and not list((out / "val").glob("*.png"))
@@ -604,3 +604,19 @@ def test_resume_and_overwrite_together_are_refused(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--resume", "--overwrite"])
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_recalibrates_it_and_drops_its_out_of_date_report(class_tree, tmp_path, capsys):
+    """--resume on a finished run refits the decision rule with the settings given (here --ood-pass, which the
+    feature-distance bar follows) and removes the report on the old calibration; with no last.pt to resume from, a
+    finished run is refused as any training into its folder is."""
+    out = tmp_path / "run"
+    final = train.main(["--data", str(class_tree), "--out", str(out), *FAST])
+    before = load_checkpoint(final)["calibration"]["ood_distance_max"]
+    evaluate.main(["--checkpoint", str(final), "--data", str(class_tree)])
+    train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume", "--ood-pass", "0.5"])
+    assert load_checkpoint(final)["calibration"]["ood_distance_max"] < before
+    assert not (out / "MODEL_CARD.md").exists() and "out-of-date files" in capsys.readouterr().out
+    (out / "last.pt").unlink()
+    with pytest.raises(SystemExit, match="already holds a training run"):
+        train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume"])

@@ -272,7 +272,7 @@ def test_a_set_of_one_class_reports_the_other_classes_as_undefined_without_warni
     scoring it prints none of sklearn's warnings about classes that are absent."""
     import warnings
 
-    from training.report import figure
+    from training.report import as_text
 
     targets = np.full(6, 1)  # nevus only
     probabilities = np.tile([0.1, 0.8, 0.1], (6, 1))
@@ -284,7 +284,7 @@ def test_a_set_of_one_class_reports_the_other_classes_as_undefined_without_warni
     assert np.isnan(per_class["vascular"]["recall"]) and per_class["vascular"]["precision"] == 0.0
     assert per_class["nevus"]["recall"] == pytest.approx(5 / 6) and np.isnan(per_class["other"]["precision"])
     assert report["argmax"]["balanced_accuracy"] == pytest.approx(5 / 6)
-    assert figure(per_class["vascular"]["recall"]) == "n/a" and figure(0.25) == "0.250"
+    assert as_text(per_class["vascular"]["recall"]) == "n/a" and as_text(0.25) == "0.250"
 
 
 def test_warnings_for_the_person_running_a_command_are_plain_lines(monkeypatch):

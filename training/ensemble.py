@@ -17,7 +17,7 @@ import torch
 
 from data.flags import fraction, plain_warnings, positive_int
 from data.splits import all_its_folders, model_splits
-from model.checkpoint import CheckpointError, load_checkpoint, network_from, sha256_of
+from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
 from training.train import (RESUME_MAY_CHANGE, decode_splits, inherited_record, parse_args as train_args, previous_run,
                             replace_run, write_model)
@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="replace a model already in --out (its files and evaluation report), which is otherwise "
                         "refused")
     p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--decode-workers", type=positive_int, default=TRAINING_DEFAULTS["decode_workers"],
+                   help=f"as training's (default: {TRAINING_DEFAULTS['decode_workers']})")
     p.add_argument("--data", nargs="+", default=None,
                    help="the runs' data folders, where they lie on this machine (default: the folders the runs "
                         "recorded, on the machine that trained them)")
@@ -97,13 +99,13 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: a member is part of the model --overwrite would replace in {args.out}: write the "
                          "average into another --out")
     try:
-        checkpoints = [load_checkpoint(p) for p in paths]
+        checkpoints, digests = zip(*(read_checkpoint(p) for p in paths))
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
     problem = recipe_problem(checkpoints)
     if problem:
         raise SystemExit(f"error: {problem}")
-    members = [member_summary(c, sha256_of(p)) for c, p in zip(checkpoints, paths)]
+    members = [member_summary(c, digest) for c, digest in zip(checkpoints, digests)]
     seeds = [m["run_seed"] for m in members]
     if len({m["checkpoint_sha256"] for m in members}) < len(members) or len(set(seeds)) < len(seeds):
         raise SystemExit(f"error: the same run is listed twice (run seeds {seeds}): a run averaged with itself is "
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     # The members' recipe, with this command's output folder, threads and calibration settings (members may have
     # been recalibrated with others), and every member's run seed.
-    recipe = argparse.Namespace(**{**run_flags(checkpoints[0]), "out": args.out, "threads": args.threads,
+    recipe = argparse.Namespace(**{**run_flags(checkpoints[0]), "out": args.out, "overwrite": args.overwrite,
+                                   "resume": False, "threads": args.threads, "decode_workers": args.decode_workers,
                                    "unsure_rate": args.unsure_rate, "max_false_vascular": args.max_false_vascular,
                                    "ood_pass": args.ood_pass, "run_seed": seeds})
     try:
@@ -125,8 +128,8 @@ def main(argv: list[str] | None = None) -> Path:
         splits = model_splits(checkpoints[0]["meta"], recipe.data)
     except (OSError, ValueError) as err:  # a missing data folder, too few images
         raise SystemExit(f"error: {err}")
-    replace_run(Path(args.out), replaced)
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, recipe)
+    replace_run(Path(args.out), replaced)  # only now that the data is there
     # No "validation" here: write_model scores the finished weights on validation as it calibrates them.
     meta = {"kept": "ensemble", "members": members,
             "train_minutes": round(sum(m["train_minutes"] or 0 for m in members), 1)}

@@ -7,7 +7,8 @@ and batch scoring use), and writes to `--out`:
 - metrics.json: per domain (dermoscopy such as HAM10000; clinical photos), per-class
   precision/recall, balanced accuracy, ROC AUC, confusion matrices, ECE, the
   decision rule's coverage and safety rates, and 95% bootstrap intervals
-  resampled by lesion;
+  resampled by lesion; null where a figure is undefined (the recall of a class
+  with no images, the precision of one never predicted; "n/a" in the card);
 - confusion_<domain>.png, roc_<domain>.png, reliability_<domain>.png;
 - MODEL_CARD.md.
 
@@ -30,11 +31,11 @@ from data.identity import is_seen
 from data.images import ImageError, read_image
 from data.splits import (all_its_folders, at_recorded_path, class_counts, model_splits, split_digest,
                          trained_folder_domain, trained_on, tree_note)
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, sha256_of
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from model.export import plain
 from model.predictor import Predictor
 from training.metrics import balanced_accuracy, full_report
-from training.report import figure, plot_confusion, plot_reliability, plot_roc, write_model_card
+from training.report import as_text, plot_confusion, plot_reliability, plot_roc, write_model_card
 
 
 def predict_samples(predictor: Predictor, samples: list[Sample],
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     samples, probs, decided = predict_samples(predictor, samples)
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
-    metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": sha256_of(Path(args.checkpoint)),
+    metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": predictor.checkpoint_sha256,
                "split": args.split, **({"data": data, "left_out_as_seen": left_out} if args.split == "all" else {}),
                "calibration": vars(predictor.calibration),
                "ood": ({"layer": predictor.ood_layer, "features": int(predictor.feature_distance.means.shape[1])}
@@ -209,14 +210,14 @@ def main(argv: list[str] | None = None) -> dict:
     for domain, report in metrics["domains"].items():
         rule = report["with_decision_rule"]
         print(f"{domain}: n={report['images']} {report['class_counts']} "
-              f"balanced_acc={figure(report['argmax']['balanced_accuracy'])} "
-              f"vascular_recall={figure(report['argmax']['per_class']['vascular']['recall'])} "
-              f"ece={figure(report['ece_15_bins'])} | rule: coverage={figure(rule['coverage'])} "
-              f"vascular_recall={figure(rule['vascular_recall'])} "
-              f"vascular_precision={figure(rule['vascular_precision'])} "
-              f"nonvascular->vascular={figure(rule['nonvascular_called_vascular'], 4)} "
-              f"melanoma->vascular={figure(rule['melanoma_called_vascular'], 4)} "
-              f"malignant->vascular={figure(rule['malignant_called_vascular'], 4)}")
+              f"balanced_acc={as_text(report['argmax']['balanced_accuracy'])} "
+              f"vascular_recall={as_text(report['argmax']['per_class']['vascular']['recall'])} "
+              f"ece={as_text(report['ece_15_bins'])} | rule: coverage={as_text(rule['coverage'])} "
+              f"vascular_recall={as_text(rule['vascular_recall'])} "
+              f"vascular_precision={as_text(rule['vascular_precision'])} "
+              f"nonvascular->vascular={as_text(rule['nonvascular_called_vascular'], 4)} "
+              f"melanoma->vascular={as_text(rule['melanoma_called_vascular'], 4)} "
+              f"malignant->vascular={as_text(rule['malignant_called_vascular'], 4)}")
     print(f"wrote {out / 'metrics.json'} and {out / 'MODEL_CARD.md'}")
     return metrics
 

@@ -76,7 +76,7 @@ def plot_reliability(probs: np.ndarray, targets: np.ndarray, path: Path, *, titl
     plt.close(fig)
 
 
-def figure(value: float, digits: int = 3) -> str:
+def as_text(value: float, digits: int = 3) -> str:
     """A rate or score as the report prints it; "n/a" where it is undefined (NaN: e.g. the recall of a class with no
     images)."""
     return "n/a" if value != value else f"{value:.{digits}f}"
@@ -134,12 +134,12 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         ba_ci = ci.get("balanced_accuracy", [float("nan")] * 2)
         rows.append(
             f"| {domain} | {r['images']} ({', '.join(f'{k} {v}' for k, v in r['class_counts'].items())}) "
-            f"| {figure(r['argmax']['balanced_accuracy'])} [{figure(ba_ci[0])}, {figure(ba_ci[1])}] "
-            f"| {figure(r['argmax']['per_class']['vascular']['recall'])} "
-            f"| {figure(r.get('vascular_vs_nevus_auc', float('nan')))} | {figure(r['ece_15_bins'])} "
-            f"| {figure(rule['coverage'])} | {figure(rule['vascular_recall'])} | {figure(rule['vascular_precision'])} "
-            f"| {figure(rule['nonvascular_called_vascular'])} | {figure(rule['melanoma_called_vascular'])} "
-            f"| {figure(rule.get('malignant_called_vascular', float('nan')))} |"
+            f"| {as_text(r['argmax']['balanced_accuracy'])} [{as_text(ba_ci[0])}, {as_text(ba_ci[1])}] "
+            f"| {as_text(r['argmax']['per_class']['vascular']['recall'])} "
+            f"| {as_text(r.get('vascular_vs_nevus_auc', float('nan')))} | {as_text(r['ece_15_bins'])} "
+            f"| {as_text(rule['coverage'])} | {as_text(rule['vascular_recall'])} | {as_text(rule['vascular_precision'])} "
+            f"| {as_text(rule['nonvascular_called_vascular'])} | {as_text(rule['melanoma_called_vascular'])} "
+            f"| {as_text(rule.get('malignant_called_vascular', float('nan')))} |"
         )
     kind_rows = [f"| {domain} | {kind} | {n['images']} | " + " | ".join(str(n[a]) for a in ANSWERS) + " |"
                  for domain, r in metrics["domains"].items()
@@ -275,9 +275,9 @@ false reassurance too:
 Figures: `confusion_*.png`, `roc_*.png`, `reliability_*.png` beside this card.
 
 ## Dermoscopy vs clinical photos (validation, the epoch kept)
-Balanced accuracy {figure(val.get('dermoscopy_balanced_accuracy', float('nan')))} on dermoscopy and
-{figure(val.get('clinical_balanced_accuracy', float('nan')))} on clinical photos: a gap of
-{figure(val.get('dermoscopy_balanced_accuracy', float('nan')) - val.get('clinical_balanced_accuracy', float('nan')))}.
+Balanced accuracy {as_text(val.get('dermoscopy_balanced_accuracy', float('nan')))} on dermoscopy and
+{as_text(val.get('clinical_balanced_accuracy', float('nan')))} on clinical photos: a gap of
+{as_text(val.get('dermoscopy_balanced_accuracy', float('nan')) - val.get('clinical_balanced_accuracy', float('nan')))}.
 What each part of the domain-gap work buys, from a model trained on HAM10000 alone onwards, is measured by
 `python -m bench.ablation` (bench/ablation.md).
 

@@ -140,11 +140,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
 RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out", "keep",
                      "unsure_rate", "max_false_vascular", "ood_pass"}
-FLAT_TEMPERATURE = 10.0  # over this, calibration is flattening a model that learned nothing (see flat_calibration)
 # What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
 RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "best.pt",
              "history.json")
 REPORT_FILES = ("metrics.json", "MODEL_CARD.md", "confusion_*.png", "roc_*.png", "reliability_*.png")
+
+
+def run_report(out: Path) -> list[Path]:
+    """training.evaluate's report on the model in `out`: out of date once that model is replaced or recalibrated."""
+    return sorted(path for folder in (out, out / "val") for pattern in REPORT_FILES for path in folder.glob(pattern)
+                  if path.is_file())
 
 
 def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[Path]:
@@ -153,11 +158,10 @@ def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[
     `resumable`: the command can continue it (training's --resume)."""
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: cannot use --out {out}: it is a file")
-    if not any((out / name).is_file() for name in RUN_FILES):
+    found = [out / name for name in RUN_FILES if (out / name).is_file()]
+    if not found:
         return []
-    found = [out / name for name in RUN_FILES]
-    found += [path for folder in (out, out / "val") for pattern in REPORT_FILES for path in folder.glob(pattern)]
-    found = sorted(path for path in found if path.is_file())
+    found += run_report(out)
     if not overwrite:
         raise SystemExit(f"error: {out} already holds a training run ({', '.join(p.name for p in found[:4])}"
                          f"{', ...' if len(found) > 4 else ''}): {'continue it with --resume, ' if resumable else ''}"
@@ -166,7 +170,8 @@ def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[
 
 
 def replace_run(out: Path, previous: list[Path]) -> None:
-    """Make `out` (only now: a command refused earlier leaves no folder behind) and delete the `previous_run`."""
+    """Make `out` (only now: a command refused earlier leaves no folder behind) and delete the files the new model
+    makes out of date (`previous_run`, or a resumed run's `run_report`)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         for path in previous:
@@ -174,7 +179,8 @@ def replace_run(out: Path, previous: list[Path]) -> None:
     except OSError as err:  # no permission
         raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
     if previous:
-        print(f"replaced the run in {out}: removed {len(previous)} files of it (--overwrite)")
+        names = ", ".join(str(p.relative_to(out)) for p in previous[:4]) + (", ..." if len(previous) > 4 else "")
+        print(f"removed {len(previous)} out-of-date files from {out} ({names})")
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -352,7 +358,9 @@ def inherited_from(start: dict, path: str) -> dict:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
-    replaced = [] if args.resume else previous_run(out, args.overwrite)
+    state = interrupted_run(out, args) if args.resume else None
+    # A run resumed goes on in OUT, its old report out of date; anything else there is refused, or replaced whole.
+    replaced = run_report(out) if state else previous_run(out, args.overwrite, resumable=not args.resume)
     if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
         raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
                          "into another --out")
@@ -361,7 +369,6 @@ def main(argv: list[str] | None = None) -> Path:
     torch.manual_seed(run_seed)
     torch.set_num_threads(args.threads)
     started = time.time()
-    state = interrupted_run(out, args) if args.resume else None
     start = starting_model(args)
 
     # Data: split, then decode every image once (framed, resized) into memory.
@@ -380,11 +387,11 @@ def main(argv: list[str] | None = None) -> Path:
                   "seen: trained on instead")
     for name in ("train", "val"):
         require_every_class(name, splits[name])
-    replace_run(out, replaced)
     members = split_members(splits)  # what last.pt records, so that --resume keeps this split
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     for name, kept in (("train", train_samples), ("val", val_samples)):  # unreadable images were skipped
         require_every_class(name, kept, " readable")
+    replace_run(out, replaced)  # only now that the new run's data is there
     # Per training image: the group, the HAM10000 diagnosis for the auxiliary head (-100, ignored, where a
     # source has none), and whether it is malignant (for --malignant-weight).
     dx_names = tuple(DX_TO_CLASS)
@@ -507,6 +514,9 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     inherited = inherited_from(start, args.start_from) if start else None
     return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
+
+
+FLAT_TEMPERATURE = 10.0  # over this, calibration is flattening a model that learned nothing (see flat_calibration)
 
 
 def flat_calibration(temperature: float, validation_score: float) -> str | None:
