@@ -48,7 +48,7 @@ log = logging.getLogger("spotcheck")
 class Answer:
     summary: str  # Markdown: the headline and why
     probabilities: dict[str, float]  # the chart's bars; none with no answer, or for a photo it cannot judge
-    heatmap: np.ndarray | None  # the framed spot with the heatmap over it
+    heatmap: np.ndarray | None  # the framed spot with the heatmap over it (none for an unusable photo)
     guidance: str  # Markdown: what this means and what to do
     photo: np.ndarray | None = None  # the decoded photo, held in memory (never on disk) so the frame can be moved
     box: tuple[int, int, int, int] | None = None  # the frame that was checked, in `photo` pixels
@@ -85,9 +85,12 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
     where = "" if prediction.problem else f"\n\n{prediction.framing.note()}"  # a photo too small, dark...: no spot
     summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
-    # No bars for a photo SpotCheck cannot judge: "unsure" beside "nevus 98%" would read as "98% a mole".
+    # No bars for a photo SpotCheck cannot judge: "unsure" beside "nevus 98%" would read as "98% a mole"; and no
+    # heatmap on a photo too small, dark or blurred to look at (one unlike the training photos keeps it: it shows
+    # what was checked, which a tap on the spot can change).
     chart = prediction.probabilities if prediction.judged else {}
-    return Answer(summary, chart, overlay_heatmap(prediction.square, prediction.heatmap),
+    heatmap = None if prediction.problem else overlay_heatmap(prediction.square, prediction.heatmap)
+    return Answer(summary, chart, heatmap,
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
 
 
@@ -201,7 +204,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             held_photo = memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed))
         chart = files.write_label(a.label, a.probabilities) if a.label else None  # no bars: the decision alone
         return (a.summary, chart, None if heatmap is None else files.write_picture(heatmap), a.guidance,
-                heatmap is None, held_photo)
+                a.label is None, held_photo)
 
     def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
         log.exception("checking %s failed", payload)

@@ -57,12 +57,16 @@ def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
     (np.full((10, 10, 3), 150, np.uint8), "too small"),  # the photo itself is unusable
     (spot_photo("vascular", size=200), "does not look like the skin spots"),  # unlike the training photos
 ])
-def test_a_photo_it_cannot_judge_gets_no_confidence_bars(tmp_path, predictor, photo, why):
+def test_a_photo_it_cannot_judge_gets_no_confidence_bars(tmp_path, uploads, predictor, photo, why):
     """"Not sure" beside "nevus 98%" would read as "98% a mole": a photo that is unusable, or unlike the photos the
     model learned from, gets the decision alone. An unusable photo is not said to be "found and framed" either."""
     answer = check_spot(predictor, str(write_rgb(tmp_path / "photo.png", photo)))
     assert answer.label == "unsure" and why in answer.summary and answer.probabilities == {}
-    assert ("found and framed" in answer.summary) is (why != "too small")
+    unusable = why == "too small"  # no heatmap on it either; a photo unlike the training ones shows what was checked
+    assert ("found and framed" in answer.summary) is (answer.heatmap is not None) is (not unusable)
+    check = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
+    *_, unanswered, held = check({"path": str(write_rgb(uploads / "photo.png", photo))}, None, LatestPhoto())
+    assert not unanswered and held is not None  # an answer all the same: the photo stays, its frame can be moved
 
 
 def test_a_bad_file_gets_a_message_not_a_crash(tmp_path, predictor):
