@@ -301,7 +301,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     monkeypatch.setattr(splits_module, "split_samples", lambda *a, **k: pytest.fail("the split was rebuilt"))
     resumed = train.main([*run, "--out", str(tmp_path / "b"), "--resume"])
     printed = capsys.readouterr().out  # training the first epoch again would give the same weights: look
-    assert "resumed after epoch 0" in printed and "epoch 1/2:" not in printed and "epoch 2/2:" in printed
+    assert "resumed after epoch 1 of 2" in printed and "epoch 1/2:" not in printed and "epoch 2/2:" in printed
 
     a, b = load_checkpoint(straight)["model"], load_checkpoint(resumed)["model"]
     for name in a:
@@ -614,6 +614,8 @@ def test_resuming_a_finished_run_recalibrates_it_and_drops_its_out_of_date_repor
     final = train.main(["--data", str(class_tree), "--out", str(out), *FAST])
     before = load_checkpoint(final)["calibration"]["ood_distance_max"]
     evaluate.main(["--checkpoint", str(final), "--data", str(class_tree)])
+    train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume"])  # the same settings: report stays
+    assert (out / "MODEL_CARD.md").exists() and "nothing is trained" in capsys.readouterr().out
     train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume", "--ood-pass", "0.5"])
     assert load_checkpoint(final)["calibration"]["ood_distance_max"] < before
     assert not (out / "MODEL_CARD.md").exists() and "out-of-date files" in capsys.readouterr().out

@@ -304,3 +304,26 @@ def test_a_model_calibration_had_to_flatten_is_named_as_one_that_learned_nothing
     assert flat_calibration(0.93, 0.88) is None  # the shipped model's
     problem = flat_calibration(806494.56, 0.333)  # a one-epoch run on 36 images
     assert "learned next to nothing" in problem and "0.33" in problem and "train longer" in problem
+
+
+def test_a_model_fine_tuned_from_the_shipped_one_credits_the_clinical_photos_it_learned_from():
+    """The shipped checkpoint predates the record of its clinical sources: its card credits the project's set, and so
+    must a model fine-tuned from it (its meta spells them out, rather than an empty list that credits none)."""
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from training.report import CLINICAL_CREDITS, clinical_sources_of
+    from training.train import inherited_record
+
+    shipped = load_checkpoint(DEFAULT_CHECKPOINT)["meta"]
+    assert "clinical_sources" not in shipped and "clinical" in shipped["sources"]
+    assert inherited_record(shipped)["clinical_sources"] == list(CLINICAL_CREDITS) == clinical_sources_of(shipped)
+    assert inherited_record({"sources": ["ham10000"]})["clinical_sources"] == []
+    assert inherited_record({"sources": ["clinical"], "clinical_sources": ["myphone"]})["clinical_sources"] == ["myphone"]
+
+
+def test_a_moving_average_that_lags_the_raw_weights_is_named():
+    from training.train import lagging_average
+
+    assert lagging_average({"score": 0.88, "raw_score": 0.87}, 0.995, 790) is None  # the shipped recipe's last epoch
+    problem = lagging_average({"score": 0.333, "raw_score": 1.0}, 0.995, 30)  # a 3-epoch run of 10 steps each
+    assert "scores 0.33 on validation and the raw weights 1.00" in problem and "86% of the starting" in problem
+    assert "--keep best" in problem

@@ -101,6 +101,14 @@ def kept_of(runs: list[dict]) -> str:
                      for r in runs)
 
 
+def clinical_sources_of(meta: dict) -> list[str]:
+    """The `source` column values of the clinical photos a model learned from. Checkpoints from before they were
+    recorded (the shipped model's among them) used the project's set."""
+    if "clinical" not in meta.get("sources", []):
+        return []
+    return meta.get("clinical_sources", list(CLINICAL_CREDITS))
+
+
 def processor(meta: dict, flags: dict) -> str:
     """Where a run was trained: `meta["device"]` is "cpu" or the GPU's name."""
     device = meta.get("device", "cpu")
@@ -170,8 +178,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         data_lines.append("- HAM10000 (Tschandl P, Rosendahl C, Kittler H, Sci. Data 5, 180161, 2018, "
                           "doi:10.1038/sdata.2018.161), CC BY-NC 4.0: dermoscopic images. `vasc` -> vascular, "
                           "`nv` -> nevus, all else -> other.")
-    # The clinical photos' own `source` column: checkpoints from before it was recorded used the project's set.
-    clinical_sources = meta.get("clinical_sources", list(CLINICAL_CREDITS)) if "clinical" in sources else []
+    clinical_sources = clinical_sources_of(meta)
     known = [CLINICAL_CREDITS[c] for c in clinical_sources if c in CLINICAL_CREDITS]
     unknown = [c for c in clinical_sources if c not in CLINICAL_CREDITS]
     if clinical_sources:

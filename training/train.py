@@ -38,6 +38,7 @@ from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_paramet
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
 from training.metrics import is_malignant, quick_scores, safety_summary, validation_safety
+from training.report import clinical_sources_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -181,6 +182,12 @@ def replace_run(out: Path, previous: list[Path]) -> None:
     if previous:
         names = ", ".join(str(p.relative_to(out)) for p in previous[:4]) + (", ..." if len(previous) > 4 else "")
         print(f"removed {len(previous)} out-of-date files from {out} ({names})")
+
+
+def refits_otherwise(state: dict, args: argparse.Namespace) -> bool:
+    """Whether a resumed run picks its weights or fits its decision rule with settings other than last time's."""
+    return any(state.get("flags", {}).get(k) != vars(args)[k]
+               for k in ("keep", "unsure_rate", "max_false_vascular", "ood_pass"))
 
 
 def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
@@ -343,8 +350,8 @@ INHERITED = ("sources", "clinical_sources", "seen_images", "started_from")
 
 def inherited_record(meta: dict) -> dict:
     """The INHERITED part of a checkpoint's meta: what a model trained on from it (or an average of its runs)
-    carries on."""
-    return {k: v for k, v in meta.items() if k in INHERITED}
+    carries on; the clinical sources spelled out where an older checkpoint left them implied."""
+    return {**{k: v for k, v in meta.items() if k in INHERITED}, "clinical_sources": clinical_sources_of(meta)}
 
 
 def inherited_from(start: dict, path: str) -> dict:
@@ -359,8 +366,10 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
     state = interrupted_run(out, args) if args.resume else None
-    # A run resumed goes on in OUT, its old report out of date; anything else there is refused, or replaced whole.
-    replaced = run_report(out) if state else previous_run(out, args.overwrite, resumable=not args.resume)
+    if state:  # a run resumed goes on in OUT: its report is out of date if its rule is fitted with other settings
+        replaced = run_report(out) if refits_otherwise(state, args) else []
+    else:  # anything else there is refused, or replaced whole
+        replaced = previous_run(out, args.overwrite, resumable=not args.resume)
     if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
         raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
                          "into another --out")
@@ -435,7 +444,9 @@ def main(argv: list[str] | None = None) -> Path:
         schedule.load_state_dict(state["schedule"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         started -= state.get("train_seconds", 0)  # the time spent before the interruption counts too
-        print(f"resumed after epoch {state['epoch']}")
+        print(f"resumed after epoch {start_epoch} of {args.epochs}" if start_epoch < args.epochs else
+              f"the run had finished its {args.epochs} epochs: nothing is trained; the weights are picked and the "
+              "decision rule fitted again")
 
     for epoch in range(start_epoch, args.epochs):
         model.train()
@@ -512,11 +523,26 @@ def main(argv: list[str] | None = None) -> Path:
             "train_minutes": round((time.time() - started) / 60, 1)}
     meta["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
+    if kept["weights"] == "averaged" and (problem := lagging_average(row, args.ema, args.epochs * steps_per_epoch)):
+        print(f"warning: {problem}")
     inherited = inherited_from(start, args.start_from) if start else None
     return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
 
 
 FLAT_TEMPERATURE = 10.0  # over this, calibration is flattening a model that learned nothing (see flat_calibration)
+AVERAGE_LAG = 0.05  # the kept moving average this far under the raw weights on validation: too few steps for it
+
+
+def lagging_average(row: dict, ema: float, steps: int) -> str | None:
+    """What is wrong with keeping the moving average of a run too short for it to catch up with the raw weights
+    (after `steps` steps, ema**steps of the starting weights remain in it), or None. `row`: the kept epoch's
+    validation scores, the average's and the raw weights' ("raw_score")."""
+    if row.get("raw_score", float("nan")) - row.get("score", float("nan")) > AVERAGE_LAG:
+        return (f"the moving average of the weights (--ema {ema}), kept as the model, scores {row['score']:.2f} on "
+                f"validation and the raw weights {row['raw_score']:.2f}: after {steps} training steps it still holds "
+                f"{ema ** steps:.0%} of the starting weights. Train longer, keep the better weights with --keep best, "
+                "or average over fewer steps (e.g. --ema 0.99)")
+    return None
 
 
 def flat_calibration(temperature: float, validation_score: float) -> str | None:
