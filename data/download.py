@@ -327,10 +327,18 @@ def fetch(out: Path, server: str = DEFAULT_SERVER, keep_archives: bool = False) 
     return n_images
 
 
+def web_address(text: str) -> str:
+    """A server's base URL, as --server takes it."""
+    if not text.startswith(("https://", "http://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a web address: start it with https:// (e.g. {DEFAULT_SERVER})")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder to fill (created if needed)")
-    parser.add_argument("--server", default=DEFAULT_SERVER, help=f"Dataverse base URL (default: {DEFAULT_SERVER})")
+    parser.add_argument("--server", type=web_address, default=DEFAULT_SERVER,
+                        help=f"Dataverse base URL (default: {DEFAULT_SERVER})")
     parser.add_argument("--keep-archives", action="store_true", help="keep the downloaded zips in OUT/archives")
     args = parser.parse_args(argv)
     try:

@@ -109,6 +109,8 @@ def read_checkpoint(path: str | Path | None = None, *, finished: bool = True) ->
     """`load_checkpoint`, and the SHA-256 of the very bytes loaded (which model answered: the batch CSV's `model`
     column, an ensemble's members). The file is read once, so the bytes checked are the bytes loaded."""
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if path.is_dir():  # e.g. a training run's folder
+        raise CheckpointError(f"{path} is a folder: give the model file in it, e.g. {path / 'spotcheck.pt'}")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     data = path.read_bytes()

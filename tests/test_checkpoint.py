@@ -122,3 +122,9 @@ def test_a_damaged_checkpoint_without_its_checksum_file_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="CRC"):
         load_checkpoint(path)
+
+
+def test_a_run_folder_given_for_the_checkpoint_names_the_file_to_give(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match=r"is a folder: give the model file in it, e.g. .*run/spotcheck.pt"):
+        Predictor(tmp_path / "run")

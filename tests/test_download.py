@@ -356,3 +356,9 @@ def test_tab_separated_metadata_becomes_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DownloadError, match="does not look like"):
         write_metadata(tmp_path / "bad.csv", tmp_path / "out.csv")
+
+
+def test_a_server_given_without_its_scheme_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "ham"), "--server", "dataverse.harvard.edu"])
+    assert stop.value.code == 2 and "not a web address: start it with https://" in capsys.readouterr().err
