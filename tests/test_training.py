@@ -622,3 +622,25 @@ def test_resuming_a_finished_run_recalibrates_it_and_drops_its_out_of_date_repor
     (out / "last.pt").unlink()
     with pytest.raises(SystemExit, match="already holds a training run"):
         train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume"])
+
+
+def test_a_report_on_a_folder_without_every_class_says_what_its_figures_are(class_tree, tmp_path):
+    """A clinic's folder of moles and other spots: its balanced accuracy is over two classes, and the card says so;
+    an empty table and HAM10000's limitations are left out of a card for a model that never saw HAM10000."""
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    clinic = tmp_path / "clinic"
+    for label in ("nevus", "other"):
+        for i in range(4):
+            write_rgb(clinic / label / f"{label}_{i}.png", spot_photo(label, size=96, radius=12, seed=50 + i))
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "roc_clinical.png").write_bytes(b"an earlier report's, on clinical photos")
+    metrics = evaluate.main(["--checkpoint", str(final), "--data", str(clinic), "--split", "all",
+                             "--out", str(tmp_path / "report")])
+    assert metrics["domains"]["dermoscopy"]["argmax"]["per_class"]["vascular"]["recall"] != \
+        metrics["domains"]["dermoscopy"]["argmax"]["per_class"]["vascular"]["recall"]  # NaN: nothing to measure
+    card = (tmp_path / "report" / "MODEL_CARD.md").read_text()
+    assert "dermoscopy holds no vascular images, so its figure is not comparable with a three-class one" in card
+    assert "(None of these images is vascular, or a melanoma or carcinoma by its recorded diagnosis.)" in card
+    assert "HAM10000 comes mostly" not in card and "| domain | lesions |" not in card
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == [
+        "confusion_dermoscopy.png", "reliability_dermoscopy.png", "roc_dermoscopy.png"]  # no figure of another run

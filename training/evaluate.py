@@ -35,7 +35,7 @@ from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from model.export import plain
 from model.predictor import Predictor
 from training.metrics import balanced_accuracy, full_report
-from training.report import as_text, plot_confusion, plot_reliability, plot_roc, write_model_card
+from training.report import FIGURES, as_text, plot_confusion, plot_reliability, plot_roc, write_model_card
 
 
 def predict_samples(predictor: Predictor, samples: list[Sample],
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
                        if predictor.feature_distance else None),
                "domains": {}}
     domains = np.array([s.domain for s in samples])
+    for old in (path for pattern in FIGURES for path in out.glob(pattern)):  # e.g. a domain an earlier run had
+        old.unlink()
     for domain in sorted(set(domains)):
         part = np.flatnonzero(domains == domain)
         sub = [samples[i] for i in part]

@@ -25,6 +25,9 @@ CLINICAL_CREDITS = {
 }
 
 
+FIGURES = ("confusion_*.png", "roc_*.png", "reliability_*.png")  # one of each per domain, beside the card
+
+
 def plot_confusion(report: dict, path: Path, *, title: str) -> None:
     matrix = np.array(report["argmax"]["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
@@ -149,9 +152,18 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
             f"| {as_text(rule['nonvascular_called_vascular'])} | {as_text(rule['melanoma_called_vascular'])} "
             f"| {as_text(rule.get('malignant_called_vascular', float('nan')))} |"
         )
+    absent = [f"{domain} holds no {', '.join(c for c, n in r['class_counts'].items() if n == 0)} images"
+              for domain, r in metrics["domains"].items() if 0 in r["class_counts"].values()]
+    if absent:  # e.g. a clinic's folder of moles and others: its balanced accuracy is not the three-class figure
+        rows.append(f"\nBalanced accuracy is the mean recall over the classes a domain holds: {'; '.join(absent)}, so "
+                    "its figure is not comparable with a three-class one. \"n/a\": nothing to measure (a bootstrap "
+                    "interval needs resamples that hold every class).")
     kind_rows = [f"| {domain} | {kind} | {n['images']} | " + " | ".join(str(n[a]) for a in ANSWERS) + " |"
                  for domain, r in metrics["domains"].items()
                  for kind, n in r["with_decision_rule"].get("answers_by_lesion_kind", {}).items()]
+    kinds_table = (f"| domain | lesions | images | {' | '.join(ANSWERS)} |\n|---|---|---|{'---|' * len(ANSWERS)}\n"
+                   + "\n".join(kind_rows)) if kind_rows else \
+        "(None of these images is vascular, or a melanoma or carcinoma by its recorded diagnosis.)"
     cal = metrics["calibration"]
     val = meta.get("validation", {})
     split_counts = meta.get("split_counts", {})
@@ -204,6 +216,10 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                 + " to the nearest training group; bench/ood.md)")
     small_clinical = (" The clinical set is small, so clinical figures have wide intervals."
                       if "clinical" in sources else "")
+    ham_limits = ("- HAM10000 comes mostly from fair-skinned European and Australian patients: performance on darker "
+                  "skin is unknown.\n- `vascular` in HAM10000 includes angiomas, angiokeratomas, pyogenic granulomas "
+                  "and haemorrhages; `other` pools\n  dangerous and harmless lesions alike.\n"
+                  if "ham10000" in sources else "")
     arch = flags.get("arch", "spotnet")  # checkpoints from before the choice: SpotNet
     if arch == "lite0":
         network = ("EfficientNet-Lite0's layout, Tan & Le 2019, in Google's Lite variant for mobile CPUs: "
@@ -275,9 +291,7 @@ How the rule answered the lesions that matter most: each vascular diagnosis apar
 `vascular` answer tells people they have), then the malignant lesions, for which `nevus` ("keep an eye on it") is a
 false reassurance too:
 
-| domain | lesions | images | {' | '.join(ANSWERS)} |
-|---|---|---|{'---|' * len(ANSWERS)}
-{chr(10).join(kind_rows)}
+{kinds_table}
 
 Figures: `confusion_*.png`, `roc_*.png`, `reliability_*.png` beside this card.
 
@@ -291,10 +305,7 @@ What each part of the domain-gap work buys, from a model trained on HAM10000 alo
 ## Limitations
 - Dermoscopy differs from everyday phone photos (light, blur, framing, skin texture).{small_clinical}
 {spread}
-- HAM10000 comes mostly from fair-skinned European and Australian patients: performance on darker skin is unknown.
-- `vascular` in HAM10000 includes angiomas, angiokeratomas, pyogenic granulomas and haemorrhages; `other` pools
-  dangerous and harmless lesions alike.
-- Who should not rely on it: anyone with a spot that is new, changing, bleeding, itching or worrying; anyone
+{ham_limits}- Who should not rely on it: anyone with a spot that is new, changing, bleeding, itching or worrying; anyone
   looking for reassurance instead of a doctor's visit.
 """
     path.write_text(text)

@@ -38,7 +38,7 @@ from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_paramet
 from training.calibrate import fit_calibration, fit_feature_distance
 from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
 from training.metrics import is_malignant, quick_scores, safety_summary, validation_safety
-from training.report import clinical_sources_of
+from training.report import FIGURES, clinical_sources_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,7 +144,7 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "workers", "decode_workers
 # What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
 RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "best.pt",
              "history.json")
-REPORT_FILES = ("metrics.json", "MODEL_CARD.md", "confusion_*.png", "roc_*.png", "reliability_*.png")
+REPORT_FILES = ("metrics.json", "MODEL_CARD.md", *FIGURES)
 
 
 def run_report(out: Path) -> list[Path]:
