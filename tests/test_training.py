@@ -146,7 +146,9 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     copy = tmp_path / "copy"
     shutil.copytree(class_tree, copy)
     for folders in ([class_tree], [copy], [other, class_tree], [other, copy]):  # its own named, among others too
-        with pytest.raises(SystemExit, match=f"trained on the images in {folders[-1]}: .* score its test split"):
+        message = (f"trained on the images in {folders[-1]}: .* score its test split" if folders[-1] == class_tree
+                   else f"every image in {folders[-1]} is one the model has seen .* nothing new to score")
+        with pytest.raises(SystemExit, match=message):
             evaluate.main(["--checkpoint", str(final), "--data", *map(str, folders), "--split", "all",
                            "--out", str(tmp_path / "refused")])
     # Photos it has seen, renamed, among others: left out and counted.
@@ -419,6 +421,8 @@ def test_fine_tuning_starts_from_the_model_and_never_judges_it_on_what_it_has_se
                            (["--from-scratch"], "give one of them")):
         with pytest.raises(SystemExit, match=message):
             train.main([*run[:-2], "--out", str(tmp_path / "refused"), "--start-from", str(parent), *flags])
+    with pytest.raises(SystemExit, match="has no .*has seen the others; fine-tune on photos it has not seen"):
+        train.main(["--data", str(class_tree), "--out", str(tmp_path / "same"), *FAST, "--start-from", str(parent)])
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):

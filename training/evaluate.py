@@ -106,11 +106,16 @@ def unseen_images(meta: dict, roots: list[str], folder_domain: str) -> tuple[lis
     for root, pairs in images.items():
         if note := tree_note([s for s, _ in pairs]):
             print(f"{root}{note}")
-    own = [root for root, pairs in images.items()
-           if at_recorded_path(meta, root) or all(was_seen for _, was_seen in pairs)]
+    own = [root for root in images if at_recorded_path(meta, root)]
     if own:
         raise SystemExit(f"error: the model was trained on the images in {' '.join(own)}: --split all would score "
                          "images it has seen; score its test split instead (leave out --split)")
+    copies = [root for root, pairs in images.items() if all(was_seen for _, was_seen in pairs)]
+    if copies:
+        raise SystemExit(f"error: every image in {' '.join(copies)} is one the model has seen (the same file, or the "
+                         "same ISIC image, as one of its training, validation or test images, under another name): "
+                         "--split all has nothing new to score there; to score the model's own test split, leave "
+                         "out --split")
     everything = [pair for pairs in images.values() for pair in pairs]
     unseen = [s for s, was_seen in everything if not was_seen]
     if len(unseen) < len(everything):

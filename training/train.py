@@ -302,15 +302,15 @@ def training_device(name: str) -> torch.device:
     return device
 
 
-def require_every_class(split: str, samples: list[Sample], kind: str = "") -> None:
+def require_every_class(split: str, samples: list[Sample], kind: str = "", *,
+                        advice: str = "with a class-per-folder tree, add photos to that class's folder") -> None:
     """Stop, saying why, if a class has no images in `split`: it would never be learned, or never be checked and
     calibrated."""
     counts = class_counts(samples)
     empty = [c for c, n in counts.items() if n == 0]
     if empty:
         raise SystemExit(f"error: the {split} split has no{kind} {' or '.join(empty)} images ({counts}): every "
-                         "class needs images, from enough lesions to reach each split (with a class-per-folder "
-                         "tree, add photos to that class's folder)")
+                         f"class needs images, from enough lesions to reach each split ({advice})")
 
 
 def starting_model(args: argparse.Namespace) -> dict | None:
@@ -386,6 +386,7 @@ def main(argv: list[str] | None = None) -> Path:
                   if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
+    advice = "with a class-per-folder tree, add photos to that class's folder"  # for a class a split lacks
     if start:  # what it has seen must not judge it (a resumed run's recorded split has this done already)
         if "seen_images" not in start["meta"]:
             print(f"warning: {args.start_from} records no keys of the images it has seen: validation and test may "
@@ -394,8 +395,9 @@ def main(argv: list[str] | None = None) -> Path:
         if any(moved.values()):
             print(f"{moved['val']} validation and {moved['test']} test images are of lesions {args.start_from} has "
                   "seen: trained on instead")
+            advice = f"{args.start_from} has seen the others; fine-tune on photos it has not seen"
     for name in ("train", "val"):
-        require_every_class(name, splits[name])
+        require_every_class(name, splits[name], advice=advice)
     members = split_members(splits)  # what last.pt records, so that --resume keeps this split
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     for name, kept in (("train", train_samples), ("val", val_samples)):  # unreadable images were skipped
