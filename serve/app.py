@@ -301,7 +301,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 summary = gr.Markdown(WAITING, elem_id="answer")
                 chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
                 # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
-                heatmap = gr.Image(label="Where the model looked (red: most, blue: least)", interactive=False,
+                heatmap = gr.Image(label="Where it looked (red: most)", interactive=False,
                                    elem_id="heatmap", buttons=["fullscreen", "download"],
                                    alt_text="The framed spot, coloured where the model looked most")
                 framing = gr.Image(label="Frame checked: tap the spot to frame it", buttons=[], interactive=False,
