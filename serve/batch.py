@@ -290,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: the rows written so far are in {out}; add --resume to score the rest", file=sys.stderr)
         return 130
-    scored_before = args.resume and any(label != "error" for label in already_scored(out).values())
-    if scored_before and scored == errors == 0:
+    # Read the CSV back only when this run scored nothing: did an earlier one?
+    scored_before = args.resume and scored == 0 and any(label != "error" for label in already_scored(out).values())
+    if scored_before and errors == 0:
         print(f"nothing left to score: every image under {folder} is in {out} already")
     else:
         print(f"scored {scored} images, {errors} could not be read; wrote {out}")

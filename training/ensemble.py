@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     replaced = previous_run(Path(args.out), args.overwrite, resumable=False)
     paths = [Path(p) for p in args.members]
-    if any(path.resolve() in {p.resolve() for p in replaced} for path in paths):
+    if {path.resolve() for path in paths} & {path.resolve() for path in replaced}:
         raise SystemExit(f"error: a member is part of the model --overwrite would replace in {args.out}: write the "
                          "average into another --out")
     try:

@@ -154,10 +154,10 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         )
     absent = [f"{domain} holds no {', '.join(c for c, n in r['class_counts'].items() if n == 0)} images"
               for domain, r in metrics["domains"].items() if 0 in r["class_counts"].values()]
-    if absent:  # e.g. a clinic's folder of moles and others: its balanced accuracy is not the three-class figure
-        rows.append(f"\nBalanced accuracy is the mean recall over the classes a domain holds: {'; '.join(absent)}, so "
-                    "its figure is not comparable with a three-class one. \"n/a\": nothing to measure (a bootstrap "
-                    "interval needs resamples that hold every class).")
+    # e.g. a clinic's folder of moles and others: its balanced accuracy is not the three-class figure
+    absent_note = (f"\nBalanced accuracy is the mean recall over the classes a domain holds: {'; '.join(absent)}, so "
+                   "its figure is not comparable with a three-class one. \"n/a\": nothing to measure (a bootstrap "
+                   "interval needs resamples that hold every class).\n" if absent else "")
     kind_rows = [f"| {domain} | {kind} | {n['images']} | " + " | ".join(str(n[a]) for a in ANSWERS) + " |"
                  for domain, r in metrics["domains"].items()
                  for kind, n in r["with_decision_rule"].get("answers_by_lesion_kind", {}).items()]
@@ -286,7 +286,7 @@ Brackets: 95% bootstrap interval, resampling whole lesions.
 | domain | images | balanced acc. [95% CI] | vascular recall | vasc-vs-nevus AUC | ECE (15 bins) | coverage (rule) | vascular recall (rule) | vascular precision (rule) | non-vascular called vascular | melanoma called vascular | melanoma, carcinoma or precursor called vascular |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
-
+{absent_note}
 How the rule answered the lesions that matter most: each vascular diagnosis apart (cherry angiomas are what a
 `vascular` answer tells people they have), then the malignant lesions, for which `nevus` ("keep an eye on it") is a
 false reassurance too:

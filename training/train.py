@@ -31,7 +31,7 @@ from data.flags import (fraction, non_negative_float, non_negative_int, plain_wa
 from data.presets import EvalSettings, TrainPreset, square_resize
 from data.identity import seen_keys
 from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members, train_on_seen
-from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint, sha256_of
+from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export, plain
 from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
@@ -313,15 +313,16 @@ def require_every_class(split: str, samples: list[Sample], kind: str = "", *,
                          f"class needs images, from enough lesions to reach each split ({advice})")
 
 
-def starting_model(args: argparse.Namespace) -> dict | None:
-    """The finished model `--start-from` names (None without it), refused unless it is one network with the
+def starting_model(args: argparse.Namespace) -> tuple[dict | None, dict | None]:
+    """The finished model `--start-from` names and the INHERITED record of a model fine-tuned from it, naming it by
+    the SHA-256 of the bytes loaded ((None, None) without it). Refused unless it is one network with the
     preprocessing asked for: fine-tuning changes its weights, not what they expect to see."""
     if args.start_from is None:
-        return None
+        return None, None
     if args.from_scratch:
         raise SystemExit("error: --from-scratch and --start-from each say where to start: give one of them")
     try:
-        start = load_checkpoint(args.start_from)
+        start, digest = read_checkpoint(args.start_from)
     except CheckpointError as err:
         raise SystemExit(f"error: --start-from: {err}")
     if int(start.get("members", 1)) != 1:
@@ -334,7 +335,9 @@ def starting_model(args: argparse.Namespace) -> dict | None:
     if differ:
         raise SystemExit(f"error: --start-from {args.start_from} was trained with {', '.join(differ)}: fine-tuning it "
                          "needs the same network and preprocessing")
-    return start
+    meta = start["meta"]
+    return start, {**inherited_record(meta), "started_from": {"checkpoint": Path(args.start_from).name,
+                                                              "sha256": digest, "data": meta.get("data", [])}}
 
 
 def as_flag(name: str, value: object) -> str:
@@ -354,14 +357,6 @@ def inherited_record(meta: dict) -> dict:
     return {**{k: v for k, v in meta.items() if k in INHERITED}, "clinical_sources": clinical_sources_of(meta)}
 
 
-def inherited_from(start: dict, path: str) -> dict:
-    """The INHERITED record of a model fine-tuned from `start`, the checkpoint at `path`: its own, naming it as the
-    start."""
-    meta = start["meta"]
-    return {**inherited_record(meta), "started_from": {"checkpoint": Path(path).name, "sha256": sha256_of(Path(path)),
-                                                       "data": meta.get("data", [])}}
-
-
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
@@ -378,7 +373,7 @@ def main(argv: list[str] | None = None) -> Path:
     torch.manual_seed(run_seed)
     torch.set_num_threads(args.threads)
     started = time.time()
-    start = starting_model(args)
+    start, inherited = starting_model(args)
 
     # Data: split, then decode every image once (framed, resized) into memory.
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
@@ -527,7 +522,6 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     if kept["weights"] == "averaged" and (problem := lagging_average(row, args.ema, args.epochs * steps_per_epoch)):
         print(f"warning: {problem}")
-    inherited = inherited_from(start, args.start_from) if start else None
     return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
 
 
