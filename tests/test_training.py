@@ -301,7 +301,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     capsys.readouterr()
     # The split comes back from last.pt, as it was, not rebuilt (the data or the splitting code may have changed).
     monkeypatch.setattr(splits_module, "split_samples", lambda *a, **k: pytest.fail("the split was rebuilt"))
-    resumed = train.main([*run, "--out", str(tmp_path / "b"), "--resume"])
+    # Only the folder is named: the run's settings come from its last.pt (those of the machine aside).
+    resumed = train.main(["--out", str(tmp_path / "b"), "--resume", "--workers", "0"])
     printed = capsys.readouterr().out  # training the first epoch again would give the same weights: look
     assert "resumed after epoch 1 of 2" in printed and "epoch 1/2:" not in printed and "epoch 2/2:" in printed
 
@@ -473,6 +474,14 @@ def test_resume_refuses_other_settings_before_reading_any_image(class_tree, tmp_
         train.main([*run, *longer, "--resume"])
     with pytest.raises(SystemExit, match="--seed was 0, now 5"):  # another split
         train.main([*run, *FAST, "--seed", "5", "--resume"])
+    with pytest.raises(SystemExit, match="--epochs was 2, now 10"):  # named at its default value: still named
+        train.main([*run, "--epochs", "10", "--resume"])
+
+
+def test_named_flags_are_those_on_the_command_line_whatever_their_values():
+    assert train.named_flags(["--out", "x", "--epochs", "10", "--resume", "--run-seed", "0"]) == {
+        "out", "epochs", "resume", "run_seed"}
+    assert train.named_flags([]) == set()
 
 
 def test_resuming_a_finished_run_recalibrates_without_training_again(class_tree, tmp_path, monkeypatch):
@@ -624,8 +633,10 @@ def test_resuming_a_finished_run_recalibrates_it_and_drops_its_out_of_date_repor
     assert load_checkpoint(final)["calibration"]["ood_distance_max"] < before
     assert not (out / "MODEL_CARD.md").exists() and "out-of-date files" in capsys.readouterr().out
     (out / "last.pt").unlink()
-    with pytest.raises(SystemExit, match="already holds a training run"):
+    with pytest.raises(SystemExit, match="nothing to resume"):
         train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume"])
+    with pytest.raises(SystemExit, match="nothing to resume"):  # nor does an empty folder start a run of defaults
+        train.main(["--out", str(tmp_path / "empty"), "--resume"])
 
 
 def test_a_report_on_a_folder_without_every_class_says_what_its_figures_are(class_tree, tmp_path):

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import math
+import shlex
 import subprocess
 import sys
 import time
@@ -41,7 +42,7 @@ from training.metrics import is_malignant, quick_scores, safety_summary, validat
 from training.report import FIGURES, clinical_sources_of
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", nargs="+", default=DEFAULT_DATA,
                    help="data folders: HAM10000 (metadata CSV + images, or the ISIC 2018 Task 3 ground truth + "
@@ -127,20 +128,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-false-vascular", type=fraction, default=0.005,
                    help="the vascular bar: the (1 - this) quantile of the validation non-vascular images' "
                         "p(vascular), in the strictest domain (interpolated between images)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from OUT/last.pt, with the settings it recorded (flags given again "
+                        "must match them, but for the machine's and the decision rule's)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run already in OUT (its checkpoints, history and evaluation report), which is "
                         "otherwise refused")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = make_parser()
     args = p.parse_args(argv)
     if args.resume and args.overwrite:
         p.error("--resume continues the run in OUT and --overwrite replaces it: give one of them")
     return args
 
 
+def named_flags(argv: list[str] | None = None) -> set[str]:
+    """The settings the command line names, whatever their values: a resumed run reads the others from last.pt."""
+    p = make_parser()
+    p.set_defaults(**dict.fromkeys(vars(p.parse_args([])), None))
+    return {name for name, value in vars(p.parse_args(argv)).items() if value is not None}
+
+
+# Flags of the machine, not of the run: a resumed run takes them from its command line (or their defaults).
+MACHINE_FLAGS = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out"}
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
-RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out", "keep",
-                     "unsure_rate", "max_false_vascular", "ood_pass"}
+RESUME_MAY_CHANGE = MACHINE_FLAGS | {"keep", "unsure_rate", "max_false_vascular", "ood_pass"}
 # What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
 RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "best.pt",
              "history.json")
@@ -156,7 +172,7 @@ def run_report(out: Path) -> list[Path]:
 def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[Path]:
     """The files of a run already in `out` (none: []; its report alone is not a run), to replace once the new run's
     data has been read (`replace_run`). Without `overwrite` a run there stops the command: it would be lost.
-    `resumable`: the command can continue it (training's --resume)."""
+    `resumable`: the command can continue a run (training's --resume), if it left its last.pt."""
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: cannot use --out {out}: it is a file")
     found = [out / name for name in RUN_FILES if (out / name).is_file()]
@@ -165,7 +181,7 @@ def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[
     found += run_report(out)
     if not overwrite:
         raise SystemExit(f"error: {out} already holds a training run ({', '.join(p.name for p in found[:4])}"
-                         f"{', ...' if len(found) > 4 else ''}): {'continue it with --resume, ' if resumable else ''}"
+                         f"{', ...' if len(found) > 4 else ''}): {'continue it with --resume, ' if resumable and (out / 'last.pt').is_file() else ''}"
                          "write into another --out, or replace it with --overwrite")
     return found
 
@@ -190,23 +206,26 @@ def refits_otherwise(state: dict, args: argparse.Namespace) -> bool:
                for k in ("keep", "unsure_rate", "max_false_vascular", "ood_pass"))
 
 
-def interrupted_run(out: Path, args: argparse.Namespace) -> dict | None:
-    """The state in OUT/last.pt to resume from (None if there is none), refused if it was trained with other flags:
-    the split, the schedule and the draws all follow from them."""
+def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tuple[dict, argparse.Namespace]:
+    """The state in OUT/last.pt to resume from, and the flags to resume with: those `named` on the command line, the
+    rest as last.pt recorded them (the machine's flags aside). Refused if a named flag differs from the recorded
+    one: the split, the schedule and the draws all follow from them."""
     if not (out / "last.pt").is_file():
-        return None
+        raise SystemExit(f"error: nothing to resume in {out}: it holds no last.pt (written after each epoch, so a run "
+                         "stopped during its first one leaves none): start the run again without --resume")
     try:
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several kinds for a cut-off or foreign file
         raise SystemExit(f"error: {out / 'last.pt'} cannot be read ({type(err).__name__}: {str(err)[:200]}); it may "
                          "have been cut off: train into a new --out, or delete it to start again")
-    changed = {k: (old, vars(args).get(k)) for k, old in state.get("flags", {}).items()
-               if k not in RESUME_MAY_CHANGE and vars(args).get(k) != old}
+    recorded = {k: old for k, old in state.get("flags", {}).items() if k in vars(args) and k not in MACHINE_FLAGS}
+    changed = {k: (old, vars(args)[k]) for k, old in recorded.items()
+               if k in named and k not in RESUME_MAY_CHANGE and vars(args)[k] != old}
     if changed:
-        raise SystemExit(f"error: {out / 'last.pt'} was trained with other settings; resume with the same flags, or "
-                         "train into a new --out: " + ", ".join(f"--{k.replace('_', '-')} was {old}, now {new}"
-                                                                for k, (old, new) in changed.items()))
-    return state
+        raise SystemExit(f"error: {out / 'last.pt'} was trained with other settings; resume with the same flags (or "
+                         "leave them out: last.pt has them), or train into a new --out: "
+                         + ", ".join(f"--{k.replace('_', '-')} was {old}, now {new}" for k, (old, new) in changed.items()))
+    return state, argparse.Namespace(**{**vars(args), **{k: v for k, v in recorded.items() if k not in named}})
 
 
 def imagenet_weights() -> str:
@@ -360,11 +379,11 @@ def inherited_record(meta: dict) -> dict:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
-    state = interrupted_run(out, args) if args.resume else None
+    state, args = interrupted_run(out, args, named_flags(argv)) if args.resume else (None, args)
     if state:  # a run resumed goes on in OUT: its report is out of date if its rule is fitted with other settings
         replaced = run_report(out) if refits_otherwise(state, args) else []
     else:  # anything else there is refused, or replaced whole
-        replaced = previous_run(out, args.overwrite, resumable=not args.resume)
+        replaced = previous_run(out, args.overwrite)
     if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
         raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
                          "into another --out")
@@ -629,7 +648,10 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
 
 if __name__ == "__main__":
     plain_warnings()
+    out = parse_args().out
     try:
         main()
     except KeyboardInterrupt:
-        sys.exit("\ninterrupted: every finished epoch is saved; run the same command with --resume to continue")
+        sys.exit(f"\ninterrupted: every finished epoch is saved; continue with: python -m training.train --out "
+                 f"{shlex.quote(out)} --resume" if (Path(out) / "last.pt").is_file() else
+                 "\ninterrupted before the first epoch finished: nothing was saved")
