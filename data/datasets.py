@@ -47,6 +47,7 @@ class Sample:
     source: str  # "ham10000", "clinical", "folder"
     domain: str  # one of DOMAINS
     detail: str = ""  # the source's own diagnosis, e.g. "mel"
+    within: str = ""  # where file names may repeat (lesion subfolders of a class folder): its path there
 
     @property
     def target(self) -> int:
@@ -271,7 +272,8 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         for path in (p for p in _files_under(folder) if is_image_file(p)):
             parent = path.parent.relative_to(root)
             group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
-            samples.append(Sample(path, label, group, label, source="folder", domain=domain))  # no diagnosis
+            samples.append(Sample(path, label, group, label, source="folder", domain=domain,  # no diagnosis
+                                  within=path.relative_to(folder).as_posix()))
     if not samples:
         where = (f"{root.name}/ looks like one class's folder: give the folder that holds it and the other classes'"
                  if root.name.lower() in CLASSES else

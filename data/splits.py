@@ -65,8 +65,9 @@ def tree_note(samples: list[Sample]) -> str:
 
 
 def sample_name(sample: Sample) -> str:
-    """An image as a split records it: source, label and file name (the same on any machine)."""
-    return f"{sample.source}/{sample.label}/{sample.path.name}"
+    """An image as a split records it: source, label and file name, or path within its class folder (the same on
+    any machine)."""
+    return f"{sample.source}/{sample.label}/{sample.within or sample.path.name}"
 
 
 def split_digest(samples: list[Sample]) -> str:
@@ -76,7 +77,13 @@ def split_digest(samples: list[Sample]) -> str:
 
 
 def split_members(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
-    """The names of the validation and test images (training: every other image), for a checkpoint to record."""
+    """The names of the validation and test images (training: every other image), for a checkpoint to record.
+    ValueError when two images share a name: the model could not be scored on its own split later."""
+    counts = Counter(sample_name(s) for part in splits.values() for s in part)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        raise ValueError(f"{len(repeated)} image names occur twice or more in one class of the data folders (e.g. "
+                         f"{repeated[0]}): a split is recorded by name, so rename all but one of each")
     return {name: sorted(map(sample_name, splits[name])) for name in ("val", "test")}
 
 

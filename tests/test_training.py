@@ -659,3 +659,39 @@ def test_a_report_on_a_folder_without_every_class_says_what_its_figures_are(clas
     assert "HAM10000 comes mostly" not in card and "| domain | lesions |" not in card
     assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == [
         "confusion_dermoscopy.png", "reliability_dermoscopy.png", "roc_dermoscopy.png"]  # no figure of another run
+
+
+def test_a_tree_of_lesion_subfolders_with_camera_file_names_trains_evaluates_and_resumes(tmp_path, monkeypatch):
+    """Phones name photos IMG_0001.JPG, IMG_0002.JPG, ... in every folder: lesion subfolders of one class repeat the
+    names. The split is recorded by name, so the name holds the subfolder; before, such a run trained for hours and
+    then could be neither evaluated nor resumed ("not the data it was trained on")."""
+    tree = tmp_path / "photos"
+    for label in ("vascular", "nevus", "other"):
+        for lesion in range(5):
+            for shot in range(2):
+                image = spot_photo(label, size=96, radius=10 + lesion, centre=(40 + shot * 4, 44), seed=lesion)
+                write_rgb(tree / label / f"patient{lesion}" / f"IMG_000{shot + 1}.png", image)
+    out = tmp_path / "run"
+    real_scores = train.validation_scores
+
+    def stop_in_second_epoch(*args, **kwargs):
+        if (out / "last.pt").exists():
+            raise KeyboardInterrupt
+        return real_scores(*args, **kwargs)
+
+    monkeypatch.setattr(train, "validation_scores", stop_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--data", str(tree), "--out", str(out), *FAST])
+    monkeypatch.setattr(train, "validation_scores", real_scores)
+    final = train.main(["--out", str(out), "--resume", "--workers", "0"])
+    recorded = [name for part in load_checkpoint(final)["meta"]["split_members"].values() for name in part]
+    assert recorded and all(name.split("/")[2].startswith("patient") for name in recorded)
+    metrics = evaluate.main(["--checkpoint", str(final)])
+    assert metrics["domains"]["dermoscopy"]["images"] == len(load_checkpoint(final)["meta"]["split_members"]["test"])
+
+
+def test_two_images_of_one_name_in_one_class_are_refused_before_training(class_tree, tmp_path):
+    shutil.copytree(class_tree, tmp_path / "more")  # a second tree, say of another clinic, with the same names
+    with pytest.raises(SystemExit, match="30 image names occur twice or more .*folder/nevus/nevus_0.png"):
+        train.main(["--data", str(class_tree), str(tmp_path / "more"), "--out", str(tmp_path / "run"), *FAST])
+    assert not (tmp_path / "run").exists()

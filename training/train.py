@@ -412,7 +412,10 @@ def main(argv: list[str] | None = None) -> Path:
             advice = f"{args.start_from} has seen the others; fine-tune on photos it has not seen"
     for name in ("train", "val"):
         require_every_class(name, splits[name], advice=advice)
-    members = split_members(splits)  # what last.pt records, so that --resume keeps this split
+    try:
+        members = split_members(splits)  # what last.pt records, so that --resume keeps this split
+    except ValueError as err:  # two images of one name: the split could not be found again
+        raise SystemExit(f"error: {err}")
     train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, args)
     for name, kept in (("train", train_samples), ("val", val_samples)):  # unreadable images were skipped
         require_every_class(name, kept, " readable")
