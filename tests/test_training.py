@@ -695,3 +695,31 @@ def test_two_images_of_one_name_in_one_class_are_refused_before_training(class_t
     with pytest.raises(SystemExit, match="30 image names occur twice or more .*folder/nevus/nevus_0.png"):
         train.main(["--data", str(class_tree), str(tmp_path / "more"), "--out", str(tmp_path / "run"), *FAST])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_fine_tune_keeps_the_model_it_started_from(class_tree, tmp_path, monkeypatch):
+    """The --start-from file may change before the run is resumed (a `git pull` updates the shipped model, or it is
+    moved): the resumed run's weights come from last.pt, and so must the record of the parent they were tuned from."""
+    parent = tmp_path / "parent.pt"
+    shutil.copy(train.main(["--data", str(class_tree), "--out", str(tmp_path / "p"), *FAST]), parent)
+    digest = sha256_of(parent)
+    mine = tmp_path / "mine"
+    for label in ("vascular", "nevus", "other"):
+        for i in range(10):
+            write_rgb(mine / label / f"mine_{i}.png", spot_photo(label, size=96, radius=8 + i % 4, centre=(30 + i * 3, 50),
+                                                                 seed=100 + i))
+    out = tmp_path / "tuned"
+    real_scores = train.validation_scores
+
+    def stop_in_second_epoch(*args, **kwargs):
+        if (out / "last.pt").exists():
+            raise KeyboardInterrupt
+        return real_scores(*args, **kwargs)
+
+    monkeypatch.setattr(train, "validation_scores", stop_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--data", str(mine), "--out", str(out), "--start-from", str(parent), *FAST])
+    monkeypatch.setattr(train, "validation_scores", real_scores)
+    parent.unlink()
+    meta = load_checkpoint(train.main(["--out", str(out), "--resume", "--workers", "0"]))["meta"]
+    assert meta["started_from"]["sha256"] == digest and meta["sources"] == ["folder"]

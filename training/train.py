@@ -392,7 +392,8 @@ def main(argv: list[str] | None = None) -> Path:
     torch.manual_seed(run_seed)
     torch.set_num_threads(args.threads)
     started = time.time()
-    start, inherited = starting_model(args)
+    # A resumed run's weights are in last.pt, and so is what they inherited: the --start-from file may have changed.
+    start, inherited = (None, state["inherited"]) if state and "inherited" in state else starting_model(args)
 
     # Data: split, then decode every image once (framed, resized) into memory.
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
@@ -520,7 +521,7 @@ def main(argv: list[str] | None = None) -> Path:
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history, "flags": vars(args),
-            "split_members": members, "train_seconds": time.time() - started})
+            "split_members": members, "inherited": inherited, "train_seconds": time.time() - started})
         (out / "history.json").write_text(json.dumps(plain(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
