@@ -723,3 +723,28 @@ def test_a_resumed_fine_tune_keeps_the_model_it_started_from(class_tree, tmp_pat
     parent.unlink()
     meta = load_checkpoint(train.main(["--out", str(out), "--resume", "--workers", "0"]))["meta"]
     assert meta["started_from"]["sha256"] == digest and meta["sources"] == ["folder"]
+
+
+def test_a_model_of_ones_own_folder_is_evaluated_from_anywhere_or_told_where_its_data_is(class_tree, tmp_path,
+                                                                                       monkeypatch):
+    """A relative --data is recorded as the full path, so evaluation finds it from another working folder; when the
+    folder is gone it says so (it used to fall back to HAM10000 and fail on that, or score it)."""
+    monkeypatch.chdir(class_tree.parent)
+    final = train.main(["--data", class_tree.name, "--out", str(tmp_path / "run"), *FAST])
+    monkeypatch.chdir(tmp_path / "run")
+    assert load_checkpoint(final)["meta"]["data"] == [str(class_tree)]
+    assert evaluate.main(["--checkpoint", str(final)])["domains"]["dermoscopy"]["images"] > 0
+    shutil.move(class_tree, tmp_path / "moved")
+    with pytest.raises(SystemExit, match=f"trained on {class_tree}, which is not there .*--data"):
+        evaluate.main(["--checkpoint", str(final)])
+    assert evaluate.main(["--checkpoint", str(final), "--data", str(tmp_path / "moved")])["domains"]
+
+
+def test_the_card_states_the_share_of_clinical_photos_the_run_drew(class_tree, tmp_path):
+    """A clinic's phone photos alone are every draw, whatever --clinical-share says (it splits draws between the
+    two kinds of photo when there are both); the card said 0.3."""
+    final = train.main(["--data", str(class_tree), "--folder-domain", "clinical", "--out", str(tmp_path / "run"),
+                        *FAST])
+    assert load_checkpoint(final)["meta"]["clinical_draw_share"] == 1.0
+    evaluate.main(["--checkpoint", str(final)])
+    assert "- Clinical photos made up 1.0 of this run's training draws." in (tmp_path / "run" / "MODEL_CARD.md").read_text()

@@ -137,10 +137,17 @@ def seen_warning(meta: dict, split: str, samples: list[Sample]) -> str | None:
             "image, under any name): its figures would be too good" if count else None)
 
 
-def recorded_folders(meta: dict) -> list[str] | None:
-    """The data folders recorded in a checkpoint, if they all exist here."""
+def data_folders(meta: dict) -> list[str]:
+    """Where the model's data lies on this machine: the folders its checkpoint recorded, if they all exist here;
+    else, for a model of HAM10000 and the clinical set alone (the shipped one, trained on another machine), their
+    place beside the repository. SystemExit for folders of one's own that are not here: they cannot be guessed."""
     folders = [str(d) for d in meta.get("data", [])]
-    return folders if folders and all(Path(d).is_dir() for d in folders) else None
+    if folders and all(Path(d).is_dir() for d in folders):
+        return folders
+    if set(meta.get("sources", [])) <= {"ham10000", "clinical"}:
+        return DEFAULT_DATA
+    raise SystemExit(f"error: the model was trained on {' '.join(folders)}, which is not there on this machine: give "
+                     "its data folders with --data")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="default: the shipped model")
     parser.add_argument("--data", nargs="+", default=None,
                         help="the data folders the model was trained on (default: those recorded in the checkpoint, "
-                             f"where they exist; else {' '.join(DEFAULT_DATA)})")
+                             f"where they exist; else, for HAM10000 and the clinical set, {' '.join(DEFAULT_DATA)})")
     parser.add_argument("--out", default=None,
                         help="output folder (default: beside the checkpoint, so for the shipped model the committed "
                              "report in model/weights/ is rewritten; for --split val, its val/ subfolder; needed "
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         predictor = Predictor(args.checkpoint)
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
-    data = args.data or recorded_folders(predictor.meta) or DEFAULT_DATA
+    data = args.data or data_folders(predictor.meta)
     folder_domain = args.folder_domain or trained_folder_domain(predictor.meta)
     try:  # a missing folder, no images in it, too few to split: FileNotFoundError, ValueError
         trained_here = all_its_folders(predictor.meta, data)  # the report beside the checkpoint is of those

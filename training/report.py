@@ -196,12 +196,14 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     if clinical_sources:
         data_lines.append("- Ordinary (clinical) photos" + (": " + "; ".join(known) + "." if known else ".")
                           + (f" Photos from {', '.join(f'`{c}`' for c in unknown)}: where they come from and under "
-                             "what licence is for whoever trained this model to state." if unknown else "")
-                          + f" Clinical photos make up {flags.get('clinical_share', '?')} of training draws.")
+                             "what licence is for whoever trained this model to state." if unknown else ""))
     if "folder" in sources:
         data_lines.append("- Class-per-folder images (`vascular/`, `nevus/`, `other/`): where they come from and "
                           "under what licence is for whoever trained this model to state. They were taken as "
                           f"{trained_folder_domain(meta)} photos (`--folder-domain`).")
+    drawn = meta.get("clinical_draw_share", flags.get("clinical_share") if clinical_sources else 0)  # older: the flag
+    if drawn or clinical_sources:
+        data_lines.append(f"- Clinical photos made up {drawn} of this run's training draws.")
     if "ham10000" in sources or known:
         data_lines.append("- Because of these licences, the weights are for **non-commercial research use** only.")
     shortcuts = (f"- Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi "

@@ -542,6 +542,7 @@ def main(argv: list[str] | None = None) -> Path:
             "best_epoch": kept["epoch"], "best_weights": kept["weights"], "validation": row,
             "train_minutes": round((time.time() - started) / 60, 1)}
     meta["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    meta["clinical_draw_share"] = round(float(weights[clinical].sum() / weights.sum()), 3)  # all, without dermoscopy
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     if kept["weights"] == "averaged" and (problem := lagging_average(row, args.ema, args.epochs * steps_per_epoch)):
         print(f"warning: {problem}")
@@ -616,7 +617,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
         "calibration": calibration,
         "ood": {**{k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()}, "layer": model.ood_layer},
         "meta": {
-            "data": [str(Path(d)) for d in args.data],
+            "data": [str(Path(d).resolve()) for d in args.data],  # found again from any working folder
             # What the weights learned from, for the card's credits and licences (with --start-from, its data too).
             "sources": sorted({s.source for part in splits.values() for s in part}  # ham10000, clinical, folder
                               | set(inherited.get("sources", []))),
