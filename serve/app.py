@@ -25,7 +25,7 @@ from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image,  # noqa: E402
                          working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
-from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
+from model.predictor import BACKENDS, Prediction, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa: E402
 from serve.outputs import OutputFiles  # noqa: E402
@@ -59,15 +59,15 @@ class Answer:
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
     """Answer one uploaded photo and delete the file; never raises for a bad file."""
     if not path:
-        return Answer("Upload or take a photo of the spot first.", {}, None, "")
+        return Answer("Upload or take a photo of the spot first.", {}, None, DISCLAIMER)
     if not Path(path).exists():  # answered before: uploads are deleted once answered
         return Answer("### Please upload the photo again\n\nThis photo is no longer on the server: each photo "
-                      "is deleted as soon as it has been answered.", {}, None, "")
+                      "is deleted as soon as it has been answered.", {}, None, DISCLAIMER)
     try:
         image = read_image(path)
     except ImageError as err:
         return Answer(f"### This file cannot be used\n\n{sentence(str(err))}. Please upload a photo "
-                      "(JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).", {}, None, "")
+                      "(JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).", {}, None, DISCLAIMER)
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
     return check_frame(predictor, working_copy(image))  # held downscaled, answered as batch scoring answers it
@@ -83,8 +83,7 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     prediction = predictor.predict(photo, box)
     label = prediction.label
     caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
-    where = "" if prediction.problem else f"\n\n{prediction.framing.note()}"  # a photo too small, dark...: no spot
-    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
+    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{framing_line(prediction)}"
     # No bars for a photo SpotCheck cannot judge: "unsure" beside "nevus 98%" would read as "98% a mole"; and no
     # heatmap on a photo too small, dark or blurred to look at (one unlike the training photos keeps it: it shows
     # what was checked, which a tap on the spot can change).
@@ -92,6 +91,17 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     heatmap = None if prediction.problem else overlay_heatmap(prediction.square, prediction.heatmap)
     return Answer(summary, chart, heatmap,
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
+
+
+def framing_line(prediction: Prediction) -> str:
+    """What the answer says of the frame: nothing for a photo too small, dark or blurred to look for a spot in; for
+    one unlike the training photos, not that "the spot was found" (a page of text, a wall), only how to frame it."""
+    framing = prediction.framing
+    if prediction.problem:
+        return ""
+    if prediction.unlike_training and framing.found and framing.spots <= 1 and not framing.by_user:
+        return "\n\nIf the frame missed your spot, tap your spot in the picture of the frame checked."
+    return f"\n\n{framing.note()}"
 
 
 def view_scale(photo: np.ndarray) -> float:
@@ -209,7 +219,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
         log.exception("checking %s failed", payload)
         return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
-                "or try another photo.", None, None, "", True, None)
+                "or try another photo.", None, None, DISCLAIMER, True, None)
 
     def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, checked: str | None) -> tuple:
         """`outputs`, or nothing new on the page if another photo was put in while `checked` was being checked:
@@ -239,7 +249,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if pixels is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
                                 f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer (less "
-                                "when the server is busy).", {}, None, ""), None)
+                                "when the server is busy).", {}, None, DISCLAIMER), None)
         h, before = held_photo, latest.upload
         try:
             box = moved_frame(pixels, h.box, click=click, percent=percent,

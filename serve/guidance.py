@@ -90,7 +90,8 @@ GUIDANCE = {
         SEE_A_DOCTOR,
     ]),
 }
-# Every answer ends with the disclaimer as well: over the API there is no page around it.
+# Every answer ends with the disclaimer as well: over the API there is no page around it (so does every reply
+# that is no answer: serve.app gives it alone).
 GUIDANCE = {label: f"{text}\n\n{DISCLAIMER}" for label, text in GUIDANCE.items()}
 
 PHOTO_TIPS = (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.guidance import GUIDANCE, HEADLINES
+from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from tests.conftest import ROTATED_HEIC, free_port, serve_app, spot_photo, write_rgb
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed (pip install -e '.[test]')")
@@ -75,7 +75,7 @@ def test_a_non_image_gets_a_message_not_an_error(client, tmp_path):
     fake.write_text("definitely not a photo")
     summary, confidences, heatmap, guidance = client.predict(gradio_client.handle_file(str(fake)), api_name="/check")
     assert "cannot be used" in summary and "Please upload a photo" in summary
-    assert not confidences and heatmap is None and guidance == ""
+    assert not confidences and heatmap is None and guidance == DISCLAIMER  # no page around an API reply
 
 
 def test_a_photo_it_cannot_judge_gets_the_decision_without_bars(client, tmp_path):

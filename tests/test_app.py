@@ -59,11 +59,12 @@ def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
 ])
 def test_a_photo_it_cannot_judge_gets_no_confidence_bars(tmp_path, uploads, predictor, photo, why):
     """"Not sure" beside "nevus 98%" would read as "98% a mole": a photo that is unusable, or unlike the photos the
-    model learned from, gets the decision alone. An unusable photo is not said to be "found and framed" either."""
+    model learned from, gets the decision alone. Neither is said to be "found and framed" (a page of text, a wall)."""
     answer = check_spot(predictor, str(write_rgb(tmp_path / "photo.png", photo)))
     assert answer.label == "unsure" and why in answer.summary and answer.probabilities == {}
-    unusable = why == "too small"  # no heatmap on it either; a photo unlike the training ones shows what was checked
-    assert ("found and framed" in answer.summary) is (answer.heatmap is not None) is (not unusable)
+    assert "found and framed" not in answer.summary
+    unusable = why == "too small"  # no heatmap on it; a photo unlike the training ones shows what was checked
+    assert (answer.heatmap is not None) is ("tap your spot" in answer.summary) is (not unusable)
     check = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
     *_, unanswered, held = check({"path": str(write_rgb(uploads / "photo.png", photo))}, None, LatestPhoto())
     assert not unanswered and held is not None  # an answer all the same: the photo stays, its frame can be moved
