@@ -17,10 +17,12 @@
   prominent one was checked, and `--heatmaps` shows which) and the box
   `x0 y0 x1 y1` in pixels of the upright photo.
 - `--heatmaps DIR` writes each heatmap at the image's own relative path
-  under DIR, with `.png` added (`a/b.jpg` -> `DIR/a/b.jpg.png`).
+  under DIR, with `.png` added (`a/b.jpg` -> `DIR/a/b.jpg.png`); none for a
+  photo too small, dark or blurred to look at, as on the web page.
 - `--resume` continues an interrupted run: files already in the CSV are
   skipped (compared as absolute paths, however the folder is spelled), so
-  every file appears exactly once.
+  every file appears exactly once. A CSV another run is writing is refused
+  (on Linux and macOS: their rows would interleave).
 - Exit status 0 if at least one file was scored, 1 if none could be, 2 for
   bad arguments, 130 when interrupted (the CSV keeps every row written).
 """
@@ -39,6 +41,11 @@ from pathlib import Path
 
 import cv2
 from tqdm import tqdm
+
+try:
+    import fcntl  # locks the CSV while a run writes it
+except ImportError:  # Windows: not locked
+    fcntl = None
 
 from data.flags import plain_warnings, positive_int
 from data.images import IMAGE_SUFFIXES, ImageError, is_image_file, read_image
@@ -87,6 +94,22 @@ def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
 
 class ResumeError(ValueError):
     """The CSV to resume cannot be continued: another version's columns, or another model's rows."""
+
+
+class BusyError(OSError):
+    """Another batch run is writing the CSV."""
+
+
+def write_alone(f: io.TextIOBase, out: Path) -> None:
+    """Lock the open CSV `f` for this run (released when it is closed, or the process ends), or raise BusyError if
+    another run holds it: two runs appending to one CSV interleave their rows, and half rows garble it."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BusyError(f"{out} is being written by another batch run: let it finish (or stop it), or write to another "
+                        "--out") from None
 
 
 def model_id(predictor: Predictor) -> str:
@@ -169,19 +192,20 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                  progress: bool = True) -> tuple[int, int]:
     """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
     model = model_id(predictor)
-    done = already_scored(out, model) if resume else {}
-    todo = [p for p in find_images(folder, skip=heatmaps) if os.path.abspath(p) not in done]
-    if heatmaps:
-        heatmaps.mkdir(parents=True, exist_ok=True)
-        if folder.resolve() in heatmaps.resolve().parents:
-            (heatmaps / HEATMAPS_MARK).write_text("Heatmaps written by SpotCheck's batch scoring (serve.batch): "
-                                                  "scoring a folder that holds this one leaves it out.\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    append = resume and out.is_file() and out.stat().st_size > 0
     scored = errors = 0
-    with out.open("a" if append else "w", newline="", **ENCODING) as f:
+    with out.open("a", newline="", **ENCODING) as f:  # not "w": a CSV another run is writing must not be emptied
+        write_alone(f, out)
+        done = already_scored(out, model) if resume else {}
+        todo = [p for p in find_images(folder, skip=heatmaps) if os.path.abspath(p) not in done]
+        if heatmaps:
+            heatmaps.mkdir(parents=True, exist_ok=True)
+            if folder.resolve() in heatmaps.resolve().parents:
+                (heatmaps / HEATMAPS_MARK).write_text("Heatmaps written by SpotCheck's batch scoring (serve.batch): "
+                                                      "scoring a folder that holds this one leaves it out.\n")
         writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if not append:
+        if not (resume and out.stat().st_size > 0):
+            f.truncate(0)
             writer.writeheader()
         pending: list[tuple[Path, Prepared | str]] = []
 
@@ -195,7 +219,7 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                     errors += 1
                     continue
                 prediction = next(predictions)
-                if heatmaps:  # before the row, so a resumed run never leaves a scored file without its heatmap
+                if heatmaps and not prediction.problem:  # before the row: a resumed run leaves no heatmap missing
                     write_heatmap(prediction, heatmaps / f"{path.relative_to(folder)}.png")
                 writer.writerow(row_for(path, prediction, model=model))
                 scored += 1
@@ -281,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scored, errors = score_folder(predictor, folder, out, resume=args.resume, heatmaps=args.heatmaps,
                                       batch_size=args.batch_size, workers=args.workers, progress=True)
-    except ResumeError as err:
+    except (ResumeError, BusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # --out or --heatmaps under a file, no permission, a full disk
@@ -295,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if scored_before and errors == 0:
         print(f"nothing left to score: every image under {folder} is in {out} already")
     else:
-        print(f"scored {scored} images, {errors} could not be read; wrote {out}")
+        unread = f"; {errors} could not be read (their rows say why, in the error column)" if errors else ""
+        print(f"scored {scored} image{'s' * (scored != 1)}{unread}; wrote {out}")
     if scored == 0 and not scored_before:
         print("error: no image could be scored", file=sys.stderr)
         return 1

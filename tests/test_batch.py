@@ -139,10 +139,13 @@ def test_resume_refuses_a_file_that_is_not_a_scores_csv(messy_folder, tmp_path):
 
 
 def test_heatmaps_mirror_the_folder_and_a_failed_one_does_not_stop_the_run(messy_folder, tmp_path, predictor):
+    write_rgb(messy_folder / "tiny.png", spot_photo("nevus", size=20))  # scored "unsure": too small to look at
     maps = tmp_path / "maps"
     batch.score_folder(predictor, messy_folder, tmp_path / "s.csv", heatmaps=maps, progress=False)
-    written = sorted(str(p.relative_to(maps)) for p in maps.rglob("*.png"))
+    written = sorted(str(p.relative_to(maps)) for p in maps.rglob("*.png"))  # none on the tiny one, as on the page
     assert written == sorted(["red.jpg.png", "nested/deeper/brown.png.png", os.fsdecode(b"caf\xe9.png.png")])
+    assert {r["label"] for r in rows(tmp_path / "s.csv") if r["path"].endswith("tiny.png")} == {"unsure"}
+    (messy_folder / "tiny.png").unlink()
 
     blocked = tmp_path / "blocked"
     blocked.mkdir()
@@ -285,3 +288,18 @@ def test_each_row_names_its_model_and_a_resume_refuses_another(messy_folder, tmp
     assert len(rows(out)) == 1  # left as it was
     assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0
     assert {r["model"] for r in rows(out)} == {shipped[:12]} and len(rows(out)) == len(list(batch.find_images(messy_folder)))
+
+
+@pytest.mark.skipif(batch.fcntl is None, reason="the CSV is locked where the system has fcntl (Linux, macOS)")
+def test_a_csv_another_run_is_writing_is_refused_and_left_as_it_is(messy_folder, tmp_path, predictor, capsys):
+    """Two runs into one CSV interleaved their rows (a --resume started beside a running batch: 752 rows for 600
+    files, and a garbled one): the second is refused before it reads or writes a byte."""
+    out = tmp_path / "scores.csv"
+    batch.score_folder(predictor, messy_folder, out, progress=False)
+    before = out.read_bytes()
+    with out.open("a") as running:  # the other run, holding its lock
+        batch.fcntl.flock(running.fileno(), batch.fcntl.LOCK_EX | batch.fcntl.LOCK_NB)
+        for flags in (["--resume"], ["--overwrite"]):
+            assert batch.main([str(messy_folder), "--out", str(out), *flags]) == 2
+            assert "being written by another batch run" in capsys.readouterr().err and out.read_bytes() == before
+    assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0  # once it is done
