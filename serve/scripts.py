@@ -9,12 +9,15 @@ from data.images import IMAGE_SUFFIXES
 SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
 # The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
-# the arrow keys work for people using a keyboard.
+# the arrow keys work for people using a keyboard; its number box, when left, and here also on Enter.
 SLIDER_KEYS = """() => {
     const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
     document.addEventListener('keyup', (event) => {
         if (keys.includes(event.key) && event.target.matches('#frame-size input[type=range]'))
             event.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));  // Svelte listens at the root
+    });
+    document.addEventListener('keydown', (event) => {
+        if (event.key === 'Enter' && event.target.matches('#frame-size input[type=number]')) event.target.blur();
     }); }"""
 # Gradio's photo box takes only files whose type the browser names "image/...", and browsers name a type from the
 # file's suffix as the system knows it: Chromium on Linux types "IMG_0001.heic" but leaves an iPhone's "IMG_0001.HEIC"

@@ -184,6 +184,13 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     page.keyboard.press("ArrowLeft")
     sync_api.expect(framing).not_to_have_attribute("src", keyed_view)
     sync_api.expect(size).to_have_value("88")
+    # So does a size typed into its number box, on Enter (it was checked only when the box was left).
+    typed_view = framing.get_attribute("src")
+    number = page.locator("#frame-size input[type=number]")
+    number.fill("60")
+    number.press("Enter")
+    sync_api.expect(framing).not_to_have_attribute("src", typed_view)
+    sync_api.expect(size).to_have_value("60")
     # Every picture says in words what it shows.
     for picture in ("#photo img", "#heatmap img", "#framing img"):
         assert page.locator(picture).get_attribute("alt"), f"{picture} has no alt text"
