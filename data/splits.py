@@ -64,16 +64,16 @@ def tree_note(samples: list[Sample]) -> str:
     return f", taken as {samples[0].domain} photos (--folder-domain {other} if they are not)"
 
 
-def sample_name(sample: Sample) -> str:
+def sample_name(sample: Sample, *, legacy: bool = False) -> str:
     """An image as a split records it: source, label and file name, or path within its class folder (the same on
-    any machine)."""
-    return f"{sample.source}/{sample.label}/{sample.within or sample.path.name}"
+    any machine). `legacy`: the file name alone, as checkpoints written before December 7, 2026 recorded it."""
+    return f"{sample.source}/{sample.label}/{sample.path.name if legacy else sample.within or sample.path.name}"
 
 
-def split_digest(samples: list[Sample]) -> str:
+def split_digest(samples: list[Sample], *, legacy: bool = False) -> str:
     """Which images a split holds, as a SHA-256: a checkpoint records it so that evaluation can tell when the split
     it rebuilds is not the one the model was trained with."""
-    return hashlib.sha256("\n".join(sorted(map(sample_name, samples))).encode()).hexdigest()
+    return hashlib.sha256("\n".join(sorted(sample_name(s, legacy=legacy) for s in samples)).encode()).hexdigest()
 
 
 def split_members(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
@@ -93,18 +93,21 @@ def recorded_splits(roots: list[str], members: dict[str, list[str]],
     validation and test images by name, every other image training. ValueError when `roots` lack one of those
     images of their sources, or hold two images of one name."""
     samples = [s for root in roots for s in load_dataset(root, folder_domain)]
-    by_name: dict[str, list[Sample]] = {}
-    for sample in samples:
-        by_name.setdefault(sample_name(sample), []).append(sample)
     sources = {s.source for s in samples}
     split_of = {name: split for split in ("val", "test") for name in members[split] if name.split("/")[0] in sources}
+    # An older checkpoint named a class folder's images without their subfolders: read it as it was written.
+    legacy = not split_of.keys() <= {sample_name(s) for s in samples} and \
+        split_of.keys() <= {sample_name(s, legacy=True) for s in samples}
+    by_name: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_name.setdefault(sample_name(sample, legacy=legacy), []).append(sample)
     for name, split in split_of.items():
         if len(by_name.get(name, [])) != 1:
             raise ValueError(f"{' '.join(roots)}: {len(by_name.get(name, []))} images named {name}, which this "
                              f"model's {split} split recorded: this is not the data it was trained on")
     pooled = {name: [] for name in SPLITS}
     for sample in samples:
-        pooled[split_of.get(sample_name(sample), "train")].append(sample)
+        pooled[split_of.get(sample_name(sample, legacy=legacy), "train")].append(sample)
     print(f"{' '.join(map(str, roots))}: the split the model recorded")
     for name, part in pooled.items():
         print(f"  {name}: {len(part)} images {class_counts(part)}")
@@ -132,7 +135,8 @@ def trained_on(meta: dict, root: str) -> bool:
     if at_recorded_path(meta, root):
         return True
     names = recorded_names(meta)
-    return bool(names) and any(sample_name(s) in names for s in load_dataset(root))
+    return bool(names) and any(sample_name(s) in names or sample_name(s, legacy=True) in names
+                               for s in load_dataset(root))
 
 
 def all_its_folders(meta: dict, roots: list[str]) -> bool:

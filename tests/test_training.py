@@ -690,6 +690,24 @@ def test_a_tree_of_lesion_subfolders_with_camera_file_names_trains_evaluates_and
     assert metrics["domains"]["dermoscopy"]["images"] == len(load_checkpoint(final)["meta"]["split_members"]["test"])
 
 
+def test_a_model_that_recorded_its_lesion_subfolders_images_by_file_name_alone_is_still_evaluated(tmp_path,
+                                                                                                  monkeypatch):
+    """Checkpoints written before December 7, 2026 named a class folder's images without their subfolders."""
+    tree = tmp_path / "photos"
+    for label in ("vascular", "nevus", "other"):
+        for lesion in range(5):
+            for shot in range(2):
+                write_rgb(tree / label / f"lesion{lesion}" / f"{label}_{lesion}_{shot}.png",
+                          spot_photo(label, size=96, radius=10 + lesion, centre=(40 + shot * 4, 44), seed=lesion))
+    with monkeypatch.context() as older:
+        older.setattr(splits_module, "sample_name", lambda s, legacy=False: f"{s.source}/{s.label}/{s.path.name}")
+        final = train.main(["--data", str(tree), "--out", str(tmp_path / "run"), *FAST])
+    assert all(name.count("/") == 2 for part in load_checkpoint(final)["meta"]["split_members"].values()
+               for name in part)
+    metrics = evaluate.main(["--checkpoint", str(final), "--data", str(tree)])
+    assert metrics["domains"]["dermoscopy"]["images"] == len(load_checkpoint(final)["meta"]["split_members"]["test"])
+
+
 def test_two_images_of_one_name_in_one_class_are_refused_before_training(class_tree, tmp_path):
     shutil.copytree(class_tree, tmp_path / "more")  # a second tree, say of another clinic, with the same names
     with pytest.raises(SystemExit, match="30 image names occur twice or more .*folder/nevus/nevus_0.png"):

@@ -86,7 +86,7 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
     grouping changed since), or None. Older checkpoints record only counts."""
     recorded = meta.get("split_sha256", {}).get(split)
     if recorded is not None:
-        same = recorded == split_digest(samples)
+        same = recorded in (split_digest(samples), split_digest(samples, legacy=True))  # legacy: sample_name
     else:
         counts = meta.get("split_counts", {}).get(split)
         same = counts is None or counts == class_counts(samples)
