@@ -132,12 +132,9 @@ def spot_at(image: np.ndarray, point: tuple[float, float], *,
     there lies under the tap, in a window around it (half, then a quarter of the photo's shorter side), where the
     rest of the photo (uneven lighting, a brighter half, other spots) no longer decides what stands out. A blob
     counts when the tap lands on it, give or take a finger's width, and it stands out from the skin
-    (TAP_CONTRAST); in a window it must also lie inside, not run over the window's edge. A region that fills much
-    of the photo is framed whole only if no smaller spot under the tap is found, there or closer in: a pen or a
-    shadow whose outline reaches round the spot took the tap.
+    (TAP_CONTRAST); in a window it must also lie inside, not run over the window's edge.
     """
     h, w = image.shape[:2]
-    whole = None  # a tap on a region that fills much of the photo: framed whole, unless a spot under it turns up
     for share in TAP_WINDOWS:
         window = box_around(point, share * min(h, w), (h, w)) if share < 1 else (0, 0, w, h)
         wx0, wy0, wx1, wy1 = window
@@ -152,12 +149,11 @@ def spot_at(image: np.ndarray, point: tuple[float, float], *,
             inside = share == 1 or (x0 > 0 and y0 > 0 and x1 < sw and y1 < sh)
             fills = (x1 - x0) * (y1 - y0) > FILLS_FRAME * sh * sw
             if under and inside and blob.contrast >= TAP_CONTRAST and not (fills and share < 1):
-                if fills:  # the spot fills the photo, or a pen or shadow reaches round the tap: look on, closer
-                    whole = whole or box_around(point, min(h, w), (h, w))
-                    continue
+                if fills:  # the spot fills the photo: frame all it can
+                    return box_around(point, min(h, w), (h, w))
                 centre = (wx0 + (x0 + x1) / 2 / scale, wy0 + (y0 + y1) / 2 / scale)
                 return box_around(centre, max(x1 - x0, y1 - y0) / scale * CONTEXT, (h, w))
-    return whole
+    return None
 
 
 def box_around(centre: tuple[float, float], side: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:

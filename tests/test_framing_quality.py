@@ -95,17 +95,6 @@ def test_a_tap_frames_the_spot_under_it():
     assert spot_at(photo, (680, 120)) is None  # plain skin: the page moves the frame there at its size instead
 
 
-def test_a_tap_on_a_spot_within_the_outline_of_a_pen_frames_the_spot():
-    """A pen (or a shadow) big enough to fill much of the photo, its outline reaching round the spot: the tap on
-    the spot framed the whole photo, the pen's frame."""
-    image = spot_photo("nevus", size=400, radius=1, centre=(20, 20))
-    pen = np.array([[200, 0], [390, 0], [390, 300], [350, 300], [350, 100], [200, 100]], np.int32)
-    cv2.fillPoly(image, [pen], (60, 90, 150))
-    cv2.circle(image, (260, 200), 12, (170, 30, 45), -1)
-    x0, y0, x1, y1 = spot_at(image, (260, 200))
-    assert x0 < 248 and x1 > 272 and y0 < 188 and y1 > 212 and x1 - x0 < 90
-
-
 def test_a_tap_picks_the_smaller_of_two_spots_and_a_large_spot_keeps_the_whole_photo():
     image = spot_photo("nevus", size=400, radius=25, centre=(100, 300))
     cv2.circle(image, (300, 100), 14, (90, 55, 35), -1)
