@@ -752,8 +752,9 @@ def test_a_model_of_ones_own_folder_is_evaluated_from_anywhere_or_told_where_its
     monkeypatch.chdir(tmp_path / "run")
     assert load_checkpoint(final)["meta"]["data"] == [str(class_tree)]
     assert evaluate.main(["--checkpoint", str(final)])["domains"]["dermoscopy"]["images"] > 0
+    train.main(["--out", str(tmp_path / "run"), "--resume", "--workers", "0"])  # and resumed from there
     shutil.move(class_tree, tmp_path / "moved")
-    with pytest.raises(SystemExit, match=f"trained on {class_tree}, which is not there .*--data"):
+    with pytest.raises(SystemExit, match=f"trained on \\({class_tree}\\) are not all on this machine: .*--data"):
         evaluate.main(["--checkpoint", str(final)])
     assert evaluate.main(["--checkpoint", str(final), "--data", str(tmp_path / "moved")])["domains"]
 

@@ -146,8 +146,8 @@ def data_folders(meta: dict) -> list[str]:
         return folders
     if set(meta.get("sources", [])) <= {"ham10000", "clinical"}:
         return DEFAULT_DATA
-    raise SystemExit(f"error: the model was trained on {' '.join(folders)}, which is not there on this machine: give "
-                     "its data folders with --data")
+    raise SystemExit(f"error: the folders the model was trained on ({' '.join(folders) or 'its checkpoint names none'}) "
+                     "are not all on this machine: give them with --data")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -142,7 +142,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.resume and args.overwrite:
         p.error("--resume continues the run in OUT and --overwrite replaces it: give one of them")
+    args.data = resolved_paths(args.data)  # recorded as full paths: found again from any working folder
     return args
+
+
+def resolved_paths(folders: list[str]) -> list[str]:
+    return [str(Path(d).resolve()) for d in folders]
 
 
 def named_flags(argv: list[str] | None = None) -> set[str]:
@@ -219,6 +224,8 @@ def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tup
         raise SystemExit(f"error: {out / 'last.pt'} cannot be read ({type(err).__name__}: {str(err)[:200]}); it may "
                          "have been cut off: train into a new --out, or delete it to start again")
     recorded = {k: old for k, old in state.get("flags", {}).items() if k in vars(args) and k not in MACHINE_FLAGS}
+    if "data" in recorded:  # a last.pt of older code may hold the folders as typed
+        recorded["data"] = resolved_paths(recorded["data"])
     changed = {k: (old, vars(args)[k]) for k, old in recorded.items()
                if k in named and k not in RESUME_MAY_CHANGE and vars(args)[k] != old}
     if changed:
@@ -617,7 +624,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
         "calibration": calibration,
         "ood": {**{k: torch.from_numpy(v) for k, v in feature_distance.to_dict().items()}, "layer": model.ood_layer},
         "meta": {
-            "data": [str(Path(d).resolve()) for d in args.data],  # found again from any working folder
+            "data": args.data,
             # What the weights learned from, for the card's credits and licences (with --start-from, its data too).
             "sources": sorted({s.source for part in splits.values() for s in part}  # ham10000, clinical, folder
                               | set(inherited.get("sources", []))),
