@@ -65,6 +65,7 @@ def test_ensemble_finishes_two_runs_into_one_served_model(two_runs, class_tree, 
     assert ckpt["ood"]["means"].shape[1] == 2 * 256  # SpotNet's last block's features, side by side
     singles = [load_checkpoint(p)["meta"]["parameters"] for p in two_runs]
     assert ckpt["meta"]["parameters"] == sum(singles)
+    assert ckpt["meta"]["clinical_draw_share"] == 0.0  # dermoscopy alone: the card names no clinical share
     # Both backends serve it, alike, and its answer is the members' averaged logits calibrated anew.
     photo = next(class_tree.rglob("*.png"))
     by_torch, by_onnx = Predictor(final, backend="torch"), Predictor(final, backend="onnx")

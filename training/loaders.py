@@ -62,6 +62,13 @@ def sampling_weights(samples: list[Sample], clinical_share: float) -> np.ndarray
     return np.array([share[d] / classes_in[d] / counts[(d, s.label)] for d, s in zip(domain, samples)])
 
 
+def clinical_draw_share(samples: list[Sample], clinical_share: float) -> float:
+    """The share of draws that are clinical photos: `clinical_share` beside dermoscopy, 1.0 without it, 0 with no
+    clinical photos."""
+    weights = sampling_weights(samples, clinical_share)
+    return round(float(weights[[s.domain == "clinical" for s in samples]].sum() / weights.sum()), 3)
+
+
 class EpochDraws(torch.utils.data.Dataset):
     """One epoch's draws; each draw's augmentation is seeded by (seed, epoch, position), so
     a resumed run sees exactly the images an uninterrupted one would. `clinical`: per image, whether it is a

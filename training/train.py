@@ -37,7 +37,7 @@ from model.decision import softmax
 from model.export import export, plain
 from model.net import ARCHITECTURES, Ensemble, build, count_flops, count_parameters
 from training.calibrate import fit_calibration, fit_feature_distance
-from training.loaders import EpochDraws, decode_all, eval_batches, sampling_weights
+from training.loaders import EpochDraws, clinical_draw_share, decode_all, eval_batches, sampling_weights
 from training.metrics import is_malignant, quick_scores, safety_summary, validation_safety
 from training.report import FIGURES, clinical_sources_of
 
@@ -549,7 +549,6 @@ def main(argv: list[str] | None = None) -> Path:
             "best_epoch": kept["epoch"], "best_weights": kept["weights"], "validation": row,
             "train_minutes": round((time.time() - started) / 60, 1)}
     meta["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    meta["clinical_draw_share"] = round(float(weights[clinical].sum() / weights.sum()), 3)  # all, without dermoscopy
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     if kept["weights"] == "averaged" and (problem := lagging_average(row, args.ema, args.epochs * steps_per_epoch)):
         print(f"warning: {problem}")
@@ -643,6 +642,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                                    *inherited.get("seen_images", [])}),
             **meta,
             "validation_safety": safety,
+            "clinical_draw_share": clinical_draw_share(train_samples, args.clinical_share),
             "flags": vars(args),
             "parameters": count_parameters(model),
             "flops": count_flops(model, args.image_size),
