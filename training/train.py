@@ -660,10 +660,10 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
 
 if __name__ == "__main__":
     plain_warnings()
-    out = parse_args().out
+    last, begun = Path(parse_args().out) / "last.pt", time.time()
     try:
         main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # what to say depends on whether this command saved an epoch (not an older last.pt)
         sys.exit(f"\ninterrupted: every finished epoch is saved; continue with: python -m training.train --out "
-                 f"{shlex.quote(out)} --resume" if (Path(out) / "last.pt").is_file() else
-                 "\ninterrupted before the first epoch finished: nothing was saved")
+                 f"{shlex.quote(str(last.parent))} --resume" if last.is_file() and last.stat().st_mtime >= begun else
+                 "\ninterrupted: this command had saved no epoch yet")
