@@ -46,7 +46,9 @@ class Framing:
     found: bool  # False: nothing stood out, the middle of the photo is used
     by_user: bool = False  # the person placed the frame themselves
 
-    def note(self) -> str:
+    def note(self, *, unlike_training: bool = False) -> str:
+        """What to tell the person about the frame. `unlike_training`: the photo was found unlike the training
+        photos, so it may show no spot at all (a page of text, a wall): the frame is not said to be on one."""
         if self.by_user:
             return "Checked the frame you placed."
         if not self.found:
@@ -55,6 +57,8 @@ class Framing:
         if self.spots > 1:
             return (f"{self.spots} spots seen: the most prominent one was checked. If it is not yours, tap yours in the "
                     "picture of the frame checked.")
+        if unlike_training:
+            return "If the frame missed your spot, tap your spot in the picture of the frame checked."
         return "The spot was found and framed."
 
 

@@ -25,7 +25,7 @@ from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image,  # noqa: E402
                          working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
-from model.predictor import BACKENDS, Prediction, Predictor, overlay_heatmap  # noqa: E402
+from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa: E402
 from serve.outputs import OutputFiles  # noqa: E402
@@ -83,7 +83,9 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     prediction = predictor.predict(photo, box)
     label = prediction.label
     caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
-    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{framing_line(prediction)}"
+    # A photo too small, dark or blurred to look for a spot in: nothing about the frame.
+    where = "" if prediction.problem else f"\n\n{prediction.framing.note(unlike_training=prediction.unlike_training)}"
+    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
     # No bars for a photo SpotCheck cannot judge: "unsure" beside "nevus 98%" would read as "98% a mole"; and no
     # heatmap on a photo too small, dark or blurred to look at (one unlike the training photos keeps it: it shows
     # what was checked, which a tap on the spot can change).
@@ -91,17 +93,6 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     heatmap = None if prediction.problem else overlay_heatmap(prediction.square, prediction.heatmap)
     return Answer(summary, chart, heatmap,
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
-
-
-def framing_line(prediction: Prediction) -> str:
-    """What the answer says of the frame: nothing for a photo too small, dark or blurred to look for a spot in; for
-    one unlike the training photos, not that "the spot was found" (a page of text, a wall), only how to frame it."""
-    framing = prediction.framing
-    if prediction.problem:
-        return ""
-    if prediction.unlike_training and framing.found and framing.spots <= 1 and not framing.by_user:
-        return "\n\nIf the frame missed your spot, tap your spot in the picture of the frame checked."
-    return f"\n\n{framing.note()}"
 
 
 def view_scale(photo: np.ndarray) -> float:
