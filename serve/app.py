@@ -54,6 +54,7 @@ class Answer:
     box: tuple[int, int, int, int] | None = None  # the frame that was checked, in `photo` pixels
     placed: bool = False  # the person placed the frame (else SpotCheck framed the spot itself)
     label: str | None = None  # the decision: vascular | nevus | other | unsure (None: no answer)
+    own_frame_label: str | None = None  # the decision for the frame SpotCheck placed itself on this photo
 
 
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
@@ -78,11 +79,22 @@ def sentence(reason: str) -> str:
     return reason[:1].upper() + reason[1:]
 
 
-def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Answer:
-    """Answer a decoded photo, framed automatically or by the person (`box`)."""
+# How much an answer asks of the person, least first: a frame moved until the answer reassures more than
+# SpotCheck's own frame did must say so.
+CONCERN = ("vascular", "nevus", "other")
+
+
+def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None, *,
+                own_frame_label: str | None = None) -> Answer:
+    """Answer a decoded photo, framed automatically or by the person (`box`; `own_frame_label`: the answer for the
+    frame SpotCheck placed itself)."""
     prediction = predictor.predict(photo, box)
     label = prediction.label
+    own_frame_label = label if box is None else own_frame_label
     caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
+    if label in CONCERN and own_frame_label in CONCERN and CONCERN.index(label) < CONCERN.index(own_frame_label):
+        caution += (f"\n\n**With the frame SpotCheck placed itself, the answer was \"{HEADLINES[own_frame_label]}\".** "
+                    "When two frames of one spot disagree, go by the more cautious answer.")
     # A photo too small, dark or blurred to look for a spot in: nothing about the frame.
     where = "" if prediction.problem else f"\n\n{prediction.framing.note(unlike_training=prediction.unlike_training)}"
     summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
@@ -92,7 +104,7 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     chart = prediction.probabilities if prediction.judged else {}
     heatmap = None if prediction.problem else overlay_heatmap(prediction.square, prediction.heatmap)
     return Answer(summary, chart, heatmap,
-                  GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label)
+                  GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label, own_frame_label)
 
 
 def view_scale(photo: np.ndarray) -> float:
@@ -202,7 +214,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
         held_photo = None
         if a.photo is not None and upload:
-            held_photo = memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed))
+            held_photo = memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed, a.own_frame_label))
         chart = files.write_label(a.label, a.probabilities) if a.label else None  # no bars: the decision alone
         return (a.summary, chart, None if heatmap is None else files.write_picture(heatmap), a.guidance,
                 a.label is None, held_photo)
@@ -226,7 +238,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             path = uploaded_path(photo, payload)
             if pixels is not None and held_photo.upload == path and not Path(path).exists():  # checked again
                 h = held_photo
-                outputs = shown(check_frame(predictor, pixels, h.box if h.placed else None), path)
+                outputs = shown(check_frame(predictor, pixels, h.box if h.placed else None,
+                                            own_frame_label=h.own_frame_label), path)
             else:
                 outputs = shown(check_spot(predictor, path), path)
         except Exception:
@@ -245,7 +258,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         try:
             box = moved_frame(pixels, h.box, click=click, percent=percent,
                               flatten_lightness=predictor.settings.flatten_lightness)
-            outputs = shown(check_frame(predictor, pixels, box), h.upload)
+            outputs = shown(check_frame(predictor, pixels, box, own_frame_label=h.own_frame_label), h.upload)
         except Exception:
             outputs = failed("a moved frame")
         return unless_replaced(outputs, latest, before, h.upload)

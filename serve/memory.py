@@ -18,6 +18,7 @@ class HeldPhoto:
     photo: np.ndarray | None  # None once let go to keep within the memory budget (see HeldPhotos)
     box: tuple[int, int, int, int]
     placed: bool
+    own_frame_label: str | None = None  # the answer for the frame SpotCheck placed itself (serve.app.check_frame)
 
 
 class HeldPhotos:

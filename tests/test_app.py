@@ -14,7 +14,9 @@ import pytest
 
 import serve.app
 from model.checkpoint import DEFAULT_CHECKPOINT
-from model.predictor import Predictor
+from data.framing import Framing
+from data.presets import EvalSettings
+from model.predictor import Prediction, Predictor
 from serve.app import browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.batch import score_folder
 from serve.memory import HeldPhoto, LatestPhoto
@@ -238,6 +240,7 @@ class LetGoAfterOneRead:
 
     def __init__(self, held: HeldPhoto):
         self.upload, self.box, self.placed, self._photo = held.upload, held.box, held.placed, held.photo
+        self.own_frame_label = held.own_frame_label
 
     @property
     def photo(self):
@@ -451,3 +454,39 @@ def test_a_missing_checkpoint_is_a_usage_error_as_in_batch_scoring(tmp_path, cap
     with pytest.raises(SystemExit) as stop:
         serve.app.main(["--checkpoint", str(tmp_path / "none.pt")])
     assert stop.value.code == 2 and "error: no checkpoint file at" in capsys.readouterr().err
+
+
+class FramedAnswers:
+    """A predictor that answers `own` for the frame SpotCheck places and `placed` for a frame the person places."""
+
+    settings = EvalSettings()
+
+    def __init__(self, own: str, placed: str):
+        self.own, self.placed = own, placed
+
+    def predict(self, photo: np.ndarray, box=None) -> Prediction:
+        framing = Framing(box or (0, 0, 100, 100), 1, True, by_user=box is not None)
+        label = self.own if box is None else self.placed
+        probabilities = {c: 0.9 if c == label else 0.05 for c in ("vascular", "nevus", "other")}
+        return Prediction(label, "the model rates it 90%", probabilities, 0.9, np.zeros((8, 8), np.float32),
+                          np.ascontiguousarray(photo[:8, :8]), framing, None, False)
+
+
+@pytest.mark.parametrize("own, placed, said", [("other", "nevus", True), ("nevus", "vascular", True),
+                                               ("nevus", "other", False), ("unsure", "vascular", False)])
+def test_a_frame_moved_until_the_answer_reassures_says_what_spotchecks_own_frame_answered(uploads, own, placed,
+                                                                                          said):
+    """On a melanoma photo, moving the frame turned "see a doctor" into "looks like a cherry angioma" (a user audit:
+    20 of 51 melanoma photos could be reframed into a reassuring answer). A more reassuring answer for the person's
+    frame than for SpotCheck's own says so; a more cautious one, or one where SpotCheck's frame gave none, does not."""
+    app = build_app(FramedAnswers(own, placed))
+    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
+    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
+    upload = write_rgb(uploads / "spot.png", spot_photo("nevus", size=200))
+    summary, *_, held = answer({"path": str(upload)}, None, LatestPhoto())
+    assert summary.startswith(f"### {HEADLINES[own]}") and "placed itself" not in summary
+    moved, *_, held = reframe(held, LatestPhoto(), 40)
+    again, *_ = reframe(held, LatestPhoto(), 60)  # and after another move, still against SpotCheck's own frame
+    for summary in (moved, again):
+        assert summary.startswith(f"### {HEADLINES[placed]}")
+        assert (f'placed itself, the answer was "{HEADLINES[own]}"' in summary) is said
