@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,20 @@ from training.report import write_model_card
 
 TINY = ["--epochs", "2", "--draws-per-epoch", "48", "--batch-size", "16", "--image-size", "48", "--workers", "0"]
 FAST = [*TINY, "--arch", "spotnet"]  # the training machinery is the same for both networks; SpotNet is 4x quicker
+
+
+def interrupted_in_second_epoch(monkeypatch, out: Path, flags: list[str]) -> None:
+    """Train with `flags` into `out`, stopped as Ctrl+C would stop it during its second epoch (the first saved)."""
+    real_scores = train.validation_scores
+
+    def stop_once_an_epoch_is_saved(*args, **kwargs):
+        if (out / "last.pt").exists():
+            raise KeyboardInterrupt
+        return real_scores(*args, **kwargs)
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(train, "validation_scores", stop_once_an_epoch_is_saved)
+        train.main([*flags, "--out", str(out)])
 
 
 def as_shipped(state: dict) -> dict:
@@ -286,18 +301,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     data = str(make_ham(tmp_path / "ham")) if "--dx-weight" in extra else str(class_tree)
     run = ["--data", data, *FAST, *extra]
     straight = train.main([*run, "--out", str(tmp_path / "a")])
-
-    real_scores = train.validation_scores
-
-    def crash_in_second_epoch(*args, **kwargs):
-        if (tmp_path / "b" / "last.pt").exists():
-            raise KeyboardInterrupt  # as if killed during epoch 2, after epoch 1's checkpoint
-        return real_scores(*args, **kwargs)
-
-    monkeypatch.setattr(train, "validation_scores", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main([*run, "--out", str(tmp_path / "b")])
-    monkeypatch.setattr(train, "validation_scores", real_scores)
+    interrupted_in_second_epoch(monkeypatch, tmp_path / "b", run)
     capsys.readouterr()
     # The split comes back from last.pt, as it was, not rebuilt (the data or the splitting code may have changed).
     monkeypatch.setattr(splits_module, "split_samples", lambda *a, **k: pytest.fail("the split was rebuilt"))
@@ -672,17 +676,7 @@ def test_a_tree_of_lesion_subfolders_with_camera_file_names_trains_evaluates_and
                 image = spot_photo(label, size=96, radius=10 + lesion, centre=(40 + shot * 4, 44), seed=lesion)
                 write_rgb(tree / label / f"patient{lesion}" / f"IMG_000{shot + 1}.png", image)
     out = tmp_path / "run"
-    real_scores = train.validation_scores
-
-    def stop_in_second_epoch(*args, **kwargs):
-        if (out / "last.pt").exists():
-            raise KeyboardInterrupt
-        return real_scores(*args, **kwargs)
-
-    monkeypatch.setattr(train, "validation_scores", stop_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(["--data", str(tree), "--out", str(out), *FAST])
-    monkeypatch.setattr(train, "validation_scores", real_scores)
+    interrupted_in_second_epoch(monkeypatch, out, ["--data", str(tree), *FAST])
     final = train.main(["--out", str(out), "--resume", "--workers", "0"])
     recorded = [name for part in load_checkpoint(final)["meta"]["split_members"].values() for name in part]
     assert recorded and all(name.split("/")[2].startswith("patient") for name in recorded)
@@ -727,17 +721,7 @@ def test_a_resumed_fine_tune_keeps_the_model_it_started_from(class_tree, tmp_pat
             write_rgb(mine / label / f"mine_{i}.png", spot_photo(label, size=96, radius=8 + i % 4, centre=(30 + i * 3, 50),
                                                                  seed=100 + i))
     out = tmp_path / "tuned"
-    real_scores = train.validation_scores
-
-    def stop_in_second_epoch(*args, **kwargs):
-        if (out / "last.pt").exists():
-            raise KeyboardInterrupt
-        return real_scores(*args, **kwargs)
-
-    monkeypatch.setattr(train, "validation_scores", stop_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(["--data", str(mine), "--out", str(out), "--start-from", str(parent), *FAST])
-    monkeypatch.setattr(train, "validation_scores", real_scores)
+    interrupted_in_second_epoch(monkeypatch, out, ["--data", str(mine), "--start-from", str(parent), *FAST])
     parent.unlink()
     meta = load_checkpoint(train.main(["--out", str(out), "--resume", "--workers", "0"]))["meta"]
     assert meta["started_from"]["sha256"] == digest and meta["sources"] == ["folder"]
