@@ -94,7 +94,7 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
     if label in CONCERN and own_frame_label in CONCERN and CONCERN.index(label) < CONCERN.index(own_frame_label):
         caution += (f"\n\n**With the frame SpotCheck placed itself, the answer was \"{HEADLINES[own_frame_label]}\".** "
-                    "When two frames of one spot disagree, go by the more cautious answer.")
+                    "If both frames show the same spot, go by the more cautious answer.")
     # A photo too small, dark or blurred to look for a spot in: nothing about the frame.
     where = "" if prediction.problem else f"\n\n{prediction.framing.note(unlike_training=prediction.unlike_training)}"
     summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
