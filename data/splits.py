@@ -64,9 +64,19 @@ def tree_note(samples: list[Sample]) -> str:
     return f", taken as {samples[0].domain} photos (--folder-domain {other} if they are not)"
 
 
+# How split names are made (`sample_name`), recorded in checkpoints and last.pt: one without it is older, and named
+# a class folder's images by file name alone (`legacy`), as it still names every other image.
+SPLIT_NAMES = "path within class folder"
+
+
+def legacy_names(record: dict) -> bool:
+    """Whether a checkpoint's meta (or a last.pt) recorded its images by file name alone (before December 6, 2026)."""
+    return record.get("split_names") != SPLIT_NAMES
+
+
 def sample_name(sample: Sample, *, legacy: bool = False) -> str:
     """An image as a split records it: source, label and file name, or path within its class folder (the same on
-    any machine). `legacy`: the file name alone, as checkpoints written before December 7, 2026 recorded it."""
+    any machine). `legacy`: the file name alone (`legacy_names`)."""
     return f"{sample.source}/{sample.label}/{sample.path.name if legacy else sample.within or sample.path.name}"
 
 
@@ -87,24 +97,26 @@ def split_members(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
     return {name: sorted(map(sample_name, splits[name])) for name in ("val", "test")}
 
 
-def recorded_splits(roots: list[str], members: dict[str, list[str]],
-                    folder_domain: str = "dermoscopy") -> dict[str, list[Sample]]:
-    """The splits a model recorded (`split_members`) over `roots`, some or all of the folders it was trained on: its
-    validation and test images by name, every other image training. ValueError when `roots` lack one of those
-    images of their sources, or hold two images of one name."""
+def recorded_splits(roots: list[str], members: dict[str, list[str]], folder_domain: str = "dermoscopy", *,
+                    legacy: bool = False) -> dict[str, list[Sample]]:
+    """The splits a model recorded (`split_members`, named as `legacy` says) over `roots`, some or all of the folders
+    it was trained on: its validation and test images by name, every other image training. ValueError when `roots`
+    lack one of those images of their sources, or hold two images of one name."""
     samples = [s for root in roots for s in load_dataset(root, folder_domain)]
     sources = {s.source for s in samples}
     split_of = {name: split for split in ("val", "test") for name in members[split] if name.split("/")[0] in sources}
-    # An older checkpoint named a class folder's images without their subfolders: read it as it was written.
-    legacy = not split_of.keys() <= {sample_name(s) for s in samples} and \
-        split_of.keys() <= {sample_name(s, legacy=True) for s in samples}
     by_name: dict[str, list[Sample]] = {}
     for sample in samples:
         by_name.setdefault(sample_name(sample, legacy=legacy), []).append(sample)
     for name, split in split_of.items():
-        if len(by_name.get(name, [])) != 1:
-            raise ValueError(f"{' '.join(roots)}: {len(by_name.get(name, []))} images named {name}, which this "
-                             f"model's {split} split recorded: this is not the data it was trained on")
+        found = len(by_name.get(name, []))
+        if found > 1 and legacy and name.startswith("folder/"):
+            raise ValueError(f"{' '.join(roots)}: {found} images named {name}, which this model's {split} split "
+                             "recorded: it was trained before an image's lesion subfolder was part of its name, so "
+                             "it cannot tell them apart, and its split cannot be found again; retrain it")
+        if found != 1:
+            raise ValueError(f"{' '.join(roots)}: {found} images named {name}, which this model's {split} split "
+                             "recorded: this is not the data it was trained on")
     pooled = {name: [] for name in SPLITS}
     for sample in samples:
         pooled[split_of.get(sample_name(sample, legacy=legacy), "train")].append(sample)
@@ -135,8 +147,7 @@ def trained_on(meta: dict, root: str) -> bool:
     if at_recorded_path(meta, root):
         return True
     names = recorded_names(meta)
-    return bool(names) and any(sample_name(s) in names or sample_name(s, legacy=True) in names
-                               for s in load_dataset(root))
+    return bool(names) and any(sample_name(s, legacy=legacy_names(meta)) in names for s in load_dataset(root))
 
 
 def all_its_folders(meta: dict, roots: list[str]) -> bool:
@@ -157,7 +168,7 @@ def model_splits(meta: dict, roots: list[str], folder_domain: str | None = None)
     class-per-folder trees are (default: what the model took them to be)."""
     folder_domain = folder_domain or trained_folder_domain(meta)
     if "split_members" in meta and all(trained_on(meta, root) for root in roots):
-        return recorded_splits(roots, meta["split_members"], folder_domain)
+        return recorded_splits(roots, meta["split_members"], folder_domain, legacy=legacy_names(meta))
     return load_splits(roots, int(meta.get("split_seed", 0)), folder_domain)
 
 

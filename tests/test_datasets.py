@@ -13,7 +13,8 @@ import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.identity import image_keys, seen_keys
-from data.splits import load_splits, model_splits, recorded_splits, split_digest, split_members, split_samples
+from data.splits import (SPLIT_NAMES, load_splits, model_splits, recorded_splits, split_digest, split_members,
+                         split_samples, trained_on)
 from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
 from training.metrics import is_melanoma
 
@@ -276,6 +277,24 @@ def test_a_recorded_split_is_found_again_whatever_the_splitting_code_does_later(
         model_splits(meta, roots)
     with pytest.raises(ValueError, match=r"0 images named .*, which this model's val split recorded"):
         recorded_splits(roots[1:], {"val": [*meta["split_members"]["val"], "clinical/nevus/gone.jpg"], "test": []})
+
+
+def test_an_older_checkpoints_image_names_are_read_as_written_and_only_its_own(tmp_path):
+    """Checkpoints from before December 6, 2026 (no `split_names`) named a class folder's images by file name alone,
+    newer ones by their path within the class folder: each is read as it was written, so another clinic's tree
+    that happens to hold the same file name is no newer model's data, and an older model trained on camera names
+    repeated across lesion subfolders is told it cannot be rescored."""
+    tree = tmp_path / "tree"
+    for label in CLASSES:
+        for lesion in range(2):
+            write_rgb(tree / label / f"p{lesion}" / f"IMG_{lesion}.png", spot_photo(label, size=32, seed=lesion))
+    older = {"data": [], "split_members": {"val": ["folder/nevus/IMG_0.png"], "test": []}}
+    newer = {**older, "split_names": SPLIT_NAMES}  # its folder/nevus/IMG_0.png was a photo not in a subfolder
+    assert trained_on(older, str(tree)) and not trained_on(newer, str(tree))
+    assert [s.within for s in model_splits(older, [str(tree)])["val"]] == ["p0/IMG_0.png"]
+    write_rgb(tree / "nevus" / "p1" / "IMG_0.png", spot_photo("nevus", size=32, seed=5))
+    with pytest.raises(ValueError, match="2 images named folder/nevus/IMG_0.png.* cannot tell them apart.*retrain"):
+        model_splits(older, [str(tree)])
 
 
 def test_a_photo_is_known_by_its_isic_id_or_its_file_whatever_it_is_named(tmp_path):

@@ -29,8 +29,8 @@ from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset
 from data.flags import plain_warnings
 from data.identity import is_seen
 from data.images import ImageError, read_image
-from data.splits import (all_its_folders, at_recorded_path, class_counts, model_splits, split_digest,
-                         trained_folder_domain, trained_on, tree_note)
+from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
+                         split_digest, trained_folder_domain, trained_on, tree_note)
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from model.export import plain
 from model.predictor import Predictor
@@ -86,7 +86,7 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
     grouping changed since), or None. Older checkpoints record only counts."""
     recorded = meta.get("split_sha256", {}).get(split)
     if recorded is not None:
-        same = recorded in (split_digest(samples), split_digest(samples, legacy=True))  # legacy: sample_name
+        same = recorded == split_digest(samples, legacy=legacy_names(meta))
     else:
         counts = meta.get("split_counts", {}).get(split)
         same = counts is None or counts == class_counts(samples)

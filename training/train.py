@@ -31,7 +31,8 @@ from data.flags import (fraction, non_negative_float, non_negative_int, plain_wa
                         positive_int)
 from data.presets import EvalSettings, TrainPreset, square_resize
 from data.identity import seen_keys
-from data.splits import class_counts, load_splits, recorded_splits, split_digest, split_members, train_on_seen
+from data.splits import (SPLIT_NAMES, class_counts, legacy_names, load_splits, recorded_splits, split_digest,
+                         split_members, train_on_seen)
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export, plain
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Data: split, then decode every image once (framed, resized) into memory.
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
-        splits = (recorded_splits(args.data, state["split_members"], args.folder_domain)
+        splits = (recorded_splits(args.data, state["split_members"], args.folder_domain, legacy=legacy_names(state))
                   if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
@@ -528,7 +529,7 @@ def main(argv: list[str] | None = None) -> Path:
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history, "flags": vars(args),
-            "split_members": members, "inherited": inherited, "train_seconds": time.time() - started})
+            "split_members": members, "split_names": SPLIT_NAMES, "inherited": inherited, "train_seconds": time.time() - started})
         (out / "history.json").write_text(json.dumps(plain(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
@@ -638,6 +639,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                            "val": len(splits["val"]) - len(val_samples)},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             "split_members": split_members(splits),  # so that evaluation finds this split whatever the code does later
+            "split_names": SPLIT_NAMES,
             "seen_images": sorted({*seen_keys([s.path for part in splits.values() for s in part]),  # data.identity
                                    *inherited.get("seen_images", [])}),
             **meta,
