@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,13 +127,17 @@ def test_ensemble_refuses_runs_of_other_recipes_or_the_same_run_twice(two_runs, 
     assert not (tmp_path / "bad").exists()
 
 
-def test_a_run_from_before_a_flag_existed_counts_as_trained_with_its_default(two_runs, tmp_path):
-    """Runs trained before a flag was added do not record it; they did what its default does."""
+def test_a_run_from_before_a_flag_existed_counts_as_trained_with_its_default(two_runs, tmp_path, monkeypatch):
+    """Runs trained before a flag was added do not record it; they did what its default does. Runs that recorded
+    their data folders as typed (before December 6, 2026) are of the same folders as runs that recorded full paths."""
     older = load_checkpoint(two_runs[1])
     del older["meta"]["flags"]["zoom_out_p"]  # default 0.0, as both runs were trained
+    data = Path(older["meta"]["flags"]["data"][0])
+    older["meta"]["flags"]["data"] = [data.name]  # typed relative to its folder
     save_checkpoint(tmp_path / "older.pt", older)
-    assert load_checkpoint(ensemble.main([str(two_runs[0]), str(tmp_path / "older.pt"),
-                                          "--out", str(tmp_path / "both")]))["members"] == 2
+    monkeypatch.chdir(data.parent)
+    both = load_checkpoint(ensemble.main([str(two_runs[0]), str(tmp_path / "older.pt"), "--out", str(tmp_path / "both")]))
+    assert both["members"] == 2 and both["meta"]["data"] == [str(data)]
     older["meta"]["flags"]["marks_p"] = 0.5  # but a flag it does record must still match
     save_checkpoint(tmp_path / "marked.pt", older)
     with pytest.raises(SystemExit, match="--marks-p 0.5 vs 0.0"):

@@ -686,7 +686,7 @@ def test_a_tree_of_lesion_subfolders_with_camera_file_names_trains_evaluates_and
 
 def test_a_model_that_recorded_its_lesion_subfolders_images_by_file_name_alone_is_still_evaluated(tmp_path,
                                                                                                   monkeypatch):
-    """Checkpoints written before December 7, 2026 named a class folder's images without their subfolders."""
+    """Checkpoints written before December 6, 2026 (no split_names) named a class folder's images without their subfolders."""
     tree = tmp_path / "photos"
     for label in ("vascular", "nevus", "other"):
         for lesion in range(5):

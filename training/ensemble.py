@@ -20,7 +20,7 @@ from data.splits import all_its_folders, model_splits
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
 from training.train import (RESUME_MAY_CHANGE, decode_splits, inherited_record, parse_args as train_args, previous_run,
-                            replace_run, write_model)
+                            replace_run, resolved_paths, write_model)
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -50,13 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if len(args.members) < 2:
         p.error("an ensemble needs at least two members")
+    args.data = args.data and resolved_paths(args.data)
     return args
 
 
 def run_flags(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The training flags of a run. A flag it does not record is read as today's default: the run predates the
-    flag, and every flag added since defaults to what training did before it."""
-    return {**TRAINING_DEFAULTS, **checkpoint["meta"].get("flags", {})}
+    flag, and every flag added since defaults to what training did before it. Its data folders as full paths (an
+    older run recorded them as typed)."""
+    flags = {**TRAINING_DEFAULTS, **checkpoint["meta"].get("flags", {})}
+    return {**flags, "data": resolved_paths(flags["data"])}
 
 
 def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
