@@ -662,10 +662,12 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
 
 if __name__ == "__main__":
     plain_warnings()
-    last, begun = Path(parse_args().out) / "last.pt", time.time()
+    args = parse_args()
+    last = Path(args.out) / "last.pt"
+    found = last.stat() if last.is_file() else None  # the run --resume continues, or an older one --overwrite replaces
     try:
         main()
-    except KeyboardInterrupt:  # what to say depends on whether this command saved an epoch (not an older last.pt)
+    except KeyboardInterrupt:  # resumable: the run resumed, or one this command saved (written anew: another inode)
+        saved = last.is_file() and (args.resume or found is None or last.stat().st_ino != found.st_ino)
         sys.exit(f"\ninterrupted: every finished epoch is saved; continue with: python -m training.train --out "
-                 f"{shlex.quote(str(last.parent))} --resume" if last.is_file() and last.stat().st_mtime >= begun else
-                 "\ninterrupted: this command had saved no epoch yet")
+                 f"{shlex.quote(args.out)} --resume" if saved else "\ninterrupted: this command had saved no epoch yet")
