@@ -79,9 +79,10 @@ def sentence(reason: str) -> str:
     return reason[:1].upper() + reason[1:]
 
 
-# How much an answer asks of the person, least first: a frame moved until the answer reassures more than
-# SpotCheck's own frame did must say so.
-CONCERN = ("vascular", "nevus", "other")
+# How much an answer asks of the person, more the higher: a frame moved until the answer reassures more than
+# SpotCheck's own frame did must say so. "unsure" (judged: the photo usable and like the training photos) reassures
+# no more than "other": both leave the spot to a doctor.
+CONCERN = {"vascular": 0, "nevus": 1, "other": 2, "unsure": 2}
 
 
 def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None, *,
@@ -90,9 +91,10 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     frame SpotCheck placed itself)."""
     prediction = predictor.predict(photo, box)
     label = prediction.label
-    own_frame_label = label if box is None else own_frame_label
+    if box is None:  # SpotCheck's own frame: its answer, if the photo could be judged
+        own_frame_label = label if prediction.judged else None
     caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
-    if label in CONCERN and own_frame_label in CONCERN and CONCERN.index(label) < CONCERN.index(own_frame_label):
+    if own_frame_label and CONCERN[label] < CONCERN[own_frame_label]:
         caution += (f"\n\n**With the frame SpotCheck placed itself, the answer was \"{HEADLINES[own_frame_label]}\".** "
                     "If both frames show the same spot, go by the more cautious answer.")
     # A photo too small, dark or blurred to look for a spot in: nothing about the frame.

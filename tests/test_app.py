@@ -473,12 +473,13 @@ class FramedAnswers:
 
 
 @pytest.mark.parametrize("own, placed, said", [("other", "nevus", True), ("nevus", "vascular", True),
-                                               ("nevus", "other", False), ("unsure", "vascular", False)])
+                                               ("unsure", "vascular", True), ("nevus", "other", False),
+                                               ("other", "unsure", False), ("unsure", "other", False)])
 def test_a_frame_moved_until_the_answer_reassures_says_what_spotchecks_own_frame_answered(uploads, own, placed,
                                                                                           said):
     """On a melanoma photo, moving the frame turned "see a doctor" into "looks like a cherry angioma" (a user audit:
     20 of 51 melanoma photos could be reframed into a reassuring answer). A more reassuring answer for the person's
-    frame than for SpotCheck's own says so; a more cautious one, or one where SpotCheck's frame gave none, does not."""
+    frame than for SpotCheck's own says so (also after pressing the button again); a more cautious one does not."""
     app = build_app(FramedAnswers(own, placed))
     answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
     reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
@@ -486,7 +487,21 @@ def test_a_frame_moved_until_the_answer_reassures_says_what_spotchecks_own_frame
     summary, *_, held = answer({"path": str(upload)}, None, LatestPhoto())
     assert summary.startswith(f"### {HEADLINES[own]}") and "placed itself" not in summary
     moved, *_, held = reframe(held, LatestPhoto(), 40)
-    again, *_ = reframe(held, LatestPhoto(), 60)  # and after another move, still against SpotCheck's own frame
-    for summary in (moved, again):
+    again, *_, held = reframe(held, LatestPhoto(), 60)  # and after another move, still against SpotCheck's own frame
+    pressed, *_ = answer({"path": str(upload)}, held, LatestPhoto())  # the button again: the placed frame, checked
+    for summary in (moved, again, pressed):
         assert summary.startswith(f"### {HEADLINES[placed]}")
         assert (f'placed itself, the answer was "{HEADLINES[own]}"' in summary) is said
+
+
+def test_a_moved_frame_is_not_compared_with_an_answer_for_a_photo_spotcheck_could_not_judge(uploads):
+    """SpotCheck's own frame on a ruler or a page of text (unlike the training photos) gave no answer to go by."""
+    unjudged = FramedAnswers("unsure", "vascular")
+    real_predict = unjudged.predict
+    unjudged.predict = lambda photo, box=None: dataclasses.replace(real_predict(photo, box), unlike_training=box is None)
+    app = build_app(unjudged)
+    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
+    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
+    held = answer({"path": str(write_rgb(uploads / "spot.png", spot_photo("nevus", size=200)))}, None, LatestPhoto())[5]
+    moved = reframe(held, LatestPhoto(), 40)[0]
+    assert moved.startswith(f"### {HEADLINES['vascular']}") and "placed itself" not in moved
