@@ -34,7 +34,7 @@ import io
 import itertools
 import os
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +65,7 @@ NETWORK_THREADS = 1
 
 FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "spots", "frame", "error",
           "model")
+SUMMARY_LABELS = ("vascular", "nevus", "other", "unsure", "error")  # the `label` column's values, in the summary
 MODEL_ID_CHARS = 12  # the `model` column: the start of the checkpoint's SHA-256, as its .sha256 file gives it
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
 # Written into a heatmaps folder inside the input folder, so that any later run leaves that folder out.
@@ -314,13 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: the rows written so far are in {out}; add --resume to score the rest", file=sys.stderr)
         return 130
-    # Read the CSV back only when this run scored nothing: did an earlier one?
-    scored_before = args.resume and scored == 0 and any(label != "error" for label in already_scored(out).values())
+    answers = Counter(already_scored(out).values())  # the whole CSV, an earlier run's rows included
+    scored_before = args.resume and scored == 0 and any(label != "error" for label in answers)
     if scored_before and errors == 0:
         print(f"nothing left to score: every image under {folder} is in {out} already")
     else:
         unread = f"; {errors} could not be read (their rows say why, in the error column)" if errors else ""
         print(f"scored {scored} image{'s' * (scored != 1)}{unread}; wrote {out}")
+    print(f"{out} holds {sum(answers.values())} rows: "
+          + ", ".join(f"{answers[label]} {label}" for label in SUMMARY_LABELS if answers[label]))
     if scored == 0 and not scored_before:
         print("error: no image could be scored", file=sys.stderr)
         return 1

@@ -241,7 +241,10 @@ def test_an_existing_output_is_kept_unless_resumed_or_overwritten(messy_folder, 
 def test_resuming_a_finished_run_says_there_is_nothing_left(messy_folder, tmp_path, capsys):
     out = tmp_path / "scores.csv"
     assert batch.main([str(messy_folder), "--out", str(out)]) == 0
-    capsys.readouterr()
+    said = capsys.readouterr().out  # and what the CSV holds, answer by answer
+    counts = {label: sum(r["label"] == label for r in rows(out)) for label in batch.SUMMARY_LABELS}
+    assert counts["error"] == 2 and f"{out} holds 5 rows: " + ", ".join(
+        f"{n} {label}" for label, n in counts.items() if n) in said
     assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0
     assert "nothing left to score: every image under" in capsys.readouterr().out
 
