@@ -147,7 +147,8 @@ def trained_on(meta: dict, root: str) -> bool:
     if at_recorded_path(meta, root):
         return True
     names = recorded_names(meta)
-    return bool(names) and any(sample_name(s, legacy=legacy_names(meta)) in names for s in load_dataset(root))
+    legacy = legacy_names(meta)
+    return bool(names) and any(sample_name(s, legacy=legacy) in names for s in load_dataset(root))
 
 
 def all_its_folders(meta: dict, roots: list[str]) -> bool:

@@ -47,9 +47,11 @@ try:
 except ImportError:  # Windows: not locked
     fcntl = None
 
+from data.datasets import CLASSES
 from data.flags import plain_warnings, positive_int
 from data.images import IMAGE_SUFFIXES, ImageError, is_image_file, read_image
 from model.checkpoint import CheckpointError
+from model.decision import UNSURE
 from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_heatmap
 
 # How `python -m serve.batch` runs; bench/bench.py measures with the same settings.
@@ -65,7 +67,7 @@ NETWORK_THREADS = 1
 
 FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "reason", "spots", "frame", "error",
           "model")
-SUMMARY_LABELS = ("vascular", "nevus", "other", "unsure", "error")  # the `label` column's values, in the summary
+SUMMARY_LABELS = (*CLASSES, UNSURE, "error")  # the `label` column's values, in the summary's order
 MODEL_ID_CHARS = 12  # the `model` column: the start of the checkpoint's SHA-256, as its .sha256 file gives it
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
 # Written into a heatmaps folder inside the input folder, so that any later run leaves that folder out.

@@ -160,9 +160,13 @@ def named_flags(argv: list[str] | None = None) -> set[str]:
 
 # Flags of the machine, not of the run: a resumed run takes them from its command line (or their defaults).
 MACHINE_FLAGS = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out"}
+# Flags of the final steps: which weights are kept and how the decision rule is fitted.
+REFIT_FLAGS = {"keep", "unsure_rate", "max_false_vascular", "ood_pass"}
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
-RESUME_MAY_CHANGE = MACHINE_FLAGS | {"keep", "unsure_rate", "max_false_vascular", "ood_pass"}
+RESUME_MAY_CHANGE = MACHINE_FLAGS | REFIT_FLAGS
+# For a class a split lacks (`require_every_class`), unless there is better advice.
+FOLDER_ADVICE = "with a class-per-folder tree, add photos to that class's folder"
 # What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
 RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "best.pt",
              "history.json")
@@ -186,9 +190,10 @@ def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[
         return []
     found += run_report(out)
     if not overwrite:
+        resume = "continue it with --resume, " if resumable and (out / "last.pt").is_file() else ""
         raise SystemExit(f"error: {out} already holds a training run ({', '.join(p.name for p in found[:4])}"
-                         f"{', ...' if len(found) > 4 else ''}): {'continue it with --resume, ' if resumable and (out / 'last.pt').is_file() else ''}"
-                         "write into another --out, or replace it with --overwrite")
+                         f"{', ...' if len(found) > 4 else ''}): {resume}write into another --out, or replace it with "
+                         "--overwrite")
     return found
 
 
@@ -208,8 +213,7 @@ def replace_run(out: Path, previous: list[Path]) -> None:
 
 def refits_otherwise(state: dict, args: argparse.Namespace) -> bool:
     """Whether a resumed run picks its weights or fits its decision rule with settings other than last time's."""
-    return any(state.get("flags", {}).get(k) != vars(args)[k]
-               for k in ("keep", "unsure_rate", "max_false_vascular", "ood_pass"))
+    return any(state.get("flags", {}).get(k) != vars(args)[k] for k in REFIT_FLAGS)
 
 
 def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tuple[dict, argparse.Namespace]:
@@ -330,7 +334,7 @@ def training_device(name: str) -> torch.device:
 
 
 def require_every_class(split: str, samples: list[Sample], kind: str = "", *,
-                        advice: str = "with a class-per-folder tree, add photos to that class's folder") -> None:
+                        advice: str = FOLDER_ADVICE) -> None:
     """Stop, saying why, if a class has no images in `split`: it would never be learned, or never be checked and
     calibrated."""
     counts = class_counts(samples)
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> Path:
                   if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
-    advice = "with a class-per-folder tree, add photos to that class's folder"  # for a class a split lacks
+    advice = FOLDER_ADVICE
     if start:  # what it has seen must not judge it (a resumed run's recorded split has this done already)
         if "seen_images" not in start["meta"]:
             print(f"warning: {args.start_from} records no keys of the images it has seen: validation and test may "
@@ -476,6 +480,7 @@ def main(argv: list[str] | None = None) -> Path:
               f"the run had finished its {args.epochs} epochs: nothing is trained; the weights are picked and the "
               "decision rule fitted again")
 
+    settings = eval_settings(args)  # how validation prepares its images, as the checkpoint will store them
     for epoch in range(start_epoch, args.epochs):
         model.train()
         torch.manual_seed(run_seed * 1000 + epoch)  # dropout: same masks on resume
@@ -509,7 +514,7 @@ def main(argv: list[str] | None = None) -> Path:
         # The average lags far behind while the learning rate is high, so the raw weights stay candidates
         # (they win in short runs). The average comes first, so a tie keeps it (max keeps the first).
         candidates = {"averaged": ema.module, "raw": model} if ema else {"raw": model}
-        scored = {kind: validation_scores(predict(net, val_pixels, eval_settings(args))[0], val_targets,
+        scored = {kind: validation_scores(predict(net, val_pixels, settings)[0], val_targets,
                                           val_domains) for kind, net in candidates.items()}
         raw = {f"raw_{k}": v for k, v in scored["raw"].items()} if ema else {}
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -529,7 +534,8 @@ def main(argv: list[str] | None = None) -> Path:
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history, "flags": vars(args),
-            "split_members": members, "split_names": SPLIT_NAMES, "inherited": inherited, "train_seconds": time.time() - started})
+            "split_members": members, "split_names": SPLIT_NAMES, "inherited": inherited,
+            "train_seconds": time.time() - started})
         (out / "history.json").write_text(json.dumps(plain(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
