@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data.datasets import CLASSES
+
 # The stored rows (ablation.json) are SpotNet runs from scratch, measured before LiteNet became the default network
 # (commit c0f995d). SpotNet's recipe is pinned, so that rerunning one variant adds a row comparable with the others.
 SPOTNET = ["--arch", "spotnet", "--lr", "3e-3"]
@@ -80,26 +82,34 @@ def train(name: str, flags: list[str], out: Path, epochs: int) -> list[dict]:
 
 
 def framing_effect(checkpoint: str | None) -> dict[str, float]:
-    """Clinical validation balanced accuracy of one model with and without framing the spot."""
+    """Clinical validation balanced accuracy of one model with and without framing the spot, on the model's own
+    validation split (a split rebuilt here could hold photos it was trained on)."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from data.datasets import DEFAULT_DATA, load_dataset
-    from data.images import read_image
-    from data.splits import split_samples
+    from data.datasets import DEFAULT_DATA
+    from data.images import ImageError, read_image
+    from data.splits import model_splits
     from model.predictor import Predictor
 
     predictor = Predictor(checkpoint)
-    val = split_samples(load_dataset(DEFAULT_DATA[1]), seed=0, n_folds=5)["val"]
-    targets = np.array([s.target for s in val])
-    scores = {}
-    for mode in ("framed", "whole photo"):
-        predicted = []
-        for sample in val:
+    val = [s for s in model_splits(predictor.meta, DEFAULT_DATA)["val"] if s.domain == "clinical"]
+    targets, framed, whole = [], [], []
+    for sample in val:
+        try:
             image = read_image(sample.path)
-            whole = (0, 0, image.shape[1], image.shape[0])
-            prepared = predictor.prepare(image, box=whole if mode == "whole photo" else None)
-            predicted.append(int(np.argmax(list(predictor.classify([prepared])[0].probabilities.values()))))
-        scores[mode] = float(balanced_accuracy_score(targets, predicted))
+        except ImageError as err:
+            print(f"warning: skipped {sample.path}: {err}")
+            continue
+        photo = (0, 0, image.shape[1], image.shape[0])
+        targets.append(sample.target)
+        framed.append(predictor.prepare(image))
+        whole.append(predictor.prepare(image, box=photo))
+    scores = {}
+    for mode, prepared in (("framed", framed), ("whole photo", whole)):
+        predictions = predictor.classify(prepared)
+        top = [CLASSES.index(max(p.probabilities, key=p.probabilities.get)) for p in predictions]
+        scores[mode] = float(balanced_accuracy_score(targets, top))
+    print(f"framing: {len(targets)} clinical validation photos")
     return scores
 
 
@@ -114,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--epochs", type=int, default=10, help="epochs per run (default: 10, the budget of the stored rows)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="variants to train (a finished run is read, not retrained); none: the table is rewritten "
+                        "from ablation.json and only the framing is measured again (default: all)")
     p.add_argument("--checkpoint", default=None, help="model for the framing comparison (default: the embedded one)")
     args = p.parse_args(argv)
 

@@ -85,11 +85,10 @@ def test_shipped_metrics_meet_the_targets():
 @needs_shared
 def test_committed_evaluation_matches_the_shipped_model(predictor):
     """Re-score the real test vascular images through the app's code path: same figure as metrics.json."""
-    from data.datasets import load_ham10000
-    from data.splits import split_samples
+    from data.splits import model_splits
 
     metrics = json.loads((DEFAULT_CHECKPOINT.parent / "metrics.json").read_text())
-    test = split_samples(load_ham10000(SHARED_DATA / "ham10000"), seed=0, n_folds=7)["test"]
+    test = model_splits(predictor.meta, [str(SHARED_DATA / "ham10000")])["test"]
     vascular = [s for s in test if s.label == "vascular"]
     hits = 0
     for sample in vascular:
