@@ -110,6 +110,23 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     assert "PAD-UFES-20" in card and "Sun X" in card and "Tucker" not in card and "non-commercial" in card
 
 
+def test_out_of_distribution_statistics_are_fitted_on_photos_prepared_as_prediction_prepares_them(class_tree,
+                                                                                                  tmp_path):
+    """The feature distance's group means are those of the training photos as the served model sees them (training
+    decodes its own copy larger, for random crops: resizing that copy again is not what prediction does)."""
+    final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST, "--image-size", "40"])
+    ckpt = load_checkpoint(final)
+    predictor = Predictor(final, backend="torch")
+    samples = splits_module.model_splits(ckpt["meta"], [str(class_tree)])["train"]
+    inputs = np.stack([predictor.prepare(read_image(s.path)).input for s in samples])
+    features = predictor.network(inputs)[2]
+    groups = np.array([f"{s.domain} {s.label}" for s in samples])
+    means = np.stack([features[groups == g].mean(axis=0) for g in np.unique(groups)])
+    # Features of a barely trained network are small (~0.005): resizing the training copy again moved these means
+    # by 2e-5; the photos prepared as served give them exactly.
+    np.testing.assert_allclose(ckpt["ood"]["means"].numpy(), means, rtol=0, atol=1e-3 * np.abs(means).mean())
+
+
 def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree, tmp_path, capsys, monkeypatch):
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
     explicit = evaluate.main(["--checkpoint", str(final), "--data", str(class_tree), "--out", str(tmp_path / "a")])

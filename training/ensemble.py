@@ -19,8 +19,9 @@ from data.flags import fraction, plain_warnings, positive_int
 from data.splits import all_its_folders, model_splits
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
-from training.train import (RESUME_MAY_CHANGE, decode_splits, inherited_record, parse_args as train_args, previous_run,
-                            replace_run, resolved_paths, write_model)
+from training.loaders import decode_all
+from training.train import (RESUME_MAY_CHANGE, inherited_record, parse_args as train_args, previous_run, replace_run,
+                            resolved_paths, write_model)
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -131,13 +132,14 @@ def main(argv: list[str] | None = None) -> Path:
         splits = model_splits(checkpoints[0]["meta"], recipe.data)
     except (OSError, ValueError) as err:  # a missing data folder, too few images
         raise SystemExit(f"error: {err}")
-    train_pixels, train_samples, val_pixels, val_samples = decode_splits(splits, recipe)
+    val_pixels, val_samples = decode_all(splits["val"], recipe.image_size, workers=recipe.decode_workers,
+                                         desc="decode val", flatten_lightness=recipe.flatten_lightness)
     replace_run(Path(args.out), replaced)  # only now that the data is there
     # No "validation" here: write_model scores the finished weights on validation as it calibrates them.
     meta = {"kept": "ensemble", "members": members,
             "train_minutes": round(sum(m["train_minutes"] or 0 for m in members), 1)}
     inherited = inherited_record(checkpoints[0]["meta"])  # runs fine-tuned from one model: its record
-    return write_model(model, recipe, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
+    return write_model(model, recipe, splits, splits["train"], val_pixels, val_samples, meta, inherited)
 
 
 if __name__ == "__main__":

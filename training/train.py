@@ -29,7 +29,7 @@ from tqdm import tqdm
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample
 from data.flags import (fraction, non_negative_float, non_negative_int, plain_warnings, positive_float,
                         positive_int)
-from data.presets import EvalSettings, TrainPreset, square_resize
+from data.presets import EvalSettings, TrainPreset
 from data.identity import seen_keys
 from data.splits import (SPLIT_NAMES, class_counts, legacy_names, load_splits, recorded_splits, split_digest,
                          split_members, train_on_seen)
@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     if kept["weights"] == "averaged" and (problem := lagging_average(row, args.ema, args.epochs * steps_per_epoch)):
         print(f"warning: {problem}")
-    return write_model(model, args, splits, train_pixels, train_samples, val_pixels, val_samples, meta, inherited)
+    return write_model(model, args, splits, train_samples, val_pixels, val_samples, meta, inherited)
 
 
 FLAT_TEMPERATURE = 10.0  # over this, calibration is flattening a model that learned nothing (see flat_calibration)
@@ -590,8 +590,8 @@ def flat_calibration(temperature: float, validation_score: float) -> str | None:
 
 
 def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[str, list[Sample]],
-                train_pixels: np.ndarray, train_samples: list[Sample], val_pixels: np.ndarray,
-                val_samples: list[Sample], meta: dict, inherited: dict | None = None) -> Path:
+                train_samples: list[Sample], val_pixels: np.ndarray, val_samples: list[Sample], meta: dict,
+                inherited: dict | None = None) -> Path:
     """Round the weights to float16, fit the out-of-distribution statistics (on the training images) and the
     calibration (on validation) for exactly those weights, and write `args.out`/spotcheck.pt and its ONNX export.
     training.ensemble finishes an ensemble of runs the same way; its `meta` has no epoch's validation scores, so
@@ -599,12 +599,14 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
     `splits` (`--start-from`)."""
     started = time.time()
     shipped_weights = round_to_half(model)
-    # Out-of-distribution statistics from the training images (centre crops, as at prediction time).
-    train_centres = np.stack([square_resize(p, args.image_size) for p in train_pixels])
+    # Out-of-distribution statistics from the training images, prepared as prediction prepares a photo: framed and
+    # resized once to the input size (training's copy is decoded larger, for its random crops).
+    train_inputs, train_samples = decode_all(train_samples, args.image_size, workers=args.decode_workers,
+                                             desc="decode train (distances)", flatten_lightness=args.flatten_lightness)
     settings = eval_settings(args)
-    feature_distance = fit_feature_distance(predict(model, train_centres, settings)[1],
+    feature_distance = fit_feature_distance(predict(model, train_inputs, settings)[1],
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
-    del train_centres
+    del train_inputs
     val_logits, val_features = predict(model, val_pixels, settings)
     val_targets, val_domains = np.array([s.target for s in val_samples]), np.array([s.domain for s in val_samples])
     if "validation" not in meta:  # training.ensemble: no epoch was scored, so score the finished weights here
