@@ -11,7 +11,7 @@ import csv
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -153,27 +153,33 @@ def _ham_samples(root: Path, rows: list[tuple[str, str, str]], listed_in: str, h
     return samples
 
 
-def _files_under(root: Path) -> Iterator[Path]:
-    """Every file below `root`, sorted. Symlinked folders are followed (downloads are often linked in), each real
-    folder once, so a link loop cannot hang the walk; hidden files and folders (macOS's `._` copies and `.DS_Store`,
-    thumbnail caches) and `__MACOSX` folders are left out."""
+def files_under(root: Path, leave_out: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    """Every file below `root`, sorted. Symlinked folders are followed (downloads and shared folders are often linked
+    in), each real folder once, so a link loop cannot hang the walk; hidden files and folders (macOS's `._` copies
+    and `.DS_Store`, thumbnail caches), `__MACOSX` folders and the folders `leave_out` names are left out. A folder
+    that cannot be read is a warning, not a stop."""
     seen = set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=_unreadable_folder):
         real = os.path.realpath(folder)
         if real in seen:
             dirs.clear()
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX"
+                         and not (leave_out and leave_out(os.path.join(folder, d))))
         for name in sorted(files):
             if not name.startswith("."):
                 yield Path(folder) / name
 
 
+def _unreadable_folder(err: OSError) -> None:
+    warnings.warn(f"skipped a folder that cannot be read: {err.filename}: {err.strerror}", stacklevel=2)
+
+
 def _jpegs_under(root: Path) -> dict[str, Path]:
     """Image id (file stem) -> path for every .jpg or .jpeg, in any case, below `root`."""
     found = {}
-    for path in _files_under(root):
+    for path in files_under(root):
         if path.suffix.lower() in (".jpg", ".jpeg"):
             found.setdefault(path.stem, path)
     return found
@@ -257,6 +263,11 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         raise ValueError(f"unknown kind of photo {domain!r} (use one of {', '.join(DOMAINS)})")
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+    spellings = {c: [p.name for p in folders if p.name.lower() == c] for c in CLASSES}  # Nevus/ is nevus/
+    for label, names in spellings.items():
+        if len(names) > 1:
+            raise ValueError(f"{root}: {' and '.join(f'{n}/' for n in names)} are both the class {label}: move their "
+                             "photos into one of them")
     ignored = [p.name for p in folders if p.name.lower() not in CLASSES]
     if ignored:
         warnings.warn(f"{root}: folders {', '.join(ignored)} are not classes ({', '.join(CLASSES)}) and are left out",
@@ -267,9 +278,9 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         warnings.warn(f"{root}: left out {len(loose)} photo(s) outside the class folders ({named}): move each into "
                       f"{', '.join(f'{c}/' for c in CLASSES)}", stacklevel=2)
     samples = []
-    for folder in (p for p in folders if p.name.lower() in CLASSES):  # Nevus/ is nevus/
+    for folder in (p for p in folders if p.name.lower() in CLASSES):
         label = folder.name.lower()
-        for path in (p for p in _files_under(folder) if is_image_file(p)):
+        for path in (p for p in files_under(folder) if is_image_file(p)):
             parent = path.parent.relative_to(root)
             group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
             samples.append(Sample(path, label, group, label, source="folder", domain=domain,  # no diagnosis

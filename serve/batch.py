@@ -1,10 +1,11 @@
 """Score a folder of images into a CSV: `python -m serve.batch FOLDER --out scores.csv`.
 
-- Recursive; picks up jpg, jpeg, png, heic, heif, webp, avif, bmp, tif(f), gif; never follows
-  symlinked folders (no loops) and never writes into the input folder
-  unless `--out` or `--heatmaps` points there (a heatmaps folder inside
-  the input folder is then left out of the scoring, this run and later ones,
-  with or without `--heatmaps`: it holds a `.spotcheck-heatmaps` file).
+- Recursive; picks up jpg, jpeg, png, heic, heif, webp, avif, bmp, tif(f), gif; follows
+  symlinked folders, each real folder once (no loops), as training does, and
+  never writes into the input folder unless `--out` or `--heatmaps` points
+  there. A heatmaps folder holds a `.spotcheck-heatmaps` file, and any run
+  leaves such a folder out of the scoring, with or without `--heatmaps`; a
+  `--heatmaps` folder that holds photos of its own is refused.
 - One row per file, written as it goes: a bad file gets an `error` row with
   the reason, and the run goes on.
 - Decoding and framing run in parallel threads while the network scores
@@ -47,7 +48,7 @@ try:
 except ImportError:  # Windows: not locked
     fcntl = None
 
-from data.datasets import CLASSES
+from data.datasets import CLASSES, files_under
 from data.flags import plain_warnings, positive_int
 from data.images import IMAGE_SUFFIXES, ImageError, is_image_file, read_image
 from model.checkpoint import CheckpointError
@@ -70,29 +71,25 @@ FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "re
 SUMMARY_LABELS = (*CLASSES, UNSURE, "error")  # the `label` column's values, in the summary's order
 MODEL_ID_CHARS = 12  # the `model` column: the start of the checkpoint's SHA-256, as its .sha256 file gives it
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
-# Written into a heatmaps folder inside the input folder, so that any later run leaves that folder out.
+# Written into every heatmaps folder, so that a later run over it, or over a folder that holds it, leaves it out.
 HEATMAPS_MARK = ".spotcheck-heatmaps"
 
 
-def _unreadable_folder(err: OSError) -> None:
-    print(f"warning: skipped a folder that cannot be read: {err.filename}: {err.strerror}", file=sys.stderr)
+def is_heatmaps(folder: str | os.PathLike) -> bool:
+    """Whether batch scoring wrote heatmaps into `folder`."""
+    return os.path.isfile(os.path.join(folder, HEATMAPS_MARK))
 
 
 def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
-    """Image files under `folder`, sorted, without following symlinked folders, and leaving out what is not a photo
-    to score: heatmaps (the folder `skip`, this run's, and every folder marked as one by an earlier run), hidden
-    files and folders (macOS's `._` copies, thumbnail caches) and `__MACOSX` folders, as training leaves them out."""
+    """Image files under `folder`, as training finds them (`data.datasets.files_under`: sorted, symlinked folders
+    followed once, hidden files and `__MACOSX` folders left out), without heatmaps: the folder `skip` (this run's)
+    and every folder an earlier run marked as one."""
     skip_real = os.path.realpath(skip) if skip is not None else None
 
-    def is_heatmaps(path: str) -> bool:
-        return os.path.realpath(path) == skip_real or os.path.isfile(os.path.join(path, HEATMAPS_MARK))
+    def leave_out(path: str) -> bool:
+        return os.path.realpath(path) == skip_real or is_heatmaps(path)
 
-    for root, dirs, files in os.walk(folder, followlinks=False, onerror=_unreadable_folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX"
-                         and not is_heatmaps(os.path.join(root, d)))
-        for name in sorted(files):
-            if is_image_file(name) and not name.startswith("."):
-                yield Path(root) / name
+    return (path for path in files_under(folder, leave_out) if is_image_file(path.name))
 
 
 class ResumeError(ValueError):
@@ -195,17 +192,16 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                  progress: bool = True) -> tuple[int, int]:
     """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
     model = model_id(predictor)
+    if heatmaps:  # first: a heatmaps folder that cannot be made leaves no CSV behind
+        heatmaps.mkdir(parents=True, exist_ok=True)
+        (heatmaps / HEATMAPS_MARK).write_text("Heatmaps written by SpotCheck's batch scoring (serve.batch): scoring "
+                                              "a folder that holds this one leaves it out.\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     scored = errors = 0
     with out.open("a", newline="", **ENCODING) as f:  # not "w": a CSV another run is writing must not be emptied
         write_alone(f, out)
         done = already_scored(out, model) if resume else {}
         todo = [p for p in find_images(folder, skip=heatmaps) if os.path.abspath(p) not in done]
-        if heatmaps:
-            heatmaps.mkdir(parents=True, exist_ok=True)
-            if folder.resolve() in heatmaps.resolve().parents:
-                (heatmaps / HEATMAPS_MARK).write_text("Heatmaps written by SpotCheck's batch scoring (serve.batch): "
-                                                      "scoring a folder that holds this one leaves it out.\n")
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if not (resume and out.stat().st_size > 0):
             f.truncate(0)
@@ -293,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --heatmaps {args.heatmaps} is the input folder: the heatmaps would mix with the photos; "
               f"use a folder of their own, e.g. {folder / 'heatmaps'}", file=sys.stderr)
         return 2
+    if args.heatmaps is not None and args.heatmaps.is_dir() and not is_heatmaps(args.heatmaps):
+        photo = next(find_images(args.heatmaps), None)
+        if photo is not None:  # inside the input folder they would also be left out of the scoring
+            print(f"error: --heatmaps {args.heatmaps} holds photos of its own (e.g. {photo.relative_to(args.heatmaps)}):"
+                  f" the heatmaps would mix with them; use a new folder, e.g. {args.heatmaps / 'heatmaps'}",
+                  file=sys.stderr)
+            return 2
     if args.out is None and folder.resolve() in out.resolve().parents:
         print(f"error: the default output {out} would land inside the input folder; pass --out to choose",
               file=sys.stderr)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -175,6 +176,41 @@ def test_heatmaps_into_the_input_folder_itself_are_refused(messy_folder, tmp_pat
     before = snapshot(messy_folder)
     assert batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(messy_folder)]) == 2
     assert snapshot(messy_folder) == before
+
+
+def test_a_heatmaps_folder_that_holds_photos_of_its_own_is_refused(messy_folder, tmp_path):
+    """Pointing --heatmaps at a subfolder of photos had mixed the heatmaps in and left its photos out of the CSV, in
+    that run and every later one."""
+    before = snapshot(messy_folder)
+    out = tmp_path / "s.csv"
+    assert batch.main([str(messy_folder), "--out", str(out), "--heatmaps", str(messy_folder / "nested")]) == 2
+    assert snapshot(messy_folder) == before and not out.exists()
+
+
+def test_a_heatmaps_folder_anywhere_is_left_out_of_later_runs(messy_folder, tmp_path):
+    study = tmp_path / "study"
+    shutil.move(messy_folder, study / "photos")
+    assert batch.main([str(study / "photos"), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(study / "maps")]) == 0
+    assert batch.main([str(study), "--out", str(tmp_path / "all.csv")]) == 0  # the folder above both
+    assert len(rows(tmp_path / "all.csv")) == 5 and not any("maps" in Path(r["path"]).parts
+                                                            for r in rows(tmp_path / "all.csv"))
+
+
+def test_a_heatmaps_folder_that_cannot_be_made_leaves_no_csv(messy_folder, tmp_path, capsys):
+    a_file = write_rgb(tmp_path / "a.png", spot_photo("nevus", size=64))
+    out = tmp_path / "s.csv"
+    assert batch.main([str(messy_folder), "--out", str(out), "--heatmaps", str(a_file / "maps")]) == 2
+    assert "cannot write" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_linked_in_folder_is_scored_once(messy_folder, tmp_path, predictor):
+    """Clinics link folders in from shares, as training allows; the messy folder's own loop is still walked once."""
+    write_rgb(tmp_path / "share" / "clinicB" / "b.png", spot_photo("nevus", size=160))
+    os.symlink(tmp_path / "share" / "clinicB", messy_folder / "clinicB")
+    os.symlink(tmp_path / "share" / "clinicB", messy_folder / "nested" / "again")
+    scored, errors = batch.score_folder(predictor, messy_folder, tmp_path / "s.csv", progress=False)
+    assert (scored, errors) == (4, 2)
+    assert [os.path.basename(r["path"]) for r in rows(tmp_path / "s.csv")].count("b.png") == 1
 
 
 def test_cli_exit_codes(tmp_path, monkeypatch, capsys):

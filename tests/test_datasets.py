@@ -115,6 +115,14 @@ def test_class_folders(class_tree):
     assert len(samples) == 30 and len({s.group for s in samples}) == 30
 
 
+def test_one_class_in_two_spellings_is_a_clear_error(tmp_path):
+    """vascular/ and Vascular/ side by side: the message names both folders (it had spoken of repeated image names)."""
+    for folder in ("vascular", "Vascular"):
+        write_rgb(tmp_path / folder / "img0.png", spot_photo("vascular", size=32))
+    with pytest.raises(ValueError, match=r"Vascular/ and vascular/ are both the class vascular"):
+        load_class_folders(tmp_path)
+
+
 def test_class_folders_as_people_make_them(tmp_path):
     """Capitalised class names, a linked-in lesion folder, macOS's hidden copies and a folder that is no class."""
     write_rgb(tmp_path / "Vascular" / "v.png", spot_photo("vascular", size=32))
