@@ -36,6 +36,7 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_HEADER_BLOCKS = 1000
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
 WORKING_SIDE = 4096  # larger photos are checked downscaled to this longer side (12 MP phone photos fit unchanged)
+MIN_SIDE = 48  # a photo whose shorter side has fewer pixels is too small to judge (data.quality)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
 HEIC_FAILED = "the file is not a readable image (the HEIC decoder failed on it)"
@@ -59,10 +60,15 @@ def analysis_copy(image: np.ndarray) -> np.ndarray:
 
 
 def working_copy(image: np.ndarray) -> np.ndarray:
-    """The photo scaled down to WORKING_SIDE pixels on its longer side (a smaller one as it is): what is framed,
-    checked and cropped. Every way in uses this one copy, so that the web page, which holds it in memory, and batch
-    scoring give a 48-megapixel photo the same answer."""
-    return image if max(image.shape[:2]) <= WORKING_SIDE else _longer_side_to(image, WORKING_SIDE)
+    """The photo scaled down to WORKING_SIDE pixels on its longer side (a smaller one as it is), but never so far
+    that its shorter side falls under MIN_SIDE (a 6,000 x 60 px strip would have become too small to judge): what is
+    framed, checked and cropped. Every way in uses this one copy, so that the web page, which holds it in memory, and
+    batch scoring give a 48-megapixel photo the same answer."""
+    h, w = image.shape[:2]
+    scale = max(WORKING_SIDE / max(h, w), MIN_SIDE / min(h, w))
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
 
 
 def _longer_side_to(image: np.ndarray, side: int) -> np.ndarray:

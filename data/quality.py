@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data.images import analysis_copy
+from data.images import MIN_SIDE, analysis_copy
 
-MIN_SIDE = 48  # pixels
 MIN_SHARPNESS = 4.0  # variance of the Laplacian on the analysis copy (256 px)
 MAX_DARK = 0.60  # fraction of pixels with brightness < 40
 MAX_BRIGHT = 0.50  # fraction of pixels with brightness > 250
@@ -54,14 +53,11 @@ def measure(image: np.ndarray, analysis: np.ndarray | None = None) -> PhotoStats
     )
 
 
-def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None, *,
-                  size: tuple[int, int] | None = None) -> str | None:
-    """A plain-words reason the photo cannot be judged, or None if it looks usable.
-
-    `size`: the photo's own (width, height) when `image` is its scaled-down working copy, so that "too small" is
-    judged on, and names, the photo that was taken."""
+def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None) -> str | None:
+    """A plain-words reason the photo cannot be judged, or None if it looks usable. A working copy
+    (`data.images.working_copy`) is judged as the photo that was taken: it keeps a shorter side that is too small."""
     stats = measure(image, analysis)
-    width, height = size or (image.shape[1], image.shape[0])
+    height, width = image.shape[:2]
     if min(width, height) < MIN_SIDE:
         return f"too small ({width}x{height} pixels): take a closer photo of the spot"
     if stats.dark > MAX_DARK:

@@ -220,7 +220,7 @@ class Predictor:
         x, square, framing = eval_preset(working, self.settings, box=box, analysis=analysis)
         if working is not image:
             framing = replace(framing, box=_scaled(framing.box, 1 / sx, 1 / sy))
-        return Prepared(x, square, framing, photo_problem(working, analysis, size=(image.shape[1], image.shape[0])))
+        return Prepared(x, square, framing, photo_problem(working, analysis))
 
     def network(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw logits, the last feature maps and the out-of-distribution features for a batch of eval-preset

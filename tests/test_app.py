@@ -55,6 +55,17 @@ def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
     assert not upload.exists()
 
 
+def test_a_long_thin_photo_gets_the_answer_batch_scoring_gives(tmp_path, judging):
+    """The page holds a photo over 4,096 px as a smaller copy; a strip 6,000 x 60 px had become 4,096 x 41 there and
+    was answered "too small", where batch scoring answered it."""
+    strip = np.ascontiguousarray(np.tile(spot_photo("nevus", size=60), (1, 100, 1)))
+    upload = write_rgb(tmp_path / "strip.png", strip)
+    expected = judging.predict_file(upload)
+    answer = check_spot(judging, str(upload))
+    assert "too small" not in expected.reason and answer.label == expected.label
+    assert answer.probabilities == pytest.approx(expected.probabilities, abs=1e-6)
+
+
 @pytest.mark.parametrize("photo, why", [
     (np.full((10, 10, 3), 150, np.uint8), "too small"),  # the photo itself is unusable
     (spot_photo("vascular", size=200), "does not look like the skin spots"),  # unlike the training photos
