@@ -1,6 +1,7 @@
 """The app's API, as a program uses it: gradio_client against `python -m serve.app`, and no outbound traffic."""
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import shutil
@@ -11,6 +12,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
@@ -68,6 +71,36 @@ def test_a_bare_path_to_another_file_on_the_server_is_neither_read_nor_deleted(r
         stream = response.read().decode()
     assert "event: complete" in stream and "Upload or take a photo of the spot first" in stream, stream
     assert secret.is_file(), "the app deleted a file outside its upload folder"
+
+
+def call_check(running_app, photo: dict) -> str:
+    """One /check call with a raw file payload, as a program other than gradio_client may send it; the event stream."""
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"{running_app.url}gradio_api/call/check", method="POST",
+                                     data=json.dumps({"data": [photo]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with no_proxy.open(request, timeout=30) as response:
+        event = json.loads(response.read())["event_id"]
+    with no_proxy.open(f"{running_app.url}gradio_api/call/check/{event}", timeout=60) as response:
+        return response.read().decode()
+
+
+def data_url(data: bytes) -> dict:
+    return {"url": "data:image/png;base64," + base64.b64encode(data).decode(), "meta": {"_type": "gradio.FileData"}}
+
+
+def test_a_photo_sent_inline_as_a_data_url_goes_through_spotchecks_own_checks(client, running_app, tmp_path):
+    """Gradio decoded such a photo itself before the app saw it: a 164 KB PNG of 13,000 x 13,000 px took 2 GB of
+    memory, and bytes that are no image got "something went wrong"."""
+    photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200))
+    as_file = client.predict(gradio_client.handle_file(str(photo)), api_name="/check")[0]
+    inline = call_check(running_app, data_url(photo.read_bytes()))
+    assert "event: complete" in inline and json.dumps(as_file)[1:-1] in inline  # the same answer, word for word
+
+    bomb = cv2.imencode(".png", np.zeros((13_000, 13_000), np.uint8))[1].tobytes()
+    assert "too large" in call_check(running_app, data_url(bomb))
+    assert "This file cannot be used" in call_check(running_app, data_url(b"definitely not a photo"))
+    assert not list(running_app.uploads.rglob("inline-*")), "a photo sent inline was kept on the server"
 
 
 def test_a_non_image_gets_a_message_not_an_error(client, tmp_path):
