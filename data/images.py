@@ -156,10 +156,11 @@ def _header(data: bytes) -> tuple[float | None, str | None, bool]:
         return float("inf"), None, False
     except Exception:  # not an image Pillow knows, or a damaged header
         # Pillow also refuses a PNG whose text or ICC profile unpacks to over 1 MB (big XMP from photo editors);
-        # its size is in the first chunk, as libpng, which OpenCV decodes it with, reads it.
-        if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        # its size and colour type are in the first chunk, as libpng, which OpenCV decodes it with, reads them.
+        if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26:
             width, height = struct.unpack(">II", data[16:24])
-            return width * height, "PNG", False
+            alpha = data[25] in (4, 6)  # grey or colour with alpha; a transparent colour is a tRNS chunk
+            return width * height, "PNG", alpha or b"tRNS" in _png_chunks_before_picture(data)
         return None, None, False
 
 
@@ -180,12 +181,18 @@ def _header_blocks(data: bytes) -> int:
                 i += 2
             else:
                 i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    elif data[:8] == PNG_SIGNATURE:  # PNG: chunks up to the first image data
-        i = 8
-        while i + 8 <= len(data) and blocks <= MAX_HEADER_BLOCKS and data[i + 4 : i + 8] != b"IDAT":
-            blocks += 1
-            i += 12 + int.from_bytes(data[i : i + 4], "big")
+    elif data[:8] == PNG_SIGNATURE:
+        blocks = len(_png_chunks_before_picture(data))
     return blocks
+
+
+def _png_chunks_before_picture(data: bytes) -> list[bytes]:
+    """The types of a PNG's chunks up to its first image data, at most MAX_HEADER_BLOCKS + 1 of them."""
+    types, i = [], 8
+    while i + 8 <= len(data) and len(types) <= MAX_HEADER_BLOCKS and data[i + 4 : i + 8] != b"IDAT":
+        types.append(data[i + 4 : i + 8])
+        i += 12 + int.from_bytes(data[i : i + 4], "big")
+    return types
 
 
 def _is_heic(data: bytes) -> bool:
@@ -221,8 +228,13 @@ def _decode_on_white(data: bytes) -> np.ndarray:
             rgba = ImageOps.exif_transpose(image).convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
-    except Exception as err:  # a damaged stream behind a readable header
-        raise ImageError(UNREADABLE) from err
+    except Exception as err:  # a damaged stream, or a PNG header Pillow refuses (over 1 MB of metadata): OpenCV's
+        bgra = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # alpha and any depth, as stored
+        if bgra is None or bgra.ndim != 3 or bgra.shape[2] != 4 or bgra.dtype not in (np.uint8, np.uint16):
+            raise ImageError(UNREADABLE) from err
+        scaled = bgra.astype(np.float32) / np.iinfo(bgra.dtype).max  # 8 or 16 bits
+        rgb = scaled[..., 2::-1] * scaled[..., 3:] + (1 - scaled[..., 3:])
+        return np.round(rgb * 255).astype(np.uint8)
 
 
 def _decode_avif(data: bytes) -> np.ndarray:

@@ -139,6 +139,26 @@ def test_a_png_with_over_a_megabyte_of_packed_metadata_is_read():
     assert rgb.shape == (40, 60, 3) and tuple(rgb[0, 0]) == (200, 30, 40)
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_a_transparent_png_with_over_a_megabyte_of_packed_metadata_is_white_where_transparent(mode):
+    """Such a PNG had been read with its transparent parts black ("too dark") where the same picture without the
+    metadata reads white: the same pixels must read the same."""
+    rgba = np.zeros((20, 40, 4), np.uint8)  # transparent black, the left half opaque red
+    rgba[:, :20] = (200, 30, 40, 255)
+    picture = Image.fromarray(rgba, "RGBA")
+    buffer = io.BytesIO()
+    if mode == "P":  # a palette with one transparent colour (a tRNS chunk)
+        palette = picture.convert("RGB").quantize(2)
+        palette.save(buffer, "PNG", transparency=int(np.asarray(palette)[0, 39]))
+    else:
+        picture.convert(mode).save(buffer, "PNG")
+    plain = buffer.getvalue()
+    xmp = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(b" " * 1_100_000)
+    with_xmp = decode_image(with_chunk_before_pixels(plain, png_chunk(b"iTXt", xmp)))
+    assert tuple(with_xmp[0, 39]) == (255, 255, 255)
+    np.testing.assert_array_equal(with_xmp, decode_image(plain))
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_a_file_padded_with_empty_metadata_blocks_is_refused_at_once(fmt):
     """Pillow walks and keeps every block before the picture: 12 million empty ones took 24 s and 1.7 GB."""
