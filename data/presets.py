@@ -6,8 +6,8 @@ stored in the checkpoint, for PyTorch and ONNX Runtime alike) all call it, so
 they never drift apart. Training validates with its two halves, `frame_and_resize`
 once per image when the data is decoded (on the photo's `data.images.working_copy`,
 as the predictor frames it) and `normalize_as` per batch, with the very settings
-it then stores. It returns numpy (no torch) so the ONNX Runtime path needs no
-torch.
+it then stores; `TrainPreset` ends in `normalize_as` with those settings too. It
+returns numpy (no torch) so the ONNX Runtime path needs no torch.
 """
 from __future__ import annotations
 
@@ -74,15 +74,6 @@ def shades_of_grey(image: np.ndarray, p: int) -> np.ndarray:
     return np.clip(x * (light.mean() / np.maximum(light, 1e-3)), 0, 255)
 
 
-def normalize(square: np.ndarray, *, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
-              colour_constancy: int = 0) -> np.ndarray:
-    """uint8 HWC RGB -> float32 CHW, normalised; `colour_constancy` p > 0 first neutralises the light's colour
-    with `shades_of_grey` (0: off)."""
-    x = (shades_of_grey(square, colour_constancy) if colour_constancy else square.astype(np.float32)) / 255.0
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
 def eval_preset(image: np.ndarray, settings: EvalSettings, *,
                 box: tuple[int, int, int, int] | None = None,
                 analysis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Framing]:
@@ -98,12 +89,18 @@ def eval_preset(image: np.ndarray, settings: EvalSettings, *,
 
 
 def normalize_as(square: np.ndarray, settings: EvalSettings) -> np.ndarray:
-    """`normalize` with a model's settings: the second half of `eval_preset`, for squares framed already."""
-    return normalize(square, mean=settings.mean, std=settings.std, colour_constancy=settings.colour_constancy)
+    """uint8 HWC RGB -> float32 CHW, normalised as a model's `settings` say: the second half of `eval_preset`, for
+    squares framed already, and the end of `TrainPreset`. A `colour_constancy` p > 0 first neutralises the light's
+    colour with `shades_of_grey` (0: off)."""
+    p = settings.colour_constancy
+    x = (shades_of_grey(square, p) if p else square.astype(np.float32)) / 255.0
+    x = (x - np.asarray(settings.mean, np.float32)) / np.asarray(settings.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 class TrainPreset:
-    """Random augmentation of a framed uint8 crop, ending in `normalize`.
+    """Random augmentation of a framed uint8 crop, ending in `normalize_as` with the model's `settings`, the very
+    ones validation and prediction use (`eval_preset`), so that the two cannot normalise differently.
 
     Geometry (any rotation, flips, mild zoom) and colour changes that keep red
     red: hue moves at most a few degrees, because colour is what tells a
@@ -116,18 +113,16 @@ class TrainPreset:
     rather than dermoscopy (see `clinicalize`).
     """
 
-    def __init__(self, *, size: int = 112, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
-                 clinical_p: float = 0.5, colour_constancy: int = 0, marks_p: float = 0.0,
+    def __init__(self, *, settings: EvalSettings = EvalSettings(), clinical_p: float = 0.5, marks_p: float = 0.0,
                  marks_p_dermoscopy: float = 0.0, zoom_out_p: float = 0.0):
-        self.size, self.mean, self.std, self.clinical_p = size, mean, std, clinical_p
-        self.colour_constancy = colour_constancy
+        self.settings, self.clinical_p = settings, clinical_p
         self.marks_p, self.marks_p_dermoscopy, self.zoom_out_p = marks_p, marks_p_dermoscopy, zoom_out_p
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, *, clinical: bool = False) -> np.ndarray:
         """`clinical`: the image is an ordinary clinical photo rather than dermoscopy."""
         zoom_out_p = 0.0 if clinical else self.zoom_out_p
         marks_p = self.marks_p if clinical else self.marks_p_dermoscopy
-        image = random_geometry(image, rng, self.size)
+        image = random_geometry(image, rng, self.settings.size)
         if zoom_out_p and rng.random() < zoom_out_p:  # no draw at 0, as for the marks below
             image = zoom_out(image, rng)
         image = random_colour(image, rng)
@@ -135,7 +130,7 @@ class TrainPreset:
             image = add_marks(image, rng)
         if rng.random() < self.clinical_p:
             image = clinicalize(image, rng)
-        return normalize(image, mean=self.mean, std=self.std, colour_constancy=self.colour_constancy)
+        return normalize_as(image, self.settings)
 
 
 def random_geometry(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:

@@ -5,7 +5,7 @@ import numpy as np
 
 import pytest
 
-from data.presets import (MARKS, EvalSettings, TrainPreset, add_marks, clinicalize, eval_preset, normalize,
+from data.presets import (MARKS, EvalSettings, TrainPreset, add_marks, clinicalize, eval_preset, normalize_as,
                           random_colour, random_geometry, shades_of_grey, zoom_out)
 
 
@@ -20,8 +20,9 @@ def skin_with_spot(cast=(1.0, 1.0, 1.0)) -> np.ndarray:
 
 def test_colour_constancy_undoes_a_colour_cast():
     neutral, warm = skin_with_spot(), skin_with_spot(cast=(1.15, 1.0, 0.8))
-    plain_gap = np.abs(normalize(neutral) - normalize(warm)).max()
-    constant_gap = np.abs(normalize(neutral, colour_constancy=6) - normalize(warm, colour_constancy=6)).max()
+    plain, constant = EvalSettings(), EvalSettings(colour_constancy=6)
+    plain_gap = np.abs(normalize_as(neutral, plain) - normalize_as(warm, plain)).max()
+    constant_gap = np.abs(normalize_as(neutral, constant) - normalize_as(warm, constant)).max()
     assert plain_gap > 0.4 and constant_gap < 0.05
 
 
@@ -41,7 +42,8 @@ def test_train_and_eval_presets_apply_it_alike():
     whatever the light was, in training and at prediction time alike."""
     warm = skin_with_spot(cast=(1.15, 1.0, 0.8))
     x, _, _ = eval_preset(warm, EvalSettings(size=64, colour_constancy=6))
-    train_x = TrainPreset(size=64, clinical_p=0.0, colour_constancy=6)(warm, np.random.default_rng(0))
+    preset = TrainPreset(settings=EvalSettings(size=64, colour_constancy=6), clinical_p=0.0)
+    train_x = preset(warm, np.random.default_rng(0))
     assert train_x.shape == x.shape == (3, 64, 64) and train_x.dtype == x.dtype == np.float32
     plain_x, _, _ = eval_preset(warm, EvalSettings(size=64))
     for preset_x in (x, train_x):
@@ -72,8 +74,9 @@ def test_marks_leave_the_spot_itself_alone(name):
 def test_marks_are_drawn_on_any_class_in_training():
     """With marks_p = 1 every draw is marked; the same draw without marks is the plain recipe."""
     image = skin_with_spot()
-    marked = TrainPreset(size=64, clinical_p=0.0, marks_p=1.0)(image, np.random.default_rng(5), clinical=True)
-    plain = TrainPreset(size=64, clinical_p=0.0)(image, np.random.default_rng(5), clinical=True)
+    settings = EvalSettings(size=64)
+    marked = TrainPreset(settings=settings, clinical_p=0.0, marks_p=1.0)(image, np.random.default_rng(5), clinical=True)
+    plain = TrainPreset(settings=settings, clinical_p=0.0)(image, np.random.default_rng(5), clinical=True)
     assert not np.allclose(marked, plain)
     assert any(not np.array_equal(add_marks(image, np.random.default_rng(s)), image) for s in range(5))
 
@@ -86,8 +89,8 @@ def test_marks_off_replays_the_older_recipe_exactly():
     expected = random_colour(random_geometry(image, rng, 48), rng)
     if rng.random() < 1.0:
         expected = clinicalize(expected, rng)
-    got = TrainPreset(size=48, clinical_p=1.0)(image, np.random.default_rng(11), clinical=True)
-    assert np.array_equal(got, normalize(expected))
+    got = TrainPreset(settings=EvalSettings(size=48), clinical_p=1.0)(image, np.random.default_rng(11), clinical=True)
+    assert np.array_equal(got, normalize_as(expected, EvalSettings(size=48)))
 
 
 def test_zoom_out_shows_the_spot_smaller_on_skin():
@@ -114,7 +117,8 @@ def test_zoom_out_ignores_a_dark_vignette_when_picking_the_skin_colour():
 
 def test_zoom_out_off_replays_the_older_recipe_exactly():
     """zoom_out_p = 0 draws no random number, like marks_p = 0; at 1 every draw is zoomed out."""
-    image, preset = skin_with_spot(), TrainPreset(size=48, clinical_p=0.0)
-    plain = preset(image, np.random.default_rng(5))
-    assert np.array_equal(TrainPreset(size=48, clinical_p=0.0, zoom_out_p=0.0)(image, np.random.default_rng(5)), plain)
-    assert not np.allclose(TrainPreset(size=48, clinical_p=0.0, zoom_out_p=1.0)(image, np.random.default_rng(5)), plain)
+    image, settings = skin_with_spot(), EvalSettings(size=48)
+    plain = TrainPreset(settings=settings, clinical_p=0.0)(image, np.random.default_rng(5))
+    off, on = (TrainPreset(settings=settings, clinical_p=0.0, zoom_out_p=p) for p in (0.0, 1.0))
+    assert np.array_equal(off(image, np.random.default_rng(5)), plain)
+    assert not np.allclose(on(image, np.random.default_rng(5)), plain)

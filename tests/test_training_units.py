@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data.datasets import Sample
-from data.presets import TrainPreset
+from data.presets import EvalSettings, TrainPreset
 from model.decision import softmax
 from tests.conftest import spot_photo
 from training.calibrate import fit_calibration
@@ -99,8 +99,8 @@ def test_sampling_weights_without_clinical_photos_balance_the_classes():
 
 def epoch_draws(epoch=0):
     pixels = spot_photo("vascular", size=48, radius=8)[None]
-    return EpochDraws(pixels, np.array([0]), np.ones(1), TrainPreset(size=32), clinical=np.array([False]),
-                      draws=4, seed=7, epoch=epoch)
+    preset = TrainPreset(settings=EvalSettings(size=32))
+    return EpochDraws(pixels, np.array([0]), np.ones(1), preset, clinical=np.array([False]), draws=4, seed=7, epoch=epoch)
 
 
 def test_each_draw_of_an_image_is_augmented_differently_yet_reproducibly():

@@ -443,8 +443,8 @@ def main(argv: list[str] | None = None) -> Path:
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
     clinical = np.array([s.domain == "clinical" for s in train_samples])
-    preset = TrainPreset(size=args.image_size, clinical_p=args.clinicalize_p, colour_constancy=args.colour_constancy,
-                         marks_p=args.marks_p, marks_p_dermoscopy=args.marks_p_dermoscopy, zoom_out_p=args.zoom_out_p)
+    preset = TrainPreset(settings=eval_settings(args), clinical_p=args.clinicalize_p, marks_p=args.marks_p,
+                         marks_p_dermoscopy=args.marks_p_dermoscopy, zoom_out_p=args.zoom_out_p)
 
     # Model, optimiser, one-cycle schedule over all steps.
     model = build(args.arch, num_classes=len(CLASSES))
