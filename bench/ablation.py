@@ -107,7 +107,7 @@ def framing_effect(checkpoint: str | None) -> dict[str, float]:
     scores = {}
     for mode, prepared in (("framed", framed), ("whole photo", whole)):
         predictions = predictor.classify(prepared)
-        top = [CLASSES.index(max(p.probabilities, key=p.probabilities.get)) for p in predictions]
+        top = [CLASSES.index(p.top) for p in predictions]
         scores[mode] = float(balanced_accuracy_score(targets, top))
     print(f"framing: {len(targets)} clinical validation photos")
     return scores

@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
 
 IMAGES = ROOT.parent / "shared" / "data" / "ham10000" / "images"
 RESULTS = ROOT / "bench" / "results.md"
-BACKENDS = ("torch", "onnx")
+MEASURED_BACKENDS = ("torch", "onnx")
 NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
 
 
@@ -118,7 +118,7 @@ def child_ceiling(args: dict) -> dict:
     paths = list(batch.find_images(Path(args["folder"])))
     start = time.perf_counter()
     count = errors = 0
-    for _, item in batch.prepared_stream(predictor, paths, batch.WORKERS, ahead=2 * batch.BATCH_SIZE):
+    for _, item in predictor.prepare_files(paths, workers=batch.WORKERS, ahead=2 * batch.BATCH_SIZE):
         count += 1
         errors += isinstance(item, str)
     seconds = time.perf_counter() - start
@@ -212,6 +212,7 @@ def training_numbers(weights: Path, meta: dict) -> dict:
 
 
 def free_port() -> int:
+    """A local port no program listens on now (the tests start their apps on one too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         step = max(1, len(paths) // args.latency_images)
         sample = [str(p) for p in paths[::step][: args.latency_images]]
-        for backend in BACKENDS:
+        for backend in MEASURED_BACKENDS:
             say(f"latency, {backend}")
             results["latency"][backend], _ = run_child("latency", {"checkpoint": str(checkpoint), "backend": backend,
                                                                    "files": sample})
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"decode-only ceiling on {len(paths)} files")
         results["ceiling"], _ = run_child("ceiling", {"checkpoint": str(checkpoint), "folder": str(folder),
                                                       "onnx": True})
-        for backend in BACKENDS:
+        for backend in MEASURED_BACKENDS:
             for name, where, count in (("small", small, 1000), ("all", folder, len(paths))):
                 say(f"batch scoring, {backend}, {count} files")
                 result, rss = run_child("batch", {"checkpoint": str(checkpoint), "backend": backend,
@@ -365,11 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     busy_after = other_load()
 
     # ---------------------------------------------------------------- the table
-    # torch only now: a child's ru_maxrss starts from the parent's RSS at fork, so the parent stays small till here
-    from model.net import build, count_flops, count_parameters
-
-    network = build(sidecar.get("arch", "spotnet"), num_classes=len(sidecar["classes"]))
-    parameters, flops = count_parameters(network), count_flops(network, size)
+    parameters, flops = meta["parameters"], meta["flops"]  # as training counted them (an ensemble: all members)
     train = training_numbers(checkpoint.parent, meta)
     lat, bat, cei, rss = results["latency"], results["batch"], results["ceiling"], results["rss"]
     n = len(paths)
@@ -380,22 +377,22 @@ def main(argv: list[str] | None = None) -> int:
         ("File sizes", f".pt {mib(checkpoint.stat().st_size)}, .onnx {mib(onnx_path.stat().st_size)}, "
                        f".json {json_path.stat().st_size / 1024:,.0f} KiB"),
     ]
-    for backend in BACKENDS:
+    for backend in MEASURED_BACKENDS:
         r = lat[backend]
         rows.append((f"{NAMES[backend]}: import + load model", f"{r['load_s']:.2f} s"))
-    for backend in BACKENDS:
+    for backend in MEASURED_BACKENDS:
         r = lat[backend]
         rows.append((f"{NAMES[backend]}: single image, model only (`classify`), p50 / p95",
                      f"{r['model_ms'][0]:.2f} / {r['model_ms'][1]:.2f} ms"))
-    for backend in BACKENDS:
+    for backend in MEASURED_BACKENDS:
         r = lat[backend]
         rows.append((f"{NAMES[backend]}: single image, file to answer (read + prepare + classify), p50 / p95",
                      f"{r['file_ms'][0]:.2f} / {r['file_ms'][1]:.2f} ms"))
-    for backend in BACKENDS:
+    for backend in MEASURED_BACKENDS:
         rows.append((f"{NAMES[backend]}: model only, batches of 32", f"{lat[backend]['batch32_ips']:,.0f} images/s"))
     rows.append((f"Ceiling: read + decode + frame + resize only ({cei['workers']} threads, {n:,} files)",
                  f"{cei['images_per_s']:,.0f} images/s"))
-    for backend in BACKENDS:
+    for backend in MEASURED_BACKENDS:
         r = bat[backend]
         rows.append((f"{NAMES[backend]}: batch scoring `score_folder`, {n:,} files",
                      f"{r['images_per_s']:,.0f} images/s ({r['seconds']:.1f} s; "
@@ -403,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     old = results["batch_old"]
     rows.append((f"PyTorch: the same with the network on {os.cpu_count()} threads",
                  f"{old['images_per_s']:,.0f} images/s ({old['images_per_s'] / cei['images_per_s']:.0%} of the ceiling)"))
-    for backend in BACKENDS:
+    for backend in MEASURED_BACKENDS:
         rows.append((f"{NAMES[backend]}: peak RSS of batch scoring, 1,000 / {n:,} files",
                      f"{mib(rss[(backend, 1000)])} / {mib(rss[(backend, n)])}"))
     if train:

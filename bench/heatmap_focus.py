@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         result = predictor.classify([prepared])[0]
         key = (sample.stratum.split("/")[0], sample.label)  # the clinical set's stratum is "source/label"
         shares.setdefault(key, []).append(central_share(result.heatmap))
-        x, k = prepared.input, predictor.classes.index(max(result.probabilities, key=result.probabilities.get))
+        x, k = prepared.input, predictor.classes.index(result.top)
         occlusion = occlusion_map(predictor, x, k)
         agreement.setdefault(key, []).append((correlation(result.heatmap, occlusion),
                                               correlation(evenly_spread_heatmap(result.heatmap, stride), occlusion)))

@@ -33,8 +33,8 @@ from sklearn.datasets import load_sample_images
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA
-from data.images import ImageError, read_image
+from data.datasets import CLASSES, DEFAULT_DATA, Sample
+from data.images import read_image
 from data.splits import model_splits
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, network_from
 from model.decision import UNSURE, Calibration, decide, softmax
@@ -125,17 +125,17 @@ def network_outputs(net: torch.nn.Module, inputs: np.ndarray, layers: list[int])
     return logits, {i: np.concatenate(t) for i, t in taps.items()}
 
 
-def prepared_split(predictor: Predictor, samples: list) -> tuple[np.ndarray, list, list[str | None]]:
+def prepared_split(predictor: Predictor, samples: list[Sample]) -> tuple[np.ndarray, list[Sample], list[str | None]]:
     """Eval-preset inputs, the samples read and each one's photo problem (None: usable)."""
     inputs, kept, problems = [], [], []
-    for sample in tqdm(samples, desc="prepare", leave=False, disable=None):
-        try:
-            prepared = predictor.prepare(read_image(sample.path))
-        except ImageError:
+    prepared = predictor.prepare_files([s.path for s in samples], workers=2)
+    for sample, (_, item) in zip(samples, tqdm(prepared, total=len(samples), desc="prepare", leave=False,
+                                               disable=None)):
+        if isinstance(item, str):  # unreadable: left out
             continue
-        inputs.append(prepared.input)
+        inputs.append(item.input)
         kept.append(sample)
-        problems.append(prepared.problem)
+        problems.append(item.problem)
     return np.stack(inputs), kept, problems
 
 

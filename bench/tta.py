@@ -15,7 +15,6 @@ from typing import NamedTuple
 import numpy as np
 
 from data.datasets import CLASSES, DEFAULT_DATA
-from data.images import read_image
 from data.splits import model_splits
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.decision import Calibration, decide, softmax
@@ -80,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parts = {}
     for name in ("val", "test"):
         samples = splits[name]
-        prepared = [predictor.prepare(read_image(s.path)) for s in samples]
+        prepared = [item for _, item in predictor.prepare_files([s.path for s in samples], workers=2)]
+        if unreadable := [str(s.path) for s, item in zip(samples, prepared) if isinstance(item, str)]:
+            raise SystemExit(f"error: {len(unreadable)} {name} images cannot be read, e.g. {unreadable[0]}")
         domains = np.array([s.domain for s in samples])
         parts[name] = Split(np.stack([p.input for p in prepared]), [p.problem for p in prepared],
                             np.array([s.target for s in samples]), domains, [s.detail for s in samples])

@@ -53,7 +53,7 @@ def scores(predictor: Predictor, images: list[np.ndarray], targets: np.ndarray, 
                                            else None), problem=None) for im in images[start : start + 128]]
         for prediction in predictor.classify(batch):
             labels.append(prediction.label)
-            argmax.append(CLASSES.index(max(prediction.probabilities, key=prediction.probabilities.get)))
+            argmax.append(CLASSES.index(prediction.top))
     labels, argmax = np.array(labels), np.array(argmax)
     vascular = targets == VASCULAR
     return {"balanced accuracy": float(balanced_accuracy_score(targets, argmax)),

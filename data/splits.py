@@ -66,12 +66,12 @@ def tree_note(samples: list[Sample]) -> str:
 
 # How split names are made (`sample_name`), recorded in checkpoints and last.pt: one without it is older, and named
 # a class folder's images by file name alone (`legacy`), as it still names every other image.
-SPLIT_NAMES = "path within class folder"
+SPLIT_NAMING = "path within class folder"
 
 
 def legacy_names(record: dict) -> bool:
     """Whether a checkpoint's meta (or a last.pt) recorded its images by file name alone (before December 6, 2026)."""
-    return record.get("split_names") != SPLIT_NAMES
+    return record.get("split_names") != SPLIT_NAMING
 
 
 def sample_name(sample: Sample, *, legacy: bool = False) -> str:
@@ -126,8 +126,9 @@ def recorded_splits(roots: list[str], members: dict[str, list[str]], folder_doma
     return pooled
 
 
-def resolved(folders: list[str]) -> list[str]:
-    return sorted(str(Path(d).resolve()) for d in folders)
+def resolved_paths(folders: list[str]) -> list[str]:
+    """Folders as full paths, in their order: how a checkpoint records them, found again from any working folder."""
+    return [str(Path(d).resolve()) for d in folders]
 
 
 def recorded_names(meta: dict) -> set[str]:
@@ -137,7 +138,7 @@ def recorded_names(meta: dict) -> set[str]:
 
 def at_recorded_path(meta: dict, root: str) -> bool:
     """Whether `root` is one of the data folders a checkpoint recorded (paths of the machine that trained it)."""
-    return resolved([root])[0] in resolved(meta.get("data", []))
+    return resolved_paths([root])[0] in resolved_paths(meta.get("data", []))
 
 
 def trained_on(meta: dict, root: str) -> bool:
@@ -153,7 +154,7 @@ def trained_on(meta: dict, root: str) -> bool:
 
 def all_its_folders(meta: dict, roots: list[str]) -> bool:
     """Whether `roots` are the folders the model was trained on (`trained_on`), all of them, wherever they lie."""
-    return all(trained_on(meta, root) for root in roots) and len(set(resolved(roots))) == len(meta.get("data", []))
+    return all(trained_on(meta, root) for root in roots) and len(set(resolved_paths(roots))) == len(meta.get("data", []))
 
 
 def trained_folder_domain(meta: dict) -> str:

@@ -5,8 +5,9 @@
     result.label, result.reason, result.probabilities
 
 `prepare` (checks + framing + eval preset, numpy only) and `classify` (the
-network on a batch) are separate so batch scoring can decode in parallel
-threads and run the network on whole batches.
+network on a batch) are separate so that `predict_files`, which batch scoring
+and evaluation use, can decode in parallel threads and run the network on
+whole batches.
 
 Two backends run the network, with the same answers (tests/test_onnx.py):
 
@@ -24,9 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +72,11 @@ class Prediction:
     framing: Framing
     problem: str | None  # what is wrong with the photo itself (data.quality), if anything
     unlike_training: bool  # its features are far from every training group's (the out-of-distribution check)
+
+    @property
+    def top(self) -> str:
+        """The most probable group (the answer before the decision rule, which may hold it back as unsure)."""
+        return max(self.probabilities, key=self.probabilities.get)
 
     @property
     def judged(self) -> bool:
@@ -251,6 +261,49 @@ class Predictor:
                 unlike_training=unlike_training(float(distances[i]), cal),
             ))
         return results
+
+    def prepare_files(self, paths: Iterable[Path], *, workers: int = 1, ahead: int = 64
+                      ) -> Iterator[tuple[Path, Prepared | str]]:
+        """Each file read and prepared, in input order, by `workers` threads with at most `ahead` files in flight;
+        a file that cannot be used gives the reason instead (any error: a long run must not stop on one file)."""
+        with ThreadPoolExecutor(workers) as pool:
+            paths = iter(paths)
+            inflight = deque((p, pool.submit(self._prepare_file, p)) for p in itertools.islice(paths, ahead))
+            while inflight:
+                path, future = inflight.popleft()
+                following = next(paths, None)
+                if following is not None:
+                    inflight.append((following, pool.submit(self._prepare_file, following)))
+                yield path, future.result()
+
+    def _prepare_file(self, path: Path) -> Prepared | str:
+        try:
+            return self.prepare(read_image(path))
+        except ImageError as err:
+            return str(err)
+        except Exception as err:
+            return f"unexpected error: {type(err).__name__}: {err}"
+
+    def predict_files(self, paths: Iterable[Path], *, batch_size: int = 32, workers: int = 1
+                      ) -> Iterator[tuple[Path, Prediction | str]]:
+        """`prepare_files`, with the network run on batches of `batch_size` usable photos: each file's prediction,
+        or the reason it cannot be used, in input order."""
+        pending: list[tuple[Path, Prepared | str]] = []
+
+        def answered() -> Iterator[tuple[Path, Prediction | str]]:
+            predictions = iter(self.classify([item for _, item in pending if isinstance(item, Prepared)]))
+            for path, item in pending:
+                yield path, item if isinstance(item, str) else next(predictions)
+            pending.clear()
+
+        usable = 0
+        for path, item in self.prepare_files(paths, workers=workers, ahead=2 * batch_size):
+            pending.append((path, item))
+            usable += isinstance(item, Prepared)
+            if usable == batch_size:
+                yield from answered()
+                usable = 0
+        yield from answered()
 
     def predict(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> Prediction:
         """Predict one RGB uint8 image; `box` (x0, y0, x1, y1) replaces the automatic framing."""

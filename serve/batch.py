@@ -32,12 +32,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import itertools
 import os
 import sys
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -50,10 +48,10 @@ except ImportError:  # Windows: not locked
 
 from data.datasets import CLASSES, files_under
 from data.flags import plain_warnings, positive_int
-from data.images import IMAGE_SUFFIXES, ImageError, is_image_file, read_image
+from data.images import IMAGE_SUFFIXES, is_image_file
 from model.checkpoint import CheckpointError
 from model.decision import UNSURE
-from model.predictor import BACKENDS, Prepared, Prediction, Predictor, overlay_heatmap
+from model.predictor import BACKENDS, Prediction, Predictor, overlay_heatmap
 
 # How `python -m serve.batch` runs; bench/bench.py measures with the same settings.
 WORKERS = 2  # decoding threads
@@ -164,29 +162,6 @@ def row_for(path: Path, prediction: Prediction | None, error: str = "", *, model
     }
 
 
-def _prepare(predictor: Predictor, path: Path) -> Prepared | str:
-    try:
-        return predictor.prepare(read_image(path))
-    except ImageError as err:
-        return str(err)
-    except Exception as err:  # a batch must never stop on one file
-        return f"unexpected error: {type(err).__name__}: {err}"
-
-
-def prepared_stream(predictor: Predictor, paths: Iterable[Path], workers: int, ahead: int
-                    ) -> Iterator[tuple[Path, Prepared | str]]:
-    """Decode and frame in `workers` threads, at most `ahead` files in flight, in input order."""
-    with ThreadPoolExecutor(workers) as pool:
-        paths = iter(paths)
-        inflight = deque((p, pool.submit(_prepare, predictor, p)) for p in itertools.islice(paths, ahead))
-        while inflight:
-            path, future = inflight.popleft()
-            following = next(paths, None)
-            if following is not None:
-                inflight.append((following, pool.submit(_prepare, predictor, following)))
-            yield path, future.result()
-
-
 def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool = False,
                  heatmaps: Path | None = None, batch_size: int = BATCH_SIZE, workers: int = WORKERS,
                  progress: bool = True) -> tuple[int, int]:
@@ -206,31 +181,17 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
         if not (resume and out.stat().st_size > 0):
             f.truncate(0)
             writer.writeheader()
-        pending: list[tuple[Path, Prepared | str]] = []
-
-        def flush() -> None:
-            nonlocal scored, errors
-            ready = [item for _, item in pending if isinstance(item, Prepared)]
-            predictions = iter(predictor.classify(ready))
-            for path, item in pending:
-                if isinstance(item, str):
-                    writer.writerow(row_for(path, None, item, model=model))
-                    errors += 1
-                    continue
-                prediction = next(predictions)
-                if heatmaps and not prediction.problem:  # before the row: a resumed run leaves no heatmap missing
-                    write_heatmap(prediction, heatmaps / f"{path.relative_to(folder)}.png")
-                writer.writerow(row_for(path, prediction, model=model))
+        answers = predictor.predict_files(todo, batch_size=batch_size, workers=workers)
+        for path, answer in tqdm(answers, total=len(todo), desc="scoring", unit="img", disable=not progress):
+            if isinstance(answer, str):  # the reason the file cannot be used
+                writer.writerow(row_for(path, None, answer, model=model))
+                errors += 1
+            else:
+                if heatmaps and not answer.problem:  # before the row: a resumed run leaves no heatmap missing
+                    write_heatmap(answer, heatmaps / f"{path.relative_to(folder)}.png")
+                writer.writerow(row_for(path, answer, model=model))
                 scored += 1
-            f.flush()
-            pending.clear()
-
-        stream = prepared_stream(predictor, todo, workers, ahead=2 * batch_size)
-        for path, item in tqdm(stream, total=len(todo), desc="scoring", unit="img", disable=not progress):
-            pending.append((path, item))
-            if sum(isinstance(i, Prepared) for _, i in pending) >= batch_size:
-                flush()
-        flush()
+            f.flush()  # every row on disk as it is written: an interrupted run resumes after it
     return scored, errors
 
 

@@ -5,7 +5,6 @@ import base64
 import contextlib
 import csv
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.bench import free_port
+from data.datasets import SHARED_DATA
 from model.checkpoint import DEFAULT_CHECKPOINT
 
 # The tests' own gradio_client goes through huggingface_hub, which looks up huggingface.co unless told it is
@@ -26,7 +27,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLOURS = {"vascular": (200, 20, 40), "nevus": (90, 55, 35), "other": (60, 60, 90)}  # RGB spot colours
 
 
@@ -146,12 +146,6 @@ class RunningApp:
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.identity import image_keys, seen_keys
-from data.splits import (SPLIT_NAMES, load_splits, model_splits, recorded_splits, split_digest, split_members,
+from data.splits import (SPLIT_NAMING, load_splits, model_splits, recorded_splits, split_digest, split_members,
                          split_samples, trained_on)
 from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
 from training.metrics import is_melanoma
@@ -297,7 +297,7 @@ def test_an_older_checkpoints_image_names_are_read_as_written_and_only_its_own(t
         for lesion in range(2):
             write_rgb(tree / label / f"p{lesion}" / f"IMG_{lesion}.png", spot_photo(label, size=32, seed=lesion))
     older = {"data": [], "split_members": {"val": ["folder/nevus/IMG_0.png"], "test": []}}
-    newer = {**older, "split_names": SPLIT_NAMES}  # its folder/nevus/IMG_0.png was a photo not in a subfolder
+    newer = {**older, "split_names": SPLIT_NAMING}  # its folder/nevus/IMG_0.png was a photo not in a subfolder
     assert trained_on(older, str(tree)) and not trained_on(newer, str(tree))
     assert [s.within for s in model_splits(older, [str(tree)])["val"]] == ["p0/IMG_0.png"]
     write_rgb(tree / "nevus" / "p1" / "IMG_0.png", spot_photo("nevus", size=32, seed=5))

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from data.flags import fraction, plain_warnings, positive_int
-from data.splits import all_its_folders, model_splits
+from data.splits import all_its_folders, model_splits, resolved_paths
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
 from training.loaders import decode_all
 from training.train import (RESUME_MAY_CHANGE, inherited_record, parse_args as train_args, previous_run, replace_run,
-                            resolved_paths, write_model)
+                            write_model)
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}

@@ -28,7 +28,6 @@ from tqdm import tqdm
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset
 from data.flags import plain_warnings
 from data.identity import is_seen
-from data.images import ImageError, read_image
 from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
                          split_digest, trained_folder_domain, trained_on, tree_note)
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -38,22 +37,18 @@ from training.metrics import balanced_accuracy, full_report
 from training.report import FIGURES, as_text, plot_confusion, plot_reliability, plot_roc, write_model_card
 
 
-def predict_samples(predictor: Predictor, samples: list[Sample],
-                    batch_size: int = 64) -> tuple[list[Sample], np.ndarray, list[str]]:
-    """Calibrated probabilities and decided labels for each readable sample."""
+def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 64,
+                    workers: int = 2) -> tuple[list[Sample], np.ndarray, list[str]]:
+    """Calibrated probabilities and decided labels for each readable sample, read in `workers` threads."""
     kept, probs, decided = [], [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc="test", disable=None):
-        chunk, prepared = [], []
-        for sample in samples[start : start + batch_size]:
-            try:
-                prepared.append(predictor.prepare(read_image(sample.path)))
-                chunk.append(sample)
-            except ImageError as err:
-                print(f"warning: skipped {sample.path}: {err}")
-        for sample, prediction in zip(chunk, predictor.classify(prepared)):
-            kept.append(sample)
-            probs.append([prediction.probabilities[c] for c in CLASSES])
-            decided.append(prediction.label)
+    answers = predictor.predict_files([s.path for s in samples], batch_size=batch_size, workers=workers)
+    for sample, (path, answer) in zip(samples, tqdm(answers, total=len(samples), desc="test", disable=None)):
+        if isinstance(answer, str):  # the reason it cannot be used
+            print(f"warning: skipped {path}: {answer}")
+            continue
+        kept.append(sample)
+        probs.append([answer.probabilities[c] for c in CLASSES])
+        decided.append(answer.label)
     return kept, np.array(probs), decided
 
 

@@ -146,7 +146,7 @@ def validation_safety(probabilities: np.ndarray, vascular_min: float,
                       samples: list[Sample]) -> dict[str, dict[str, dict[str, int]]]:
     """Per domain: how many validation vascular, melanoma and malignant images reach the vascular bar, so that a
     run's safety can be read (and runs compared) before anyone looks at the test split."""
-    over = probabilities[:, CLASSES.index("vascular")] >= vascular_min
+    over = probabilities[:, VASCULAR] >= vascular_min
     details = [s.detail for s in samples]
     kinds = {"vascular": np.array([s.label == "vascular" for s in samples]),
              "melanoma": is_melanoma(details), "malignant": is_malignant(details)}

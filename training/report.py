@@ -127,7 +127,7 @@ def groups_sentence(flags: dict) -> str:
             "validation\nand did not help (bench/ablation.md).")
 
 
-def _validation_safety(meta: dict) -> str:
+def _safety_line(meta: dict) -> str:
     """Which validation images reach the vascular bar (recorded by training since December 2026; read before the
     test split is looked at), or nothing for older checkpoints."""
     safety = meta.get("validation_safety")
@@ -280,7 +280,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 Temperature {cal['temperature']:.3f}; `vascular` only when p(vascular) >= {cal['vascular_min']:.3f}; `unsure`
 when the top probability < {cal['unsure_below']:.3f}, when {distance} > {cal['ood_distance_max']:.1f}
 (does not look like the training photos), or when the photo is too small, dark, bright, blurred or shows no skin.
-{_validation_safety(meta)}
+{_safety_line(meta)}
 ## Results on {scored_on(metrics)}
 Balanced accuracy and vascular recall are argmax figures; the "rule" columns apply the decision rule above.
 Brackets: 95% bootstrap interval, resampling whole lesions.

@@ -31,8 +31,8 @@ from data.flags import (fraction, non_negative_float, non_negative_int, plain_wa
                         positive_int)
 from data.presets import EvalSettings, TrainPreset
 from data.identity import seen_keys
-from data.splits import (SPLIT_NAMES, class_counts, legacy_names, load_splits, recorded_splits, split_digest,
-                         split_members, train_on_seen)
+from data.splits import (SPLIT_NAMING, class_counts, legacy_names, load_splits, recorded_splits, resolved_paths,
+                         split_digest, split_members, train_on_seen)
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export, plain
@@ -145,10 +145,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--resume continues the run in OUT and --overwrite replaces it: give one of them")
     args.data = resolved_paths(args.data)  # recorded as full paths: found again from any working folder
     return args
-
-
-def resolved_paths(folders: list[str]) -> list[str]:
-    return [str(Path(d).resolve()) for d in folders]
 
 
 def named_flags(argv: list[str] | None = None) -> set[str]:
@@ -268,8 +264,8 @@ def code_version() -> str:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, pixels: np.ndarray, settings: EvalSettings,
-            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def logits_and_features(model: torch.nn.Module, pixels: np.ndarray, settings: EvalSettings,
+                        batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Logits and the features model.decision.FeatureDistance measures (the pooled output of `model.ood_layer`)."""
     model.eval()
     device = next(model.parameters()).device
@@ -514,7 +510,7 @@ def main(argv: list[str] | None = None) -> Path:
         # The average lags far behind while the learning rate is high, so the raw weights stay candidates
         # (they win in short runs). The average comes first, so a tie keeps it (max keeps the first).
         candidates = {"averaged": ema.module, "raw": model} if ema else {"raw": model}
-        scored = {kind: validation_scores(predict(net, val_pixels, settings)[0], val_targets,
+        scored = {kind: validation_scores(logits_and_features(net, val_pixels, settings)[0], val_targets,
                                           val_domains) for kind, net in candidates.items()}
         raw = {f"raw_{k}": v for k, v in scored["raw"].items()} if ema else {}
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -534,7 +530,7 @@ def main(argv: list[str] | None = None) -> Path:
             "ema": ema.state_dict() if ema else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "best": best, "history": history, "flags": vars(args),
-            "split_members": members, "split_names": SPLIT_NAMES, "inherited": inherited,
+            "split_members": members, "split_names": SPLIT_NAMING, "inherited": inherited,
             "train_seconds": time.time() - started})
         (out / "history.json").write_text(json.dumps(plain(history), indent=1, allow_nan=False))
 
@@ -604,10 +600,10 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
     train_inputs, train_samples = decode_all(train_samples, args.image_size, workers=args.decode_workers,
                                              desc="decode train (distances)", flatten_lightness=args.flatten_lightness)
     settings = eval_settings(args)
-    feature_distance = fit_feature_distance(predict(model, train_inputs, settings)[1],
+    feature_distance = fit_feature_distance(logits_and_features(model, train_inputs, settings)[1],
                                             np.array([f"{s.domain} {s.label}" for s in train_samples]))
     del train_inputs
-    val_logits, val_features = predict(model, val_pixels, settings)
+    val_logits, val_features = logits_and_features(model, val_pixels, settings)
     val_targets, val_domains = np.array([s.target for s in val_samples]), np.array([s.domain for s in val_samples])
     if "validation" not in meta:  # training.ensemble: no epoch was scored, so score the finished weights here
         meta = {**meta, "validation": validation_scores(val_logits, val_targets, val_domains)}
@@ -647,7 +643,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                            "val": len(splits["val"]) - len(val_samples)},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
             "split_members": split_members(splits),  # so that evaluation finds this split whatever the code does later
-            "split_names": SPLIT_NAMES,
+            "split_names": SPLIT_NAMING,
             "seen_images": sorted({*seen_keys([s.path for part in splits.values() for s in part]),  # data.identity
                                    *inherited.get("seen_images", [])}),
             **meta,
