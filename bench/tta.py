@@ -2,10 +2,11 @@
 
 Scores the shipped model on the validation and test splits twice: the plain
 eval preset, and the mean logits over the image and its horizontal, vertical
-and double flips (4 network passes; logits and out-of-distribution features averaged). For a
-fair comparison each variant gets its own calibration (temperature and
-thresholds), fitted on validation exactly as training does; the decision rule
-then runs on the test split.
+and double flips (4 network passes; logits and out-of-distribution features
+averaged). For a fair comparison each variant gets its own calibration
+(temperature and thresholds), fitted on validation exactly as training did,
+with the rule's settings the model was trained with; the decision rule then
+runs on the test split.
 """
 from __future__ import annotations
 
@@ -86,11 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         parts[name] = Split(np.stack([p.input for p in prepared]), [p.problem for p in prepared],
                             np.array([s.target for s in samples]), domains, [s.detail for s in samples])
 
+    flags = predictor.meta.get("flags", {})  # the decision rule's settings the model was trained with
+    rule_flags = {k: flags[k] for k in ("max_false_vascular", "unsure_rate", "ood_pass") if k in flags}
     table = {}
     for flips in (False, True):
         outputs = {split: run(predictor, parts[split].inputs, flips) for split in ("val", "test")}
         val_logits, val_distances = outputs["val"]
-        cal = fit_calibration(val_logits, parts["val"].targets, parts["val"].domains, val_distances)
+        cal = fit_calibration(val_logits, parts["val"].targets, parts["val"].domains, val_distances, **rule_flags)
         for split in ("val", "test"):
             part, (logits, distances) = parts[split], outputs[split]
             for domain in ("dermoscopy", "clinical"):
