@@ -136,8 +136,9 @@ def _safety_line(meta: dict) -> str:
     return f"Validation images at or over the vascular bar ({safety_summary(safety)}).\n"
 
 
-def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
-    """MODEL_CARD.md from the checkpoint's metadata and the evaluation just run."""
+def _results(metrics: dict) -> tuple[str, str, str]:
+    """The card's results: one table row per domain, a note for a domain without every class, and the table of how
+    the rule answered vascular and malignant lesions."""
     rows = []
     for domain, r in metrics["domains"].items():
         rule = r["with_decision_rule"]
@@ -164,27 +165,11 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     kinds_table = (f"| domain | lesions | images | {' | '.join(ANSWERS)} |\n|---|---|---|{'---|' * len(ANSWERS)}\n"
                    + "\n".join(kind_rows)) if kind_rows else \
         "(None of these images is vascular, or a melanoma or carcinoma by its recorded diagnosis.)"
-    cal = metrics["calibration"]
-    val = meta.get("validation", {})
-    split_counts = meta.get("split_counts", {})
-    flags = meta.get("flags", {})
-    ema = flags.get("ema", 0)
-    marks_p, marks_dermoscopy = flags.get("marks_p", 0), flags.get("marks_p_dermoscopy", 0)
-    marks = (f"pen circles, ink writing, rulers and caption bars were drawn on {marks_p:.0%} of the clinical training "
-             f"photos of every class (`--marks-p`; dermoscopic images {marks_dermoscopy:.0%}), so that they stop "
-             "telling the classes apart" if marks_p or marks_dermoscopy else "no marks were drawn in training")
-    zoom_out_p = flags.get("zoom_out_p", 0)
-    zoomed = (f"; {zoom_out_p:.0%} of the dermoscopic draws were shrunk onto a wider surround of skin, as a framed "
-              "phone photo shows a spot (`--zoom-out-p`)" if zoom_out_p else "")
-    kept_weights = [r.get("best_weights", "averaged") for r in meta.get("members", [])] or [meta.get("best_weights",
-                                                                                                      "averaged")]
-    averaged = (f" The weights are an exponential moving average (decay {ema}) of the trained ones."
-                if ema and all(w == "averaged" for w in kept_weights) else "")
-    sources = meta.get("sources", ["clinical", "ham10000"])  # checkpoints from before it was recorded: the shipped data
-    vascular_images = sum(counts.get("vascular", 0) for counts in split_counts.values())
-    unreadable = meta.get("unreadable", {})
-    left_out = (f" Of these, {unreadable.get('train', 0)} training and {unreadable.get('val', 0)} validation images "
-                "could not be read and were left out." if any(unreadable.values()) else "")
+    return "\n".join(rows), absent_note, kinds_table
+
+
+def _data_lines(meta: dict, flags: dict, sources: list[str]) -> list[str]:
+    """The card's "Data" bullets before the split: what was trained on, its credits and licences."""
     data_lines = [f"- Trained on: {', '.join(f'`{d}`' for d in meta.get('data', [])) or 'not recorded'}."]
     if "ham10000" in sources:
         data_lines.append("- HAM10000 (Tschandl P, Rosendahl C, Kittler H, Sci. Data 5, 180161, 2018, "
@@ -206,22 +191,11 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
         data_lines.append(f"- Clinical photos made up {drawn} of this run's training draws.")
     if "ham10000" in sources or known:
         data_lines.append("- Because of these licences, the weights are for **non-commercial research use** only.")
-    shortcuts = (f"- Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi "
-                 f"and a grey caption bar with SD-198's vascular and other photos; {marks}. How often such a mark "
-                 "changes the answer is measured by `python -m bench.shortcuts` (bench/shortcuts.md)."
-                 if {"nci_moles_to_melanoma", "sd198_subset"} & set(clinical_sources)
-                 else f"- Shortcut marks: {marks}.")
-    ood = metrics.get("ood")
-    distance = ("the feature distance" if not ood else
-                f"the feature distance (squared Mahalanobis distance of the {ood['features']} pooled features "
-                + ("at the network's last layer" if ood["layer"] == -1 else f"after layer {ood['layer']}")
-                + " to the nearest training group; bench/ood.md)")
-    small_clinical = (" The clinical set is small, so clinical figures have wide intervals."
-                      if "clinical" in sources else "")
-    ham_limits = ("- HAM10000 comes mostly from fair-skinned European and Australian patients: performance on darker "
-                  "skin is unknown.\n- `vascular` in HAM10000 includes angiomas, angiokeratomas, pyogenic granulomas "
-                  "and haemorrhages; `other` pools\n  dangerous and harmless lesions alike.\n"
-                  if "ham10000" in sources else "")
+    return data_lines
+
+
+def _network_and_training(meta: dict, flags: dict) -> tuple[str, str, str]:
+    """What the network is, how it was trained, and the limitation about run-to-run spread that goes with that."""
     arch = flags.get("arch", "spotnet")  # checkpoints from before the choice: SpotNet
     if arch == "lite0":
         network = ("EfficientNet-Lite0's layout, Tan & Le 2019, in Google's Lite variant for mobile CPUs: "
@@ -252,6 +226,51 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
                    f"{meta.get('kept', 'best')} epoch {meta.get('best_epoch', -1) + 1}).")
         spread = ("- The figures are one training run's: two runs of the same command on the same split can differ by "
                   "several\n  hundredths, more on the small clinical set (bench/README.md, \"Run to run\").")
+    return network, trained, spread
+
+
+def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
+    """MODEL_CARD.md from the checkpoint's metadata and the evaluation just run."""
+    rows, absent_note, kinds_table = _results(metrics)
+    cal = metrics["calibration"]
+    val = meta.get("validation", {})
+    split_counts = meta.get("split_counts", {})
+    flags = meta.get("flags", {})
+    ema = flags.get("ema", 0)
+    marks_p, marks_dermoscopy = flags.get("marks_p", 0), flags.get("marks_p_dermoscopy", 0)
+    marks = (f"pen circles, ink writing, rulers and caption bars were drawn on {marks_p:.0%} of the clinical training "
+             f"photos of every class (`--marks-p`; dermoscopic images {marks_dermoscopy:.0%}), so that they stop "
+             "telling the classes apart" if marks_p or marks_dermoscopy else "no marks were drawn in training")
+    zoom_out_p = flags.get("zoom_out_p", 0)
+    zoomed = (f"; {zoom_out_p:.0%} of the dermoscopic draws were shrunk onto a wider surround of skin, as a framed "
+              "phone photo shows a spot (`--zoom-out-p`)" if zoom_out_p else "")
+    kept_weights = [r.get("best_weights", "averaged") for r in meta.get("members", [])] or [meta.get("best_weights",
+                                                                                                      "averaged")]
+    averaged = (f" The weights are an exponential moving average (decay {ema}) of the trained ones."
+                if ema and all(w == "averaged" for w in kept_weights) else "")
+    sources = meta.get("sources", ["clinical", "ham10000"])  # checkpoints from before it was recorded: the shipped data
+    vascular_images = sum(counts.get("vascular", 0) for counts in split_counts.values())
+    unreadable = meta.get("unreadable", {})
+    left_out = (f" Of these, {unreadable.get('train', 0)} training and {unreadable.get('val', 0)} validation images "
+                "could not be read and were left out." if any(unreadable.values()) else "")
+    data_lines = _data_lines(meta, flags, sources)
+    shortcuts = (f"- Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi "
+                 f"and a grey caption bar with SD-198's vascular and other photos; {marks}. How often such a mark "
+                 "changes the answer is measured by `python -m bench.shortcuts` (bench/shortcuts.md)."
+                 if {"nci_moles_to_melanoma", "sd198_subset"} & set(clinical_sources_of(meta))
+                 else f"- Shortcut marks: {marks}.")
+    ood = metrics.get("ood")
+    distance = ("the feature distance" if not ood else
+                f"the feature distance (squared Mahalanobis distance of the {ood['features']} pooled features "
+                + ("at the network's last layer" if ood["layer"] == -1 else f"after layer {ood['layer']}")
+                + " to the nearest training group; bench/ood.md)")
+    small_clinical = (" The clinical set is small, so clinical figures have wide intervals."
+                      if "clinical" in sources else "")
+    ham_limits = ("- HAM10000 comes mostly from fair-skinned European and Australian patients: performance on darker "
+                  "skin is unknown.\n- `vascular` in HAM10000 includes angiomas, angiokeratomas, pyogenic granulomas "
+                  "and haemorrhages; `other` pools\n  dangerous and harmless lesions alike.\n"
+                  if "ham10000" in sources else "")
+    network, trained, spread = _network_and_training(meta, flags)
     text = f"""# Model card: SpotCheck
 
 *Generated by `python -m training.evaluate` from the checkpoint's metadata and a run on {scored_on(metrics)}.*
@@ -287,7 +306,7 @@ Brackets: 95% bootstrap interval, resampling whole lesions.
 
 | domain | images | balanced acc. [95% CI] | vascular recall | vasc-vs-nevus AUC | ECE (15 bins) | coverage (rule) | vascular recall (rule) | vascular precision (rule) | non-vascular called vascular | melanoma called vascular | melanoma, carcinoma or precursor called vascular |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-{chr(10).join(rows)}
+{rows}
 {absent_note}
 How the rule answered the lesions that matter most: each vascular diagnosis apart (cherry angiomas are what a
 `vascular` answer tells people they have), then the malignant lesions, for which `nevus` ("keep an eye on it") is a
