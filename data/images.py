@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -38,6 +39,7 @@ ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this 
 WORKING_SIDE = 4096  # larger photos are checked downscaled to this longer side (12 MP phone photos fit unchanged)
 MIN_SIDE = 48  # a photo whose shorter side has fewer pixels is too small to judge (data.quality)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_METADATA = {b"tEXt", b"zTXt", b"iTXt", b"iCCP"}  # chunks Pillow refuses to unpack past 1 MB
 UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
 HEIC_FAILED = "the file is not a readable image (the HEIC decoder failed on it)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
@@ -65,6 +67,8 @@ def working_copy(image: np.ndarray) -> np.ndarray:
     framed, checked and cropped. Every way in uses this one copy, so that the web page, which holds it in memory, and
     batch scoring give a 48-megapixel photo the same answer."""
     h, w = image.shape[:2]
+    if min(h, w) == 0 or max(h, w) <= WORKING_SIDE:
+        return image
     scale = max(WORKING_SIDE / max(h, w), MIN_SIDE / min(h, w))
     if scale >= 1:
         return image
@@ -113,6 +117,7 @@ def decode_image(data: bytes) -> np.ndarray:
         raise _too_large(len(data))
     if _is_heic(data):
         return _decode_heic(data)
+    data = _without_png_metadata(data)
     pixels, image_format, transparent = _header(data)
     if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
         raise ImageError(UNREADABLE)
@@ -134,7 +139,7 @@ def decode_image(data: bytes) -> np.ndarray:
 
 def image_format(data: bytes) -> str | None:
     """The file's image format as Pillow names it ("JPEG", "PNG", "TIFF", ...; "HEIF" for HEIC), None if unknown."""
-    return "HEIF" if _is_heic(data) else _header(data)[1]
+    return "HEIF" if _is_heic(data) else _header(_without_png_metadata(data))[1]
 
 
 def _header(data: bytes) -> tuple[float | None, str | None, bool]:
@@ -155,12 +160,6 @@ def _header(data: bytes) -> tuple[float | None, str | None, bool]:
     except Image.DecompressionBombError:  # Pillow's own limit, about 179 megapixels
         return float("inf"), None, False
     except Exception:  # not an image Pillow knows, or a damaged header
-        # Pillow also refuses a PNG whose text or ICC profile unpacks to over 1 MB (big XMP from photo editors);
-        # its size and colour type are in the first chunk, as libpng, which OpenCV decodes it with, reads them.
-        if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26:
-            width, height = struct.unpack(">II", data[16:24])
-            alpha = data[25] in (4, 6)  # grey or colour with alpha; a transparent colour is a tRNS chunk
-            return width * height, "PNG", alpha or b"tRNS" in _png_chunks_before_picture(data)
         return None, None, False
 
 
@@ -182,17 +181,31 @@ def _header_blocks(data: bytes) -> int:
             else:
                 i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     elif data[:8] == PNG_SIGNATURE:
-        blocks = len(_png_chunks_before_picture(data))
+        blocks = sum(1 for _ in _png_chunks(data))
     return blocks
 
 
-def _png_chunks_before_picture(data: bytes) -> list[bytes]:
-    """The types of a PNG's chunks up to its first image data, at most MAX_HEADER_BLOCKS + 1 of them."""
-    types, i = [], 8
-    while i + 8 <= len(data) and len(types) <= MAX_HEADER_BLOCKS and data[i + 4 : i + 8] != b"IDAT":
-        types.append(data[i + 4 : i + 8])
-        i += 12 + int.from_bytes(data[i : i + 4], "big")
-    return types
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """A PNG's chunks before its first image data, as (type, start, end) in `data`: at most MAX_HEADER_BLOCKS + 1."""
+    i, count = 8, 0
+    while i + 8 <= len(data) and count <= MAX_HEADER_BLOCKS and data[i + 4 : i + 8] != b"IDAT":
+        end = i + 12 + int.from_bytes(data[i : i + 4], "big")
+        yield data[i + 4 : i + 8], i, end
+        i, count = end, count + 1
+
+
+def _without_png_metadata(data: bytes) -> bytes:
+    """A PNG without its text chunks and ICC profile (anything else as it is). Pillow refuses to unpack one of those
+    past 1 MB, and photo editors write XMP that big; the pixels do not need them (neither OpenCV nor SpotCheck applies
+    an ICC profile, and EXIF orientation has a chunk of its own, kept). A PNG with more chunks than
+    MAX_HEADER_BLOCKS is left as it is, for `_header` to refuse."""
+    if data[:8] != PNG_SIGNATURE:
+        return data
+    chunks = list(_png_chunks(data))
+    if len(chunks) > MAX_HEADER_BLOCKS or not any(kind in PNG_METADATA for kind, _, _ in chunks):
+        return data
+    kept = [data[start:end] for kind, start, end in chunks if kind not in PNG_METADATA]
+    return b"".join([data[:8], *kept, data[chunks[-1][2]:]])
 
 
 def _is_heic(data: bytes) -> bool:
@@ -228,13 +241,8 @@ def _decode_on_white(data: bytes) -> np.ndarray:
             rgba = ImageOps.exif_transpose(image).convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
-    except Exception as err:  # a damaged stream, or a PNG header Pillow refuses (over 1 MB of metadata): OpenCV's
-        bgra = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # alpha and any depth, as stored
-        if bgra is None or bgra.ndim != 3 or bgra.shape[2] != 4 or bgra.dtype not in (np.uint8, np.uint16):
-            raise ImageError(UNREADABLE) from err
-        scaled = bgra.astype(np.float32) / np.iinfo(bgra.dtype).max  # 8 or 16 bits
-        rgb = scaled[..., 2::-1] * scaled[..., 3:] + (1 - scaled[..., 3:])
-        return np.round(rgb * 255).astype(np.uint8)
+    except Exception as err:  # a damaged stream behind a readable header
+        raise ImageError(UNREADABLE) from err
 
 
 def _decode_avif(data: bytes) -> np.ndarray:

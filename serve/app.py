@@ -12,7 +12,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
-import binascii  # noqa: E402
 import logging  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.parse  # noqa: E402
@@ -215,9 +214,9 @@ def saved_data_url(url: str, folder: str | os.PathLike) -> str:
     that are no image got "something went wrong"."""
     header, _, body = url.partition(",")
     try:
-        data = base64.b64decode(body) if header.endswith(";base64") else urllib.parse.unquote_to_bytes(body)
-    except binascii.Error:  # not base64: the bytes as sent, which reading then names as no image
-        data = body.encode()
+        data = base64.b64decode(body) if header.lower().endswith(";base64") else urllib.parse.unquote_to_bytes(body)
+    except ValueError:  # not base64: the text as sent, which reading then names as no image
+        data = body.encode(errors="surrogateescape")
     Path(folder).mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix="inline-", delete=False) as f:
         f.write(data)

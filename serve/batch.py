@@ -21,7 +21,8 @@
   under DIR, with `.png` added (`a/b.jpg` -> `DIR/a/b.jpg.png`); none for a
   photo too small, dark or blurred to look at, as on the web page.
 - `--resume` continues an interrupted run: files already in the CSV are
-  skipped (compared as absolute paths, however the folder is spelled), so
+  skipped (compared as the files themselves, however the folder is spelled
+  or whichever linked folder reached them), so
   every file appears exactly once. A CSV another run is writing is refused
   (on Linux and macOS: their rows would interleave).
 - Exit status 0 if at least one file was scored, 1 if none could be, 2 for
@@ -167,16 +168,21 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                  progress: bool = True) -> tuple[int, int]:
     """Score every image under `folder` into `out`; returns (scored, errors) for this run."""
     model = model_id(predictor)
-    if heatmaps:  # first: a heatmaps folder that cannot be made leaves no CSV behind
-        heatmaps.mkdir(parents=True, exist_ok=True)
-        (heatmaps / HEATMAPS_MARK).write_text("Heatmaps written by SpotCheck's batch scoring (serve.batch): scoring "
-                                              "a folder that holds this one leaves it out.\n")
     out.parent.mkdir(parents=True, exist_ok=True)
+    new_csv = not out.exists()
     scored = errors = 0
     with out.open("a", newline="", **ENCODING) as f:  # not "w": a CSV another run is writing must not be emptied
         write_alone(f, out)
-        done = already_scored(out, model) if resume else {}
-        todo = [p for p in find_images(folder, skip=heatmaps) if os.path.abspath(p) not in done]
+        # By the file itself: one reached through a linked folder has been in the CSV under either path.
+        done = {os.path.realpath(path) for path in already_scored(out, model)} if resume else set()
+        todo = [p for p in find_images(folder, skip=heatmaps) if os.path.realpath(p) not in done]
+        if heatmaps:  # after the CSV's own checks: a run refused there leaves no heatmaps folder
+            try:
+                make_heatmaps_folder(heatmaps)
+            except OSError:
+                if new_csv:  # nor an empty CSV
+                    out.unlink(missing_ok=True)
+                raise
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if not (resume and out.stat().st_size > 0):
             f.truncate(0)
@@ -193,6 +199,17 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                 scored += 1
             f.flush()  # every row on disk as it is written: an interrupted run resumes after it
     return scored, errors
+
+
+def make_heatmaps_folder(heatmaps: Path) -> None:
+    heatmaps.mkdir(parents=True, exist_ok=True)
+    (heatmaps / HEATMAPS_MARK).write_text("Heatmaps written by SpotCheck's batch scoring (serve.batch): scoring a "
+                                          "folder that holds this one leaves it out.\n")
+
+
+def is_heatmap_name(path: Path) -> bool:
+    """Named as batch scoring names a heatmap: the photo's own name with .png added (`b.jpg.png`)."""
+    return path.suffix.lower() == ".png" and is_image_file(path.stem)
 
 
 def write_heatmap(prediction: Prediction, target: Path) -> None:
@@ -251,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
               f"use a folder of their own, e.g. {folder / 'heatmaps'}", file=sys.stderr)
         return 2
     if args.heatmaps is not None and args.heatmaps.is_dir() and not is_heatmaps(args.heatmaps):
-        photo = next(find_images(args.heatmaps), None)
+        # (an unmarked folder of heatmaps alone: an older version's, which marked only one inside the input folder)
+        photo = next((p for p in find_images(args.heatmaps) if not is_heatmap_name(p)), None)
         if photo is not None:  # inside the input folder they would also be left out of the scoring
             print(f"error: --heatmaps {args.heatmaps} holds photos of its own (e.g. {photo.relative_to(args.heatmaps)}):"
                   f" the heatmaps would mix with them; use a new folder, e.g. {args.heatmaps / 'heatmaps'}",

@@ -187,6 +187,36 @@ def test_a_heatmaps_folder_that_holds_photos_of_its_own_is_refused(messy_folder,
     assert snapshot(messy_folder) == before and not out.exists()
 
 
+def test_a_folder_of_heatmaps_alone_is_taken_again_without_its_mark(messy_folder, tmp_path):
+    """Versions before December 7, 2026 marked a heatmaps folder only inside the input folder: an older run's
+    heatmaps folder holds heatmaps alone, and is no folder of photos to refuse."""
+    maps = tmp_path / "maps"
+    assert batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(maps)]) == 0
+    (maps / batch.HEATMAPS_MARK).unlink()
+    assert batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(maps), "--overwrite"]) == 0
+    (maps / batch.HEATMAPS_MARK).unlink()
+    write_rgb(maps / "photo.png", spot_photo("nevus", size=64))  # but a photo among them is one of its own
+    assert batch.main([str(messy_folder), "--out", str(tmp_path / "t.csv"), "--heatmaps", str(maps)]) == 2
+
+
+def test_a_refused_run_leaves_no_heatmaps_folder(messy_folder, tmp_path):
+    not_scores = tmp_path / "notes.csv"
+    not_scores.write_text("not,a,scores,file\n")
+    assert batch.main([str(messy_folder), "--out", str(not_scores), "--resume", "--heatmaps", str(tmp_path / "maps")]) == 2
+    assert not (tmp_path / "maps").exists()
+
+
+def test_resume_knows_a_photo_by_the_file_whichever_folder_link_reached_it(tmp_path, predictor):
+    """A link added to the folder (sorted before the real folder) must not score again what the CSV has."""
+    folder = tmp_path / "photos"
+    write_rgb(folder / "z_real" / "a.png", spot_photo("nevus", size=160))
+    out = tmp_path / "s.csv"
+    assert batch.score_folder(predictor, folder, out, progress=False) == (1, 0)
+    os.symlink(folder / "z_real", folder / "a_link")
+    assert batch.score_folder(predictor, folder, out, resume=True, progress=False) == (0, 0)
+    assert len(rows(out)) == 1
+
+
 def test_a_heatmaps_folder_anywhere_is_left_out_of_later_runs(messy_folder, tmp_path):
     study = tmp_path / "study"
     shutil.move(messy_folder, study / "photos")

@@ -139,24 +139,29 @@ def test_a_png_with_over_a_megabyte_of_packed_metadata_is_read():
     assert rgb.shape == (40, 60, 3) and tuple(rgb[0, 0]) == (200, 30, 40)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
-def test_a_transparent_png_with_over_a_megabyte_of_packed_metadata_is_white_where_transparent(mode):
-    """Such a PNG had been read with its transparent parts black ("too dark") where the same picture without the
-    metadata reads white: the same pixels must read the same."""
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "RGBA rotated"])
+def test_a_transparent_png_with_over_a_megabyte_of_packed_metadata_reads_as_without_it(mode):
+    """Such a PNG had been read with its transparent parts black ("too dark"); a grey one with a transparent colour,
+    or one turned by its EXIF orientation, must not come out otherwise either: the same pixels read the same."""
     rgba = np.zeros((20, 40, 4), np.uint8)  # transparent black, the left half opaque red
     rgba[:, :20] = (200, 30, 40, 255)
     picture = Image.fromarray(rgba, "RGBA")
     buffer = io.BytesIO()
-    if mode == "P":  # a palette with one transparent colour (a tRNS chunk)
-        palette = picture.convert("RGB").quantize(2)
-        palette.save(buffer, "PNG", transparency=int(np.asarray(palette)[0, 39]))
+    if mode in ("P", "L"):  # one transparent colour (a tRNS chunk): a palette's, or a grey level
+        converted = picture.convert("RGB").quantize(2) if mode == "P" else picture.convert("L")
+        converted.save(buffer, "PNG", transparency=int(np.asarray(converted)[0, 39]))
+    elif mode == "RGBA rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+        picture.save(buffer, "PNG", exif=exif.tobytes())
     else:
         picture.convert(mode).save(buffer, "PNG")
     plain = buffer.getvalue()
     xmp = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(b" " * 1_100_000)
     with_xmp = decode_image(with_chunk_before_pixels(plain, png_chunk(b"iTXt", xmp)))
-    assert tuple(with_xmp[0, 39]) == (255, 255, 255)
     np.testing.assert_array_equal(with_xmp, decode_image(plain))
+    assert tuple(with_xmp[-1, -1 if mode == "RGBA rotated" else 39]) == (255, 255, 255)
+    assert with_xmp.shape == ((40, 20, 3) if mode == "RGBA rotated" else (20, 40, 3))
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
