@@ -446,6 +446,13 @@ def test_fine_tuning_starts_from_the_model_and_never_judges_it_on_what_it_has_se
             train.main([*run[:-2], "--out", str(tmp_path / "refused"), "--start-from", str(parent), *flags])
     with pytest.raises(SystemExit, match="has no .*has seen the others; fine-tune on photos it has not seen"):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "same"), *FAST, "--start-from", str(parent)])
+    # Its HAM10000 beside new photos: all of it seen, so none of it can validate, and training says so.
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **k: (_ for _ in ()).throw(Started()))
+    capsys.readouterr()
+    with pytest.raises(Started):
+        train.main(["--data", str(ham), str(own), "--folder-domain", "clinical", "--out", str(tmp_path / "both"),
+                    *FAST, "--start-from", str(parent)])
+    assert "warning: no dermoscopy photos are left to validate on" in capsys.readouterr().out
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):

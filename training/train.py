@@ -419,6 +419,10 @@ def main(argv: list[str] | None = None) -> Path:
             print(f"{moved['val']} validation and {moved['test']} test images are of lesions {args.start_from} has "
                   "seen: trained on instead")
             advice = f"{args.start_from} has seen the others; fine-tune on photos it has not seen"
+        for domain in sorted({s.domain for s in splits["train"]} - {s.domain for s in splits["val"]}):
+            print(f"warning: no {domain} photos are left to validate on ({args.start_from} has seen them all): the "
+                  f"decision rule is fitted without them and says nothing of how safe the model is on {domain} "
+                  f"photos; give {domain} photos it has not seen beside yours to keep them validated")
     for name in ("train", "val"):
         require_every_class(name, splits[name], advice=advice)
     try:
