@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 UNSURE = "unsure"
+# A best guess this close to chance (1 / the number of groups) is no answer, whatever a calibration fitted on a model
+# that learned nothing says (its "not confident" bar then sits at chance itself, and rounding noise cleared it).
+CHANCE_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
         shown, bar = percents_apart(confidence, cal.vascular_min)
         return UNSURE, (f"it may be a red (vascular) spot, but at {shown} the model is under the {bar} it needs "
                         "before saying a spot looks like a cherry angioma")
-    if confidence < cal.unsure_below:
+    if confidence < max(cal.unsure_below, 1 / len(classes) + CHANCE_MARGIN):
         return UNSURE, f"the model is not confident: its best guess, {classes[top]}, has only {confidence:.0%}"
     if classes[top] == "vascular":
         shown, bar = percents_apart(confidence, cal.vascular_min)

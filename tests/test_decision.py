@@ -38,6 +38,16 @@ def test_low_confidence_and_out_of_distribution_are_unsure():
     assert label == "unsure" and "does not look like" in reason
 
 
+def test_a_best_guess_at_chance_is_no_answer_whatever_the_calibration_says():
+    """A model that learned nothing gets a calibration that flattens every answer to a third, with its "not
+    confident" bar at a third too: rounding noise had cleared it ("Looks like a mole", at 33%)."""
+    flat = Calibration(temperature=2.67e5, unsure_below=0.3333334896893483, vascular_min=0.5, ood_distance_max=100.0)
+    label, reason = decide(np.array([0.33333269, 0.33333392, 0.33333339]), 5.0, CLASSES, flat)
+    assert label == "unsure" and "its best guess, nevus, has only 33%" in reason
+    lenient = Calibration(temperature=1.0, unsure_below=0.0, vascular_min=0.5, ood_distance_max=100.0)
+    assert decide(np.array([0.2, 0.45, 0.35]), 5.0, CLASSES, lenient)[0] == "nevus"  # a real lead still answers
+
+
 def test_a_photo_problem_makes_any_answer_unsure_and_names_itself():
     """The photo checks come first: even a confident vascular answer is withheld from a blurred photo."""
     label, reason = decide(np.array([0.99, 0.005, 0.005]), 5.0, CLASSES, CAL, "blurred: hold the camera steady")

@@ -391,8 +391,11 @@ def test_a_tree_of_phone_photos_is_trained_and_reported_as_clinical_photos(class
     metrics = evaluate.main(["--checkpoint", str(final)])  # the model's own tree, taken as it was in training
     assert set(metrics["domains"]) == {"clinical"} and (tmp_path / "run" / "roc_clinical.png").is_file()
     assert "They were taken as clinical photos (`--folder-domain`)" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
-    metrics = evaluate.main(["--checkpoint", str(final), "--folder-domain", "dermoscopy", "--out", str(tmp_path / "d")])
-    assert set(metrics["domains"]) == {"dermoscopy"}
+    # Its own split relabelled would contradict its card (and, without --out, replace its report): refused.
+    for out in ([], ["--out", str(tmp_path / "d")]):
+        with pytest.raises(SystemExit, match="--folder-domain dermoscopy: the model was trained taking .* as clinical"):
+            evaluate.main(["--checkpoint", str(final), "--folder-domain", "dermoscopy", *out])
+    assert set(json.loads((tmp_path / "run" / "metrics.json").read_text())["domains"]) == {"clinical"}
     with pytest.raises(ValueError, match="unknown kind of photo 'phone'"):
         load_dataset(class_tree, "phone")
 
