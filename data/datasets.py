@@ -177,11 +177,21 @@ def _unreadable_folder(err: OSError) -> None:
 
 
 def _jpegs_under(root: Path) -> dict[str, Path]:
-    """Image id (file stem) -> path for every .jpg or .jpeg, in any case, below `root`."""
-    found = {}
+    """Image id (file stem) -> path for every .jpg or .jpeg, in any case, below `root`. An id found twice in files
+    of different sizes is refused: which is the release's cannot be told (e.g. a part unzipped by hand, cut short,
+    beside a verified download), and taking the first would train on the wrong one."""
+    found, differing = {}, []
     for path in files_under(root):
         if path.suffix.lower() in (".jpg", ".jpeg"):
-            found.setdefault(path.stem, path)
+            first = found.setdefault(path.stem, path)
+            if first != path and first.stat().st_size != path.stat().st_size:
+                differing.append((first, path))
+    if differing:
+        (a, b), more = differing[0], len(differing) - 1
+        raise ValueError(f"{a.stem} is in two files below {root} that differ: {a} ({a.stat().st_size:,} bytes) and {b} "
+                         f"({b.stat().st_size:,} bytes){f', and {more} more images' if more else ''}: remove the copies "
+                         "that are not the release's (python -m data.download puts its verified images in "
+                         f"{root / 'images'})")
     return found
 
 

@@ -109,6 +109,19 @@ def test_isic2018_challenge_layout_reads_as_ham10000(tmp_path):
         load_dataset(root)
 
 
+def test_an_image_in_two_differing_files_is_refused_and_an_identical_copy_is_not(tmp_path):
+    """A part of the release unzipped by hand and cut short, beside the verified download: the loader had taken the
+    first copy it met (the broken one)."""
+    root = make_ham(tmp_path / "ham")
+    image = root / "images" / "ISIC_0000003.jpg"
+    (root / "HAM10000_images_part_1").mkdir()
+    shutil.copy(image, root / "HAM10000_images_part_1" / image.name)
+    assert len(load_dataset(root)) == 80  # the same file twice: nothing to choose between
+    (root / "HAM10000_images_part_1" / image.name).write_bytes(image.read_bytes()[:100])
+    with pytest.raises(ValueError, match="ISIC_0000003 is in two files below .* that differ"):
+        load_dataset(root)
+
+
 def test_class_folders(class_tree):
     samples = load_dataset(class_tree)
     assert {s.label for s in samples} == set(CLASSES)
