@@ -117,8 +117,7 @@ def decode_image(data: bytes) -> np.ndarray:
         raise _too_large(len(data))
     if _is_heic(data):
         return _decode_heic(data)
-    data = _without_png_metadata(data)
-    pixels, image_format, transparent = _header(data)
+    data, (pixels, image_format, transparent) = _readable(data)
     if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
         raise ImageError(UNREADABLE)
     if pixels > MAX_PIXELS:
@@ -139,7 +138,17 @@ def decode_image(data: bytes) -> np.ndarray:
 
 def image_format(data: bytes) -> str | None:
     """The file's image format as Pillow names it ("JPEG", "PNG", "TIFF", ...; "HEIF" for HEIC), None if unknown."""
-    return "HEIF" if _is_heic(data) else _header(_without_png_metadata(data))[1]
+    return "HEIF" if _is_heic(data) else _readable(data)[1][1]
+
+
+def _readable(data: bytes) -> tuple[bytes, tuple[float | None, str | None, bool]]:
+    """`data` and its `_header`; for a PNG whose header Pillow refuses, the same PNG without its metadata
+    (`_without_png_metadata`), and that one's header. Every other file as it is: nothing is copied."""
+    header = _header(data)
+    if header[0] is None and data[:8] == PNG_SIGNATURE:
+        data = _without_png_metadata(data)
+        header = _header(data)
+    return data, header
 
 
 def _header(data: bytes) -> tuple[float | None, str | None, bool]:
@@ -197,12 +206,9 @@ def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
 def _without_png_metadata(data: bytes) -> bytes:
     """A PNG without its text chunks and ICC profile (anything else as it is). Pillow refuses to unpack one of those
     past 1 MB, and photo editors write XMP that big; the pixels do not need them (neither OpenCV nor SpotCheck applies
-    an ICC profile, and EXIF orientation has a chunk of its own, kept). A PNG with more chunks than
-    MAX_HEADER_BLOCKS is left as it is, for `_header` to refuse."""
-    if data[:8] != PNG_SIGNATURE:
-        return data
+    an ICC profile, and EXIF orientation has a chunk of its own, kept)."""
     chunks = list(_png_chunks(data))
-    if len(chunks) > MAX_HEADER_BLOCKS or not any(kind in PNG_METADATA for kind, _, _ in chunks):
+    if not any(kind in PNG_METADATA for kind, _, _ in chunks):
         return data
     kept = [data[start:end] for kind, start, end in chunks if kind not in PNG_METADATA]
     return b"".join([data[:8], *kept, data[chunks[-1][2]:]])

@@ -443,7 +443,8 @@ def main(argv: list[str] | None = None) -> Path:
     val_domains = np.array([s.domain for s in val_samples])
     weights = sampling_weights(train_samples, args.clinical_share)
     clinical = np.array([s.domain == "clinical" for s in train_samples])
-    preset = TrainPreset(settings=eval_settings(args), clinical_p=args.clinicalize_p, marks_p=args.marks_p,
+    settings = eval_settings(args)  # how photos become input, in training and validation, as the checkpoint stores it
+    preset = TrainPreset(settings=settings, clinical_p=args.clinicalize_p, marks_p=args.marks_p,
                          marks_p_dermoscopy=args.marks_p_dermoscopy, zoom_out_p=args.zoom_out_p)
 
     # Model, optimiser, one-cycle schedule over all steps.
@@ -480,7 +481,6 @@ def main(argv: list[str] | None = None) -> Path:
               f"the run had finished its {args.epochs} epochs: nothing is trained; the weights are picked and the "
               "decision rule fitted again")
 
-    settings = eval_settings(args)  # how validation prepares its images, as the checkpoint will store them
     for epoch in range(start_epoch, args.epochs):
         model.train()
         torch.manual_seed(run_seed * 1000 + epoch)  # dropout: same masks on resume
