@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps
 
 # iPhones save photos as HEIC, which OpenCV cannot read: pi-heif (libheif's decoders only, no GPL encoder) reads
@@ -42,6 +43,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_METADATA = {b"tEXt", b"zTXt", b"iTXt", b"iCCP"}  # chunks Pillow refuses to unpack past 1 MB
 UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
 HEIC_FAILED = "the file is not a readable image (the HEIC decoder failed on it)"
+DAMAGED_JPEG = ("the photo file is damaged (part of the picture is missing or garbled, e.g. from an interrupted copy "
+                "or download): copy or send the original again")
+# What libjpeg says of a JPEG whose compressed picture data is damaged: it still decodes one, filling in grey or
+# garbage, and only prints a warning, so OpenCV hands that picture on. "Extraneous bytes before marker" is left out:
+# some cameras write those, and the picture is whole.
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of", "Invalid JPEG file structure", "Bogus")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
 
 
@@ -126,6 +133,8 @@ def decode_image(data: bytes) -> np.ndarray:
         return _decode_avif(data)
     if transparent:
         return _decode_on_white(data)
+    if image_format in ("JPEG", "MPO") and _jpeg_damage(data):
+        raise ImageError(DAMAGED_JPEG)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
@@ -134,6 +143,23 @@ def decode_image(data: bytes) -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise ImageError(UNREADABLE)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_damage(data: bytes) -> str | None:
+    """libjpeg's complaint about a JPEG's picture data, if it is damaged (see _JPEG_DAMAGE); None if it is whole.
+
+    A strict decode at an eighth of the size: it reads every bit of the compressed data, where damage shows, and
+    costs a fraction of the full decode. Anything else it cannot do (e.g. a colour conversion) is OpenCV's to judge.
+    """
+    try:
+        colourspace = simplejpeg.decode_jpeg_header(data)[2]
+        simplejpeg.decode_jpeg(data, colorspace="CMYK" if colourspace in ("CMYK", "YCCK") else "GRAY",
+                               min_factor=8, strict=True)
+    except ValueError as err:
+        message = str(err)
+        if message.startswith(_JPEG_DAMAGE) and "extraneous bytes" not in message:
+            return message
+    return None
 
 
 def image_format(data: bytes) -> str | None:

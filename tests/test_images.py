@@ -81,6 +81,30 @@ def test_bad_bytes_raise_clear_errors(data, message):
         decode_image(data)
 
 
+def textured_jpeg(mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(0)
+    picture = cv2.GaussianBlur((rng.random((120, 160, 3)) * 255).astype(np.uint8), (9, 9), 3)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).convert(mode).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "CMYK"])
+def test_a_jpeg_with_damaged_picture_data_is_refused(mode):
+    whole = textured_jpeg(mode)
+    damaged = whole[: len(whole) // 2] + b"\xff\xd9"  # half the picture data lost, the end marker put back
+    assert cv2.imdecode(np.frombuffer(damaged, np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV fills in the rest
+    with pytest.raises(ImageError, match="damaged"):
+        decode_image(damaged)
+    assert decode_image(whole).shape == (120, 160, 3)
+
+
+def test_a_jpeg_with_extraneous_bytes_before_its_end_marker_is_read():
+    """Some cameras write a few stray bytes there; libjpeg warns, but the picture is whole."""
+    whole = textured_jpeg()
+    assert decode_image(whole[:-2] + b"\x00\x00\x00\xff\xd9").shape == (120, 160, 3)
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(ImageError, match="cannot open"):
         read_image(tmp_path / "nope.jpg")
