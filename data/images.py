@@ -49,7 +49,9 @@ DAMAGED_JPEG = ("the photo file is damaged (part of the picture is missing or ga
 # garbage, and only prints a warning, so OpenCV hands that picture on. "Extraneous bytes before marker" is left out:
 # some cameras write those, and the picture is whole.
 _JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of", "Invalid JPEG file structure", "Bogus")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
+# .jfif, .jpe and .jif are JPEGs too: Windows names photos saved from a browser or an e-mail .jfif.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic",
+                  ".heif", ".avif")
 
 
 class ImageError(ValueError):

@@ -265,8 +265,11 @@ class Predictor:
     def prepare_files(self, paths: Iterable[Path], *, workers: int = 1, ahead: int = 64
                       ) -> Iterator[tuple[Path, Prepared | str]]:
         """Each file read and prepared, in input order, by `workers` threads with at most `ahead` files in flight;
-        a file that cannot be used gives the reason instead (any error: a long run must not stop on one file)."""
-        with ThreadPoolExecutor(workers) as pool:
+        a file that cannot be used gives the reason instead (any error: a long run must not stop on one file).
+        Stopped early (Ctrl+C, or the caller done), it drops the files not yet started: waiting for all `ahead` of
+        them had kept an interrupted run of phone photos going for over a minute."""
+        pool = ThreadPoolExecutor(workers)
+        try:
             paths = iter(paths)
             inflight = deque((p, pool.submit(self._prepare_file, p)) for p in itertools.islice(paths, ahead))
             while inflight:
@@ -275,6 +278,8 @@ class Predictor:
                 if following is not None:
                     inflight.append((following, pool.submit(self._prepare_file, following)))
                 yield path, future.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _prepare_file(self, path: Path) -> Prepared | str:
         try:

@@ -23,17 +23,25 @@
 - `--resume` continues an interrupted run: files already in the CSV are
   skipped (compared as the files themselves, however the folder is spelled
   or whichever linked folder reached them), so
-  every file appears exactly once. A CSV another run is writing is refused
-  (on Linux and macOS: their rows would interleave).
+  every file appears exactly once; a file reached twice in one run (a link to
+  a photo that is also in the folder) is scored once. A CSV another run is
+  writing is refused (on Linux and macOS: their rows would interleave).
+- The CSV is UTF-8 (no byte-order mark), comma-separated, with a dot for
+  decimals; a file name's bytes that are not UTF-8 (old Windows zips,
+  network shares) are written as `\\xNN`, so that any CSV reader takes it.
 - Exit status 0 if at least one file was scored, 1 if none could be, 2 for
-  bad arguments, 130 when interrupted (the CSV keeps every row written).
+  bad arguments or a CSV that cannot be written, 130 when interrupted (Ctrl+C,
+  or a `kill`: the CSV keeps every row written).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import errno
 import io
 import os
+import signal
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -69,7 +77,7 @@ FIELDS = ("path", "label", "confidence", "p_vascular", "p_nevus", "p_other", "re
           "model")
 SUMMARY_LABELS = (*CLASSES, UNSURE, "error")  # the `label` column's values, in the summary's order
 MODEL_ID_CHARS = 12  # the `model` column: the start of the checkpoint's SHA-256, as its .sha256 file gives it
-ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names that are not UTF-8 round-trip
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # how it is read: a CSV from before path_text
 # Written into every heatmaps folder, so that a later run over it, or over a folder that holds it, leaves it out.
 HEATMAPS_MARK = ".spotcheck-heatmaps"
 
@@ -143,8 +151,14 @@ def already_scored(out: Path, model: str | None = None) -> dict[str, str]:
     return {os.path.abspath(row["path"]): row["label"] for row in rows}
 
 
+def path_text(path: str | os.PathLike) -> str:
+    """`path` as the CSV holds it: always valid UTF-8, a name's bytes that are not written as `\\xNN`. One such
+    name, written as it was, had made the whole CSV unreadable to pandas and to Python's own csv module."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def row_for(path: Path, prediction: Prediction | None, error: str = "", *, model: str = "") -> dict[str, str]:
-    path = os.path.abspath(path)  # so that --resume finds it from any working directory
+    path = path_text(os.path.abspath(path))  # absolute, so that --resume finds it from any working directory
     if prediction is None:
         return {"path": path, "label": "error", "error": error, "model": model}
     p = prediction.probabilities
@@ -170,12 +184,18 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
     model = model_id(predictor)
     out.parent.mkdir(parents=True, exist_ok=True)
     new_csv = not out.exists()
-    scored = errors = 0
+    scored = errors = lost_heatmaps = 0
     with out.open("a", newline="", **ENCODING) as f:  # not "w": a CSV another run is writing must not be emptied
         write_alone(f, out)
         # By the file itself: one reached through a linked folder has been in the CSV under either path.
-        done = {os.path.realpath(path) for path in already_scored(out, model)} if resume else set()
-        todo = [p for p in find_images(folder, skip=heatmaps) if os.path.realpath(p) not in done]
+        listed = already_scored(out, model) if resume else {}
+        done = {path_text(os.path.realpath(path)) for path in listed} | {path_text(path) for path in listed}
+        todo = []
+        for path in find_images(folder, skip=heatmaps):
+            real = path_text(os.path.realpath(path))
+            if real not in done and path_text(os.path.abspath(path)) not in done:
+                done.add(real)
+                todo.append(path)
         if heatmaps:  # after the CSV's own checks: a run refused there leaves no heatmaps folder
             try:
                 make_heatmaps_folder(heatmaps)
@@ -194,10 +214,13 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                 errors += 1
             else:
                 if heatmaps and not answer.problem:  # before the row: a resumed run leaves no heatmap missing
-                    write_heatmap(answer, heatmaps / f"{path.relative_to(folder)}.png")
+                    lost_heatmaps += not write_heatmap(answer, heatmaps / f"{path.relative_to(folder)}.png")
                 writer.writerow(row_for(path, answer, model=model))
                 scored += 1
             f.flush()  # every row on disk as it is written: an interrupted run resumes after it
+    if lost_heatmaps:
+        print(f"warning: {lost_heatmaps} heatmap{'s' * (lost_heatmaps != 1)} could not be written (the warnings above "
+              "say why); their rows are in the CSV", file=sys.stderr)
     return scored, errors
 
 
@@ -212,15 +235,32 @@ def is_heatmap_name(path: Path) -> bool:
     return path.suffix.lower() == ".png" and is_image_file(path.stem)
 
 
-def write_heatmap(prediction: Prediction, target: Path) -> None:
-    """Save the framed spot with its heatmap as a PNG; a file that cannot be written is a warning, not a stop."""
+def write_heatmap(prediction: Prediction, target: Path) -> bool:
+    """Save the framed spot with its heatmap as a PNG, and say whether it was. A file that cannot be written is a
+    warning, not a stop, and leaves no empty or half file behind (a full disk had left hundreds, named as heatmaps)."""
     picture = overlay_heatmap(prediction.square, prediction.heatmap)
     png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))[1]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(png.tobytes())  # Python, not OpenCV, handles odd file names
+        return True
     except OSError as err:
-        tqdm.write(f"warning: no heatmap for {target}: {err.strerror or err}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            if target.is_file():
+                target.unlink()
+        tqdm.write(f"warning: no heatmap for {path_text(target)}: {err.strerror or err}", file=sys.stderr)
+        return False
+
+
+def interrupt_on_termination() -> None:
+    """End a run stopped by SIGTERM or SIGHUP (a `kill`, a scheduler, a closed terminal) as Ctrl+C ends it: with a
+    message and the hint to resume, not silently."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # Windows has no SIGHUP
+            signal.signal(getattr(signal, name), interrupt)
 
 
 def make_predictor(checkpoint: str | os.PathLike | None = None, backend: str = "auto",
@@ -295,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:  # --out or --heatmaps under a file, no permission, a full disk
         print(f"error: cannot write {err.filename or out}: {err.strerror or err}", file=sys.stderr)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and out.is_file():
+            print(f"the rows written so far are in {out}: make room, then add --resume to score the rest (it drops "
+                  "a last row cut short)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: the rows written so far are in {out}; add --resume to score the rest", file=sys.stderr)
@@ -303,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     scored_before = args.resume and scored == 0 and any(label != "error" for label in answers)
     if scored_before and errors == 0:
         print(f"nothing left to score: every image under {folder} is in {out} already")
+    elif args.resume and scored == errors == 0:  # every row an error, none tried again
+        print(f"nothing left to score: every image under {folder} is in {out} already, and none of them could be "
+              "scored (their rows say why, in the error column); --resume does not try them again: replace or fix "
+              "those files and score with --overwrite")
     else:
         unread = f"; {errors} could not be read (their rows say why, in the error column)" if errors else ""
         print(f"scored {scored} image{'s' * (scored != 1)}{unread}; wrote {out}")
@@ -316,4 +363,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     plain_warnings()
-    sys.exit(main())
+    interrupt_on_termination()
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before scoring began (loading the model): nothing was written
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

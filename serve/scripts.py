@@ -23,7 +23,8 @@ SLIDER_KEYS = """() => {
 # file's suffix as the system knows it: Chromium on Linux types "IMG_0001.heic" but leaves an iPhone's "IMG_0001.HEIC"
 # untyped, and Windows without its HEIF extension any HEIC. Such a photo was refused as "Invalid file type". This
 # gives each untyped file with a photo suffix its type, when picked (`change`) or dropped, before Gradio looks at it.
-PHOTO_TYPES = {suffix: "image/" + {".jpg": "jpeg", ".tif": "tiff"}.get(suffix, suffix[1:]) for suffix in IMAGE_SUFFIXES}
+PHOTO_TYPES = {suffix: "image/" + {".jpg": "jpeg", ".jfif": "jpeg", ".jpe": "jpeg", ".jif": "jpeg", ".tif": "tiff"}.get(
+    suffix, suffix[1:]) for suffix in IMAGE_SUFFIXES}
 TYPE_PHOTOS = """() => {
     const types = %s;
     const typed = (files) => {  // a DataTransfer of the files, typed, or null when none needed it

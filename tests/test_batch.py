@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import cv2
@@ -258,7 +261,9 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert batch.main([str(good), "--out", str(tmp_path)]) == 2  # --out is a folder, not a CSV
     capsys.readouterr()
     assert batch.main([str(bad), "--out", str(tmp_path / "s.csv"), "--resume"]) == 1  # still nothing scored
-    assert "nothing left to score" not in capsys.readouterr().out  # its rows are all errors: not "done"
+    said = capsys.readouterr()  # its rows are all errors: not "done", and not as if they had been tried again
+    assert "none of them could be scored" in said.out and "--overwrite" in said.out
+    assert "scored 0 images" not in said.out
 
 
 def test_cli_messages(tmp_path, monkeypatch, capsys):
@@ -372,3 +377,68 @@ def test_a_csv_another_run_is_writing_is_refused_and_left_as_it_is(messy_folder,
             assert batch.main([str(messy_folder), "--out", str(out), *flags]) == 2
             assert "being written by another batch run" in capsys.readouterr().err and out.read_bytes() == before
     assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0  # once it is done
+
+
+def test_the_csv_is_utf8_whatever_the_file_names(messy_folder, tmp_path, predictor):
+    """A Latin-1 file name (old Windows zips, network shares) had made the whole CSV unreadable to pandas."""
+    out = tmp_path / "s.csv"
+    batch.score_folder(predictor, messy_folder, out, progress=False)
+    text = out.read_bytes().decode("utf-8")  # strict
+    names = [os.path.basename(r["path"]) for r in csv.DictReader(text.splitlines())]
+    assert "caf\\xe9.png" in names
+    assert batch.score_folder(predictor, messy_folder, out, resume=True, progress=False) == (0, 0)  # known again
+
+
+def test_a_link_to_a_photo_in_the_folder_is_scored_once_fresh_or_resumed(tmp_path, predictor):
+    folder = tmp_path / "photos"
+    write_rgb(folder / "A" / "p.png", spot_photo("nevus", size=160))
+    write_rgb(folder / "A" / "q.png", spot_photo("vascular", size=160))
+    (folder / "B").mkdir()
+    os.symlink(folder / "A" / "p.png", folder / "B" / "p_link.png")
+    out = tmp_path / "s.csv"
+    assert batch.score_folder(predictor, folder, out, progress=False) == (2, 0)
+    fresh = [r["path"] for r in rows(out)]
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2]))  # killed after the first row
+    assert batch.score_folder(predictor, folder, out, resume=True, progress=False) == (1, 0)
+    assert [r["path"] for r in rows(out)] == fresh
+
+
+def test_a_kill_ends_a_run_as_ctrl_c_does():
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    try:
+        batch.interrupt_on_termination()
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), stop)
+                time.sleep(1)  # the handler runs at once; this is never reached in full
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGHUP, before[1])
+
+
+def test_a_heatmap_cut_short_by_a_full_disk_is_removed_and_counted(messy_folder, tmp_path, predictor, monkeypatch,
+                                                                    capsys):
+    def half_then_full(self, data):
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    maps = tmp_path / "maps"
+    assert batch.score_folder(predictor, messy_folder, tmp_path / "s.csv", heatmaps=maps, progress=False) == (3, 2)
+    assert not list(maps.rglob("*.png"))
+    assert "3 heatmaps could not be written" in capsys.readouterr().err
+
+
+def test_a_full_disk_says_the_rows_are_kept_and_how_to_go_on(messy_folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "s.csv"
+
+    def full(predictor, folder, out, **kwargs):
+        out.write_text(",".join(batch.FIELDS) + "\r\n")
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(batch, "score_folder", full)
+    assert batch.main([str(messy_folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "--resume" in err

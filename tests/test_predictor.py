@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -125,3 +126,20 @@ def test_a_photo_too_thin_to_judge_is_named_by_its_own_size(predictor):
 def test_arrays_that_are_not_rgb_photos_are_refused_with_a_clear_message(predictor, array):
     with pytest.raises(ImageError, match="expected an RGB uint8 array|empty"):
         predictor.predict(array)
+
+
+def test_files_not_yet_started_are_dropped_when_scoring_stops(predictor, monkeypatch, tmp_path):
+    """Ctrl+C in batch scoring closes this loop: it must not first prepare every file it had queued."""
+    started = []
+
+    def slow_prepare(path):
+        started.append(path)
+        time.sleep(0.05)
+        return "unreadable"
+
+    monkeypatch.setattr(predictor, "_prepare_file", slow_prepare)
+    answers = predictor.prepare_files([tmp_path / f"{i}.jpg" for i in range(40)], workers=1, ahead=30)
+    assert next(answers) == (tmp_path / "0.jpg", "unreadable")
+    answers.close()
+    time.sleep(0.3)  # what was still queued would have started by now
+    assert len(started) <= 3
