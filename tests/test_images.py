@@ -239,7 +239,7 @@ def test_an_iphone_heic_photo_is_read_upright(tmp_path):
     assert rgb.shape == (64, 48, 3) and rgb.dtype == np.uint8
     assert np.abs(rgb[4:28].astype(int) - (200, 30, 40)).max() < 12  # red on top
     assert np.abs(rgb[36:60].astype(int) - (225, 180, 160)).max() < 12  # skin below
-    assert is_image_file(path) and is_image_file("a.heif") and is_image_file("b.avif")
+    assert is_image_file(path) and is_image_file("a.heif") and is_image_file("b.avif") and is_image_file("web.JFIF")
     for damaged in (ROTATED_HEIC[:400], ROTATED_HEIC[:492] + bytes(177) + ROTATED_HEIC[669:]):  # cut off; or a
         with pytest.raises(ImageError, match="not a readable image"):  # readable header with its picture zeroed
             decode_image(damaged)
@@ -298,3 +298,11 @@ def test_a_palette_picture_with_a_transparent_colour_and_a_rotated_one_with_alph
     buffer = io.BytesIO()
     Image.new("RGBA", (40, 20), (0, 0, 255, 255)).save(buffer, "PNG", exif=exif.tobytes())
     assert decode_image(buffer.getvalue()).shape == (40, 20, 3)
+
+
+def test_every_photo_suffix_is_typed_for_the_browser_as_its_format():
+    """The page types an untyped file by its suffix (serve/scripts.py); a .jfif is a JPEG, not "image/jfif"."""
+    from serve.scripts import PHOTO_TYPES
+
+    assert PHOTO_TYPES[".jfif"] == PHOTO_TYPES[".jpe"] == PHOTO_TYPES[".jpg"] == "image/jpeg"
+    assert PHOTO_TYPES[".tif"] == "image/tiff" and PHOTO_TYPES[".heic"] == "image/heic"
