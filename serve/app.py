@@ -43,6 +43,9 @@ FRAME_DEFAULT = 50  # the frame-size slider before any answer
 # What browsers show in a page (Pillow's names; MPO is a camera JPEG). Other photos (HEIC, TIFF) are shown as a copy.
 BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
 HEADER_BYTES = 64 * 1024  # what `browser_copy` reads to tell those from the others
+# A photo over the size limits is a photo: "please upload a photo" was no help ("but I did").
+TOO_LARGE_ADVICE = ("Please send a smaller copy of the photo: a phone's ordinary photo (about 12 megapixels) is "
+                    "enough, e.g. exported or shared at a lower resolution.")
 log = logging.getLogger("spotcheck")
 
 
@@ -69,8 +72,9 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
     try:
         image = read_image(path)
     except ImageError as err:
-        return Answer(f"### This file cannot be used\n\n{sentence(str(err))}. Please upload a photo "
-                      "(JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).", {}, None, DISCLAIMER)
+        advice = (TOO_LARGE_ADVICE if "too large" in str(err) else
+                  "Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).")
+        return Answer(f"### This file cannot be used\n\n{sentence(str(err))}. {advice}", {}, None, DISCLAIMER)
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
     return check_frame(predictor, working_copy(image))  # held downscaled, answered as batch scoring answers it
@@ -321,6 +325,13 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
         return None if unanswered else gr.skip()
 
+    def emptied(payload, unanswered: bool, latest: LatestPhoto):
+        """The photo box emptied by Gradio itself, which fires no `input`: a file over the size limit is refused
+        with a pop-up that fades, and the previous photo's answer had stayed beside the empty box."""
+        if payload or unanswered:  # a photo put in (`clear` has run), or the box emptied after "cannot be used"
+            return (gr.skip(),) * 8
+        return (*clear(None, latest)[:-1], gr.update(interactive=True))  # no photo to wait for
+
     with gr.Blocks(title="SpotCheck", analytics_enabled=False,
                    delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as app:
         gr.Markdown("# SpotCheck\nIs a small red or brown spot a harmless cherry angioma, or a mole to keep an eye on?")
@@ -334,7 +345,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 gr.Markdown(PHOTO_TIPS)
             with gr.Column():  # on a phone this column comes below the first: the answer right after the button
                 summary = gr.Markdown(WAITING, elem_id="answer")
-                chart = gr.Label(label="Confidence for each group", num_top_classes=3, elem_id="confidence")
+                chart = gr.Label(label="Confidence (vascular: cherry angioma; nevus: mole; other: another kind of spot)",
+                                 num_top_classes=3, elem_id="confidence")
                 # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
                 heatmap = gr.Image(label="Where it looked (red: most)", interactive=False,
                                    elem_id="heatmap", buttons=["fullscreen", "download"],
@@ -358,6 +370,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
             show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
             api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
+        photo.change(emptied, inputs=[photo, unanswered, latest],
+                     outputs=[*outputs, held, framing, frame_size, check], preprocess=False, **private)
         check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
