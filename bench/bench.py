@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{b0['batch_size']}, {b0['network_threads']} network thread(s); files in the page cache. "
                 f"Latency over {lat['torch']['n']} images spread over the folder, after 10 warm-up calls; "
                 "default thread settings (`Predictor()`).")
-    faster_single = min(BACKENDS, key=lambda b: lat[b]["model_ms"][0])
-    faster_batch = min(BACKENDS, key=lambda b: -lat[b]["batch32_ips"])
+    faster_single = min(MEASURED_BACKENDS, key=lambda b: lat[b]["model_ms"][0])
+    faster_batch = min(MEASURED_BACKENDS, key=lambda b: -lat[b]["batch32_ips"])
     verdict = (f"Faster backend here: {NAMES[faster_single]} for single images, {NAMES[faster_batch]} for batches; "
                f"`backend=\"auto\"` picks {NAMES[choose_backend(checkpoint)]} for this checkpoint.")
     load_note = ("" if not (busy_before or busy_after) else

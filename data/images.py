@@ -59,7 +59,9 @@ class ImageError(ValueError):
 
 
 def _too_large(n_bytes: int) -> ImageError:
-    return ImageError(f"the file is too large ({n_bytes / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB)")
+    limit = MAX_FILE_BYTES // 2**20
+    size = f"{n_bytes / 2**20:.0f} MB" if round(n_bytes / 2**20) > limit else f"just over {limit} MB"  # not "50 MB"
+    return ImageError(f"the file is too large ({size}; the limit is {limit} MB)")
 
 
 def analysis_copy(image: np.ndarray) -> np.ndarray:
