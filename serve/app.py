@@ -325,13 +325,6 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
         return None if unanswered else gr.skip()
 
-    def emptied(payload, unanswered: bool, latest: LatestPhoto):
-        """The photo box emptied by Gradio itself, which fires no `input`: a file over the size limit is refused
-        with a pop-up that fades, and the previous photo's answer had stayed beside the empty box."""
-        if payload or unanswered:  # a photo put in (`clear` has run), or the box emptied after "cannot be used"
-            return (gr.skip(),) * 8
-        return (*clear(None, latest)[:-1], gr.update(interactive=True))  # no photo to wait for
-
     with gr.Blocks(title="SpotCheck", analytics_enabled=False,
                    delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as app:
         gr.Markdown("# SpotCheck\nIs a small red or brown spot a harmless cherry angioma, or a mole to keep an eye on?")
@@ -370,8 +363,6 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
             show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
             api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
-        photo.change(emptied, inputs=[photo, unanswered, latest],
-                     outputs=[*outputs, held, framing, frame_size, check], preprocess=False, **private)
         check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
@@ -383,7 +374,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 (framing.select, move_frame, [held, latest], show_frame, "once"),
                 (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last")):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
-                  api_visibility="private").then(then, inputs=held, outputs=[framing, frame_size], **private)
+                  api_visibility="private").then(then, inputs=held, outputs=[framing, frame_size], **private).then(
+                None, js=SHOW_ANSWER, **private)
     return app
 
 

@@ -6,8 +6,10 @@ import json
 from data.images import IMAGE_SUFFIXES
 
 # On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
-SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
-    if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
+# After an answer: on a phone the answer sits below the button (after Check) or far above the framing view (after
+# a tap or the slider, where it had changed out of sight, the "go by the more cautious answer" warning included).
+SHOW_ANSWER = """() => { const top = document.querySelector('#answer').getBoundingClientRect().top;
+    if (top < -1 || top > window.innerHeight / 2) document.querySelector('#answer').scrollIntoView({behavior: 'smooth'}); }"""
 # The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
 # the arrow keys work for people using a keyboard; its number box, when left, and here also on Enter.
 SLIDER_KEYS = """() => {
