@@ -519,3 +519,12 @@ def test_a_moved_frame_is_not_compared_with_an_answer_for_a_photo_spotcheck_coul
     held = answer({"path": str(write_rgb(uploads / "spot.png", spot_photo("nevus", size=200)))}, None, LatestPhoto())[5]
     moved = reframe(held, LatestPhoto(), 40)[0]
     assert moved.startswith(f"### {HEADLINES['vascular']}") and "placed itself" not in moved
+
+
+def test_each_answer_has_its_own_headline_and_the_reassuring_ones_their_own_caution():
+    assert "cherry angioma" in HEADLINES["vascular"] and "mole" in HEADLINES["nevus"]
+    assert "doctor" in HEADLINES["other"] and HEADLINES["unsure"].startswith("Not sure")
+    assert len(set(HEADLINES.values())) == len(HEADLINES)
+    assert set(CAUTION) == {"vascular", "nevus"}  # the two answers that reassure
+    assert "red melanoma" in CAUTION["vascular"] and "early melanoma" in CAUTION["nevus"]
+    assert "Have it checked by a doctor or dermatologist" in GUIDANCE["other"]  # what may be a skin cancer

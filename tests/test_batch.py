@@ -442,3 +442,19 @@ def test_a_full_disk_says_the_rows_are_kept_and_how_to_go_on(messy_folder, tmp_p
     assert batch.main([str(messy_folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "--resume" in err
+
+
+def test_resume_into_a_new_csv_writes_its_header(tmp_path, predictor):
+    write_rgb(tmp_path / "photos" / "a.png", spot_photo("nevus", size=160))
+    out = tmp_path / "new.csv"
+    assert batch.score_folder(predictor, tmp_path / "photos", out, resume=True, progress=False) == (1, 0)
+    assert out.read_text().startswith(",".join(batch.FIELDS))
+
+
+def test_resume_through_another_link_to_the_folder_scores_nothing_twice(tmp_path, predictor):
+    folder = tmp_path / "photos"
+    write_rgb(folder / "a.png", spot_photo("nevus", size=160))
+    os.symlink(folder, tmp_path / "share")  # the same folder, reached as a mounted share
+    out = tmp_path / "s.csv"
+    batch.score_folder(predictor, tmp_path / "share", out, progress=False)
+    assert batch.score_folder(predictor, folder, out, resume=True, progress=False) == (0, 0)

@@ -13,8 +13,9 @@ import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.identity import image_keys, seen_keys
-from data.splits import (SPLIT_NAMING, load_splits, model_splits, recorded_splits, split_digest, split_members,
-                         split_samples, trained_on)
+from data.splits import (SPLIT_NAMING, load_splits, model_splits, recorded_splits, sample_name, split_digest,
+                         split_members, split_samples, trained_on)
+from model.checkpoint import load_checkpoint
 from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
 from training.metrics import is_melanoma
 
@@ -333,8 +334,6 @@ def test_a_photo_is_known_by_its_isic_id_or_its_file_whatever_it_is_named(tmp_pa
 
 
 def test_the_shipped_model_records_the_members_of_the_split_it_records_digests_of():
-    from model.checkpoint import load_checkpoint
-
     meta = load_checkpoint()["meta"]
     for split in ("val", "test"):
         names = meta["split_members"][split]
@@ -348,8 +347,6 @@ def test_the_shipped_model_records_the_members_of_the_split_it_records_digests_o
 def test_the_shipped_model_is_scored_on_the_split_it_recorded():
     """The shipped model's split, found by its recorded names in the real data wherever it lies, is the one it was
     trained with (its training part too), though the grouping code has changed since."""
-    from model.checkpoint import load_checkpoint
-
     meta = {**load_checkpoint()["meta"], "data": ["/elsewhere/ham10000", "/elsewhere/clinical"]}  # any machine's
     splits = model_splits(meta, [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")])
     assert {k: split_digest(v) for k, v in splits.items()} == meta["split_sha256"]
@@ -368,3 +365,14 @@ def test_a_class_folder_given_for_the_tree_and_loose_images_are_named(tmp_path):
     with pytest.warns(UserWarning, match=r"left out 1 photo\(s\) outside the class folders \(IMG_1.png\)"):
         samples = load_class_folders(tmp_path / "tree")
     assert [s.path.name for s in samples] == ["n.png"]
+
+
+@needs_shared
+def test_rebuilding_the_ham10000_split_gives_the_shipped_models_recorded_one():
+    """HAM10000's grouping has not changed since the shipped model was trained: splitting it again (7 folds,
+    stratified by diagnosis, fold 0 test and fold 1 validation, seed 0) gives the images the model recorded."""
+    meta = load_checkpoint()["meta"]
+    rebuilt = load_splits([str(SHARED_DATA / "ham10000")], seed=meta["split_seed"])
+    for split in ("val", "test"):
+        assert sorted(map(sample_name, rebuilt[split])) == \
+            sorted(n for n in meta["split_members"][split] if n.startswith("ham10000/"))

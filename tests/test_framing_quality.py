@@ -4,9 +4,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from data.framing import frame_spot, spot_at
+from data.datasets import load_clinical, load_ham10000
+from data.framing import CONTEXT, box_around, frame_spot, spot_at
+from data.images import read_image, working_copy
 from data.quality import photo_problem
-from tests.conftest import shaded_photo, side_lit_photo, spot_photo
+from tests.conftest import SHARED_DATA, needs_shared, shaded_photo, side_lit_photo, spot_photo
 
 
 def test_framing_finds_an_off_centre_spot():
@@ -102,3 +104,34 @@ def test_a_tap_picks_the_smaller_of_two_spots_and_a_large_spot_keeps_the_whole_p
     assert x0 < 286 and x1 > 314 and y0 < 86 and y1 > 114 and x1 - x0 < 90  # not the larger, more prominent spot
     large = spot_photo("nevus", size=300, radius=120)
     assert spot_at(large, (150, 150)) == (0, 0, 300, 300)
+
+
+def test_the_frame_is_twice_the_spot_as_the_training_images_frame_it():
+    """The shipped model learned spots framed at CONTEXT = 2 x their size: a 36-px spot gets a frame of about 72."""
+    x0, y0, x1, y1 = frame_spot(spot_photo("nevus", size=300, radius=18)).box
+    assert CONTEXT == 2.0 and 64 <= x1 - x0 <= 84 and x1 - x0 == y1 - y0
+
+
+def test_a_frame_near_the_edge_is_moved_inside_the_photo_and_stays_square():
+    assert box_around((190, 195), 60, (200, 300)) == (160, 140, 220, 200)
+    assert box_around((295, 5), 60, (200, 300)) == (240, 0, 300, 60)
+    x0, y0, x1, y1 = frame_spot(spot_photo("vascular", size=200, radius=14, centre=(185, 100))).box
+    assert 0 <= x0 and x1 <= 200 and x1 - x0 == y1 - y0
+
+
+def test_a_photo_mostly_blown_out_or_in_shadow_is_named_and_a_partly_one_is_judged():
+    """MAX_BRIGHT 0.5 and MAX_DARK 0.6 are shares of the photo: not only an all-white or all-black frame fails."""
+    for fill, share, reason in ((255, 0.35, None), (255, 0.65, "overexposed"), (10, 0.5, None), (10, 0.75, "too dark")):
+        photo = spot_photo("vascular", size=200, centre=(180, 100), radius=10)
+        photo[:, : int(200 * share)] = fill
+        got = photo_problem(photo)
+        assert (got is None) if reason is None else (got or "").startswith(reason), (fill, share, got)
+
+
+@needs_shared
+def test_the_photo_checks_let_the_training_photos_through():
+    """data.quality's docstring: thresholds set so that at least 99.5% of the training photos pass."""
+    samples = load_ham10000(SHARED_DATA / "ham10000")[::50] + load_clinical(SHARED_DATA / "clinical")[::3]
+    problems = [photo_problem(working_copy(read_image(s.path))) for s in samples]
+    refused = [p for p in problems if p]
+    assert len(refused) / len(samples) <= 0.01, refused[:5]

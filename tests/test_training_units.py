@@ -14,7 +14,7 @@ from tests.conftest import spot_photo
 from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, sampling_weights
-from training.metrics import expected_calibration_error, full_report, is_malignant, is_melanoma
+from training.metrics import expected_calibration_error, full_report, is_malignant, is_melanoma, quick_scores
 from training.metrics import validation_safety
 from training.train import vascular_penalty
 
@@ -327,3 +327,70 @@ def test_a_moving_average_that_lags_the_raw_weights_is_named():
     problem = lagging_average({"score": 0.333, "raw_score": 1.0}, 0.995, 30)  # a 3-epoch run of 10 steps each
     assert "scores 0.33 on validation and the raw weights 1.00" in problem and "86% of the starting" in problem
     assert "--keep best" in problem
+
+
+def test_the_feature_distance_bar_lets_the_requested_share_of_validation_images_through():
+    logits, targets, domains = validation_logits()
+    distances = np.random.default_rng(0).gamma(4.0, 10.0, 200)
+    cal = fit_calibration(logits, targets, domains, distances, ood_pass=0.9)
+    assert (distances <= cal["ood_distance_max"]).mean() == pytest.approx(0.9, abs=0.01)
+
+
+def test_the_vascular_bar_never_falls_under_half_nor_reaches_certainty():
+    targets = np.array([1] * 100 + [0] * 100)
+    domains = np.array(["dermoscopy"] * 200)
+    shy = np.stack([np.full(200, -3.0), np.zeros(200), np.zeros(200)], axis=1)  # p(vascular) ~0.02 everywhere
+    assert fit_calibration(shy, targets, domains, np.zeros(200))["vascular_min"] == 0.5
+    sure = np.zeros((200, 3))
+    sure[:90, 1], sure[90:100, 0], sure[100:, 0] = 50.0, 400.0, 50.0  # ten nevi taken for vascular beyond any doubt
+    assert fit_calibration(sure, targets, domains, np.zeros(200))["vascular_min"] == 0.999
+
+
+def test_ece_weighs_each_bin_by_its_images_and_counts_certain_answers():
+    """One bin of 3 images at 0.9 (all right: 0.1 off), one of 1 at 0.5 (wrong: 0.5 off): (3*0.1 + 0.5) / 4 = 0.2,
+    not the unweighted mean 0.3; a top probability of exactly 1 that is wrong is an error of 1, not left out."""
+    probs = np.array([[0.9, 0.05, 0.05]] * 3 + [[0.5, 0.3, 0.2]])
+    assert expected_calibration_error(probs, np.array([0, 0, 0, 1])) == pytest.approx(0.2)
+    assert expected_calibration_error(np.array([[1.0, 0.0, 0.0]]), np.array([1])) == pytest.approx(1.0)
+
+
+def test_rule_accuracy_and_recall_count_only_the_answers_given():
+    targets = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    decided = ["vascular", "vascular", "unsure", "vascular", "nevus", "unsure", "other", "vascular"]
+    report = full_report(np.eye(3)[targets] * 0.8 + 0.2 / 3, targets, decided, ["x"] * 8)
+    rule = report["with_decision_rule"]
+    assert rule["accuracy_when_sure"] == pytest.approx(4 / 6)  # of the six answers, four right
+    assert rule["balanced_accuracy_when_sure"] == pytest.approx((1 + 1 / 2 + 1 / 2) / 3)
+    assert rule["recall"] == pytest.approx({"vascular": 2 / 3, "nevus": 1 / 2, "other": 1 / 3})
+
+
+def test_vascular_vs_nevus_auc_ranks_vascular_images_by_p_vascular():
+    targets = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6],
+                      [0.1, 0.1, 0.8]])
+    report = full_report(probs, targets, ["unsure"] * 6, ["x"] * 6)
+    assert report["vascular_vs_nevus_auc"] == 1.0
+
+
+def test_quick_vascular_recall_is_the_share_of_vascular_images_argmaxed_vascular():
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    assert quick_scores(probs, np.array([0, 0, 0, 1, 2]))["vascular_recall"] == pytest.approx(2 / 3)
+
+
+def bootstrap_case():
+    """20 lesions, one image each, sorted g00..g19: 10 vascular all argmaxed nevus (balanced accuracy 2/3 in every
+    resample) but answered vascular; 5 others; 5 nevi, the last lesion of all (g19) answered vascular."""
+    labels = ["vascular"] * 10 + ["other"] * 5 + ["nevus"] * 5
+    decided = ["vascular"] * 10 + ["other"] * 5 + ["nevus"] * 4 + ["vascular"]
+    samples = [Sample(Path(f"{i}.jpg"), label, f"g{i:02d}", label, "ham10000", "dermoscopy")
+               for i, label in enumerate(labels)]
+    probs = np.eye(3)[[1 if s.label == "vascular" else s.target for s in samples]]
+    return bootstrap_intervals(samples, probs, decided, rounds=2000)
+
+
+def test_bootstrap_intervals_are_95_percent_and_every_lesion_can_be_drawn():
+    ci = bootstrap_case()
+    assert ci["balanced_accuracy"] == pytest.approx([2 / 3, 2 / 3])  # balanced, not plain accuracy (about 0.5)
+    low, high = ci["nonvascular_called_vascular"]
+    assert low == 0 and high > 0  # g19 (last) is drawn; the non-vascular rate counts nevi and others alike
+    assert high == pytest.approx(1 / 3)  # the 97.5th percentile, seed 0 (the 95th is 2/7)
