@@ -50,11 +50,16 @@ TYPE_PHOTOS = """() => {
         event.target.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer}));
     }, true); }""" % json.dumps(PHOTO_TYPES)
 # A screen reader announces each new answer: the answer box becomes a polite live region once Gradio has drawn it.
+# Gradio's progress text inside it ("processing | 0.4/2.1s", redrawn ten times a second) is hidden from screen
+# readers, which had read out every tick.
 ANNOUNCE_ANSWER = """() => {
     const mark = () => {
         const answer = document.querySelector('#answer');
-        if (answer) answer.setAttribute('aria-live', 'polite');
-        return Boolean(answer);
+        const progress = answer?.querySelector('[data-testid=status-tracker]');
+        if (!progress) return false;
+        answer.setAttribute('aria-live', 'polite');
+        progress.setAttribute('aria-hidden', 'true');
+        return true;
     };
     if (mark()) return;
     const watch = new MutationObserver(() => { if (mark()) watch.disconnect(); });

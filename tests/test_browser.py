@@ -131,6 +131,7 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
     # A screen reader announces each answer; the button's white label is readable (5.2:1; Gradio's orange: 2.8:1).
     assert page.get_attribute("#answer", "aria-live") == "polite"
+    assert page.get_attribute("#answer [data-testid=status-tracker]", "aria-hidden") == "true"  # not its ticking
     assert page.locator("#answer").inner_text().strip() == WAITING_TEXT  # not a blank box
     assert page.eval_on_selector("#check", "e => getComputedStyle(e).backgroundColor") == "rgb(194, 65, 12)"
     visit.screenshot("01_loaded.png")

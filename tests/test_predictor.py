@@ -98,6 +98,18 @@ def test_committed_evaluation_matches_the_shipped_model(predictor):
     assert hits / len(vascular) == pytest.approx(metrics["domains"]["dermoscopy"]["argmax"]["per_class"]["vascular"]["recall"])
 
 
+@needs_shared
+def test_what_the_page_says_of_its_percentages_on_ordinary_photos_holds(predictor):
+    """serve.guidance.PERCENTAGES: "about 1 in 10 of the clinical photos it answered at over 90% were wrong"."""
+    from data.splits import model_splits
+
+    splits = model_splits(predictor.meta, [str(SHARED_DATA / "clinical")])
+    answers = [(predictor.predict_file(s.path), s.label) for s in splits["val"] + splits["test"]]
+    sure = [(p.label, label) for p, label in answers if p.label in ("vascular", "nevus", "other") and p.confidence >= 0.9]
+    wrong = sum(answer != label for answer, label in sure) / len(sure)
+    assert len(sure) > 100 and 0.05 <= wrong <= 0.15, (len(sure), wrong)
+
+
 @pytest.mark.parametrize("shape", [(8, 8, 3), (300, 4000, 3), (4000, 300, 3)], ids=["tiny", "panorama", "tall"])
 def test_extreme_sizes_get_an_answer(predictor, shape):
     image = np.full(shape, (220, 180, 160), np.uint8)
