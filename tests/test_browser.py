@@ -147,6 +147,7 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     label = headline_label(answer)
     assert label and "Why:" in answer
     assert page.get_attribute("#answer", "aria-live") == "polite"  # still a live region, now it holds an answer
+    assert page.get_attribute("#answer [data-testid=status-tracker]", "aria-hidden") == "true"
 
     # The heatmap is shown (a loaded picture, served by the app itself) ...
     heatmap = page.locator("#heatmap img")
