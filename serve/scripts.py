@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from data.images import IMAGE_SUFFIXES
+from data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES
 
 # On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
 # After an answer: on a phone the answer sits below the button (after Check) or far above the framing view (after
@@ -66,8 +66,28 @@ ANNOUNCE_ANSWER = """() => {
     const start = () => watch.observe(document.body, {childList: true, subtree: true});
     if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
     }"""
+# A file over the size limit: Gradio refuses it in the browser with a pop-up that fades and empties the photo box,
+# without any event that clears the answer, so the previous photo's answer had stayed beside the empty box. Once the
+# box is empty, this presses the button, whose answer for no photo ("upload or take a photo first") resets the page.
+CLEAR_AFTER_REFUSED = """() => {
+    const limit = %d;
+    const tooLarge = (files) => Array.from(files || []).some((file) => file.size > limit);
+    const answerWhenEmptied = () => {
+        const started = Date.now();
+        const wait = setInterval(() => {
+            if (!document.querySelector('#photo img')) { clearInterval(wait); document.querySelector('#check')?.click(); }
+            else if (Date.now() - started > 5000) clearInterval(wait);
+        }, 100);
+    };
+    document.addEventListener('change', (event) => {
+        if (event.target.matches('#photo input[type=file]') && tooLarge(event.target.files)) answerWhenEmptied();
+    }, true);
+    document.addEventListener('drop', (event) => {
+        if (event.target.closest?.('#photo') && tooLarge(event.dataTransfer?.files)) answerWhenEmptied();
+    }, true); }""" % MAX_FILE_BYTES
 # In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
-PAGE_SCRIPT = f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER})();</script>"
+PAGE_SCRIPT = (f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER})(); ({CLEAR_AFTER_REFUSED})();"
+               "</script>")
 
 # Gradio's orange button gives its white label a contrast of 2.8:1; this darker orange gives 5.2:1 (WCAG AA: 4.5),
 # and a keyboard user sees where the focus is.

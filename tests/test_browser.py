@@ -4,6 +4,7 @@ Screenshots of each state are saved under screenshots/ (git-ignored) for a perso
 """
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 import cv2
 import pytest
 
+from data.images import MAX_FILE_BYTES
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 from tests.conftest import ROOT, ROTATED_HEIC, free_port, spot_photo, write_rgb
 
@@ -276,6 +278,27 @@ def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, run
     assert "image" in toast.inner_text()
     visit.assert_no_error_shown()
     visit.assert_only_local_requests()
+
+
+def test_a_file_over_the_size_limit_does_not_leave_the_previous_answer(visit, tmp_path):
+    """Gradio refuses it in the browser, with a pop-up that fades, and empties the photo box without an event that
+    clears the answer: the previous photo's answer had stayed beside the empty box."""
+    page = visit.page
+    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
+    page.locator("#photo img").wait_for()
+    visit.check()
+    visit.wait_for_answer(*HEADLINES.values())
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(os.urandom(MAX_FILE_BYTES + 2**20))
+    visit.upload(huge)
+    assert "Upload or take a photo" in visit.wait_for_answer("Upload or take a photo")
+    page.locator("#framing img").wait_for(state="detached")  # drawn after the answer
+    assert page.locator("#heatmap img").count() == 0
+    visit.upload(write_rgb(tmp_path / "next.png", spot_photo("vascular", size=200)))  # the page works on
+    page.locator("#photo img").wait_for()
+    visit.check()
+    assert headline_label(visit.wait_for_answer(*HEADLINES.values()))
+    visit.assert_no_error_shown()
 
 
 class SlowPredictor:
