@@ -13,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import argparse  # noqa: E402
 import base64  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.parse  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -22,6 +23,7 @@ import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image,  # noqa: E402
@@ -30,7 +32,8 @@ from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa: E402
-from serve.outputs import OutputFiles  # noqa: E402
+from serve.guard import RequestGuard  # noqa: E402
+from serve.outputs import OutputFiles, private_upload_folder  # noqa: E402
 from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER  # noqa: E402
 
 MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way in (data.images)
@@ -244,8 +247,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return (a.summary, chart, None if heatmap is None else files.write_picture(heatmap), a.guidance,
                 a.label is None, held_photo)
 
-    def failed(payload) -> tuple:  # never a bare "Error" on the page; the log has the details
-        log.exception("checking %s failed", payload)
+    def failed(what: str) -> tuple:  # never a bare "Error" on the page; the log has the details
+        log.exception("checking %s failed", what)  # not the payload: a photo's name or its pixels, inline
         return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
                 "or try another photo.", None, None, DISCLAIMER, True, None)
 
@@ -268,7 +271,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             else:
                 outputs = shown(check_spot(predictor, path), path)
         except Exception:
-            outputs = failed(payload)
+            outputs = failed("a photo")
         return unless_replaced(outputs, latest, before, path)
 
     def reframe(held_photo: HeldPhoto | None, latest: LatestPhoto, percent: float | None,
@@ -316,7 +319,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         try:
             copy = browser_copy(uploaded_path(photo, payload) if put_in else None, files)
         except Exception:  # whatever went wrong, the button must come back; checking the upload says what is wrong
-            log.exception("copying %s for the browser failed", payload)
+            log.exception("copying a photo for the browser failed")  # not the payload, which names the photo
             copy = None
         if latest.upload != put_in:  # another photo was put in meanwhile: its own `show_photo` decides
             return gr.skip(), gr.skip()
@@ -400,6 +403,10 @@ def main(argv: list[str] | None = None) -> None:
         predictor = Predictor(args.checkpoint, backend=args.backend)
     except CheckpointError as err:
         parser.exit(2, f"error: {err}\n")  # as batch scoring does
+    private_upload_folder(CACHE_SECONDS)
+    # A `kill` (systemd, docker stop) stops the server as Ctrl+C does, so that the uploads and every copy made of
+    # them are deleted on the way out: with SIGTERM they had stayed on disk, and a restarted server served them.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     app = build_app(predictor)
     try:
         app.queue(default_concurrency_limit=2, max_size=64).launch(
@@ -408,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
             theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                                     font_mono=["ui-monospace", "monospace"]),
             footer_links=[], head=PAGE_SCRIPT, css=PAGE_STYLE,
+            # No run history (each check kept in the browser, photo name and answer, for the next person at a shared
+            # device, with an offer to upload it to Hugging Face), no usage dashboard; and serve.guard's limits.
+            run_history=False, enable_monitoring=False, app_kwargs={"middleware": [Middleware(RequestGuard)]},
             quiet=True, prevent_thread_lock=True,  # Gradio's banner suggests a public share link: not for this app
         )
     except OSError as err:  # Gradio says "Cannot find empty port" and advises a launch() argument: not for users

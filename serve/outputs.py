@@ -1,4 +1,5 @@
-"""The files behind the web page's outputs: one file per picture and per confidence panel, deleted soon after."""
+"""The files behind the web page's outputs (one file per picture and per confidence panel, deleted soon after), and
+the server's own upload folder."""
 from __future__ import annotations
 
 import atexit
@@ -56,10 +57,36 @@ class OutputFiles:
 
     def sweep(self) -> None:
         """Delete the files older than `keep_seconds`."""
-        cutoff = time.time() - self.keep_seconds
-        for old in self.folder.glob("*"):
-            try:
-                if old.stat().st_mtime < cutoff:
-                    old.unlink()
-            except FileNotFoundError:  # already gone (the folder is removed at exit)
-                pass
+        delete_older(self.folder, self.keep_seconds)
+
+
+def delete_older(folder: Path, seconds: float) -> None:
+    """Delete the files anywhere under `folder` last changed more than `seconds` ago."""
+    cutoff = time.time() - seconds
+    for old in folder.rglob("*"):
+        try:
+            if old.is_file() and old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:  # already gone (the folder is removed at exit)
+            pass
+
+
+def private_upload_folder(keep_seconds: float) -> Path | None:
+    """Give this server an upload folder of its own (readable by its user only), swept of files older than
+    `keep_seconds` and removed when the server stops; None, and the operator's folder as it is, when
+    GRADIO_TEMP_DIR is set. Gradio's default, /tmp/gradio, is shared by every Gradio app on the machine, and an
+    upload cut off midway (a phone leaving Wi-Fi) stayed there for good: Gradio deletes only the uploads it
+    finished receiving. Call before building the page: Gradio reads the variable then."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="spotcheck-uploads-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+    def sweep_forever() -> None:
+        while True:
+            time.sleep(keep_seconds)
+            delete_older(folder, keep_seconds)
+
+    threading.Thread(target=sweep_forever, daemon=True, name="spotcheck-upload-sweeper").start()
+    return folder

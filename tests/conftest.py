@@ -149,16 +149,23 @@ class RunningApp:
 
 
 @contextlib.contextmanager
-def serve_app(work: Path, *flags: str):
-    """`python -m serve.app` on a free port in a subprocess, the way a user starts it; stopped on exit.
+def serve_app(work: Path, *flags: str, own_upload_folder: bool = False):
+    """`python -m serve.app` on a free port in a subprocess, the way a user starts it; stopped on exit (SIGTERM).
 
     Ready when the app itself says it is running at that port (another server that took the port in between
-    would answer too); if it lost the port, it is started again on another."""
+    would answer too); if it lost the port, it is started again on another. Its uploads land in `work/gradio`;
+    with `own_upload_folder`, GRADIO_TEMP_DIR is left unset, as for a user, and the app makes its own folder
+    under `work/tmp` (its TMPDIR)."""
     uploads, log = work / "gradio", work / "app.log"
     # Analytics and Hugging Face's telemetry are left to the app to switch off, as for a user who never set them.
     env = {**{k: v for k, v in os.environ.items() if k not in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE",
-                                                                "HF_HUB_DISABLE_TELEMETRY")},
+                                                                "HF_HUB_DISABLE_TELEMETRY", "GRADIO_TEMP_DIR")},
            "GRADIO_TEMP_DIR": str(uploads), "PYTHONUNBUFFERED": "1"}
+    if own_upload_folder:
+        uploads = work / "tmp"
+        uploads.mkdir(exist_ok=True)
+        del env["GRADIO_TEMP_DIR"]
+        env["TMPDIR"] = str(uploads)
     scheme = "https" if "--ssl-certfile" in flags else "http"
     for attempt in range(3):
         port = free_port()

@@ -247,3 +247,46 @@ def test_the_app_serves_https_so_phones_can_use_the_live_camera(tmp_path):
                                              urllib.request.HTTPSHandler(context=trusting_the_test_certificate))
         with opener.open(app.url, timeout=10) as page:
             assert page.status == 200 and b"SpotCheck" in page.read()
+
+
+def test_a_request_body_over_the_limit_is_refused_before_it_is_read(client, running_app):
+    """Gradio limits uploaded files, but read any other body whole: an inline photo of 200 MB in an API call's JSON
+    had taken the server's memory from 0.3 to 1.2 GB."""
+    import httpx
+
+    from serve.guard import MAX_BODY_BYTES
+
+    body = b'{"data": [{"url": "data:image/png;base64,' + b"A" * MAX_BODY_BYTES + b'"}], "fn_index": 0}'
+    response = httpx.post(running_app.url + "gradio_api/queue/join", content=body, timeout=60, trust_env=False,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert running_app.process.poll() is None
+
+
+def test_routes_that_fetch_or_keep_things_are_closed_and_the_page_cannot_be_framed(running_app):
+    import httpx
+
+    web = httpx.Client(trust_env=False, timeout=10)
+    for path in ("gradio_api/file=http://93.184.215.14/index.html", "gradio_api/file=HTTPS://example.org/x.png",
+                 "gradio_api/deep_link?session_hash=abc", "monitoring", "monitoring/summary"):
+        response = web.get(running_app.url + path)
+        assert response.status_code in (403, 404), (path, response.status_code)
+    page = web.get(running_app.url)
+    assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
+    assert '"run_history":false' in web.get(running_app.url + "config").text.replace(" ", "")
+
+
+def test_uploads_go_to_a_folder_of_the_servers_own_removed_when_it_is_killed(tmp_path):
+    """Without GRADIO_TEMP_DIR Gradio kept uploads in /tmp/gradio, shared by every Gradio app, where an upload cut
+    off midway stayed for good; and a SIGTERM (systemd, docker stop) left every copy of a photo on disk."""
+    import httpx
+
+    with serve_app(tmp_path, own_upload_folder=True) as app:
+        photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=64))
+        response = httpx.post(app.url + "gradio_api/upload", trust_env=False, timeout=30,
+                              files={"files": ("spot.png", photo.read_bytes(), "image/png")})
+        uploaded = Path(response.json()[0])
+        folder = next(app.uploads.glob("spotcheck-uploads-*"))
+        assert uploaded.is_file() and uploaded.is_relative_to(folder)
+        assert folder.stat().st_mode & 0o077 == 0  # the server's user's alone
+    assert app.process.returncode is not None and not folder.exists()  # stopped by SIGTERM, and cleaned up

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -528,3 +529,27 @@ def test_each_answer_has_its_own_headline_and_the_reassuring_ones_their_own_caut
     assert set(CAUTION) == {"vascular", "nevus"}  # the two answers that reassure
     assert "red melanoma" in CAUTION["vascular"] and "early melanoma" in CAUTION["nevus"]
     assert "Have it checked by a doctor or dermatologist" in GUIDANCE["other"]  # what may be a skin cancer
+
+
+def test_old_files_anywhere_in_the_upload_folder_are_deleted_and_new_ones_kept(tmp_path):
+    from serve.outputs import delete_older
+
+    old, new = tmp_path / "abc" / "cut_off_upload", tmp_path / "def" / "photo.jpg"
+    for path in (old, new):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    delete_older(tmp_path, 60)
+    assert not old.exists() and new.exists()
+
+
+def test_the_server_makes_its_own_upload_folder_unless_one_is_set(tmp_path, monkeypatch):
+    from serve.outputs import private_upload_folder
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "operators"))
+    assert private_upload_folder(60) is None and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "operators")
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = private_upload_folder(60)
+    assert folder.parent == tmp_path and os.environ["GRADIO_TEMP_DIR"] == str(folder)
+    assert folder.stat().st_mode & 0o077 == 0

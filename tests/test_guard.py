@@ -1,0 +1,55 @@
+"""serve.guard: what the web server refuses before Gradio reads a request."""
+from __future__ import annotations
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from data.images import MAX_FILE_BYTES
+from serve.guard import MAX_BODY_BYTES, BodyTooLarge, RequestGuard
+
+
+async def echo_size(request):
+    return PlainTextResponse(str(len(await request.body())))
+
+
+@pytest.fixture
+def web():
+    app = Starlette(routes=[Route("/{path:path}", echo_size, methods=["GET", "POST"])],
+                    middleware=[Middleware(RequestGuard, max_body=1000)])
+    return TestClient(app, raise_server_exceptions=True)
+
+
+def test_a_body_over_the_limit_is_refused_except_where_gradio_limits_uploads(web):
+    assert web.post("/gradio_api/queue/join", content=b"x" * 1000).text == "1000"
+    assert web.post("/gradio_api/queue/join", content=b"x" * 1001).status_code == 413
+    assert web.post("/gradio_api/upload", content=b"x" * 5000).text == "5000"  # Gradio's max_file_size applies
+
+
+def test_a_streamed_body_that_runs_past_the_limit_is_cut_off(web):
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 100
+
+    with pytest.raises(BodyTooLarge):
+        web.post("/gradio_api/queue/join", content=chunks())
+
+
+def test_fetching_web_addresses_and_deep_links_are_refused(web):
+    for path in ("/gradio_api/file=http://example.org/a.png", "/gradio_api/file=HTTPS://example.org/a.png",
+                 "/gradio_api/file=//example.org/a.png", "/gradio_api/deep_link"):
+        assert web.get(path).status_code == 403, path
+    assert web.get("/gradio_api/file=/tmp/gradio/abc/heatmap.png").status_code == 200
+
+
+def test_no_framing_and_no_caching_of_the_photos_copies(web):
+    page, picture = web.get("/"), web.get("/gradio_api/file=/tmp/gradio/abc/heatmap.png")
+    assert page.headers["x-frame-options"] == picture.headers["x-frame-options"] == "DENY"
+    assert picture.headers["cache-control"] == "no-store" and "cache-control" not in page.headers
+
+
+def test_the_limit_takes_the_largest_photo_sent_inline():
+    assert MAX_BODY_BYTES > 4 * MAX_FILE_BYTES // 3  # base64 makes 4 bytes of 3
