@@ -62,6 +62,13 @@ class Visit:
     def check(self) -> None:
         self.page.locator("#check").click()
 
+    def answer_photo(self, path: Path) -> str:
+        """Put in a photo, wait until it is shown, press the button and wait for its answer."""
+        self.upload(path)
+        self.page.locator("#photo img").wait_for()  # the upload has finished and is shown
+        self.check()
+        return self.wait_for_answer(*HEADLINES.values())
+
     def check_and_wait(self) -> str:
         """Press the button and wait until the answer has been redrawn, even if it reads the same as before."""
         self.page.evaluate("""() => {
@@ -142,10 +149,7 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
 
 def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     page = visit.page
-    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
-    page.locator("#photo img").wait_for()  # the upload has finished and is shown
-    visit.check()
-    answer = visit.wait_for_answer(*HEADLINES.values())
+    answer = visit.answer_photo(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
     label = headline_label(answer)
     assert label and "Why:" in answer
     assert page.get_attribute("#answer", "aria-live") == "polite"  # still a live region, now it holds an answer
@@ -245,10 +249,7 @@ def test_an_iphone_heic_or_a_tiff_photo_is_taken_shown_and_checked(visit, tmp_pa
 
 def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, running_app):
     page = visit.page
-    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
-    page.locator("#photo img").wait_for()
-    visit.check()
-    visit.wait_for_answer(*HEADLINES.values())
+    visit.answer_photo(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
 
     # A text file named .jpg passes the browser's image/* filter and reaches the app.
     fake = tmp_path / "holiday.jpg"
@@ -284,20 +285,14 @@ def test_a_file_over_the_size_limit_does_not_leave_the_previous_answer(visit, tm
     """Gradio refuses it in the browser, with a pop-up that fades, and empties the photo box without an event that
     clears the answer: the previous photo's answer had stayed beside the empty box."""
     page = visit.page
-    visit.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
-    page.locator("#photo img").wait_for()
-    visit.check()
-    visit.wait_for_answer(*HEADLINES.values())
+    visit.answer_photo(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
     huge = tmp_path / "huge.png"
     huge.write_bytes(os.urandom(MAX_FILE_BYTES + 2**20))
     visit.upload(huge)
     assert "Upload or take a photo" in visit.wait_for_answer("Upload or take a photo")
     page.locator("#framing img").wait_for(state="detached")  # drawn after the answer
     assert page.locator("#heatmap img").count() == 0
-    visit.upload(write_rgb(tmp_path / "next.png", spot_photo("vascular", size=200)))  # the page works on
-    page.locator("#photo img").wait_for()
-    visit.check()
-    assert headline_label(visit.wait_for_answer(*HEADLINES.values()))
+    assert headline_label(visit.answer_photo(write_rgb(tmp_path / "next.png", spot_photo("vascular", size=200))))
     visit.assert_no_error_shown()
 
 
