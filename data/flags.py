@@ -1,9 +1,10 @@
-"""Command-line helpers shared by every entry point (training, evaluation, batch scoring): value types, so that a bad
-value is refused when the flags are parsed, with argparse's usage message, not after an hour of work; and warnings
-printed as plain lines."""
+"""Command-line helpers shared by every entry point (training, evaluation, batch scoring, the web server): value
+types, so that a bad value is refused when the flags are parsed, with argparse's usage message, not after an hour of
+work; warnings printed as plain lines; and a `kill` handled as Ctrl+C."""
 from __future__ import annotations
 
 import argparse
+import signal
 import warnings
 
 
@@ -11,6 +12,15 @@ def plain_warnings() -> None:
     """Print warnings as "warning: ..." lines, without the file, line and source code Python adds: they are meant for
     the person running the command (e.g. too few validation images), not for a developer."""
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
+
+
+def interrupt_on_termination() -> None:
+    """Make SIGTERM and SIGHUP (a `kill`, systemd, `docker stop`, a closed terminal) stop the program as Ctrl+C
+    does, so that it says what was kept and cleans up on the way out; a signal already ignored (`nohup` ignores
+    SIGHUP) stays ignored."""
+    for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is signal.SIG_DFL:
+            signal.signal(getattr(signal, name), signal.default_int_handler)
 
 
 def positive_int(text: str) -> int:

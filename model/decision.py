@@ -71,6 +71,11 @@ class FeatureDistance:
         return {"means": self.means, "whitening": self.whitening}
 
 
+def confidence_needed(unsure_below: float, classes: int) -> float:
+    """The top probability an answer needs: the calibration's bar, and never less than CHANCE_MARGIN above chance."""
+    return max(unsure_below, 1 / classes + CHANCE_MARGIN)
+
+
 def unlike_training(distance: float, cal: Calibration) -> bool:
     """Whether a photo's `FeatureDistance` is past the bar: it is unlike the photos the model was trained on, and its
     probabilities say nothing about it."""
@@ -92,7 +97,7 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
         shown, bar = percents_apart(confidence, cal.vascular_min)
         return UNSURE, (f"it may be a red (vascular) spot, but at {shown} the model is under the {bar} it needs "
                         "before saying a spot looks like a cherry angioma")
-    if confidence < max(cal.unsure_below, 1 / len(classes) + CHANCE_MARGIN):
+    if confidence < confidence_needed(cal.unsure_below, len(classes)):
         return UNSURE, f"the model is not confident: its best guess, {classes[top]}, has only {confidence:.0%}"
     if classes[top] == "vascular":
         shown, bar = percents_apart(confidence, cal.vascular_min)

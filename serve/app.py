@@ -13,7 +13,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import argparse  # noqa: E402
 import base64  # noqa: E402
 import logging  # noqa: E402
-import signal  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.parse  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -25,16 +24,18 @@ import numpy as np  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from data.flags import interrupt_on_termination  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import (MAX_FILE_BYTES, ImageError, decode_image, image_format, read_image,  # noqa: E402
-                         working_copy)
+from data.images import (MAX_FILE_BYTES, ImageError, ImageTooLarge, decode_image, image_format,  # noqa: E402
+                         read_image, working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa: E402
 from serve.guard import RequestGuard  # noqa: E402
-from serve.outputs import OutputFiles, private_upload_folder  # noqa: E402
-from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER  # noqa: E402
+from serve.outputs import OutputFiles  # noqa: E402
+from serve.uploads import private_upload_folder, sweep_every  # noqa: E402
+from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER, SHOW_ANSWER_ABOVE  # noqa: E402
 
 MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way in (data.images)
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
@@ -46,6 +47,7 @@ FRAME_DEFAULT = 50  # the frame-size slider before any answer
 # What browsers show in a page (Pillow's names; MPO is a camera JPEG). Other photos (HEIC, TIFF) are shown as a copy.
 BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
 HEADER_BYTES = 64 * 1024  # what `browser_copy` reads to tell those from the others
+CONFIDENCE_LABEL = "Confidence (vascular: cherry angioma; nevus: mole; other: another kind of spot)"
 # A photo over the size limits is a photo: "please upload a photo" was no help ("but I did").
 TOO_LARGE_ADVICE = ("Please send a smaller copy of the photo: a phone's ordinary photo (about 12 megapixels) is "
                     "enough, e.g. exported or shared at a lower resolution.")
@@ -75,7 +77,7 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
     try:
         image = read_image(path)
     except ImageError as err:
-        advice = (TOO_LARGE_ADVICE if "too large" in str(err) else
+        advice = (TOO_LARGE_ADVICE if isinstance(err, ImageTooLarge) else
                   "Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).")
         return Answer(f"### This file cannot be used\n\n{sentence(str(err))}. {advice}", {}, None, DISCLAIMER)
     finally:
@@ -341,8 +343,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 gr.Markdown(PHOTO_TIPS)
             with gr.Column():  # on a phone this column comes below the first: the answer right after the button
                 summary = gr.Markdown(WAITING, elem_id="answer")
-                chart = gr.Label(label="Confidence (vascular: cherry angioma; nevus: mole; other: another kind of spot)",
-                                 num_top_classes=3, elem_id="confidence")
+                chart = gr.Label(label=CONFIDENCE_LABEL, num_top_classes=3, elem_id="confidence")
                 # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
                 heatmap = gr.Image(label="Where it looked (red: most)", interactive=False,
                                    elem_id="heatmap", buttons=["fullscreen", "download"],
@@ -378,7 +379,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last")):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
                   api_visibility="private").then(then, inputs=held, outputs=[framing, frame_size], **private).then(
-                None, js=SHOW_ANSWER, **private)
+                None, js=SHOW_ANSWER_ABOVE, **private)
     return app
 
 
@@ -403,10 +404,12 @@ def main(argv: list[str] | None = None) -> None:
         predictor = Predictor(args.checkpoint, backend=args.backend)
     except CheckpointError as err:
         parser.exit(2, f"error: {err}\n")  # as batch scoring does
-    private_upload_folder(CACHE_SECONDS)
+    uploads = private_upload_folder()
+    if uploads is not None:  # Gradio's cache cleaning misses uploads cut off midway
+        sweep_every(uploads, CACHE_SECONDS)
     # A `kill` (systemd, docker stop) stops the server as Ctrl+C does, so that the uploads and every copy made of
     # them are deleted on the way out: with SIGTERM they had stayed on disk, and a restarted server served them.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupt_on_termination()
     app = build_app(predictor)
     try:
         app.queue(default_concurrency_limit=2, max_size=64).launch(

@@ -1,6 +1,6 @@
 """Score a folder of images into a CSV: `python -m serve.batch FOLDER --out scores.csv`.
 
-- Recursive; picks up jpg, jpeg, png, heic, heif, webp, avif, bmp, tif(f), gif; follows
+- Recursive; picks up jpg, jpeg, jfif, jpe, jif, png, heic, heif, webp, avif, bmp, tif(f), gif; follows
   symlinked folders, each real folder once (no loops), as training does, and
   never writes into the input folder unless `--out` or `--heatmaps` points
   there. A heatmaps folder holds a `.spotcheck-heatmaps` file, and any run
@@ -41,7 +41,6 @@ import csv
 import errno
 import io
 import os
-import signal
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -56,7 +55,7 @@ except ImportError:  # Windows: not locked
     fcntl = None
 
 from data.datasets import CLASSES, files_under
-from data.flags import plain_warnings, positive_int
+from data.flags import interrupt_on_termination, plain_warnings, positive_int
 from data.images import IMAGE_SUFFIXES, is_image_file
 from model.checkpoint import CheckpointError
 from model.decision import UNSURE
@@ -190,11 +189,11 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
         # By the file itself: one reached through a linked folder has been in the CSV under either path.
         listed = already_scored(out, model) if resume else {}
         done = {path_text(os.path.realpath(path)) for path in listed} | {path_text(path) for path in listed}
-        todo = []
+        todo, seen = [], set()  # seen: this run's files, by their real path's bytes (two names can print alike)
         for path in find_images(folder, skip=heatmaps):
-            real = path_text(os.path.realpath(path))
-            if real not in done and path_text(os.path.abspath(path)) not in done:
-                done.add(real)
+            real = os.path.realpath(path)
+            if os.fsencode(real) not in seen and not {path_text(real), path_text(os.path.abspath(path))} & done:
+                seen.add(os.fsencode(real))
                 todo.append(path)
         if heatmaps:  # after the CSV's own checks: a run refused there leaves no heatmaps folder
             try:
@@ -250,17 +249,6 @@ def write_heatmap(prediction: Prediction, target: Path) -> bool:
                 target.unlink()
         tqdm.write(f"warning: no heatmap for {path_text(target)}: {err.strerror or err}", file=sys.stderr)
         return False
-
-
-def interrupt_on_termination() -> None:
-    """End a run stopped by SIGTERM or SIGHUP (a `kill`, a scheduler, a closed terminal) as Ctrl+C ends it: with a
-    message and the hint to resume, not silently."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):  # Windows has no SIGHUP
-            signal.signal(getattr(signal, name), interrupt)
 
 
 def make_predictor(checkpoint: str | os.PathLike | None = None, backend: str = "auto",

@@ -1,9 +1,11 @@
 """What the web server refuses before Gradio sees a request, for a page served to a network (`--host 0.0.0.0`).
 
-Gradio limits the size of uploaded files, but reads any other request's body whole into memory: a photo sent
-inline as a `data:` URL inside the JSON of an API call had no limit, and four 150 MB bodies took the server to
-2.4 GB. Its file route also fetches web addresses (`/gradio_api/file=http://...`), which an offline app must not
-do, and its deep-link route writes a snapshot of the session to disk, where it stays.
+Gradio limits the size of each uploaded file, but takes up to 1,000 of them in one request, and reads any other
+request's body whole into memory: a photo sent inline as a `data:` URL inside the JSON of an API call had no limit,
+and four 150 MB bodies took the server to 2.4 GB. Its file routes also fetch web addresses
+(`/gradio_api/file=http://...`, and `/gradio_api/file/http://...`), which an offline app must not do; its deep-link
+route writes a snapshot of the session to disk, where it stays; and its recording route (unused here: the camera
+takes stills) writes to the folder every Gradio app shares and can run ffmpeg.
 """
 from __future__ import annotations
 
@@ -18,37 +20,41 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-UPLOAD_ROUTE = "/gradio_api/upload"  # Gradio's own `max_file_size` limits each file there
+UPLOAD_ROUTE = "/gradio_api/upload"
+MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 2**20  # one photo, as the page sends it, and the form around it
 MAX_BODY_BYTES = MAX_FILE_BYTES * 4 // 3 + 2**20  # the largest photo SpotCheck takes, base64-encoded, and the JSON
-REFUSED_PATHS = ("/gradio_api/file=http", "/gradio_api/file=//", "/gradio_api/deep_link")
+FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")  # the photo's copies (heatmap, framing view)
+FETCHED = ("http:", "https:", "//")  # what follows a file route when Gradio would fetch it from the web
+REFUSED_ROUTES = ("/gradio_api/deep_link", "/gradio_api/process_recording")
 HEADERS = [(b"x-frame-options", b"DENY")]  # the page is not to be shown inside another site's frame
-FILE_ROUTE = "/gradio_api/file="  # the photo's copies (heatmap, framing view): kept in no cache
-NO_STORE = (b"cache-control", b"no-store")
+NO_STORE = (b"cache-control", b"no-store")  # on the photo's copies: kept in no cache
 
 
 class RequestGuard:
-    """ASGI middleware: 413 for a body over MAX_BODY_BYTES (declared or streamed) except on the upload route,
-    403 for the REFUSED_PATHS, HEADERS on every response and NO_STORE on the file route's."""
+    """ASGI middleware: 413 for a body declared over the route's limit (MAX_UPLOAD_BYTES on the upload route,
+    MAX_BODY_BYTES elsewhere; a streamed body that runs past it is cut off, which Gradio answers 400), 403 for a
+    file route given a web address and for the REFUSED_ROUTES, HEADERS on every response and NO_STORE on the file
+    routes'."""
 
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
-        self.app, self.max_body = app, max_body
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, max_upload: int = MAX_UPLOAD_BYTES) -> None:
+        self.app, self.max_body, self.max_upload = app, max_body, max_upload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        if path.lower().startswith(REFUSED_PATHS):
+        path = scope.get("path", "").lower()
+        file_route = next((route for route in FILE_ROUTES if path.startswith(route)), None)
+        if path.startswith(REFUSED_ROUTES) or (file_route and path[len(file_route):].startswith(FETCHED)):
             await _refuse(send, 403, b"SpotCheck does not fetch or keep anything at this address.")
             return
-        if path.rstrip("/") != UPLOAD_ROUTE:
-            declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
-            if not declared.isdigit() or int(declared) > self.max_body:
-                await _refuse(send, 413, b"The request is too large.")
-                return
-            receive = _counted(receive, self.max_body)
-
-        extra = [*HEADERS, NO_STORE] if path.startswith(FILE_ROUTE) else HEADERS
+        limit = self.max_upload if path.rstrip("/") == UPLOAD_ROUTE else self.max_body
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:
+            await _refuse(send, 413, b"The request is too large.")
+            return
+        receive = _counted(receive, limit)
+        extra = [*HEADERS, NO_STORE] if file_route else HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -1,5 +1,4 @@
-"""The files behind the web page's outputs (one file per picture and per confidence panel, deleted soon after), and
-the server's own upload folder."""
+"""The files behind the web page's outputs: one file per picture and per confidence panel, deleted soon after."""
 from __future__ import annotations
 
 import atexit
@@ -7,12 +6,12 @@ import json
 import os
 import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from serve.uploads import delete_older, sweep_every
 
 
 class OutputFiles:
@@ -30,7 +29,7 @@ class OutputFiles:
         self.folder = Path(tempfile.mkdtemp(prefix="spotcheck-outputs-"))
         self.keep_seconds = keep_seconds
         atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
-        threading.Thread(target=self._sweep_forever, daemon=True, name="spotcheck-sweeper").start()
+        sweep_every(self.folder, keep_seconds)
 
     def write_picture(self, picture: np.ndarray) -> str:
         """Save an RGB uint8 picture as a new PNG file and return its path."""
@@ -50,43 +49,7 @@ class OutputFiles:
             json.dump({"label": label, "confidences": [{"label": c, "confidence": p} for c, p in ranked]}, f)
         return path
 
-    def _sweep_forever(self) -> None:
-        while True:
-            time.sleep(self.keep_seconds)
-            self.sweep()
-
     def sweep(self) -> None:
         """Delete the files older than `keep_seconds`."""
         delete_older(self.folder, self.keep_seconds)
 
-
-def delete_older(folder: Path, seconds: float) -> None:
-    """Delete the files anywhere under `folder` last changed more than `seconds` ago."""
-    cutoff = time.time() - seconds
-    for old in folder.rglob("*"):
-        try:
-            if old.is_file() and old.stat().st_mtime < cutoff:
-                old.unlink()
-        except FileNotFoundError:  # already gone (the folder is removed at exit)
-            pass
-
-
-def private_upload_folder(keep_seconds: float) -> Path | None:
-    """Give this server an upload folder of its own (readable by its user only), swept of files older than
-    `keep_seconds` and removed when the server stops; None, and the operator's folder as it is, when
-    GRADIO_TEMP_DIR is set. Gradio's default, /tmp/gradio, is shared by every Gradio app on the machine, and an
-    upload cut off midway (a phone leaving Wi-Fi) stayed there for good: Gradio deletes only the uploads it
-    finished receiving. Call before building the page: Gradio reads the variable then."""
-    if os.environ.get("GRADIO_TEMP_DIR"):
-        return None
-    folder = Path(tempfile.mkdtemp(prefix="spotcheck-uploads-"))
-    os.environ["GRADIO_TEMP_DIR"] = str(folder)
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-
-    def sweep_forever() -> None:
-        while True:
-            time.sleep(keep_seconds)
-            delete_older(folder, keep_seconds)
-
-    threading.Thread(target=sweep_forever, daemon=True, name="spotcheck-upload-sweeper").start()
-    return folder

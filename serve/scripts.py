@@ -6,10 +6,15 @@ import json
 from data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES
 
 # On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
-# After an answer: on a phone the answer sits below the button (after Check) or far above the framing view (after
-# a tap or the slider, where it had changed out of sight, the "go by the more cautious answer" warning included).
-SHOW_ANSWER = """() => { const top = document.querySelector('#answer').getBoundingClientRect().top;
-    if (top < -1 || top > window.innerHeight / 2) document.querySelector('#answer').scrollIntoView({behavior: 'smooth'}); }"""
+SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
+    if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
+# After the frame is moved (a tap, the slider) on a phone, where the columns are stacked: the answer, far above the
+# framing view, had changed out of sight ("go by the more cautious answer" included). Side by side, on a wider
+# screen, the view stays where it is: a keyboard user's slider must not scroll away after every key.
+SHOW_ANSWER_ABOVE = """() => { const answer = document.querySelector('#answer');
+    const photo = document.querySelector('#photo').getBoundingClientRect();
+    const stacked = answer.getBoundingClientRect().left < photo.right;
+    if (stacked && answer.getBoundingClientRect().top < -1) answer.scrollIntoView({behavior: 'smooth'}); }"""
 # The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
 # the arrow keys work for people using a keyboard; its number box, when left, and here also on Enter.
 SLIDER_KEYS = """() => {
@@ -55,11 +60,10 @@ TYPE_PHOTOS = """() => {
 ANNOUNCE_ANSWER = """() => {
     const mark = () => {
         const answer = document.querySelector('#answer');
+        answer?.setAttribute('aria-live', 'polite');
         const progress = answer?.querySelector('[data-testid=status-tracker]');
-        if (!progress) return false;
-        answer.setAttribute('aria-live', 'polite');
-        progress.setAttribute('aria-hidden', 'true');
-        return true;
+        progress?.setAttribute('aria-hidden', 'true');
+        return Boolean(progress);
     };
     if (mark()) return;
     const watch = new MutationObserver(() => { if (mark()) watch.disconnect(); });
@@ -75,8 +79,10 @@ CLEAR_AFTER_REFUSED = """() => {
     const answerWhenEmptied = () => {
         const started = Date.now();
         const wait = setInterval(() => {
-            if (!document.querySelector('#photo img')) { clearInterval(wait); document.querySelector('#check')?.click(); }
-            else if (Date.now() - started > 5000) clearInterval(wait);
+            if (!document.querySelector('#photo img')) {
+                clearInterval(wait);
+                document.querySelector('#check')?.click();
+            } else if (Date.now() - started > 5000) clearInterval(wait);
         }, 100);
     };
     document.addEventListener('change', (event) => {

@@ -5,7 +5,6 @@ import csv
 import dataclasses
 import os
 import socket
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -21,6 +20,7 @@ from model.predictor import Prediction, Predictor
 from serve.app import browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
 from serve.batch import score_folder
 from serve.memory import HeldPhoto, LatestPhoto
+from serve.guard import RequestGuard
 from serve.outputs import OutputFiles
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 import data.images
@@ -430,7 +430,20 @@ def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, 
     assert elsewhere.exists()
 
 
-def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(monkeypatch, predictor):
+@pytest.fixture
+def main_in_process(monkeypatch, predictor) -> list[str]:
+    """`serve.app.main` run in the test's own process, on the session's predictor, without the steps that change the
+    whole process (an upload folder in GRADIO_TEMP_DIR, a sweeping thread, signal handlers): the names of those
+    steps as main took them."""
+    steps = []
+    monkeypatch.setattr(serve.app, "Predictor", lambda *args, **kwargs: predictor)
+    monkeypatch.setattr(serve.app, "private_upload_folder", lambda: steps.append("upload folder") or Path("/u"))
+    monkeypatch.setattr(serve.app, "sweep_every", lambda folder, seconds: steps.append(f"sweep {folder} {seconds}"))
+    monkeypatch.setattr(serve.app, "interrupt_on_termination", lambda: steps.append("kill as Ctrl+C"))
+    return steps
+
+
+def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(monkeypatch, main_in_process):
     """What `python -m serve.app` starts with no flags: this machine only, no share link, two answers at a time and
     64 waiting (the README's promises), so a changed default cannot pass unnoticed."""
     started = {}
@@ -439,7 +452,6 @@ def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(
         started.update(kwargs, queue=(self._queue.default_concurrency_limit, self._queue.max_size))
         return self
 
-    monkeypatch.setattr(serve.app, "Predictor", lambda *args, **kwargs: predictor)
     monkeypatch.setattr(gr.Blocks, "launch", launch)
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
     monkeypatch.setattr(gr.Blocks, "local_url", "http://127.0.0.1:7860/", raising=False)
@@ -447,10 +459,12 @@ def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(
     assert started["server_name"] == "127.0.0.1" and started["server_port"] == 7860
     assert started["share"] is False and started["queue"] == (2, 64)
     assert started["max_file_size"] == serve.app.MAX_UPLOAD
+    assert started["run_history"] is False and started["enable_monitoring"] is False
+    assert [m.cls for m in started["app_kwargs"]["middleware"]] == [RequestGuard]
+    assert main_in_process == ["upload folder", f"sweep /u {serve.app.CACHE_SECONDS}", "kill as Ctrl+C"]
 
 
-def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(monkeypatch, predictor, tmp_path):
-    monkeypatch.setattr(serve.app, "Predictor", lambda *args, **kwargs: predictor)
+def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(main_in_process, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -530,26 +544,3 @@ def test_each_answer_has_its_own_headline_and_the_reassuring_ones_their_own_caut
     assert "red melanoma" in CAUTION["vascular"] and "early melanoma" in CAUTION["nevus"]
     assert "Have it checked by a doctor or dermatologist" in GUIDANCE["other"]  # what may be a skin cancer
 
-
-def test_old_files_anywhere_in_the_upload_folder_are_deleted_and_new_ones_kept(tmp_path):
-    from serve.outputs import delete_older
-
-    old, new = tmp_path / "abc" / "cut_off_upload", tmp_path / "def" / "photo.jpg"
-    for path in (old, new):
-        path.parent.mkdir()
-        path.write_bytes(b"x")
-    os.utime(old, (0, 0))
-    delete_older(tmp_path, 60)
-    assert not old.exists() and new.exists()
-
-
-def test_the_server_makes_its_own_upload_folder_unless_one_is_set(tmp_path, monkeypatch):
-    from serve.outputs import private_upload_folder
-
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "operators"))
-    assert private_upload_folder(60) is None and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "operators")
-    monkeypatch.delenv("GRADIO_TEMP_DIR")
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    folder = private_upload_folder(60)
-    assert folder.parent == tmp_path and os.environ["GRADIO_TEMP_DIR"] == str(folder)
-    assert folder.stat().st_mode & 0o077 == 0

@@ -5,8 +5,8 @@ import csv
 import errno
 import os
 import shutil
-import signal
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,7 +16,7 @@ import pytest
 from data.images import ImageError, read_image
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from serve import batch
-from tests.conftest import COLOURS, ROTATED_HEIC, spot_photo, write_rgb
+from tests.conftest import COLOURS, ROOT, ROTATED_HEIC, spot_photo, write_rgb
 
 
 def rows(path):
@@ -404,17 +404,31 @@ def test_a_link_to_a_photo_in_the_folder_is_scored_once_fresh_or_resumed(tmp_pat
     assert [r["path"] for r in rows(out)] == fresh
 
 
-def test_a_kill_ends_a_run_as_ctrl_c_does():
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+STOPPED = """
+import os, signal, sys, time
+from data.flags import interrupt_on_termination
+if sys.argv[1] == "nohup":
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a program
+interrupt_on_termination()
+for name in sys.argv[2:]:
     try:
-        batch.interrupt_on_termination()
-        for stop in (signal.SIGTERM, signal.SIGHUP):
-            with pytest.raises(KeyboardInterrupt):
-                os.kill(os.getpid(), stop)
-                time.sleep(1)  # the handler runs at once; this is never reached in full
-    finally:
-        signal.signal(signal.SIGTERM, before[0])
-        signal.signal(signal.SIGHUP, before[1])
+        os.kill(os.getpid(), getattr(signal, name))
+        time.sleep(0.5)  # a signal whose handler raises is acted on before this ends
+        print(name, "ignored")
+    except KeyboardInterrupt:
+        print(name, "interrupted")
+"""
+
+
+def test_a_kill_stops_a_run_as_ctrl_c_does_and_nohup_still_holds():
+    """Batch scoring and the web server stop on SIGTERM and SIGHUP as on Ctrl+C (with the hint to --resume; with
+    their uploads deleted), but a run started under `nohup` must survive its terminal closing."""
+    def run(*args: str) -> str:
+        return subprocess.run([sys.executable, "-c", STOPPED, *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60).stdout
+
+    assert run("plain", "SIGTERM", "SIGHUP").split("\n")[:2] == ["SIGTERM interrupted", "SIGHUP interrupted"]
+    assert run("nohup", "SIGHUP", "SIGTERM").split("\n")[:2] == ["SIGHUP ignored", "SIGTERM interrupted"]
 
 
 def test_a_heatmap_cut_short_by_a_full_disk_is_removed_and_counted(messy_folder, tmp_path, predictor, monkeypatch,
@@ -458,3 +472,12 @@ def test_resume_through_another_link_to_the_folder_scores_nothing_twice(tmp_path
     out = tmp_path / "s.csv"
     batch.score_folder(predictor, tmp_path / "share", out, progress=False)
     assert batch.score_folder(predictor, folder, out, resume=True, progress=False) == (0, 0)
+
+
+def test_two_names_that_print_alike_in_the_csv_are_two_files(tmp_path, predictor):
+    """The Latin-1 byte \xe9 is written as the text `\\xe9`, which is also a name of its own: both files get a row."""
+    folder = tmp_path / "photos"
+    write_rgb(folder / "caf\\xe9.png", spot_photo("nevus", size=160))
+    write_rgb(folder / "tmp.png", spot_photo("nevus", size=160))
+    os.rename(folder / "tmp.png", os.fsencode(str(folder)) + b"/caf\xe9.png")
+    assert batch.score_folder(predictor, folder, tmp_path / "s.csv", progress=False) == (2, 0)

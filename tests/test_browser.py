@@ -188,10 +188,13 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     # The arrow keys resize it too, for people using a keyboard: checked again when the key is let go.
     keyed_view = framing.get_attribute("src")
     size.focus()
+    scrolled = page.evaluate("window.scrollY")
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
     sync_api.expect(framing).not_to_have_attribute("src", keyed_view)
     sync_api.expect(size).to_have_value("88")
+    page.wait_for_timeout(500)  # a scroll, if any, has started; side by side the view stays by the slider
+    assert page.evaluate("window.scrollY") == scrolled
     # So does a size typed into its number box, on Enter (it was checked only when the box was left).
     typed_view = framing.get_attribute("src")
     number = page.locator("#frame-size input[type=number]")

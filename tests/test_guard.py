@@ -19,14 +19,15 @@ async def echo_size(request):
 @pytest.fixture
 def web():
     app = Starlette(routes=[Route("/{path:path}", echo_size, methods=["GET", "POST"])],
-                    middleware=[Middleware(RequestGuard, max_body=1000)])
+                    middleware=[Middleware(RequestGuard, max_body=1000, max_upload=3000)])
     return TestClient(app, raise_server_exceptions=True)
 
 
-def test_a_body_over_the_limit_is_refused_except_where_gradio_limits_uploads(web):
+def test_a_body_over_the_limit_is_refused_and_an_upload_holds_one_photo(web):
     assert web.post("/gradio_api/queue/join", content=b"x" * 1000).text == "1000"
     assert web.post("/gradio_api/queue/join", content=b"x" * 1001).status_code == 413
-    assert web.post("/gradio_api/upload", content=b"x" * 5000).text == "5000"  # Gradio's max_file_size applies
+    assert web.post("/gradio_api/upload", content=b"x" * 3000).text == "3000"  # one photo and its form
+    assert web.post("/gradio_api/upload?upload_id=abc", content=b"x" * 3001).status_code == 413  # not 1,000 of them
 
 
 def test_a_streamed_body_that_runs_past_the_limit_is_cut_off(web):
@@ -40,15 +41,18 @@ def test_a_streamed_body_that_runs_past_the_limit_is_cut_off(web):
 
 def test_fetching_web_addresses_and_deep_links_are_refused(web):
     for path in ("/gradio_api/file=http://example.org/a.png", "/gradio_api/file=HTTPS://example.org/a.png",
-                 "/gradio_api/file=//example.org/a.png", "/gradio_api/deep_link"):
+                 "/gradio_api/file=//example.org/a.png", "/gradio_api/file/http://example.org/a.png",
+                 "/gradio_api/deep_link", "/gradio_api/process_recording"):
         assert web.get(path).status_code == 403, path
-    assert web.get("/gradio_api/file=/tmp/gradio/abc/heatmap.png").status_code == 200
+    for path in ("/gradio_api/file=/tmp/gradio/abc/heatmap.png", "/gradio_api/file/tmp/gradio/abc/http.png"):
+        assert web.get(path).status_code == 200, path
 
 
 def test_no_framing_and_no_caching_of_the_photos_copies(web):
-    page, picture = web.get("/"), web.get("/gradio_api/file=/tmp/gradio/abc/heatmap.png")
-    assert page.headers["x-frame-options"] == picture.headers["x-frame-options"] == "DENY"
-    assert picture.headers["cache-control"] == "no-store" and "cache-control" not in page.headers
+    page = web.get("/")
+    assert page.headers["x-frame-options"] == "DENY" and "cache-control" not in page.headers
+    for picture in (web.get("/gradio_api/file=/tmp/gradio/abc/heatmap.png"), web.get("/gradio_api/file/tmp/a/b.png")):
+        assert picture.headers["x-frame-options"] == "DENY" and picture.headers["cache-control"] == "no-store"
 
 
 def test_the_limit_takes_the_largest_photo_sent_inline():

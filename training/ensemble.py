@@ -74,7 +74,8 @@ def recipe_problem(checkpoints: list[dict[str, Any]]) -> str | None:
             return "a member is itself an ensemble: list its runs instead"
         digests = [c["meta"].get("split_sha256") for c in (first, other)]
         if None not in digests and digests[0] != digests[1]:  # e.g. trained before and after the grouping changed
-            return f"member {i} was trained on another split than member 1 (other data, other flags or other splitting code)"
+            return (f"member {i} was trained on another split than member 1 (other data, other flags or other "
+                    "splitting code)")
         flags = run_flags(other)
         differ = sorted(k for k in flags.keys() | first_flags.keys()
                         if k not in MAY_DIFFER and flags.get(k) != first_flags.get(k))

@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="default: the shipped model")
     parser.add_argument("--data", nargs="+", default=None,
-                        help="the data folders the model was trained on, or with --split all labelled folders it has not "
-                             "seen (default: those recorded in the checkpoint, "
+                        help="the data folders the model was trained on, or with --split all labelled folders it has "
+                             "not seen (default: those recorded in the checkpoint, "
                              f"where they exist; else, for HAM10000 and the clinical set, {' '.join(DEFAULT_DATA)})")
     parser.add_argument("--out", default=None,
                         help="output folder (default: beside the checkpoint, so for the shipped model the committed "

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from data.datasets import CLASSES  # noqa: E402
 from data.splits import trained_folder_domain  # noqa: E402
-from model.decision import CHANCE_MARGIN  # noqa: E402
+from model.decision import confidence_needed  # noqa: E402
 from training.metrics import ANSWERS, reliability_bins, safety_summary  # noqa: E402
 
 # The project's clinical photo set, by the `source` column of its labels.csv.
@@ -234,6 +234,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     """MODEL_CARD.md from the checkpoint's metadata and the evaluation just run."""
     rows, absent_note, kinds_table = _results(metrics)
     cal = metrics["calibration"]
+    needed = confidence_needed(cal["unsure_below"], len(CLASSES))  # what decide() applies
     val = meta.get("validation", {})
     split_counts = meta.get("split_counts", {})
     flags = meta.get("flags", {})
@@ -298,7 +299,7 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 
 ## Decision rule and calibration (fitted on validation only)
 Temperature {cal['temperature']:.3f}; `vascular` only when p(vascular) >= {cal['vascular_min']:.3f}; `unsure`
-when the top probability < {max(cal['unsure_below'], 1 / len(CLASSES) + CHANCE_MARGIN):.3f}, when {distance} > {cal['ood_distance_max']:.1f}
+when the top probability < {needed:.3f}, when {distance} > {cal['ood_distance_max']:.1f}
 (does not look like the training photos), or when the photo is too small, dark, bright, blurred or shows no skin.
 {_safety_line(meta)}
 ## Results on {scored_on(metrics)}

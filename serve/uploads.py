@@ -1,0 +1,58 @@
+"""The server's own upload folder, and deleting what is left in it.
+
+Gradio keeps uploads in /tmp/gradio unless GRADIO_TEMP_DIR says otherwise: one folder shared by every Gradio app on
+the machine, in which an upload cut off midway (a phone leaving Wi-Fi) stays for good, since Gradio deletes only the
+uploads it finished receiving.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def private_upload_folder() -> Path | None:
+    """Make this server an upload folder of its own (readable by its user only, removed when the server stops) and
+    point GRADIO_TEMP_DIR at it; None, and the operator's folder left as it is, when GRADIO_TEMP_DIR is set. Call it
+    before building the page: Gradio reads the variable then."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="spotcheck-uploads-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def sweep_every(folder: Path, seconds: float) -> threading.Thread:
+    """Delete what has lain in `folder` for `seconds`, every `seconds`, in a background thread."""
+    def sweep_forever() -> None:
+        while True:
+            time.sleep(seconds)
+            delete_older(folder, seconds)
+
+    thread = threading.Thread(target=sweep_forever, daemon=True, name=f"spotcheck-sweeper-{folder.name}")
+    thread.start()
+    return thread
+
+
+def delete_older(folder: Path, seconds: float) -> None:
+    """Delete the files below `folder` last changed more than `seconds` ago, and the folders below it that are then
+    empty and as old. Anything that vanishes or cannot be deleted meanwhile is passed over: a sweep must not stop."""
+    cutoff = time.time() - seconds
+    for parent, folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            _delete_if_older(os.path.join(parent, name), cutoff, os.unlink)
+        for name in folders:
+            _delete_if_older(os.path.join(parent, name), cutoff, os.rmdir)  # only an empty one goes
+
+
+def _delete_if_older(path: str, cutoff: float, delete) -> None:
+    try:
+        if os.lstat(path).st_mtime < cutoff:
+            delete(path)
+    except OSError:  # gone already, not empty, or not ours to delete
+        pass

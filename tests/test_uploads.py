@@ -1,0 +1,44 @@
+"""serve.uploads: the server's own upload folder, and sweeping what is left in it."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from serve.uploads import delete_older, private_upload_folder
+
+
+def test_old_files_and_long_empty_folders_anywhere_below_are_deleted_and_new_ones_kept(tmp_path):
+    old, new, emptied = tmp_path / "abc" / "cut_off_upload", tmp_path / "def" / "photo.jpg", tmp_path / "ghi"
+    for path in (old, new):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+    emptied.mkdir()  # Gradio's folder of an upload answered (and deleted) long ago
+    os.utime(old, (0, 0))
+    os.utime(emptied, (0, 0))
+    delete_older(tmp_path, 60)
+    assert not old.exists() and new.exists() and not emptied.exists() and tmp_path.exists()
+    assert old.parent.exists()  # emptied just now: it goes with a later sweep
+
+
+def test_a_sweep_passes_over_what_it_cannot_delete(tmp_path, monkeypatch):
+    old = tmp_path / "a" / "old"
+    old.parent.mkdir()
+    old.write_bytes(b"x")
+    os.utime(old, (0, 0))
+
+    def refused(path):
+        raise PermissionError(path)
+
+    monkeypatch.setattr(os, "unlink", refused)
+    delete_older(tmp_path, 60)  # no exception: the sweeping thread must not die
+    assert old.exists()
+
+
+def test_the_server_makes_its_own_upload_folder_unless_one_is_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "operators"))
+    assert private_upload_folder() is None and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "operators")
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = private_upload_folder()
+    assert folder.parent == tmp_path and os.environ["GRADIO_TEMP_DIR"] == str(folder)
+    assert folder.stat().st_mode & 0o077 == 0  # the server's user's alone
