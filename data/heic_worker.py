@@ -8,7 +8,7 @@ second.
 
 Output: height and width as two little-endian uint32, then the RGB uint8 pixels, upright (libheif applies the
 file's own rotation and pi-heif then resets the EXIF tag; `exif_transpose` applies any that remain). Exit
-status 2 with the reason on stderr for a file that cannot be decoded or is over MAX_PIXELS.
+status 2 with the reason on stderr for a file that cannot be decoded, 3 for one over MAX_PIXELS.
 """
 import io
 import struct
@@ -26,7 +26,7 @@ def main() -> int:
         with Image.open(io.BytesIO(sys.stdin.buffer.read())) as image:
             if image.width * image.height > max_pixels:
                 print(f"the image is too large (more than {max_pixels // 1_000_000} megapixels)", file=sys.stderr)
-                return 2
+                return 3
             rgb = np.ascontiguousarray(ImageOps.exif_transpose(image).convert("RGB"))
     except Exception:
         # data.images.UNREADABLE, written out: this script imports nothing from the project

@@ -265,8 +265,9 @@ def _decode_heic(data: bytes) -> np.ndarray:
                               capture_output=True, timeout=HEIC_SECONDS)
     except subprocess.TimeoutExpired as err:
         raise ImageError(f"the HEIC photo took over {HEIC_SECONDS} s to decode") from err
-    if done.returncode == 2:
-        raise ImageError(done.stderr.decode(errors="replace").strip().splitlines()[-1])
+    if done.returncode in (2, 3):  # the worker's reason; 3: over the pixel limit
+        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1]
+        raise (ImageTooLarge if done.returncode == 3 else ImageError)(reason)
     height, width = struct.unpack("<II", done.stdout[:8]) if len(done.stdout) >= 8 else (0, 0)
     if done.returncode != 0 or height * width == 0 or len(done.stdout) != 8 + height * width * 3:
         raise ImageError(HEIC_FAILED)  # killed (e.g. a segmentation fault), or it wrote something else

@@ -32,9 +32,9 @@ NO_STORE = (b"cache-control", b"no-store")  # on the photo's copies: kept in no 
 
 class RequestGuard:
     """ASGI middleware: 413 for a body declared over the route's limit (MAX_UPLOAD_BYTES on the upload route,
-    MAX_BODY_BYTES elsewhere; a streamed body that runs past it is cut off, which Gradio answers 400), 403 for a
-    file route given a web address and for the REFUSED_ROUTES, HEADERS on every response and NO_STORE on the file
-    routes'."""
+    MAX_BODY_BYTES elsewhere), 411 for an upload that does not declare its length (the page and gradio_client always
+    do), a streamed body elsewhere cut off past the limit (Gradio answers 400), 403 for a file route given a web
+    address and for the REFUSED_ROUTES, HEADERS on every response and NO_STORE on the file routes'."""
 
     def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, max_upload: int = MAX_UPLOAD_BYTES) -> None:
         self.app, self.max_body, self.max_upload = app, max_body, max_upload
@@ -48,9 +48,13 @@ class RequestGuard:
         if path.startswith(REFUSED_ROUTES) or (file_route and path[len(file_route):].startswith(FETCHED)):
             await _refuse(send, 403, b"SpotCheck does not fetch or keep anything at this address.")
             return
-        limit = self.max_upload if path.rstrip("/") == UPLOAD_ROUTE else self.max_body
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > limit:
+        upload = path.rstrip("/") == UPLOAD_ROUTE
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if upload and declared is None:  # streamed: cut off past the limit, Gradio answered 500 and kept the parts
+            await _refuse(send, 411, b"An upload must say its length.")
+            return
+        limit = self.max_upload if upload else self.max_body
+        if not (declared or b"0").isdigit() or int(declared or b"0") > limit:
             await _refuse(send, 413, b"The request is too large.")
             return
         receive = _counted(receive, limit)

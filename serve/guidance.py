@@ -31,8 +31,8 @@ OVERSURE = {"vascular": (3, 9), "nevus": (2, 39)}
 
 def _oversure(label: str, called: str) -> str:
     wrong, answered = OVERSURE[label]
-    return (f"SpotCheck's percentages are higher than its record on ordinary photos: in testing, {wrong} of the "
-            f"{answered} clinical photos it called {called} at over 90% were something else.")
+    return (f"Its percentage is not the chance that it is right: of {answered} everyday photos that it called "
+            f"{called} at over 90%, {wrong} were something else.")
 
 
 # Said in the answer itself, right under the reason, where a phone shows it without scrolling: the two answers that

@@ -41,7 +41,9 @@ def sweep_every(folder: Path, seconds: float) -> threading.Thread:
 
 def delete_older(folder: Path, seconds: float) -> None:
     """Delete the files below `folder` last changed more than `seconds` ago, and the folders below it that are then
-    empty and as old. Anything that vanishes or cannot be deleted meanwhile is passed over: a sweep must not stop."""
+    empty and as old. Anything that vanishes or cannot be deleted meanwhile is passed over: a sweep must not stop.
+    (An upload stalled for longer loses its part, and one that Gradio is moving into an old empty folder at that very
+    instant fails: both then ask for the photo again.)"""
     cutoff = time.time() - seconds
     for parent, folders, files in os.walk(folder, topdown=False):
         for name in files:

@@ -158,6 +158,11 @@ def test_a_100_mb_upload_is_refused_and_the_app_stays_up(client, running_app):
                           timeout=60, trust_env=False)
     assert response.status_code == 413 and "too large" in response.text  # serve.guard: over one photo's size
     assert running_app.process.poll() is None
+    from data.images import MAX_FILE_BYTES  # the largest photo the page takes still goes through, with its form
+
+    response = httpx.post(running_app.url + "gradio_api/upload", timeout=60, trust_env=False,
+                          files={"files": ("largest.jpg", b"\xff\xd8" + bytes(MAX_FILE_BYTES - 2), "image/jpeg")})
+    assert response.status_code == 200
 
 
 def test_the_same_photo_sent_at_once_never_errors(running_app, tmp_path):

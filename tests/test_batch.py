@@ -407,6 +407,8 @@ def test_a_link_to_a_photo_in_the_folder_is_scored_once_fresh_or_resumed(tmp_pat
 STOPPED = """
 import os, signal, sys, time
 from data.flags import interrupt_on_termination
+for name in ("SIGTERM", "SIGHUP"):  # as a shell starts a program (pytest itself may run under nohup)
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
 if sys.argv[1] == "nohup":
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a program
 interrupt_on_termination()

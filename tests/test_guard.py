@@ -30,13 +30,20 @@ def test_a_body_over_the_limit_is_refused_and_an_upload_holds_one_photo(web):
     assert web.post("/gradio_api/upload?upload_id=abc", content=b"x" * 3001).status_code == 413  # not 1,000 of them
 
 
-def test_a_streamed_body_that_runs_past_the_limit_is_cut_off(web):
-    def chunks():
-        for _ in range(20):
-            yield b"x" * 100
+def chunks(n: int):
+    for _ in range(n):
+        yield b"x" * 100
 
+
+def test_a_streamed_body_that_runs_past_the_limit_is_cut_off(web):
+    assert web.post("/gradio_api/queue/join", content=chunks(10)).text == "1000"
     with pytest.raises(BodyTooLarge):
-        web.post("/gradio_api/queue/join", content=chunks())
+        web.post("/gradio_api/queue/join", content=chunks(20))
+
+
+def test_an_upload_that_does_not_say_its_length_is_refused(web):
+    """Cut off past the limit, Gradio's upload answered 500 and kept the parts it had written."""
+    assert web.post("/gradio_api/upload", content=chunks(2)).status_code == 411
 
 
 def test_fetching_web_addresses_and_deep_links_are_refused(web):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import data.images
-from data.images import ImageError, decode_image, is_image_file, read_image
+from data.images import ImageError, ImageTooLarge, decode_image, is_image_file, read_image
 from tests.conftest import ROOT, ROTATED_HEIC
 
 
@@ -262,7 +262,7 @@ def test_a_heic_that_crashes_the_decoder_is_an_error_not_a_crash(tmp_path, monke
 
 def test_a_heic_over_the_pixel_limit_is_refused(monkeypatch):
     monkeypatch.setattr(data.images, "MAX_PIXELS", 3000)  # the fixture has 64 x 48 = 3,072 pixels
-    with pytest.raises(ImageError, match="too large"):
+    with pytest.raises(ImageTooLarge, match="too large"):  # as any other photo over the limit: "a smaller copy"
         decode_image(ROTATED_HEIC)
 
 
