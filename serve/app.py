@@ -44,6 +44,10 @@ HELD_BYTES = 2**30  # all held photos together (about 28 twelve-megapixel photos
 HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
 VIEW_SIDE = 512  # the framing view's longer side
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
+# The buttons that move the frame a quarter of its side, for a keyboard (a tap needs a pointer) and a finger that
+# misses: (label, direction in x and y).
+MOVES = (("Move frame left", (-1, 0)), ("Move frame right", (1, 0)), ("Move frame up", (0, -1)),
+         ("Move frame down", (0, 1)))
 # What browsers show in a page (Pillow's names; MPO is a camera JPEG). Other photos (HEIC, TIFF) are shown as a copy.
 BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
 HEADER_BYTES = 64 * 1024  # what `browser_copy` reads to tell those from the others
@@ -145,12 +149,17 @@ def frame_percent(photo: np.ndarray, box: tuple[int, int, int, int]) -> int:
 
 
 def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tuple[float, float] | None = None,
-                percent: float | None = None, flatten_lightness: bool = False) -> tuple[int, int, int, int]:
+                percent: float | None = None, shift: tuple[int, int] | None = None,
+                flatten_lightness: bool = False) -> tuple[int, int, int, int]:
     """The frame after a click in the framing view (framed around the spot clicked, or, on plain skin, moved there
-    at its size) or resized to `percent` of the shorter side around its centre. `flatten_lightness`: the model's
-    framing setting (`Predictor.settings.flatten_lightness`)."""
+    at its size), resized to `percent` of the shorter side around its centre, or moved a quarter of its side in the
+    direction `shift` ((-1, 0): left; the page's move buttons). `flatten_lightness`: the model's framing setting
+    (`Predictor.settings.flatten_lightness`)."""
     x0, y0, x1, y1 = box
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    if shift is not None:
+        step = max(1.0, (x1 - x0) / 4)
+        centre = (centre[0] + shift[0] * step, centre[1] + shift[1] * step)
     if click is not None:
         centre = (click[0] / view_scale(photo), click[1] / view_scale(photo))
         if percent is None and (spot := spot_at(photo, centre, flatten_lightness=flatten_lightness)) is not None:
@@ -277,8 +286,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return unless_replaced(outputs, latest, before, path)
 
     def reframe(held_photo: HeldPhoto | None, latest: LatestPhoto, percent: float | None,
-                click: tuple[float, float] | None = None):
-        """Check the held photo again with the frame moved (a click on the framing view) or resized (the slider)."""
+                click: tuple[float, float] | None = None, shift: tuple[int, int] | None = None):
+        """Check the held photo again with the frame moved (a click on the framing view, a move button) or resized
+        (the slider)."""
         pixels = held_pixels(held_photo)
         if pixels is None:
             return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
@@ -286,7 +296,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                                 "when the server is busy).", {}, None, DISCLAIMER), None)
         h, before = held_photo, latest.upload
         try:
-            box = moved_frame(pixels, h.box, click=click, percent=percent,
+            box = moved_frame(pixels, h.box, click=click, percent=percent, shift=shift,
                               flatten_lightness=predictor.settings.flatten_lightness)
             outputs = shown(check_frame(predictor, pixels, box, own_frame_label=h.own_frame_label), h.upload)
         except Exception:
@@ -296,16 +306,23 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     def move_frame(held_photo: HeldPhoto | None, latest: LatestPhoto, evt: gr.SelectData):  # same size, new place
         return reframe(held_photo, latest, None, click=tuple(evt.index))
 
+    def move_frame_by(shift: tuple[int, int]):
+        def move_frame_by_a_quarter(held_photo: HeldPhoto | None, latest: LatestPhoto):
+            return reframe(held_photo, latest, None, shift=shift)
+        return move_frame_by_a_quarter
+
     def show_frame(held_photo: HeldPhoto | None):
+        """The framing view, the slider and the move buttons: usable while a photo is held."""
         pixels = held_pixels(held_photo)
         if pixels is None:
-            return None, gr.update(value=FRAME_DEFAULT, interactive=False)
+            return None, gr.update(value=FRAME_DEFAULT, interactive=False), *[gr.update(interactive=False)] * 4
         return (files.write_picture(framing_view(pixels, held_photo.box)),
-                gr.update(value=frame_percent(pixels, held_photo.box), interactive=True))
+                gr.update(value=frame_percent(pixels, held_photo.box), interactive=True),
+                *[gr.update(interactive=True)] * 4)
 
     def redraw_frame(held_photo: HeldPhoto | None):  # after the slider: its value is the person's, left as it is
-        picture, slider = show_frame(held_photo)
-        return picture, slider if picture is None else gr.skip()  # a photo let go still disables it
+        picture, slider, *moves = show_frame(held_photo)
+        return picture, slider if picture is None else gr.skip(), *moves  # a photo let go still disables it
 
     def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
         previous = latest.upload
@@ -314,7 +331,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
             Path(replaced).unlink(missing_ok=True)
         return (WAITING, None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False),
-                gr.update(interactive=False))  # the button waits for `show_photo`
+                *[gr.update(interactive=False)] * 4, gr.update(interactive=False))  # the button waits for `show_photo`
 
     def show_photo(payload, latest: LatestPhoto):  # a photo the browser cannot show is replaced by a copy it can
         put_in = (payload or {}).get("path")
@@ -352,6 +369,10 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                                    elem_id="framing", alt_text="Your photo with the checked frame drawn on it")
                 frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
                                        label="Frame size (% of the photo's shorter side)", buttons=[])
+                moves = []
+                for pair in (MOVES[:2], MOVES[2:]):  # two to a row: side by side on a phone too
+                    with gr.Row():
+                        moves += [gr.Button(label, size="sm", interactive=False, min_width=0) for label, _ in pair]
         guidance = gr.Markdown(elem_id="guidance")
         # State is not part of the API: /check returns the four outputs. The held photo lives in this
         # browser session's memory only, and goes with a new upload, the closed tab or HELD_SECONDS.
@@ -362,7 +383,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if;
         # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
-        photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, framing, frame_size, check],
+        framing_controls = [framing, frame_size, *moves]
+        photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, *framing_controls, check],
                     preprocess=False, trigger_mode="multiple", **private).then(
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
             show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
@@ -370,15 +392,17 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
-            show_frame, inputs=held, outputs=[framing, frame_size], **private).then(
+            show_frame, inputs=held, outputs=framing_controls, **private).then(
             None, js=SHOW_ANSWER, **private)
         # A moved frame sets the slider to its size; a resized one leaves the slider where the person put it, and
         # "always_last" checks its last position when keys or drags come faster than the answers.
         for event, handler, inputs, then, mode in (
                 (framing.select, move_frame, [held, latest], show_frame, "once"),
-                (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last")):
+                (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last"),
+                *((button.click, move_frame_by(shift), [held, latest], show_frame, "once")
+                  for button, (_, shift) in zip(moves, MOVES))):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
-                  api_visibility="private").then(then, inputs=held, outputs=[framing, frame_size], **private).then(
+                  api_visibility="private").then(then, inputs=held, outputs=framing_controls, **private).then(
                 None, js=SHOW_ANSWER_ABOVE, **private)
     return app
 

@@ -159,6 +159,32 @@ def test_the_frame_can_be_moved_to_another_spot_and_resized(predictor):
     assert moved_frame(photo, moved, click=(10_000, -50)) == (600 - side, 0, 600, side)
 
 
+def test_the_move_buttons_shift_the_frame_a_quarter_of_its_side_and_keep_it_inside():
+    photo = np.zeros((300, 400, 3), np.uint8)
+    box = (100, 100, 180, 180)
+    assert moved_frame(photo, box, shift=(1, 0)) == (120, 100, 200, 180)
+    assert moved_frame(photo, box, shift=(0, -1)) == (100, 80, 180, 160)
+    assert moved_frame(photo, (0, 0, 80, 80), shift=(-1, 0)) == (0, 0, 80, 80)  # at the edge it stays
+
+
+def test_a_keyboard_can_move_the_frame_where_a_tap_would_and_the_controls_follow_the_held_photo(uploads, predictor):
+    app = build_app(predictor)
+    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
+    show_frame = next(f.fn for f in app.fns.values() if f.name == "show_frame")
+    moves = [f.fn for f in app.fns.values() if f.name == "move_frame_by_a_quarter"]  # in MOVES' order
+    assert len(moves) == len(serve.app.MOVES) == 4
+    upload = write_rgb(uploads / "spot.png", spot_photo("nevus", size=300, radius=20))
+    held = answer({"path": str(upload)}, None, LatestPhoto())[5]
+    x0, y0, x1, y1 = held.box
+    assert serve.app.MOVES[1] == ("Move frame right", (1, 0))
+    moved = moves[1](held, LatestPhoto())
+    summary, held_after = moved[0], moved[5]
+    assert held_after.box == (x0 + (x1 - x0) // 4, y0, x1 + (x1 - x0) // 4, y1) and held_after.placed
+    assert any(h in summary for h in HEADLINES.values())
+    assert [update["interactive"] for update in show_frame(held_after)[2:]] == [True] * 4
+    assert [update["interactive"] for update in show_frame(None)[2:]] == [False] * 4
+
+
 def test_a_click_frames_as_the_model_was_trained_to_frame():
     """A model trained with --flatten-lightness frames a tap with the shade taken out too (Predictor's setting)."""
     photo, whole = shaded_photo(), (0, 0, 400, 300)
@@ -273,7 +299,7 @@ def test_a_photo_let_go_while_its_request_runs_is_still_answered(uploads, predic
     held = answer({"path": str(upload)}, None, LatestPhoto())[5]
     assert any(h in reframe(LetGoAfterOneRead(held), LatestPhoto(), 40)[0] for h in HEADLINES.values())
     assert any(h in answer({"path": str(upload)}, LetGoAfterOneRead(held), LatestPhoto())[0] for h in HEADLINES.values())
-    picture, _ = show_frame(LetGoAfterOneRead(held))
+    picture, *_ = show_frame(LetGoAfterOneRead(held))
     assert picture is not None and Path(picture).is_file()
 
 

@@ -138,6 +138,7 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
     assert disclaimer.is_visible()
     assert disclaimer.inner_text().strip() == DISCLAIMER.replace("**", "")  # the whole text, as plain words
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
+    sync_api.expect(page.get_by_role("button", name="Move frame left")).to_be_disabled()  # no photo to move on
     # A screen reader announces each answer; the button's white label is readable (5.2:1; Gradio's orange: 2.8:1).
     assert page.get_attribute("#answer", "aria-live") == "polite"
     assert page.get_attribute("#answer [data-testid=status-tracker]", "aria-hidden") == "true"  # not its ticking
@@ -202,6 +203,12 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     number.press("Enter")
     sync_api.expect(framing).not_to_have_attribute("src", typed_view)
     sync_api.expect(size).to_have_value("60")
+    # A keyboard moves the frame with its buttons, where a pointer taps: Tab to one, Enter.
+    before_move = framing.get_attribute("src")
+    page.get_by_role("button", name="Move frame right").focus()
+    page.keyboard.press("Enter")
+    sync_api.expect(framing).not_to_have_attribute("src", before_move)
+    assert "the frame you placed" in visit.answer()
     # Every picture says in words what it shows.
     for picture in ("#photo img", "#heatmap img", "#framing img"):
         assert page.locator(picture).get_attribute("alt"), f"{picture} has no alt text"
