@@ -315,10 +315,10 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         """The framing view, the slider and the move buttons: usable while a photo is held."""
         pixels = held_pixels(held_photo)
         if pixels is None:
-            return None, gr.update(value=FRAME_DEFAULT, interactive=False), *[gr.update(interactive=False)] * 4
+            return None, gr.update(value=FRAME_DEFAULT, interactive=False), *[gr.update(interactive=False)] * len(MOVES)
         return (files.write_picture(framing_view(pixels, held_photo.box)),
                 gr.update(value=frame_percent(pixels, held_photo.box), interactive=True),
-                *[gr.update(interactive=True)] * 4)
+                *[gr.update(interactive=True)] * len(MOVES))
 
     def redraw_frame(held_photo: HeldPhoto | None):  # after the slider: its value is the person's, left as it is
         picture, slider, *moves = show_frame(held_photo)
@@ -331,7 +331,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
             Path(replaced).unlink(missing_ok=True)
         return (WAITING, None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False),
-                *[gr.update(interactive=False)] * 4, gr.update(interactive=False))  # the button waits for `show_photo`
+                *[gr.update(interactive=False)] * len(MOVES),
+                gr.update(interactive=False))  # the check button waits for `show_photo`
 
     def show_photo(payload, latest: LatestPhoto):  # a photo the browser cannot show is replaced by a copy it can
         put_in = (payload or {}).get("path")
