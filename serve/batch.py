@@ -192,8 +192,9 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
         todo, seen = [], set()  # seen: this run's files, by their real path's bytes (two names can print alike)
         for path in find_images(folder, skip=heatmaps):
             real = os.path.realpath(path)
-            if os.fsencode(real) not in seen and not {path_text(real), path_text(os.path.abspath(path))} & done:
-                seen.add(os.fsencode(real))
+            key = os.fsencode(real)
+            if key not in seen and not {path_text(real), path_text(os.path.abspath(path))} & done:
+                seen.add(key)
                 todo.append(path)
         if heatmaps:  # after the CSV's own checks: a run refused there leaves no heatmaps folder
             try:

@@ -1,17 +1,14 @@
 """The files behind the web page's outputs: one file per picture and per confidence panel, deleted soon after."""
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
 import tempfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from serve.uploads import delete_older, sweep_every
+from serve.uploads import delete_older, own_temp_folder, sweep_every
 
 
 class OutputFiles:
@@ -26,9 +23,7 @@ class OutputFiles:
     """
 
     def __init__(self, keep_seconds: float = 60):
-        self.folder = Path(tempfile.mkdtemp(prefix="spotcheck-outputs-"))
-        self.keep_seconds = keep_seconds
-        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
+        self.folder, self.keep_seconds = own_temp_folder("spotcheck-outputs-"), keep_seconds
         sweep_every(self.folder, keep_seconds)
 
     def write_picture(self, picture: np.ndarray) -> str:
@@ -52,4 +47,3 @@ class OutputFiles:
     def sweep(self) -> None:
         """Delete the files older than `keep_seconds`."""
         delete_older(self.folder, self.keep_seconds)
-

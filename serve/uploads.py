@@ -21,8 +21,14 @@ def private_upload_folder() -> Path | None:
     before building the page: Gradio reads the variable then."""
     if os.environ.get("GRADIO_TEMP_DIR"):
         return None
-    folder = Path(tempfile.mkdtemp(prefix="spotcheck-uploads-"))
+    folder = own_temp_folder("spotcheck-uploads-")
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    return folder
+
+
+def own_temp_folder(prefix: str) -> Path:
+    """A new temporary folder, readable by this user only, removed with everything in it when the program ends."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
