@@ -369,3 +369,14 @@ def overlay_heatmap(square: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45
     colour = cv2.applyColorMap((heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
     colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(square, 1 - alpha, colour, alpha, 0)
+
+
+HEATMAP_GAP = 4  # white pixels between the framed spot and its heatmap in `heatmap_beside`
+
+
+def heatmap_beside(square: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The framed spot as it was checked, and on its right the same with the heatmap over it (RGB uint8): the
+    colours cover the very spot they point at, so the spot is shown uncovered beside them (the web page's and batch
+    scoring's heatmap)."""
+    gap = np.full((square.shape[0], HEATMAP_GAP, 3), 255, np.uint8)
+    return np.concatenate([square, gap, overlay_heatmap(square, heatmap)], axis=1)

@@ -29,7 +29,7 @@ from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (MAX_FILE_BYTES, ImageError, ImageTooLarge, decode_image, image_format,  # noqa: E402
                          read_image, working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
-from model.predictor import BACKENDS, Predictor, overlay_heatmap  # noqa: E402
+from model.predictor import BACKENDS, Predictor, heatmap_beside  # noqa: E402
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa: E402
 from serve.guard import RequestGuard  # noqa: E402
@@ -41,7 +41,7 @@ MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
 HELD_SECONDS = 900  # a photo is held in memory this long after its last answer, so its frame can be moved
 HELD_BYTES = 2**30  # all held photos together (about 28 twelve-megapixel photos); beyond it the oldest are let go
-HEATMAP_DISPLAY = 256  # the heatmap is shown enlarged from the model's input size (112 px)
+HEATMAP_DISPLAY = 256  # the heatmap's height on the page, enlarged from the model's input size (112 px)
 VIEW_SIDE = 512  # the framing view's longer side
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
 # The buttons that move the frame a quarter of its side, for a keyboard (a tap needs a pointer) and a finger that
@@ -62,7 +62,7 @@ log = logging.getLogger("spotcheck")
 class Answer:
     summary: str  # Markdown: the headline and why
     probabilities: dict[str, float]  # the chart's bars; none with no answer, or for a photo it cannot judge
-    heatmap: np.ndarray | None  # the framed spot with the heatmap over it (none for an unusable photo)
+    heatmap: np.ndarray | None  # the framed spot, and beside it the heatmap over it (none for an unusable photo)
     guidance: str  # Markdown: what this means and what to do
     photo: np.ndarray | None = None  # the decoded photo, held in memory (never on disk) so the frame can be moved
     box: tuple[int, int, int, int] | None = None  # the frame that was checked, in `photo` pixels
@@ -76,14 +76,14 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
     if not path:
         return Answer("Upload or take a photo of the spot first.", {}, None, DISCLAIMER)
     if not Path(path).exists():  # answered before: uploads are deleted once answered
-        return Answer("### Please upload the photo again\n\nThis photo is no longer on the server: each photo "
+        return Answer("## Please upload the photo again\n\nThis photo is no longer on the server: each photo "
                       "is deleted as soon as it has been answered.", {}, None, DISCLAIMER)
     try:
         image = read_image(path)
     except ImageError as err:
         advice = (TOO_LARGE_ADVICE if isinstance(err, ImageTooLarge) else
                   "Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).")
-        return Answer(f"### This file cannot be used\n\n{sentence(str(err))}. {advice}", {}, None, DISCLAIMER)
+        return Answer(f"## This file cannot be used\n\n{sentence(str(err))}. {advice}", {}, None, DISCLAIMER)
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
     return check_frame(predictor, working_copy(image))  # held downscaled, answered as batch scoring answers it
@@ -114,12 +114,12 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
                     "If both frames show the same spot, go by the more cautious answer.")
     # A photo too small, dark or blurred to look for a spot in: nothing about the frame.
     where = "" if prediction.problem else f"\n\n{prediction.framing.note(unlike_training=prediction.unlike_training)}"
-    summary = f"### {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
+    summary = f"## {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
     # No bars for a photo SpotCheck cannot judge: "unsure" beside "nevus 98%" would read as "98% a mole"; and no
     # heatmap on a photo too small, dark or blurred to look at (one unlike the training photos keeps it: it shows
     # what was checked, which a tap on the spot can change).
     chart = prediction.probabilities if prediction.judged else {}
-    heatmap = None if prediction.problem else overlay_heatmap(prediction.square, prediction.heatmap)
+    heatmap = None if prediction.problem else heatmap_beside(prediction.square, prediction.heatmap)
     return Answer(summary, chart, heatmap,
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label, own_frame_label)
 
@@ -250,7 +250,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         emptied (no answer: upload another) and the photo held for moving the frame."""
         heatmap = a.heatmap
         if heatmap is not None and heatmap.shape[0] < HEATMAP_DISPLAY:
-            heatmap = cv2.resize(heatmap, (HEATMAP_DISPLAY, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
+            width = round(heatmap.shape[1] * HEATMAP_DISPLAY / heatmap.shape[0])
+            heatmap = cv2.resize(heatmap, (width, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
         held_photo = None
         if a.photo is not None and upload:
             held_photo = memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed, a.own_frame_label))
@@ -260,7 +261,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
 
     def failed(what: str) -> tuple:  # never a bare "Error" on the page; the log has the details
         log.exception("checking %s failed", what)  # not the payload: a photo's name or its pixels, inline
-        return ("### Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
+        return ("## Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
                 "or try another photo.", None, None, DISCLAIMER, True, None)
 
     def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, checked: str | None) -> tuple:
@@ -291,7 +292,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         (the slider)."""
         pixels = held_pixels(held_photo)
         if pixels is None:
-            return shown(Answer("### Please upload the photo again\n\nThe photo is no longer held: photos are "
+            return shown(Answer("## Please upload the photo again\n\nThe photo is no longer held: photos are "
                                 f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer (less "
                                 "when the server is busy).", {}, None, DISCLAIMER), None)
         h, before = held_photo, latest.upload
@@ -345,6 +346,12 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             return gr.skip(), gr.skip()
         return gr.skip() if copy is None else copy, gr.update(interactive=True)
 
+    def show_filled(chart_payload: dict | None, heatmap_payload: dict | None):
+        """The confidence panel and the heatmap, each hidden while it is empty (no answer, or no heatmap for a photo
+        that cannot be used): an empty box looked like something had failed to load."""
+        return [gr.update(visible=True if filled else "hidden")
+                for filled in ((chart_payload or {}).get("label") is not None, heatmap_payload is not None)]
+
     def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
         return None if unanswered else gr.skip()
 
@@ -361,11 +368,12 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 gr.Markdown(PHOTO_TIPS)
             with gr.Column():  # on a phone this column comes below the first: the answer right after the button
                 summary = gr.Markdown(WAITING, elem_id="answer")
-                chart = gr.Label(label=CONFIDENCE_LABEL, num_top_classes=3, elem_id="confidence")
+                chart = gr.Label(label=CONFIDENCE_LABEL, num_top_classes=3, elem_id="confidence", visible="hidden")
                 # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
-                heatmap = gr.Image(label="Where it looked (red: most)", interactive=False,
-                                   elem_id="heatmap", buttons=["fullscreen", "download"],
-                                   alt_text="The framed spot, coloured where the model looked most")
+                heatmap = gr.Image(label="The spot checked, and where it looked (red: most)", interactive=False,
+                                   elem_id="heatmap", buttons=["fullscreen", "download"], visible="hidden",
+                                   alt_text="The framed spot, and beside it the same coloured where the model "
+                                            "looked most")
                 framing = gr.Image(label="Frame checked: tap the spot to frame it", buttons=[], interactive=False,
                                    elem_id="framing", alt_text="Your photo with the checked frame drawn on it")
                 frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
@@ -385,13 +393,16 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if;
         # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
         framing_controls = [framing, frame_size, *moves]
-        photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, *framing_controls, check],
-                    preprocess=False, trigger_mode="multiple", **private).then(
+        cleared = photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, *framing_controls, check],
+                              preprocess=False, trigger_mode="multiple", **private)
+        cleared.then(show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private)
+        cleared.then(
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
             show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
             api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
         check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False).then(
+            show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
             show_frame, inputs=held, outputs=framing_controls, **private).then(
             None, js=SHOW_ANSWER, **private)
@@ -403,7 +414,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 *((button.click, move_frame_by(shift), [held, latest], show_frame, "once")
                   for button, (_, shift) in zip(moves, MOVES))):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
-                  api_visibility="private").then(then, inputs=held, outputs=framing_controls, **private).then(
+                  api_visibility="private").then(
+                show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private).then(then, inputs=held, outputs=framing_controls, **private).then(
                 None, js=SHOW_ANSWER_ABOVE, **private)
     return app
 

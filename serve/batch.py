@@ -59,7 +59,7 @@ from data.flags import interrupt_on_termination, plain_warnings, positive_int
 from data.images import IMAGE_SUFFIXES, is_image_file
 from model.checkpoint import CheckpointError
 from model.decision import UNSURE
-from model.predictor import BACKENDS, Prediction, Predictor, overlay_heatmap
+from model.predictor import BACKENDS, Prediction, Predictor, heatmap_beside
 
 # How `python -m serve.batch` runs; bench/bench.py measures with the same settings.
 WORKERS = 2  # decoding threads
@@ -236,9 +236,9 @@ def is_heatmap_name(path: Path) -> bool:
 
 
 def write_heatmap(prediction: Prediction, target: Path) -> bool:
-    """Save the framed spot with its heatmap as a PNG, and say whether it was. A file that cannot be written is a
+    """Save the framed spot and, beside it, its heatmap as a PNG, and say whether it was. A file that cannot be written is a
     warning, not a stop, and leaves no empty or half file behind (a full disk had left hundreds, named as heatmaps)."""
-    picture = overlay_heatmap(prediction.square, prediction.heatmap)
+    picture = heatmap_beside(prediction.square, prediction.heatmap)
     png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))[1]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def test_a_photo_gets_an_answer_and_the_upload_is_deleted(tmp_path, predictor):
     assert "Why:" in answer.summary and "The spot was found and framed." in answer.summary
     assert set(answer.probabilities) == {"vascular", "nevus", "other"}
     assert answer.heatmap is not None and answer.heatmap.shape[2] == 3
-    assert answer.summary.startswith(f"### {HEADLINES[answer.label]}") and answer.guidance == GUIDANCE[answer.label]
+    assert answer.summary.startswith(f"## {HEADLINES[answer.label]}") and answer.guidance == GUIDANCE[answer.label]
     assert not upload.exists()
 
 
@@ -434,7 +434,7 @@ def test_a_reassuring_answer_warns_in_the_answer_itself(tmp_path, predictor, lab
     the other answers already say to have the spot checked."""
     photo = write_rgb(tmp_path / "spot.png", spot_photo("vascular", size=200))
     summary = check_spot(Answering(predictor, label), str(photo)).summary
-    assert summary.startswith(f"### {HEADLINES[label]}")
+    assert summary.startswith(f"## {HEADLINES[label]}")
     assert [kind for kind, caution in CAUTION.items() if caution in summary] == ([label] if label in CAUTION else [])
     if label in CAUTION:
         assert summary.index("Why:") < summary.index(CAUTION[label])
@@ -540,12 +540,12 @@ def test_a_frame_moved_until_the_answer_reassures_says_what_spotchecks_own_frame
     reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
     upload = write_rgb(uploads / "spot.png", spot_photo("nevus", size=200))
     summary, *_, held = answer({"path": str(upload)}, None, LatestPhoto())
-    assert summary.startswith(f"### {HEADLINES[own]}") and "placed itself" not in summary
+    assert summary.startswith(f"## {HEADLINES[own]}") and "placed itself" not in summary
     moved, *_, held = reframe(held, LatestPhoto(), 40)
     again, *_, held = reframe(held, LatestPhoto(), 60)  # and after another move, still against SpotCheck's own frame
     pressed, *_ = answer({"path": str(upload)}, held, LatestPhoto())  # the button again: the placed frame, checked
     for summary in (moved, again, pressed):
-        assert summary.startswith(f"### {HEADLINES[placed]}")
+        assert summary.startswith(f"## {HEADLINES[placed]}")
         assert (f'placed itself, the answer was "{HEADLINES[own]}"' in summary) is said
 
 
@@ -559,7 +559,7 @@ def test_a_moved_frame_is_not_compared_with_an_answer_for_a_photo_spotcheck_coul
     reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
     held = answer({"path": str(write_rgb(uploads / "spot.png", spot_photo("nevus", size=200)))}, None, LatestPhoto())[5]
     moved = reframe(held, LatestPhoto(), 40)[0]
-    assert moved.startswith(f"### {HEADLINES['vascular']}") and "placed itself" not in moved
+    assert moved.startswith(f"## {HEADLINES['vascular']}") and "placed itself" not in moved
 
 
 def test_each_answer_has_its_own_headline_and_the_reassuring_ones_their_own_caution():

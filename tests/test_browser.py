@@ -139,6 +139,8 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
     assert disclaimer.inner_text().strip() == DISCLAIMER.replace("**", "")  # the whole text, as plain words
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
     sync_api.expect(page.get_by_role("button", name="Move frame left")).to_be_disabled()  # no photo to move on
+    for empty in ("#confidence", "#heatmap"):  # hidden until there is something to show, not an empty box
+        sync_api.expect(page.locator(empty)).to_be_hidden()
     # A screen reader announces each answer; the button's white label is readable (5.2:1; Gradio's orange: 2.8:1).
     assert page.get_attribute("#answer", "aria-live") == "polite"
     assert page.get_attribute("#answer [data-testid=status-tracker]", "aria-hidden") == "true"  # not its ticking
@@ -163,6 +165,9 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     assert urlsplit(heatmap.get_attribute("src")).hostname in LOCAL_HOSTS
     # ... with the confidence chart, the guidance for that answer, and the disclaimer still on screen.
     assert "%" in page.locator("#confidence").inner_text()
+    sync_api.expect(page.locator("#confidence")).to_be_visible()
+    sync_api.expect(heatmap).to_be_visible()
+    assert headline_label(page.locator("#answer h2").inner_text()) == label  # the page's headings go h1, h2
     first_paragraph = GUIDANCE[label].split("\n\n")[0]
     sync_api.expect(page.locator("#guidance")).to_contain_text(first_paragraph[:60])
     assert page.locator("#guidance").is_visible() and page.locator("#disclaimer").is_visible()
@@ -274,6 +279,8 @@ def test_a_file_that_is_not_a_photo_gets_a_friendly_message(visit, tmp_path, run
     assert not headline_label(message)
     page.locator("#photo img").wait_for(state="detached")  # the photo box is emptied for the next try
     assert page.locator("#heatmap img").count() == 0
+    for empty in ("#confidence", "#heatmap"):  # no empty boxes beside "this file cannot be used"
+        sync_api.expect(page.locator(empty)).to_be_hidden()
     visit.assert_no_error_shown()
     visit.screenshot("03_bad_file.png")
     assert "Traceback" not in running_app.log.read_text(errors="replace"), running_app.log_tail()
@@ -363,7 +370,7 @@ def test_a_photo_replaced_while_being_checked_does_not_get_the_old_answer(browse
         page.locator("#answer [data-testid=status-tracker].hide").wait_for(state="attached")
         page.wait_for_timeout(1000)
         assert visit.answer().strip() == WAITING_TEXT, "the moved frame's answer is shown next to the third"
-        assert page.locator("#framing img").count() == 0
+        assert page.locator("#framing img").count() == 0 and page.locator("#heatmap img").count() == 0
     finally:
         visit.close()
         app.close()

@@ -19,7 +19,8 @@ from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, load_c
 from model.decision import Calibration, decide
 from model.export import export, onnx_paths
 from model.net import SpotNet
-from model.predictor import Predictor, class_activation_map, feature_stride, onnx_problem, overlay_heatmap
+from model.predictor import (HEATMAP_GAP, Predictor, class_activation_map, feature_stride, heatmap_beside, onnx_problem,
+                             overlay_heatmap)
 from tests.conftest import COLOURS, spot_photo
 
 
@@ -216,6 +217,18 @@ def test_overlay_blends_the_jet_colour_at_045_over_the_square():
     assert np.abs(overlay[:20].astype(float) - hot).max() <= 1
     assert np.abs(overlay[20:].astype(float) - cold).max() <= 1
     assert (overlay[:20] != square[:20]).any(axis=2).all()
+
+
+def test_the_heatmap_is_shown_beside_the_spot_it_covers():
+    """heatmap_beside(): the framed spot untouched on the left (the colours hide the spot they point at), a white
+    gap, then the overlay."""
+    square = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    heatmap = np.linspace(0, 1, 40 * 40, dtype=np.float32).reshape(40, 40)
+    picture = heatmap_beside(square, heatmap)
+    assert picture.dtype == np.uint8 and picture.shape == (40, 80 + HEATMAP_GAP, 3)
+    assert np.array_equal(picture[:, :40], square)
+    assert (picture[:, 40:40 + HEATMAP_GAP] == 255).all()
+    assert np.array_equal(picture[:, 40 + HEATMAP_GAP:], overlay_heatmap(square, heatmap))
 
 
 @pytest.mark.parametrize("size, cells", [(112, 4), (48, 2), (160, 5)])
