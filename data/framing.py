@@ -165,9 +165,10 @@ def box_around(centre: tuple[float, float], side: float, shape: tuple[int, ...])
     h, w = shape[:2]
     side = min(max(side, min(MIN_SIDE, h, w)), float(min(h, w)))
     cx, cy = centre
-    left = int(round(min(max(cx - side / 2, 0), w - side)))
-    top = int(round(min(max(cy - side / 2, 0), h - side)))
     side_px = int(round(side))
+    # Rounded apart, `left` and `side_px` can each round up (a side of 33.5 px): the box must still end inside.
+    left = min(int(round(min(max(cx - side / 2, 0), w - side))), w - side_px)
+    top = min(int(round(min(max(cy - side / 2, 0), h - side))), h - side_px)
     return left, top, left + side_px, top + side_px
 
 

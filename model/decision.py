@@ -107,10 +107,10 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
 
 
 def percents_apart(value: float, bar: float) -> tuple[str, str]:
-    """`value` and `bar` as percentages with the fewest decimals (up to two) that tell them apart, so that an answer
-    never reads "87%, under the 87% it needs" (rounding keeps their order once they differ)."""
-    for digits in (0, 1, 2):
+    """`value` and `bar` as percentages with the fewest decimals that tell them apart, so that an answer never reads
+    "87%, under the 87% it needs" (rounding keeps their order once they differ); whole percents if they are equal."""
+    for digits in range(8):
         shown, needed = f"{value:.{digits}%}", f"{bar:.{digits}%}"
         if shown != needed:
-            break
-    return shown, needed
+            return shown, needed
+    return f"{value:.0%}", f"{bar:.0%}"

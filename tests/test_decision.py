@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from model.decision import Calibration, FeatureDistance, decide, softmax
+from model.decision import Calibration, FeatureDistance, decide, percents_apart, softmax
 from training.calibrate import fit_feature_distance
 
 CLASSES = ("vascular", "nevus", "other")
@@ -98,3 +98,10 @@ def test_feature_distance_in_fewer_dimensions_keeps_the_main_directions():
 def test_older_checkpoints_precision_matrix_still_reads():
     old = FeatureDistance.from_dict({"means": [[0.0, 0.0], [10.0, 10.0]], "precision": np.diag([1.0, 4.0])})
     assert np.allclose(old(np.array([[1.0, 0.0], [10.0, 9.0], [5.0, 5.0]])), [1.0, 4.0, 125.0])
+
+
+def test_a_value_under_its_bar_never_reads_as_the_bar():
+    """Two decimals were the most: 86.605% under 86.614% had read "at 86.61%, under the 86.61% it needs"."""
+    assert percents_apart(0.86605, 0.86614) == ("86.605%", "86.614%")
+    assert percents_apart(0.8661, 0.9) == ("87%", "90%")
+    assert percents_apart(0.9, 0.9) == ("90%", "90%")  # equal only when they are

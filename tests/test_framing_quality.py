@@ -117,6 +117,12 @@ def test_a_frame_near_the_edge_is_moved_inside_the_photo_and_stays_square():
     assert box_around((295, 5), 60, (200, 300)) == (240, 0, 300, 60)
     x0, y0, x1, y1 = frame_spot(spot_photo("vascular", size=200, radius=14, centre=(185, 100))).box
     assert 0 <= x0 and x1 <= 200 and x1 - x0 == y1 - y0
+    # A side ending in .5 rounds up, and so can the corner: the box still ends inside (it had ended 1 px past).
+    assert box_around((41, 20), 33.5, (41, 41)) == (7, 3, 41, 37)
+    for side in np.arange(32, 41, 0.25):
+        for cx in np.arange(0, 42, 0.5):
+            x0, y0, x1, y1 = box_around((cx, cx), side, (41, 41))
+            assert 0 <= x0 and 0 <= y0 and x1 <= 41 and y1 <= 41 and x1 - x0 == y1 - y0 == round(side)
 
 
 def test_a_photo_mostly_blown_out_or_in_shadow_is_named_and_a_partly_one_is_judged():

@@ -162,7 +162,8 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
 
     (tmp_path / "empty").mkdir()
     for folder, why in ((tmp_path / "missing", "does not exist"), (tmp_path / "empty", "no images found")):
-        for flags in ([], ["--split", "all", "--out", str(tmp_path / "refused")]):  # what is wrong, not --out
+        for flags in ([], ["--split", "all", "--out", str(tmp_path / "refused")],  # what is wrong, not --out
+                      ["--folder-domain", "clinical", "--out", str(tmp_path / "refused")]):  # not a traceback
             with pytest.raises(SystemExit, match=f"error: .*{why}"):
                 evaluate.main(["--checkpoint", str(final), "--data", str(folder), *flags])
     # Labelled photos it has never seen (a clinic's own): every one of them scored, into a report of their own.

@@ -174,13 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {err}")
     data = args.data or data_folders(predictor.meta)
     folder_domain = args.folder_domain or trained_folder_domain(predictor.meta)
-    if args.split != "all" and folder_domain != trained_folder_domain(predictor.meta) and \
-            all(trained_on(predictor.meta, root) for root in data):  # its own split, relabelled: refused
-        raise SystemExit(f"error: --folder-domain {folder_domain}: the model was trained taking the photos of these "
-                         f"folders' class trees as {trained_folder_domain(predictor.meta)}, and its {args.split} split "
-                         "is scored as it was trained: leave --folder-domain out (it is for --split all on folders "
-                         "the model was not trained on)")
     try:  # a missing folder, no images in it, too few to split: FileNotFoundError, ValueError
+        if args.split != "all" and folder_domain != trained_folder_domain(predictor.meta) and \
+                all(trained_on(predictor.meta, root) for root in data):  # its own split, relabelled: refused
+            raise SystemExit(f"error: --folder-domain {folder_domain}: the model was trained taking the photos of "
+                             f"these folders' class trees as {trained_folder_domain(predictor.meta)}, and its "
+                             f"{args.split} split is scored as it was trained: leave --folder-domain out (it is for "
+                             "--split all on folders the model was not trained on)")
         trained_here = all_its_folders(predictor.meta, data)  # the report beside the checkpoint is of those
         if not trained_here and args.out is None:
             raise SystemExit("error: these are not the folders the model was trained on: name a folder for their "
