@@ -31,7 +31,7 @@ CONTEXT = 2.0  # box side = CONTEXT x the spot's larger side, like a dermoscopic
 MIN_AREA = 0.0004
 RIVAL = 1 / 3  # other blobs count as spots in the note when they score at least this share of the best
 FILLS_FRAME = 0.25  # a spot this large (fraction of image) is already framed
-MIN_SIDE = 32.0  # the smallest frame, in pixels
+MIN_FRAME_SIDE = 32.0  # the smallest frame, in pixels
 TAP_WINDOWS = (1.0, 0.5, 0.25)  # where `spot_at` looks around a tap: shares of the photo's shorter side
 TAP_REACH = 0.03  # how far from a spot a tap may land and still mean it: a share of the window's side
 # A tapped spot must differ from the skin around it by this much (mean CIE Lab distance): 99% of the spots framed
@@ -163,7 +163,7 @@ def spot_at(image: np.ndarray, point: tuple[float, float], *,
 def box_around(centre: tuple[float, float], side: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """A square box of about `side` pixels centred on (x, y), moved and shrunk to fit inside an image of `shape`."""
     h, w = shape[:2]
-    side = min(max(side, min(MIN_SIDE, h, w)), float(min(h, w)))
+    side = min(max(side, min(MIN_FRAME_SIDE, h, w)), float(min(h, w)))
     cx, cy = centre
     side_px = int(round(side))
     # Rounded apart, `left` and `side_px` can each round up (a side of 33.5 px): the box must still end inside.

@@ -38,7 +38,7 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_HEADER_BLOCKS = 1000
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
 WORKING_SIDE = 4096  # larger photos are checked downscaled to this longer side (12 MP phone photos fit unchanged)
-MIN_SIDE = 48  # a photo whose shorter side has fewer pixels is too small to judge (data.quality)
+MIN_PHOTO_SIDE = 48  # a photo whose shorter side has fewer pixels is too small to judge (data.quality)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_METADATA = {b"tEXt", b"zTXt", b"iTXt", b"iCCP"}  # chunks Pillow refuses to unpack past 1 MB
 UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
@@ -78,13 +78,13 @@ def analysis_copy(image: np.ndarray) -> np.ndarray:
 
 def working_copy(image: np.ndarray) -> np.ndarray:
     """The photo scaled down to WORKING_SIDE pixels on its longer side (a smaller one as it is), but never so far
-    that its shorter side falls under MIN_SIDE (a 6,000 x 60 px strip would have become too small to judge): what is
+    that its shorter side falls under MIN_PHOTO_SIDE (a 6,000 x 60 px strip would have become too small to judge): what is
     framed, checked and cropped. Every way in uses this one copy, so that the web page, which holds it in memory, and
     batch scoring give a 48-megapixel photo the same answer."""
     h, w = image.shape[:2]
     if min(h, w) == 0 or max(h, w) <= WORKING_SIDE:
         return image
-    scale = max(WORKING_SIDE / max(h, w), MIN_SIDE / min(h, w))
+    scale = max(WORKING_SIDE / max(h, w), MIN_PHOTO_SIDE / min(h, w))
     if scale >= 1:
         return image
     return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)

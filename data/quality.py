@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data.images import MIN_SIDE, analysis_copy
+from data.images import MIN_PHOTO_SIDE, analysis_copy
 
 MIN_SHARPNESS = 4.0  # variance of the Laplacian on the analysis copy (256 px)
 MAX_DARK = 0.60  # fraction of pixels with brightness < 40
@@ -58,7 +58,7 @@ def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None) -> str 
     (`data.images.working_copy`) is judged as the photo that was taken: it keeps a shorter side that is too small."""
     stats = measure(image, analysis)
     height, width = image.shape[:2]
-    if min(width, height) < MIN_SIDE:
+    if min(width, height) < MIN_PHOTO_SIDE:
         return f"too small ({width}x{height} pixels): take a closer photo of the spot"
     if stats.dark > MAX_DARK:
         return "too dark: take the photo in daylight or with more light"

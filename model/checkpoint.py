@@ -139,8 +139,12 @@ def read_checkpoint(path: str | Path | None = None, *, finished: bool = True) ->
     if finished and not (checkpoint["preprocess"] and checkpoint["calibration"]):
         raise CheckpointError(f"{path} is a training snapshot, not a finished model: use spotcheck.pt from the same "
                               "folder (written, calibrated, when training ends)")
-    if finished:
-        gaps = [f"{part}.{key}" for part, keys in SERVED.items() for key in keys if key not in checkpoint[part]]
-        if gaps:  # e.g. edited by hand: a missing bar must not quietly become a default one
-            raise CheckpointError(f"{path} lacks {', '.join(gaps)}: it was not written by training.train")
+    if finished and (gaps := served_gaps(checkpoint)):  # e.g. edited by hand: a missing bar must not quietly
+        raise CheckpointError(f"{path} lacks {gaps}: it was not written by training.train")  # become a default one
     return checkpoint, digest
+
+
+def served_gaps(model: dict[str, Any]) -> str:
+    """The settings in SERVED that a finished model (a checkpoint, or its ONNX sidecar) lacks, named; "" if none."""
+    return ", ".join(f"{part}.{key}" for part, keys in SERVED.items() for key in keys
+                     if not isinstance(model.get(part), dict) or key not in model[part])

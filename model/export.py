@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, load_checkpoint, network_from, sha256_of
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, network_from, read_checkpoint, sha256_of
 
 SIDECAR_FORMAT = "spotcheck-onnx/1"
 OPSET = 17
@@ -64,7 +64,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET) -> tuple
     import torch
 
     checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    ckpt = load_checkpoint(checkpoint)
+    ckpt, digest = read_checkpoint(checkpoint)  # the bytes exported are the bytes named in the sidecar
     classes = list(ckpt["classes"])
     size = int(ckpt["preprocess"]["size"])
     model = network_from(ckpt)
@@ -100,7 +100,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET) -> tuple
         "onnx": onnx_path.name,
         "onnx_sha256": sha256_of(onnx_path),
         "checkpoint": checkpoint.name,
-        "checkpoint_sha256": sha256_of(checkpoint),
+        "checkpoint_sha256": digest,
         "input": INPUT,
         "outputs": list(OUTPUTS),
         "opset": opset,

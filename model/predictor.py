@@ -44,7 +44,7 @@ from data.images import ImageError, analysis_copy, read_image, working_copy
 from data.presets import EvalSettings, eval_preset
 from data.quality import photo_problem
 from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, network_from, ood_layer_of, read_checkpoint,
-                              sha256_of)
+                              served_gaps, sha256_of)
 from model.decision import Calibration, FeatureDistance, decide, softmax, unlike_training
 from model.export import SIDECAR_FORMAT, onnx_paths
 
@@ -155,6 +155,8 @@ def _read_export(checkpoint: str | os.PathLike | None) -> tuple[_Export | None, 
                 "calibration", "meta", "head")
     if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT or any(k not in sidecar for k in required):
         return None, f"{json_path} is not a SpotCheck ONNX sidecar (expected format {SIDECAR_FORMAT!r})"
+    if gaps := served_gaps(sidecar):
+        return None, f"{json_path} lacks {gaps}: it was not written by model.export"
     try:
         graph = onnx_path.read_bytes()
     except OSError as err:

@@ -9,7 +9,8 @@
 - One row per file, written as it goes: a bad file gets an `error` row with
   the reason, and the run goes on.
 - Decoding and framing run in parallel threads while the network scores
-  whole batches on one thread, and memory stays flat however large the folder.
+  whole batches on one thread; memory holds a few batches of photos at a
+  time however large the folder (and the list of its file names, made first).
 - `--backend auto` (the default) runs the network in ONNX Runtime when the
   checkpoint has an up-to-date export (`python -m model.export`), without
   importing torch; PyTorch otherwise.

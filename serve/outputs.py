@@ -8,7 +8,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from serve.uploads import delete_older, own_temp_folder, sweep_every
+from serve.uploads import own_temp_folder, sweep_every
 
 
 class OutputFiles:
@@ -43,7 +43,3 @@ class OutputFiles:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"label": label, "confidences": [{"label": c, "confidence": p} for c, p in ranked]}, f)
         return path
-
-    def sweep(self) -> None:
-        """Delete the files older than `keep_seconds`."""
-        delete_older(self.folder, self.keep_seconds)

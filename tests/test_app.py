@@ -22,6 +22,7 @@ from serve.batch import score_folder
 from serve.memory import HeldPhoto, LatestPhoto
 from serve.guard import RequestGuard
 from serve.outputs import OutputFiles
+from serve.uploads import delete_older
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 import data.images
 from data.images import read_image
@@ -356,7 +357,7 @@ def test_each_answer_gets_its_own_picture_file_and_old_ones_are_swept():
     chart = files.write_label("nevus", {"vascular": 0.1, "nevus": 0.7, "other": 0.2})
     os.utime(first, (0, 0))  # long ago
     os.utime(chart, (0, 0))
-    files.sweep()
+    delete_older(files.folder, files.keep_seconds)  # as the page's sweeping thread does
     assert not os.path.exists(first) and not os.path.exists(chart) and os.path.exists(second)
 
 

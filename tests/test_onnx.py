@@ -138,6 +138,15 @@ def test_stale_or_damaged_exports_are_refused(tmp_path):
     onnx_path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
         Predictor(path, backend="onnx")
+    export(path)
+    json_path = onnx_paths(path)[1]
+    sidecar = json.loads(json_path.read_text())
+    del sidecar["calibration"]["vascular_min"]  # edited by hand: a missing bar had crashed (KeyError) on loading
+    json_path.write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="lacks calibration.vascular_min"):
+        Predictor(path, backend="onnx")
+    with pytest.warns(UserWarning, match="PyTorch instead of ONNX Runtime.*lacks"):
+        assert Predictor(path).backend == "torch"
     with pytest.raises(ValueError, match="backend"):
         Predictor(path, backend="tensorrt")
 

@@ -53,7 +53,9 @@ def fit_feature_distance(features: np.ndarray, groups: np.ndarray, max_dims: int
 def fit_calibration(logits: np.ndarray, targets: np.ndarray, domains: np.ndarray, distances: np.ndarray, *,
                     max_false_vascular: float = 0.005, unsure_rate: float = 0.10,
                     ood_pass: float = 0.995) -> dict[str, float]:
-    """The decision rule's settings from validation logits and feature distances."""
+    """The decision rule's settings from validation logits and feature distances. The vascular bar is at least 0.5
+    and at most 0.999: above that, float32 probabilities barely differ, and a bar no photo can clear would make
+    `vascular` an answer the model never gives."""
     temperature = fit_temperature(logits, targets)
     p = softmax(logits, temperature)
     vascular = CLASSES.index("vascular")
