@@ -30,7 +30,7 @@ from data.images import (MAX_FILE_BYTES, ImageError, ImageTooLarge, decode_image
                          read_image, working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, heatmap_beside  # noqa: E402
-from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING  # noqa: E402
+from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING, caution  # noqa: E402
 from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa: E402
 from serve.guard import RequestGuard  # noqa: E402
 from serve.outputs import OutputFiles  # noqa: E402
@@ -108,13 +108,13 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     label = prediction.label
     if box is None:  # SpotCheck's own frame: its answer, if the photo could be judged
         own_frame_label = label if prediction.judged else None
-    caution = f"\n\n{CAUTION[label]}" if label in CAUTION else ""
+    warning = f"\n\n{said}" if (said := caution(label, predictor.checkpoint_sha256)) else ""
     if own_frame_label and CONCERN[label] < CONCERN[own_frame_label]:
-        caution += (f"\n\n**With the frame SpotCheck placed itself, the answer was \"{HEADLINES[own_frame_label]}\".** "
+        warning += (f"\n\n**With the frame SpotCheck placed itself, the answer was \"{HEADLINES[own_frame_label]}\".** "
                     "If both frames show the same spot, go by the more cautious answer.")
     # A photo too small, dark or blurred to look for a spot in: nothing about the frame.
     where = "" if prediction.problem else f"\n\n{prediction.framing.note(unlike_training=prediction.unlike_training)}"
-    summary = f"## {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{caution}{where}"
+    summary = f"## {HEADLINES[label]}\n\n**Why:** {prediction.reason}.{warning}{where}"
     # No bars for a photo SpotCheck cannot judge: "unsure" beside "nevus 98%" would read as "98% a mole"; and no
     # heatmap on a photo too small, dark or blurred to look at (one unlike the training photos keeps it: it shows
     # what was checked, which a tap on the spot can change).

@@ -25,14 +25,12 @@ SEE_A_DOCTOR = (
 
 # How far the shipped model's percentages can be taken on ordinary photos: of the 217 clinical validation and test
 # photos, those it answered vascular or nevus at 90% or more, and how many of them were something else (wrong, all).
+# Measured for that checkpoint only (its SHA-256): another model (`--checkpoint`) gets the plain warning.
 # test_predictor.py measures them again.
 OVERSURE = {"vascular": (3, 9), "nevus": (2, 39)}
-
-
-def _oversure(label: str, called: str) -> str:
-    wrong, answered = OVERSURE[label]
-    return (f"Its percentage is not the chance that it is right: of {answered} everyday photos that it called "
-            f"{called} at over 90%, {wrong} were something else.")
+OVERSURE_CHECKPOINT = "ed622064051ab6c1ddb23a93aff7fda8cf7704fe8bf9cffd2ba6b2f4e4961212"
+NOT_A_CHANCE = "Its percentage is not the chance that it is right."
+CALLED = {"vascular": "a cherry angioma", "nevus": "a mole"}
 
 
 # Said in the answer itself, right under the reason, where a phone shows it without scrolling: the two answers that
@@ -40,11 +38,23 @@ def _oversure(label: str, called: str) -> str:
 CAUTION = {
     "vascular": "A photo cannot rule out the few dangerous spots that look like this (a red melanoma, or a fast-growing "
                 "red bump that bleeds easily): **see a doctor if the spot is new, growing, changing, bleeding or "
-                f"itching.** {_oversure('vascular', 'a cherry angioma')}",
+                "itching.**",
     "nevus": "A photo cannot tell a mole from an early melanoma, which can look just like one: SpotCheck has taken "
              "some melanomas for moles. **Check the spot against the ABCDE signs below, and have a dermatologist look "
-             f"at it if any of them applies or if the spot is new or changing.** {_oversure('nevus', 'a mole')}",
+             "at it if any of them applies or if the spot is new or changing.**",
 }
+
+
+def caution(label: str, checkpoint_sha256: str) -> str:
+    """The caution said under a reassuring answer ("" under the others), with how often the shipped model's
+    confident answers of that kind were wrong on everyday photos when it is the model answering."""
+    if label not in CAUTION:
+        return ""
+    if checkpoint_sha256 != OVERSURE_CHECKPOINT:
+        return f"{CAUTION[label]} {NOT_A_CHANCE}"
+    wrong, answered = OVERSURE[label]
+    return (f"{CAUTION[label]} {NOT_A_CHANCE[:-1]}: of {answered} everyday photos that it called {CALLED[label]} at "
+            f"over 90%, {wrong} were something else.")
 
 BLANCH_TEST = (
     "**Blanch test:** press a clear glass gently on the red spot for a few seconds and look at it through the "
