@@ -23,9 +23,13 @@ SPLITS = ("train", "val", "test")
 
 
 def split_samples(samples: list[Sample], *, seed: int = 0, n_folds: int = 7) -> dict[str, list[Sample]]:
-    """Split by `group`, stratified by `stratum`; each of val and test holds about 1/n_folds."""
-    if len(samples) < n_folds:
-        raise ValueError(f"need at least {n_folds} samples to split, got {len(samples)}")
+    """Split by `group`, stratified by `stratum`; each of val and test holds about 1/n_folds. ValueError when a class
+    has fewer than `n_folds` groups: validation or test would lack it."""
+    lesions = {label: len({s.group for s in samples if s.label == label}) for label in CLASSES}
+    if few := [f"{label} {n}" for label, n in lesions.items() if n < n_folds]:
+        raise ValueError(f"too few photos to split into training, validation and test: each class needs at least "
+                         f"{n_folds} lesions (a photo, or a lesion subfolder of photos), and here {', '.join(few)}; "
+                         "add photos")
     ordered = sorted(samples, key=lambda s: str(s.path))  # independent of file-system order
     folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold_of = [0] * len(ordered)
@@ -48,7 +52,11 @@ def load_splits(roots: list[str], seed: int, folder_domain: str = "dermoscopy") 
     for root in roots:
         samples = load_dataset(root, folder_domain)
         folds = 7 if len(samples) >= 2000 else 5  # small sets: bigger val/test parts
-        for name, part in split_samples(samples, seed=seed, n_folds=folds).items():
+        try:
+            parts = split_samples(samples, seed=seed, n_folds=folds)
+        except ValueError as err:
+            raise ValueError(f"{root}: {err}") from None
+        for name, part in parts.items():
             pooled[name] += part
         print(f"{root}: {len(samples)} images, {folds} folds{tree_note(samples)}")
     for name, part in pooled.items():

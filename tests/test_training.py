@@ -496,6 +496,10 @@ def test_a_class_whose_photos_cannot_be_read_is_a_clear_error(class_tree, tmp_pa
         photo.write_bytes(b"not a photo")
     with pytest.raises(SystemExit, match="split has no readable vascular images"):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    for photo in class_tree.rglob("*.png"):  # none readable at all: the same, not a RuntimeError's traceback
+        photo.write_bytes(b"not a photo")
+    with pytest.raises(SystemExit, match="split has no readable vascular or nevus or other images"):
+        train.main(["--data", str(class_tree), "--out", str(tmp_path / "run2"), *FAST])
 
 
 def test_resume_refuses_other_settings_before_reading_any_image(class_tree, tmp_path, monkeypatch):
@@ -509,6 +513,13 @@ def test_resume_refuses_other_settings_before_reading_any_image(class_tree, tmp_
         train.main([*run, *FAST, "--seed", "5", "--resume"])
     with pytest.raises(SystemExit, match="--epochs was 2, now 10"):  # named at its default value: still named
         train.main([*run, "--epochs", "10", "--resume"])
+
+
+def test_a_data_folder_given_twice_is_refused_as_such(class_tree, capsys):
+    """It had been read twice and refused as "image names occur twice ...: rename all but one of each"."""
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", str(class_tree), f"{class_tree}/"])
+    assert f"--data names {class_tree} twice: give each data folder once" in capsys.readouterr().err
 
 
 def test_named_flags_are_those_on_the_command_line_whatever_their_values():
@@ -542,7 +553,8 @@ def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(cla
     bad.append(class_tree / "nevus" / "notes.jpg")
     bad[-1].write_text("not a photo")
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
-    assert "unreadable images, e.g." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "unreadable images, e.g." in out and "(the file is not a readable image" in out  # and why
     meta = load_checkpoint(final)["meta"]
     in_split = {split: sum(f"folder/{p.parent.name}/{p.name}" in meta["split_members"][split] for p in bad)
                 for split in ("val", "test")}
@@ -782,4 +794,4 @@ def test_the_card_states_the_share_of_clinical_photos_the_run_drew(class_tree, t
                         *FAST])
     assert load_checkpoint(final)["meta"]["clinical_draw_share"] == 1.0
     evaluate.main(["--checkpoint", str(final)])
-    assert "- Clinical photos made up 1.0 of this run's training draws." in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "- Clinical photos made up 100% of this run's training draws." in (tmp_path / "run" / "MODEL_CARD.md").read_text()

@@ -15,7 +15,7 @@ from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, sampling_weights
 from training.metrics import expected_calibration_error, full_report, is_malignant, is_melanoma, quick_scores
-from training.metrics import validation_safety
+from training.metrics import safety_summary, validation_safety
 from training.train import vascular_penalty
 
 
@@ -212,6 +212,8 @@ def test_validation_safety_counts_images_at_or_over_the_bar_per_domain_and_kind(
                                     "malignant": {"images": 3, "over_bar": 2}}
     assert safety["clinical"] == {"vascular": {"images": 0, "over_bar": 0}, "melanoma": {"images": 1, "over_bar": 1},
                                   "malignant": {"images": 1, "over_bar": 1}}
+    assert safety_summary(safety) == ("clinical: 1 of 1 melanoma, 1 of 1 malignant; "  # no "0 of 0 vascular"
+                                      "dermoscopy: 1 of 1 vascular, 1 of 2 melanoma, 2 of 3 malignant")
 
 
 def test_vascular_penalty_is_minus_log_of_not_vascular_and_stays_finite():

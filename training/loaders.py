@@ -14,13 +14,14 @@ from data.images import ImageError, read_image, working_copy
 from data.presets import EvalSettings, TrainPreset, frame_and_resize, normalize_as
 
 
-def _framed(args: tuple[str, int, bool]) -> np.ndarray | None:
+def _framed(args: tuple[str, int, bool]) -> np.ndarray | str:
+    """The image framed and resized, or why it cannot be read."""
     path, side, flatten_lightness = args
     try:
         # Framed from its working copy, as model.predictor frames a photo: the same crop for a photo of any size.
         return frame_and_resize(working_copy(read_image(path)), size=side, flatten_lightness=flatten_lightness)[0]
-    except ImageError:
-        return None
+    except ImageError as err:
+        return str(err)
 
 
 def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
@@ -28,7 +29,8 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
     """Read, frame (`flatten_lightness`: see `data.framing`) and resize every image once: (N, side, side, 3) uint8
     and the samples kept.
 
-    Unreadable images are skipped with a warning rather than stopping a long run.
+    Unreadable images are skipped with a warning that says why, rather than stopping a long run (none may be left:
+    the caller says which class that leaves without images).
     """
     jobs = [(str(s.path), side, flatten_lightness) for s in samples]
     if workers > 1:
@@ -36,13 +38,12 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
             pixels = list(tqdm(pool.imap(_framed, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False, disable=None))
     else:
         pixels = [_framed(job) for job in tqdm(jobs, desc=desc, leave=False, disable=None)]
-    kept = [i for i, p in enumerate(pixels) if p is not None]
+    kept = [i for i, p in enumerate(pixels) if not isinstance(p, str)]
     if len(kept) < len(samples):
-        bad = [str(samples[i].path) for i, p in enumerate(pixels) if p is None]
-        print(f"warning: skipped {len(bad)} unreadable images, e.g. {bad[:3]}")
-    if not kept:
-        raise RuntimeError(f"none of the {len(samples)} {desc} images could be read")
-    return np.stack([pixels[i] for i in kept]), [samples[i] for i in kept]
+        bad = [f"{samples[i].path} ({p})" for i, p in enumerate(pixels) if isinstance(p, str)]
+        print(f"warning: {desc}: skipped {len(bad)} unreadable images, e.g. {'; '.join(bad[:3])}")
+    stacked = np.stack([pixels[i] for i in kept]) if kept else np.empty((0, side, side, 3), np.uint8)
+    return stacked, [samples[i] for i in kept]
 
 
 def sampling_weights(samples: list[Sample], clinical_share: float) -> np.ndarray:

@@ -158,6 +158,8 @@ def validation_safety(probabilities: np.ndarray, vascular_min: float,
 
 
 def safety_summary(safety: dict[str, dict[str, dict[str, int]]]) -> str:
-    """`validation_safety` in words, as training prints it and the model card shows it."""
-    return "; ".join(f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items())
+    """`validation_safety` in words, as training prints it and the model card shows it; a kind with no images (no
+    diagnoses in a class-per-folder tree) is left out, not "0 of 0"."""
+    return "; ".join(f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items()
+                                               if v["images"])
                      for domain, kinds in safety.items())

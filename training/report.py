@@ -189,7 +189,7 @@ def _data_lines(meta: dict, flags: dict, sources: list[str]) -> list[str]:
                           f"{trained_folder_domain(meta)} photos (`--folder-domain`).")
     drawn = meta.get("clinical_draw_share", flags.get("clinical_share") if clinical_sources else 0)  # older: the flag
     if drawn or clinical_sources:
-        data_lines.append(f"- Clinical photos made up {drawn} of this run's training draws.")
+        data_lines.append(f"- Clinical photos made up {drawn:.0%} of this run's training draws.")
     if "ham10000" in sources or known:
         data_lines.append("- Because of these licences, the weights are for **non-commercial research use** only.")
     return data_lines

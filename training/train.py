@@ -144,6 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume and args.overwrite:
         p.error("--resume continues the run in OUT and --overwrite replaces it: give one of them")
     args.data = resolved_paths(args.data)  # recorded as full paths: found again from any working folder
+    if repeated := sorted({d for d in args.data if args.data.count(d) > 1}):
+        p.error(f"--data names {repeated[0]} twice: give each data folder once")
     return args
 
 
