@@ -267,7 +267,8 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
     """A plain tree: `root/vascular/*.jpg`, `root/nevus/*.jpg`, `root/other/*.jpg`, of photos of one `domain`.
 
     Every image is its own group; put one lesion's photos in a subfolder
-    (`root/nevus/lesion42/a.jpg`) to keep them together in one split.
+    (`root/nevus/lesion42/a.jpg`) to keep them together in one split. Everything under one subfolder of a class
+    folder stays together, however deep (`lesion42/closeups/b.jpg` too: a patient's or a lesion's folder of folders).
     """
     if domain not in DOMAINS:
         raise ValueError(f"unknown kind of photo {domain!r} (use one of {', '.join(DOMAINS)})")
@@ -291,8 +292,8 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
     for folder in (p for p in folders if p.name.lower() in CLASSES):
         label = folder.name.lower()
         for path in (p for p in files_under(folder) if is_image_file(p)):
-            parent = path.parent.relative_to(root)
-            group = f"folder:{parent}" if parent != Path(folder.name) else f"folder:{path.relative_to(root)}"
+            within = path.relative_to(folder)
+            group = f"folder:{Path(folder.name, within.parts[0])}"  # the image itself, or its subfolder
             samples.append(Sample(path, label, group, label, source="folder", domain=domain,  # no diagnosis
                                   within=path.relative_to(folder).as_posix()))
     if not samples:

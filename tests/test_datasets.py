@@ -153,6 +153,17 @@ def test_class_folders_as_people_make_them(tmp_path):
     assert {s.group for s in samples if s.label == "nevus"} == {"folder:nevus/lesion3"}
 
 
+def test_a_lesion_folder_keeps_its_subfolders_in_its_split(tmp_path):
+    """A patient's or a lesion's folder of folders (close-ups/, wide/) is one group: each innermost folder had been a
+    group of its own, so one lesion's close-up and wide view could land in training and test."""
+    write_rgb(tmp_path / "nevus" / "lesion6" / "a.png", spot_photo("nevus", size=32))
+    write_rgb(tmp_path / "nevus" / "lesion6" / "closeups" / "b.png", spot_photo("nevus", size=32, seed=1))
+    write_rgb(tmp_path / "nevus" / "c.png", spot_photo("nevus", size=32, seed=2))
+    groups = {s.within: s.group for s in load_class_folders(tmp_path)}
+    assert groups == {"lesion6/a.png": "folder:nevus/lesion6", "lesion6/closeups/b.png": "folder:nevus/lesion6",
+                      "c.png": "folder:nevus/c.png"}
+
+
 def test_clinical_photos_must_all_be_there_and_excel_csvs_read(tmp_path):
     root = make_clinical(tmp_path / "clinical")
     labels = root / "labels.csv"
