@@ -1,11 +1,13 @@
 """Which photos a model has seen, whatever they are named now: so that scoring "photos it has never seen"
 (`training.evaluate --split all`) leaves out copies of its own data, such as the public images its data came from.
 
-A photo is known by a key, recorded in each checkpoint (`meta.seen_images`) for every image of its data:
-- a HAM10000 / ISIC image by its ISIC id (`ISIC_0031197`): the id names it in every release, at any size;
-- any other photo by the first 12 hex digits of its file's SHA-256: the same file under any name. The project's
-  clinical photos are re-encoded copies named after their original file's hash (`c_<16 hex>.jpg`, see
-  ../shared/data/clinical/SOURCES.md), so they also carry that hash: the public original is known too.
+A photo is known by keys, recorded in each checkpoint (`meta.seen_images`) for every image of its data:
+- every photo by the first 12 hex digits of its file's SHA-256: the same file under any name;
+- a HAM10000 / ISIC image also by its ISIC id (`ISIC_0031197`): the id names it in every release, at any size
+  (checkpoints before December 7, 2026, the shipped one among them, recorded the id alone: an ISIC image renamed
+  is not known to them);
+- the project's clinical photos, re-encoded copies named after their original file's hash (`c_<16 hex>.jpg`, see
+  ../shared/data/clinical/SOURCES.md), also by that hash: the public original is known too.
 """
 from __future__ import annotations
 
@@ -20,15 +22,14 @@ DIGITS = 12
 
 
 def image_keys(path: Path) -> set[str]:
-    """The keys a photo is known by (empty for a file that cannot be read)."""
-    if ISIC_ID.fullmatch(path.stem):
-        return {path.stem}
-    try:
-        keys = {file_digest(path, "sha256")[:DIGITS]}
-    except OSError:
-        return set()
+    """The keys a photo is known by (its name's alone for a file that cannot be read)."""
+    keys = {path.stem} if ISIC_ID.fullmatch(path.stem) else set()
     if original := NAMED_BY_ORIGINAL.fullmatch(path.stem):
         keys.add(original.group(1)[:DIGITS])
+    try:
+        keys.add(file_digest(path, "sha256")[:DIGITS])
+    except OSError:
+        pass
     return keys
 
 

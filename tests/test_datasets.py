@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
-from data.identity import image_keys, seen_keys
+from data.identity import ISIC_ID, image_keys, seen_keys
 from data.splits import (SPLIT_NAMING, load_splits, model_splits, recorded_splits, sample_name, split_digest,
                          split_members, split_samples, trained_on)
 from model.checkpoint import load_checkpoint
@@ -349,10 +349,13 @@ def test_a_photo_is_known_by_its_isic_id_or_its_file_whatever_it_is_named(tmp_pa
     assert image_keys(photo) == image_keys(renamed) and len(next(iter(image_keys(photo)))) == 12
     assert image_keys(write_rgb(tmp_path / "b.png", spot_photo("nevus", size=32, seed=1))) != image_keys(photo)
     assert image_keys(tmp_path / "ISIC_0031197.jpg") == {"ISIC_0031197"}  # the id, at any size or encoding
+    isic = shutil.copy(photo, tmp_path / "ISIC_0031197.png")  # ... and the file: renamed, it is still known
+    assert image_keys(isic) == {"ISIC_0031197"} | image_keys(photo)
     clinical = tmp_path / "c_0123456789abcdef.jpg"  # the project's clinical photos: named after the original's hash
     shutil.copy(photo, clinical)
     assert image_keys(clinical) == image_keys(photo) | {"0123456789ab"}
     assert image_keys(tmp_path / "gone.png") == set()
+    assert image_keys(tmp_path / "c_0123456789abcdef.png") == {"0123456789ab"}  # gone: its name's key alone
     assert seen_keys([photo, renamed, clinical]) == sorted(image_keys(clinical))
 
 
@@ -373,7 +376,9 @@ def test_the_shipped_model_is_scored_on_the_split_it_recorded():
     meta = {**load_checkpoint()["meta"], "data": ["/elsewhere/ham10000", "/elsewhere/clinical"]}  # any machine's
     splits = model_splits(meta, [str(SHARED_DATA / "ham10000"), str(SHARED_DATA / "clinical")])
     assert {k: split_digest(v) for k, v in splits.items()} == meta["split_sha256"]
-    assert seen_keys([s.path for part in splits.values() for s in part]) == meta["seen_images"]
+    paths = [s.path for part in splits.values() for s in part]
+    isic_files = {key for p in paths if ISIC_ID.fullmatch(p.stem) for key in image_keys(p) - {p.stem}}
+    assert sorted(set(seen_keys(paths)) - isic_files) == meta["seen_images"]  # trained before ISIC files were keyed
 
 
 def test_a_class_folder_given_for_the_tree_and_loose_images_are_named(tmp_path):
