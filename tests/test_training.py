@@ -457,6 +457,11 @@ def test_fine_tuning_starts_from_the_model_and_never_judges_it_on_what_it_has_se
         train.main(["--data", str(ham), str(own), "--folder-domain", "clinical", "--out", str(tmp_path / "both"),
                     *FAST, "--start-from", str(parent)])
     assert "warning: no dermoscopy photos are left to validate on" in capsys.readouterr().out
+    # A clinic's phone photos alone: the parent's dermoscopy is gone from the run altogether, and training says so.
+    with pytest.raises(Started):
+        train.main(["--data", str(own), "--folder-domain", "clinical", "--out", str(tmp_path / "phones"), *FAST,
+                    "--start-from", str(parent)])
+    assert f"warning: {parent} was validated on dermoscopy photos too, and this run has none" in capsys.readouterr().out
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):

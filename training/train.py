@@ -425,6 +425,12 @@ def main(argv: list[str] | None = None) -> Path:
             print(f"warning: no {domain} photos are left to validate on ({args.start_from} has seen them all): the "
                   f"decision rule is fitted without them and says nothing of how safe the model is on {domain} "
                   f"photos; give {domain} photos it has not seen beside yours to keep them validated")
+        validated_before = {d for d in DOMAINS if f"{d}_balanced_accuracy" in start["meta"].get("validation", {})}
+        for domain in sorted(validated_before - {s.domain for s in splits["train"] + splits["val"]}):
+            print(f"warning: {args.start_from} was validated on {domain} photos too, and this run has none: its "
+                  f"decision rule and its check for photos unlike its own are fitted without them, and it may then "
+                  f"refuse or misjudge {domain} photos; give {domain} photos beside yours (e.g. the data it was "
+                  "trained on) to keep them")
     for name in ("train", "val"):
         require_every_class(name, splits[name], advice=advice)
     try:
