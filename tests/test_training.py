@@ -13,6 +13,7 @@ import data.presets as presets
 import data.splits as splits_module
 import training.train as train
 from data.datasets import Sample, load_dataset
+from data.identity import seen_keys
 from data.images import read_image
 from model.checkpoint import load_checkpoint, save_checkpoint, sha256_of
 from model.export import export
@@ -462,6 +463,24 @@ def test_fine_tuning_starts_from_the_model_and_never_judges_it_on_what_it_has_se
         train.main(["--data", str(own), "--folder-domain", "clinical", "--out", str(tmp_path / "phones"), *FAST,
                     "--start-from", str(parent)])
     assert f"warning: {parent} was validated on dermoscopy photos too, and this run has none" in capsys.readouterr().out
+
+
+def test_a_copy_of_a_training_image_never_validates_or_tests(class_tree, tmp_path, capsys, monkeypatch):
+    """The same file in two data folders, or twice under two names, had landed in training and in test."""
+    other = tmp_path / "other"
+    for label in ("vascular", "nevus", "other"):
+        (other / label).mkdir(parents=True)
+        for i, photo in enumerate(sorted((class_tree / label).iterdir())[:5]):  # half its photos, renamed
+            shutil.copy(photo, other / label / f"copy_{i}.png")
+        for i in range(10):
+            write_rgb(other / label / f"new_{i}.png", spot_photo(label, size=96, radius=9 + i % 5, seed=300 + i))
+    recorded = []
+    monkeypatch.setattr(train, "split_members", lambda splits: recorded.append(splits) or (_ for _ in ()).throw(Started()))
+    with pytest.raises(Started):
+        train.main(["--data", str(class_tree), str(other), "--out", str(tmp_path / "run"), *FAST])
+    held = [s.path for name in ("val", "test") for s in recorded[0][name]]
+    assert held and not set(seen_keys(held)) & set(seen_keys([s.path for s in recorded[0]["train"]]))
+    assert "test images are of lesions with a copy in training" in capsys.readouterr().out
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):

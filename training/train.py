@@ -411,6 +411,12 @@ def main(argv: list[str] | None = None) -> Path:
                   if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
+    if not (state and "split_members" in state):  # copies across splits leak (a recorded split has had this done)
+        splits, copies = train_on_seen(splits, set(seen_keys([s.path for s in splits["train"]])))
+        if any(copies.values()):
+            print(f"{copies['val']} validation and {copies['test']} test images are of lesions with a copy in "
+                  "training (the same file, or the same ISIC image, in another folder or under another name): "
+                  "trained on instead")
     advice = FOLDER_ADVICE
     if start:  # what it has seen must not judge it (a resumed run's recorded split has this done already)
         if "seen_images" not in start["meta"]:
