@@ -310,7 +310,8 @@ def load_dataset(root: str | Path, folder_domain: str = "dermoscopy") -> list[Sa
     is dermoscopy, a `labels.csv` set clinical photos)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist")
+        raise FileNotFoundError(f"data folder {root} " + ("is a file: give the folder that holds the data"
+                                                          if root.exists() else "does not exist"))
     if ham10000_metadata(root) is not None:
         return load_ham10000(root)
     if (root / "labels.csv").is_file():

@@ -153,6 +153,14 @@ def test_class_folders_as_people_make_them(tmp_path):
     assert {s.group for s in samples if s.label == "nevus"} == {"folder:nevus/lesion3"}
 
 
+def test_a_data_folder_that_is_a_file_or_missing_says_which(tmp_path):
+    photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=32))
+    with pytest.raises(FileNotFoundError, match="spot.png is a file: give the folder that holds the data"):
+        load_dataset(photo)
+    with pytest.raises(FileNotFoundError, match="gone does not exist"):
+        load_dataset(tmp_path / "gone")
+
+
 def test_a_lesion_folder_keeps_its_subfolders_in_its_split(tmp_path):
     """A patient's or a lesion's folder of folders (close-ups/, wide/) is one group: each innermost folder had been a
     group of its own, so one lesion's close-up and wide view could land in training and test."""
