@@ -124,7 +124,8 @@ def recorded_splits(roots: list[str], members: dict[str, list[str]], folder_doma
                              "it cannot tell them apart, and its split cannot be found again; retrain it")
         if found != 1:
             raise ValueError(f"{' '.join(roots)}: {found} images named {name}, which this model's {split} split "
-                             "recorded: this is not the data it was trained on")
+                             "recorded: this is not the data it was trained on (for a folder that holds only some of "
+                             "its images, --split all scores the others: it leaves out every image the model has seen)")
     pooled = {name: [] for name in SPLITS}
     for sample in samples:
         pooled[split_of.get(sample_name(sample, legacy=legacy), "train")].append(sample)
