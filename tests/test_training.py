@@ -340,6 +340,21 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
             assert torch.allclose(tensor.float(), last_b[part][name].float(), atol=1e-5), (part, name)
 
 
+def test_a_run_resumes_on_its_data_moved_elsewhere(class_tree, tmp_path, monkeypatch, capsys):
+    """Its folder moved (another disk, a renamed project): --data names where it is now, and the recorded split is
+    found there by the images' names. Another number of folders is another run."""
+    interrupted_in_second_epoch(monkeypatch, tmp_path / "run", ["--data", str(class_tree), *FAST])
+    moved = shutil.move(class_tree, tmp_path / "moved")
+    with pytest.raises(SystemExit, match="does not exist"):
+        train.main(["--out", str(tmp_path / "run"), "--resume"])
+    with pytest.raises(SystemExit, match="--data was"):
+        train.main(["--out", str(tmp_path / "run"), "--resume", "--data", str(moved), str(make_ham(tmp_path / "ham"))])
+    capsys.readouterr()
+    final = train.main(["--out", str(tmp_path / "run"), "--resume", "--data", str(moved)])
+    assert "resumed after epoch 1 of 2" in capsys.readouterr().out
+    assert load_checkpoint(final)["meta"]["data"] == [str(Path(moved).resolve())]
+
+
 @pytest.mark.parametrize("source,flags,marked,zoomed", [
     ("tree", [], 0, 0),
     ("tree", ["--marks-p", "1"], 0, 0),

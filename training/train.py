@@ -231,6 +231,8 @@ def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tup
         recorded["data"] = resolved_paths(recorded["data"])
     changed = {k: (old, vars(args)[k]) for k, old in recorded.items()
                if k in named and k not in RESUME_MAY_CHANGE and vars(args)[k] != old}
+    if "data" in changed and "split_members" in state and len(changed["data"][0]) == len(changed["data"][1]):
+        del changed["data"]  # the data moved: its recorded split is found by the images' names (recorded_splits)
     if changed:
         raise SystemExit(f"error: {out / 'last.pt'} was trained with other settings; resume with the same flags (or "
                          "leave them out: last.pt has them), or train into a new --out: "
