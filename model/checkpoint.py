@@ -29,6 +29,11 @@ REQUIRED = ("format", "model", "classes", "preprocess", "calibration", "meta")
 SERVED = {"preprocess": ("size", "mean", "std"), "calibration": ("temperature", "unsure_below", "vascular_min")}
 
 
+def checkpoint_path(path: str | os.PathLike | None) -> Path:
+    """`path`, or the embedded default model's when None."""
+    return Path(path) if path is not None else DEFAULT_CHECKPOINT
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, tampered with or not SpotCheck's."""
 
@@ -108,7 +113,7 @@ def load_checkpoint(path: str | Path | None = None, *, finished: bool = True) ->
 def read_checkpoint(path: str | Path | None = None, *, finished: bool = True) -> tuple[dict[str, Any], str]:
     """`load_checkpoint`, and the SHA-256 of the very bytes loaded (which model answered: the batch CSV's `model`
     column, an ensemble's members). The file is read once, so the bytes checked are the bytes loaded."""
-    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    path = checkpoint_path(path)
     if path.is_dir():  # e.g. a training run's folder
         raise CheckpointError(f"{path} is a folder: give the model file in it, e.g. {path / 'spotcheck.pt'}")
     if not path.is_file():

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, atomic_write, network_from, read_checkpoint, sha256_of
+from model.checkpoint import (CheckpointError, atomic_write, checkpoint_path, network_from, read_checkpoint,
+                              sha256_of)
 
 SIDECAR_FORMAT = "spotcheck-onnx/1"
 OPSET = 17
@@ -63,7 +64,7 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET) -> tuple
 
     import torch
 
-    checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    checkpoint = checkpoint_path(checkpoint)
     ckpt, digest = read_checkpoint(checkpoint)  # the bytes exported are the bytes named in the sidecar
     classes = list(ckpt["classes"])
     size = int(ckpt["preprocess"]["size"])

@@ -43,7 +43,7 @@ from data.framing import Framing
 from data.images import ImageError, analysis_copy, read_image, working_copy
 from data.presets import EvalSettings, eval_preset
 from data.quality import photo_problem
-from model.checkpoint import (DEFAULT_CHECKPOINT, CheckpointError, network_from, ood_layer_of, read_checkpoint,
+from model.checkpoint import (CheckpointError, checkpoint_path, network_from, ood_layer_of, read_checkpoint,
                               served_gaps, sha256_of)
 from model.decision import Calibration, FeatureDistance, decide, softmax, unlike_training
 from model.export import SIDECAR_FORMAT, onnx_paths
@@ -143,7 +143,7 @@ def onnx_problem(checkpoint: str | os.PathLike | None = None) -> str | None:
 
 def _read_export(checkpoint: str | os.PathLike | None) -> tuple[_Export | None, str | None]:
     """(the export, None) for a usable export of `checkpoint`, else (None, why not)."""
-    checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    checkpoint = checkpoint_path(checkpoint)
     onnx_path, json_path = onnx_paths(checkpoint)
     if not onnx_path.is_file() or not json_path.is_file():
         return None, f"no ONNX export of {checkpoint.name} (run: python -m model.export --checkpoint {checkpoint})"
@@ -185,7 +185,7 @@ def _choose_backend(checkpoint: str | os.PathLike | None) -> tuple[str, _Export 
         export, problem = _read_export(checkpoint)
         if problem is None:
             return "onnx", export
-        if any(p.exists() for p in onnx_paths(Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT)):
+        if any(p.exists() for p in onnx_paths(checkpoint_path(checkpoint))):
             warnings.warn(f"running the network in PyTorch instead of ONNX Runtime: {problem}", stacklevel=3)
     return "torch", None
 
@@ -195,7 +195,7 @@ class Predictor:
                  threads: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+        path = checkpoint_path(checkpoint)
         export = None
         if backend == "auto":
             backend, export = _choose_backend(path)
