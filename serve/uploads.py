@@ -27,10 +27,38 @@ def private_upload_folder() -> Path | None:
 
 
 def own_temp_folder(prefix: str) -> Path:
-    """A new temporary folder, readable by this user only, removed with everything in it when the program ends."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    """A new temporary folder, readable by this user only, removed with everything in it when the program ends.
+    Its name holds this process's id, so that a later start removes it if the program was killed (`kill -9`, a
+    power cut) and left it, photos and all (`remove_left_behind`)."""
+    remove_left_behind(prefix)
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    _MADE.add(folder)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+_MADE: set[Path] = set()  # the folders this process made: its own id in another's name means an earlier process
+
+
+def remove_left_behind(prefix: str) -> None:
+    """Remove this user's temporary folders named `prefix` + a process id whose process has ended, or this process's
+    id on a folder it did not make (in a container the server is process 1 every time). POSIX only: elsewhere they
+    stay."""
+    if os.name != "posix":
+        return
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name[len(prefix):].split("-")[0]
+        try:
+            if not pid.isdigit() or folder in _MADE or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            if int(pid) != os.getpid():
+                os.kill(int(pid), 0)  # raises if there is no such process
+                continue  # a server that is running: its folder stays
+        except ProcessLookupError:
+            pass
+        except OSError:  # gone meanwhile, or another user's process (PermissionError): left alone
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def sweep_every(folder: Path, seconds: float) -> threading.Thread:
