@@ -321,6 +321,9 @@ class PhotoPutInWhileChecking:
     def __init__(self, predictor: Predictor, latest: LatestPhoto, put_in: str | None):
         self.predictor, self.latest, self.put_in = predictor, latest, put_in
 
+    def __getattr__(self, name: str):  # everything but `predict` as the real one has it
+        return getattr(self.predictor, name)
+
     def predict(self, *args, **kwargs):
         self.latest.upload = self.put_in
         return self.predictor.predict(*args, **kwargs)
@@ -530,6 +533,7 @@ class FramedAnswers:
     """A predictor that answers `own` for the frame SpotCheck places and `placed` for a frame the person places."""
 
     settings = EvalSettings()
+    checkpoint_sha256 = "0" * 64  # not the shipped model
 
     def __init__(self, own: str, placed: str):
         self.own, self.placed = own, placed
