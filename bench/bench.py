@@ -14,7 +14,7 @@ What it measures, for both backends (PyTorch and ONNX Runtime) where it applies:
   settings `python -m serve.batch` uses; next to it the ceiling: images/s for
   only reading, decoding, framing and resizing the same files
   (`predictor.prepare`) with the same number of worker threads, and the ratio;
-- peak RSS of batch scoring for 1,000 files and for all of them (each run in
+- peak RSS of batch scoring for 1,000 files (fewer with --limit) and for all of them (each run in
   its own child process; its ru_maxrss comes from os.wait4): flat means
   memory does not grow with the folder;
 - training throughput and wall time per epoch, from the shipped model's
@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: python bench/bench.py
 
 IMAGES = ROOT.parent / "shared" / "data" / "ham10000" / "images"
+SMALL = 1000  # the smaller folder whose peak RSS is compared with the whole one's
 RESULTS = ROOT / "bench" / "results.md"
 MEASURED_BACKENDS = ("torch", "onnx")
 NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
@@ -341,12 +342,13 @@ def main(argv: list[str] | None = None) -> int:
             results["latency"][backend], _ = run_child("latency", {"checkpoint": str(checkpoint), "backend": backend,
                                                                    "files": sample})
         folder = folder_of(paths, all_paths, scratch, "all")
-        small = folder_of(all_paths[:1000], all_paths, scratch, "first1000")
+        first = paths[:SMALL]  # all of them for a quick run (--limit under SMALL)
+        small = folder_of(first, all_paths, scratch, "first")
         say(f"decode-only ceiling on {len(paths)} files")
         results["ceiling"], _ = run_child("ceiling", {"checkpoint": str(checkpoint), "folder": str(folder),
                                                       "onnx": True})
         for backend in MEASURED_BACKENDS:
-            for name, where, count in (("small", small, 1000), ("all", folder, len(paths))):
+            for name, where, count in (("small", small, len(first)), ("all", folder, len(paths))):
                 say(f"batch scoring, {backend}, {count} files")
                 result, rss = run_child("batch", {"checkpoint": str(checkpoint), "backend": backend,
                                                   "folder": str(where), "out": str(scratch / f"{backend}-{name}.csv")})
@@ -401,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append((f"PyTorch: the same with the network on {os.cpu_count()} threads",
                  f"{old['images_per_s']:,.0f} images/s ({old['images_per_s'] / cei['images_per_s']:.0%} of the ceiling)"))
     for backend in MEASURED_BACKENDS:
-        rows.append((f"{NAMES[backend]}: peak RSS of batch scoring, 1,000 / {n:,} files",
-                     f"{mib(rss[(backend, 1000)])} / {mib(rss[(backend, n)])}"))
+        rows.append((f"{NAMES[backend]}: peak RSS of batch scoring, {min(n, SMALL):,} / {n:,} files",
+                     f"{mib(rss[(backend, min(n, SMALL))])} / {mib(rss[(backend, n)])}"))
     if train:
         rows.append((f"Training throughput (shipped model, {train['epochs']} epochs, {train['threads']} threads)",
                      f"{train['median_ips']:,.0f} images/s median (range {train['min_ips']:,.0f}-{train['max_ips']:,.0f})"))
