@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"batch scoring, {backend}, {count} files")
                 result, rss = run_child("batch", {"checkpoint": str(checkpoint), "backend": backend,
                                                   "folder": str(where), "out": str(scratch / f"{backend}-{name}.csv")})
-                results["rss"][(backend, count)] = rss
+                results["rss"][(backend, name)] = rss
                 if name == "all":
                     results["batch"][backend] = result
         say(f"batch scoring, torch with the network on its default threads, {len(paths)} files")
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{old['images_per_s']:,.0f} images/s ({old['images_per_s'] / cei['images_per_s']:.0%} of the ceiling)"))
     for backend in MEASURED_BACKENDS:
         rows.append((f"{NAMES[backend]}: peak RSS of batch scoring, {min(n, SMALL):,} / {n:,} files",
-                     f"{mib(rss[(backend, min(n, SMALL))])} / {mib(rss[(backend, n)])}"))
+                     f"{mib(rss[(backend, 'small')])} / {mib(rss[(backend, 'all')])}"))
     if train:
         rows.append((f"Training throughput (shipped model, {train['epochs']} epochs, {train['threads']} threads)",
                      f"{train['median_ips']:,.0f} images/s median (range {train['min_ips']:,.0f}-{train['max_ips']:,.0f})"))

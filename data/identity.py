@@ -27,7 +27,8 @@ def image_keys(path: Path) -> set[str]:
     if original := NAMED_BY_ORIGINAL.fullmatch(path.stem):
         keys.add(original.group(1)[:DIGITS])
     try:
-        keys.add(file_digest(path, "sha256")[:DIGITS])
+        if path.stat().st_size:  # every empty file (a failed copy) is the same file: no key
+            keys.add(file_digest(path, "sha256")[:DIGITS])
     except OSError:
         pass
     return keys

@@ -11,25 +11,20 @@ split even after the splitting code has changed (`model_splits`).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import Counter
 from pathlib import Path
 
 from sklearn.model_selection import StratifiedGroupKFold
 
 from data.datasets import CLASSES, DOMAINS, Sample, load_dataset
-from data.identity import is_seen
+from data.identity import image_keys, is_seen
 
 SPLITS = ("train", "val", "test")
 
 
 def split_samples(samples: list[Sample], *, seed: int = 0, n_folds: int = 7) -> dict[str, list[Sample]]:
-    """Split by `group`, stratified by `stratum`; each of val and test holds about 1/n_folds. ValueError when a class
-    has fewer than `n_folds` groups: validation or test would lack it."""
-    lesions = {label: len({s.group for s in samples if s.label == label}) for label in CLASSES}
-    if few := [f"{label} {n}" for label, n in lesions.items() if n < n_folds]:
-        raise ValueError(f"too few photos to split into training, validation and test: each class needs at least "
-                         f"{n_folds} lesions (a photo, or a lesion subfolder of photos), and here {', '.join(few)}; "
-                         "add photos")
+    """Split by `group`, stratified by `stratum`; each of val and test holds about 1/n_folds."""
     ordered = sorted(samples, key=lambda s: str(s.path))  # independent of file-system order
     folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold_of = [0] * len(ordered)
@@ -52,16 +47,27 @@ def load_splits(roots: list[str], seed: int, folder_domain: str = "dermoscopy") 
     for root in roots:
         samples = load_dataset(root, folder_domain)
         folds = 7 if len(samples) >= 2000 else 5  # small sets: bigger val/test parts
-        try:
-            parts = split_samples(samples, seed=seed, n_folds=folds)
-        except ValueError as err:
-            raise ValueError(f"{root}: {err}") from None
-        for name, part in parts.items():
+        check_lesions(samples, folds, root)
+        for name, part in split_samples(samples, seed=seed, n_folds=folds).items():
             pooled[name] += part
         print(f"{root}: {len(samples)} images, {folds} folds{tree_note(samples)}")
     for name, part in pooled.items():
         print(f"  {name}: {len(part)} images {class_counts(part)}")
     return pooled
+
+
+def check_lesions(samples: list[Sample], n_folds: int, root: str) -> None:
+    """ValueError when every class `root` holds has fewer than `n_folds` lesions, a warning when some do: validation
+    or test may then lack them (sklearn's own words had named neither the folder nor the class). A class the folder
+    lacks is left to the other folders: training checks every class in the pooled splits."""
+    lesions = {label: n for label in CLASSES if (n := len({s.group for s in samples if s.label == label}))}
+    few = [f"{label} {n}" for label, n in lesions.items() if n < n_folds]
+    need = (f"each class needs at least {n_folds} lesions (a photo, or a lesion subfolder of photos) to reach training, "
+            f"validation and test, and here {', '.join(few)}; add photos")
+    if len(few) == len(lesions):
+        raise ValueError(f"{root}: too few photos to split: {need}")
+    if few:
+        warnings.warn(f"{root}: too few photos of some classes: {need}", stacklevel=3)
 
 
 def tree_note(samples: list[Sample]) -> str:
@@ -190,6 +196,34 @@ def train_on_seen(splits: dict[str, list[Sample]], seen: set[str]) -> tuple[dict
     groups = {s.group for name in ("val", "test") for s in splits[name] if is_seen(s.path, seen)}
     moved = {name: [s for s in splits[name] if s.group in groups] for name in ("val", "test")}
     kept = {name: [s for s in splits[name] if s.group not in groups] for name in ("val", "test")}
+    return {"train": splits["train"] + moved["val"] + moved["test"], **kept}, {k: len(v) for k, v in moved.items()}
+
+
+def copies_into_training(splits: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample]], dict[str, int]]:
+    """The splits with every validation and test lesion that shares an image with a lesion of another split (the
+    same file, or the same ISIC image: `data.identity` keys, e.g. in two data folders or under two names) moved into
+    training, and the lesions it is linked to through other copies too; and how many images validation and test gave
+    up. Lesions are told apart by split and group (two folders' groups of one name are one lesion here: moved
+    together, never left apart)."""
+    link: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(node: tuple[str, str]) -> tuple[str, str]:
+        while link.setdefault(node, node) != node:
+            node = link[node]
+        return node
+
+    holder: dict[str, tuple[str, str]] = {}  # key -> the first lesion seen with it
+    for name, part in splits.items():
+        for s in part:
+            for key in image_keys(s.path):
+                node = holder.setdefault(key, (name, s.group))
+                link[root((name, s.group))] = root(node)
+    spans: dict[tuple[str, str], set[str]] = {}
+    for node in list(link):
+        spans.setdefault(root(node), set()).add(node[0])
+    leaks = {node for node in link if len(spans[root(node)]) > 1}
+    moved = {name: [s for s in splits[name] if (name, s.group) in leaks] for name in ("val", "test")}
+    kept = {name: [s for s in splits[name] if (name, s.group) not in leaks] for name in ("val", "test")}
     return {"train": splits["train"] + moved["val"] + moved["test"], **kept}, {k: len(v) for k, v in moved.items()}
 
 

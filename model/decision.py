@@ -108,7 +108,8 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
 
 def percents_apart(value: float, bar: float) -> tuple[str, str]:
     """`value` and `bar` as percentages with the fewest decimals that tell them apart, so that an answer never reads
-    "87%, under the 87% it needs" (rounding keeps their order once they differ); whole percents if they are equal."""
+    "87%, under the 87% it needs" (rounding keeps their order once they differ); whole percents if they agree to
+    eight decimals (for float32 probabilities: if they are equal)."""
     for digits in range(8):
         shown, needed = f"{value:.{digits}%}", f"{bar:.{digits}%}"
         if shown != needed:

@@ -415,7 +415,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                   for button, (_, shift) in zip(moves, MOVES))):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
                   api_visibility="private").then(
-                show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private).then(then, inputs=held, outputs=framing_controls, **private).then(
+                show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private).then(
+                then, inputs=held, outputs=framing_controls, **private).then(
                 None, js=SHOW_ANSWER_ABOVE, **private)
     return app
 

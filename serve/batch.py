@@ -237,8 +237,9 @@ def is_heatmap_name(path: Path) -> bool:
 
 
 def write_heatmap(prediction: Prediction, target: Path) -> bool:
-    """Save the framed spot and, beside it, its heatmap as a PNG, and say whether it was. A file that cannot be written is a
-    warning, not a stop, and leaves no empty or half file behind (a full disk had left hundreds, named as heatmaps)."""
+    """Save the framed spot and, beside it, its heatmap as a PNG, and say whether it was. A file that cannot be
+    written is a warning, not a stop, and leaves no empty or half file behind (a full disk had left hundreds, named
+    as heatmaps)."""
     picture = heatmap_beside(prediction.square, prediction.heatmap)
     png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))[1]
     try:

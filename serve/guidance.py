@@ -53,8 +53,9 @@ def caution(label: str, checkpoint_sha256: str) -> str:
     if checkpoint_sha256 != OVERSURE_CHECKPOINT:
         return f"{CAUTION[label]} {NOT_A_CHANCE}"
     wrong, answered = OVERSURE[label]
-    return (f"{CAUTION[label]} {NOT_A_CHANCE[:-1]}: of {answered} everyday photos that it called {CALLED[label]} at "
-            f"over 90%, {wrong} were something else.")
+    return (f"{CAUTION[label]} {NOT_A_CHANCE.removesuffix('.')}: of {answered} everyday photos that it called "
+            f"{CALLED[label]} at over 90%, {wrong} were something else.")
+
 
 BLANCH_TEST = (
     "**Blanch test:** press a clear glass gently on the red spot for a few seconds and look at it through the "

@@ -443,7 +443,8 @@ def test_a_reassuring_answer_warns_in_the_answer_itself(tmp_path, predictor, lab
     assert [kind for kind, caution in CAUTION.items() if caution in summary] == ([label] if label in CAUTION else [])
     if label in CAUTION:
         assert summary.index("Why:") < summary.index(CAUTION[label])
-        assert "of 9 everyday photos that it called a cherry angioma at over 90%, 3 were" in summary or label != "vascular"
+        if label == "vascular":  # the shipped model's own figure
+            assert "of 9 everyday photos that it called a cherry angioma at over 90%, 3 were" in summary
 
 
 def test_only_the_shipped_model_quotes_the_figures_measured_on_it(tmp_path, predictor, monkeypatch):
@@ -451,7 +452,8 @@ def test_only_the_shipped_model_quotes_the_figures_measured_on_it(tmp_path, pred
     shipped model's "of 39 everyday photos ... 2 were something else"."""
     photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200))
     answering = Answering(predictor, "nevus")
-    assert "of 39 everyday photos that it called a mole at over 90%, 2 were" in check_frame(answering, read_image(photo)).summary
+    shipped = check_frame(answering, read_image(photo)).summary
+    assert "of 39 everyday photos that it called a mole at over 90%, 2 were" in shipped
     answering.checkpoint_sha256 = "0" * 64
     summary = check_frame(answering, read_image(photo)).summary
     assert CAUTION["nevus"] in summary and "Its percentage is not the chance that it is right." in summary

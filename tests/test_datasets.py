@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from data.datasets import CLASSES, load_class_folders, load_clinical, load_dataset, load_ham10000
+from data.datasets import CLASSES, Sample, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.identity import ISIC_ID, image_keys, seen_keys
-from data.splits import (SPLIT_NAMING, load_splits, model_splits, recorded_splits, sample_name, split_digest,
-                         split_members, split_samples, trained_on)
+from data.splits import (SPLIT_NAMING, copies_into_training, load_splits, model_splits, recorded_splits, sample_name,
+                         split_digest, split_members, split_samples, trained_on)
 from model.checkpoint import load_checkpoint
 from tests.conftest import HAM_DX, SHARED_DATA, make_clinical, make_ham, needs_shared, spot_photo, write_rgb
 from training.metrics import is_melanoma
@@ -161,6 +161,32 @@ def test_a_data_folder_that_is_a_file_or_missing_says_which(tmp_path):
         load_dataset(tmp_path / "gone")
 
 
+def test_copies_across_splits_go_into_training_however_they_chain(tmp_path):
+    """A validation lesion holding a copy of a training image goes into training, and so does a test lesion holding
+    a copy of that validation lesion's other image (a chain), and a copy shared by validation and test alone; an
+    empty file (a failed copy) is no copy of another empty file."""
+    def photo(name: str, seed: int) -> Path:
+        return write_rgb(tmp_path / name, spot_photo("nevus", size=32, seed=seed))
+
+    def sample(path: Path, group: str) -> Sample:
+        return Sample(path, "nevus", group, "nv", "folder", "dermoscopy", "nv")
+
+    t1, a1, a2, b1, c1, d1, e1 = (photo(f"{n}.png", i) for i, n in enumerate(["t1", "a1", "a2", "b1", "c1", "d1", "e1"]))
+    shutil.copy(t1, a1)  # lesion a (validation) holds a copy of a training image ...
+    shutil.copy(a2, b1)  # ... and lesion b (test) a copy of a's other image
+    shutil.copy(c1, d1)  # lesions c (validation) and d (test) share a file, with training out of it
+    empties = [tmp_path / "x.png", tmp_path / "y.png"]
+    for empty in empties:
+        empty.write_bytes(b"")
+    splits = {"train": [sample(t1, "t")], "val": [sample(a1, "a"), sample(a2, "a"), sample(c1, "c"), sample(e1, "e"),
+                                                  sample(empties[0], "x")],
+              "test": [sample(b1, "b"), sample(d1, "d"), sample(empties[1], "y")]}
+    moved, counts = copies_into_training(splits)
+    assert counts == {"val": 3, "test": 2}
+    assert {s.group for s in moved["train"]} == {"t", "a", "b", "c", "d"}
+    assert [s.group for s in moved["val"]] == ["e", "x"] and [s.group for s in moved["test"]] == ["y"]
+
+
 def test_a_lesion_folder_keeps_its_subfolders_in_its_split(tmp_path):
     """A patient's or a lesion's folder of folders (close-ups/, wide/) is one group: each innermost folder had been a
     group of its own, so one lesion's close-up and wide view could land in training and test."""
@@ -262,13 +288,26 @@ def test_split_is_grouped_stratified_and_reproducible(tmp_path):
 def test_too_few_lesions_of_a_class_to_split_are_named(tmp_path):
     """sklearn's own words ("n_splits=5 cannot be greater than the number of members in each class") named neither
     the folder nor the class; with one class short of lesions it split anyway, and left it out of validation."""
-    for label, count in (("vascular", 4), ("nevus", 8), ("other", 8)):
+    for label, count in (("vascular", 4), ("nevus", 4), ("other", 4)):
         for i in range(count):
             write_rgb(tmp_path / "tree" / label / f"{i}.png", spot_photo(label, size=32, seed=i))
-    with pytest.raises(ValueError, match=r"tree: too few photos .* at least 5 lesions .* here vascular 4; add photos"):
-        load_splits([str(tmp_path / "tree")], seed=0)
+    tree = str(tmp_path / "tree")
+    with pytest.raises(ValueError, match=r"tree: too few photos to split: .* at least 5 lesions .* here vascular 4, "
+                                         r"nevus 4, other 4; add photos"):
+        load_splits([tree], seed=0)
+    for label in ("nevus", "other"):
+        for i in range(4, 8):
+            write_rgb(tmp_path / "tree" / label / f"{i}.png", spot_photo(label, size=32, seed=i))
+    with pytest.warns(UserWarning, match=r"tree: too few photos of some classes: .* here vascular 4; add photos"):
+        load_splits([tree], seed=0)  # split all the same: another folder may bring vascular photos
     write_rgb(tmp_path / "tree" / "vascular" / "4.png", spot_photo("vascular", size=32, seed=4))
-    assert all(any(s.label == "vascular" for s in part) for part in load_splits([str(tmp_path / "tree")], 0).values())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "too few")
+        assert all(any(s.label == "vascular" for s in part) for part in load_splits([tree], 0).values())
+    nevi = tmp_path / "nevi"  # a folder of one class, beside others: left to the pooled splits' own check
+    for i in range(6):
+        write_rgb(nevi / "nevus" / f"{i}.png", spot_photo("nevus", size=32, seed=i))
+    assert {s.label for part in load_splits([str(nevi)], 0).values() for s in part} == {"nevus"}
 
 
 @needs_shared

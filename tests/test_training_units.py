@@ -212,8 +212,10 @@ def test_validation_safety_counts_images_at_or_over_the_bar_per_domain_and_kind(
                                     "malignant": {"images": 3, "over_bar": 2}}
     assert safety["clinical"] == {"vascular": {"images": 0, "over_bar": 0}, "melanoma": {"images": 1, "over_bar": 1},
                                   "malignant": {"images": 1, "over_bar": 1}}
-    assert safety_summary(safety) == ("clinical: 1 of 1 melanoma, 1 of 1 malignant; "  # no "0 of 0 vascular"
+    assert safety_summary(safety) == ("clinical: 0 of 0 vascular, 1 of 1 melanoma, 1 of 1 malignant; "
                                       "dermoscopy: 1 of 1 vascular, 1 of 2 melanoma, 2 of 3 malignant")
+    no_diagnoses = {"dermoscopy": {**safety["dermoscopy"], "melanoma": {"images": 0, "over_bar": 0}}}
+    assert safety_summary(no_diagnoses) == "dermoscopy: 1 of 1 vascular, 2 of 3 malignant"  # no "0 of 0 melanoma"
 
 
 def test_vascular_penalty_is_minus_log_of_not_vascular_and_stays_finite():

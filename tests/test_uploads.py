@@ -6,6 +6,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from serve.uploads import delete_older, own_temp_folder, private_upload_folder
 
 
@@ -41,6 +43,7 @@ def test_the_server_makes_its_own_upload_folder_unless_one_is_set(tmp_path, monk
     assert folder.stat().st_mode & 0o077 == 0  # the server's user's alone
 
 
+@pytest.mark.skipif(os.name != "posix", reason="process ids are checked on Linux and macOS only")
 def test_a_start_removes_the_folders_a_killed_server_left_and_no_running_ones(tmp_path, monkeypatch):
     """A `kill -9` leaves the upload folder, every photo in it: the next start removes it, and leaves the folders of
     servers still running."""

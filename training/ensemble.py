@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: {err}")
     val_pixels, val_samples = decode_all(splits["val"], recipe.image_size, workers=recipe.decode_workers,
                                          desc="decode val", flatten_lightness=recipe.flatten_lightness)
+    if not val_samples:
+        raise SystemExit("error: none of the validation images can be read (the warning above says why)")
     replace_run(Path(args.out), replaced)  # only now that the data is there
     # No "validation" here: write_model scores the finished weights on validation as it calibrates them.
     meta = {"kept": "ensemble", "members": members,

@@ -158,8 +158,9 @@ def validation_safety(probabilities: np.ndarray, vascular_min: float,
 
 
 def safety_summary(safety: dict[str, dict[str, dict[str, int]]]) -> str:
-    """`validation_safety` in words, as training prints it and the model card shows it; a kind with no images (no
-    diagnoses in a class-per-folder tree) is left out, not "0 of 0"."""
+    """`validation_safety` in words, as training prints it and the model card shows it. Melanomas and malignant
+    lesions are left out where there are none (no diagnoses in a class-per-folder tree, not "0 of 0"); vascular
+    images never are: "0 of 0 vascular" says the bar was not checked on any."""
     return "; ".join(f"{domain}: " + ", ".join(f"{v['over_bar']} of {v['images']} {kind}" for kind, v in kinds.items()
-                                               if v["images"])
+                                               if v["images"] or kind == "vascular")
                      for domain, kinds in safety.items())

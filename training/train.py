@@ -31,8 +31,8 @@ from data.flags import (fraction, non_negative_float, non_negative_int, plain_wa
                         positive_int)
 from data.presets import EvalSettings, TrainPreset
 from data.identity import seen_keys
-from data.splits import (SPLIT_NAMING, class_counts, legacy_names, load_splits, recorded_splits, resolved_paths,
-                         split_digest, split_members, train_on_seen)
+from data.splits import (SPLIT_NAMING, class_counts, copies_into_training, legacy_names, load_splits, recorded_splits,
+                         resolved_paths, split_digest, split_members, train_on_seen)
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from model.decision import softmax
 from model.export import export, plain
@@ -231,8 +231,9 @@ def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tup
         recorded["data"] = resolved_paths(recorded["data"])
     changed = {k: (old, vars(args)[k]) for k, old in recorded.items()
                if k in named and k not in RESUME_MAY_CHANGE and vars(args)[k] != old}
-    if "data" in changed and "split_members" in state and len(changed["data"][0]) == len(changed["data"][1]):
-        del changed["data"]  # the data moved: its recorded split is found by the images' names (recorded_splits)
+    if "data" in changed and "split_members" in state and \
+            [Path(d).name for d in changed["data"][0]] == [Path(d).name for d in changed["data"][1]]:
+        del changed["data"]  # the same folders moved: the recorded split is found by the images' names (recorded_splits)
     if changed:
         raise SystemExit(f"error: {out / 'last.pt'} was trained with other settings; resume with the same flags (or "
                          "leave them out: last.pt has them), or train into a new --out: "
@@ -413,13 +414,14 @@ def main(argv: list[str] | None = None) -> Path:
                   if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
-    if not (state and "split_members" in state):  # copies across splits leak (a recorded split has had this done)
-        splits, copies = train_on_seen(splits, set(seen_keys([s.path for s in splits["train"]])))
-        if any(copies.values()):
-            print(f"{copies['val']} validation and {copies['test']} test images are of lesions with a copy in "
-                  "training (the same file, or the same ISIC image, in another folder or under another name): "
-                  "trained on instead")
     advice = FOLDER_ADVICE
+    if not (state and "split_members" in state):  # copies across splits leak (a recorded split has had this done)
+        splits, copies = copies_into_training(splits)
+        if any(copies.values()):
+            print(f"{copies['val']} validation and {copies['test']} test images are of lesions with a copy in another "
+                  "split (the same file, or the same ISIC image, in another folder or under another name): trained "
+                  "on instead")
+            advice = "lesions with copies in another split were moved into training: add photos of other lesions"
     if start:  # what it has seen must not judge it (a resumed run's recorded split has this done already)
         if "seen_images" not in start["meta"]:
             print(f"warning: {args.start_from} records no keys of the images it has seen: validation and test may "
