@@ -93,12 +93,13 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
     if unlike_training(distance, cal):
         return UNSURE, ("the photo does not look like the skin spots the model was trained on: retake it close up, "
                         "in daylight, with the spot in the middle")
+    # Not confident first: a photo of plain skin at 37% vascular is no "red (vascular) spot" under a bar.
+    if confidence < confidence_needed(cal.unsure_below, len(classes)):
+        return UNSURE, f"the model is not confident: its best guess, {classes[top]}, has only {confidence:.0%}"
     if classes[top] == "vascular" and confidence < cal.vascular_min:
         shown, bar = percents_apart(confidence, cal.vascular_min)
         return UNSURE, (f"it may be a red (vascular) spot, but at {shown} the model is under the {bar} it needs "
                         "before saying a spot looks like a cherry angioma")
-    if confidence < confidence_needed(cal.unsure_below, len(classes)):
-        return UNSURE, f"the model is not confident: its best guess, {classes[top]}, has only {confidence:.0%}"
     if classes[top] == "vascular":
         shown, bar = percents_apart(confidence, cal.vascular_min)
         return classes[top], (f"the model rates it {shown} vascular, at or above the {bar} it needs before saying "

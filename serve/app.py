@@ -108,7 +108,7 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     label = prediction.label
     if box is None:  # SpotCheck's own frame: its answer, if the photo could be judged
         own_frame_label = label if prediction.judged else None
-    warning = f"\n\n{said}" if (said := caution(label, predictor.checkpoint_sha256)) else ""
+    warning = f"\n\n{said}" if (said := caution(label, predictor.checkpoint_sha256, prediction.confidence)) else ""
     if own_frame_label and CONCERN[label] < CONCERN[own_frame_label]:
         warning += (f"\n\n**With the frame SpotCheck placed itself, the answer was \"{HEADLINES[own_frame_label]}\".** "
                     "If both frames show the same spot, go by the more cautious answer.")
@@ -122,6 +122,13 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     heatmap = None if prediction.problem else heatmap_beside(prediction.square, prediction.heatmap)
     return Answer(summary, chart, heatmap,
                   GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label, own_frame_label)
+
+
+def frame_note(summary: str) -> str:
+    """The answer's headline again, under the framing controls: a moved frame's new answer can be far above them, out
+    of sight ("" for no answer)."""
+    headline = next((h for h in HEADLINES.values() if summary.startswith(f"## {h}")), None)
+    return f"Answer for this frame: **{headline}** (the whole answer is above)." if headline else ""
 
 
 def view_scale(photo: np.ndarray) -> float:
@@ -313,17 +320,18 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return move_frame_by_a_quarter
 
     def show_frame(held_photo: HeldPhoto | None):
-        """The framing view, the slider and the move buttons: usable while a photo is held."""
+        """The framing panel (view, slider, move buttons): shown and usable while a photo is held, else hidden."""
         pixels = held_pixels(held_photo)
         if pixels is None:
-            return None, gr.update(value=FRAME_DEFAULT, interactive=False), *[gr.update(interactive=False)] * len(MOVES)
-        return (files.write_picture(framing_view(pixels, held_photo.box)),
+            return (gr.update(visible="hidden"), None, gr.update(value=FRAME_DEFAULT, interactive=False),
+                    *[gr.update(interactive=False)] * len(MOVES))
+        return (gr.update(visible=True), files.write_picture(framing_view(pixels, held_photo.box)),
                 gr.update(value=frame_percent(pixels, held_photo.box), interactive=True),
                 *[gr.update(interactive=True)] * len(MOVES))
 
     def redraw_frame(held_photo: HeldPhoto | None):  # after the slider: its value is the person's, left as it is
-        picture, slider, *moves = show_frame(held_photo)
-        return picture, slider if picture is None else gr.skip(), *moves  # a photo let go still disables it
+        panel, picture, slider, *moves = show_frame(held_photo)
+        return panel, picture, slider if picture is None else gr.skip(), *moves  # a photo let go still hides it
 
     def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
         previous = latest.upload
@@ -331,7 +339,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         replaced = uploaded_path(photo, {"path": previous}) if previous and previous != latest.upload else None
         if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
             Path(replaced).unlink(missing_ok=True)
-        return (WAITING, None, None, "", None, None, gr.update(value=FRAME_DEFAULT, interactive=False),
+        return (WAITING, None, None, "", None, gr.update(visible="hidden"), None,
+                gr.update(value=FRAME_DEFAULT, interactive=False),
                 *[gr.update(interactive=False)] * len(MOVES),
                 gr.update(interactive=False))  # the check button waits for `show_photo`
 
@@ -346,11 +355,13 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             return gr.skip(), gr.skip()
         return gr.skip() if copy is None else copy, gr.update(interactive=True)
 
-    def show_filled(chart_payload: dict | None, heatmap_payload: dict | None):
-        """The confidence panel and the heatmap, each hidden while it is empty (no answer, or no heatmap for a photo
-        that cannot be used): an empty box looked like something had failed to load."""
-        return [gr.update(visible=True if filled else "hidden")
-                for filled in ((chart_payload or {}).get("label") is not None, heatmap_payload is not None)]
+    def show_parts(summary: str | None, chart_payload: dict | None, heatmap_payload: dict | None):
+        """The confidence panel and the heatmap, each hidden while it is empty (no answer, or no bars and no heatmap
+        for a photo that cannot be judged: an empty box looked like something had failed to load); and the answer's
+        headline under the framing controls (`frame_note`)."""
+        return (*[gr.update(visible=True if filled else "hidden")
+                  for filled in (bool((chart_payload or {}).get("confidences")), heatmap_payload is not None)],
+                frame_note(summary or ""))
 
     def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
         return None if unanswered else gr.skip()
@@ -370,18 +381,21 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 summary = gr.Markdown(WAITING, elem_id="answer")
                 chart = gr.Label(label=CONFIDENCE_LABEL, num_top_classes=3, elem_id="confidence", visible="hidden")
                 # No share button: it posts to Hugging Face Spaces, which an offline app must not (and cannot) do.
-                heatmap = gr.Image(label="The spot checked, and where it looked (red: most)", interactive=False,
+                heatmap = gr.Image(label="Where it looked (red: most)", interactive=False,
                                    elem_id="heatmap", buttons=["fullscreen", "download"], visible="hidden",
                                    alt_text="The framed spot, and beside it the same coloured where the model "
                                             "looked most")
-                framing = gr.Image(label="Frame checked: tap the spot to frame it", buttons=[], interactive=False,
-                                   elem_id="framing", alt_text="Your photo with the checked frame drawn on it")
-                frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False, elem_id="frame-size",
-                                       label="Frame size (% of the photo's shorter side)", buttons=[])
-                moves = []
-                for pair in (MOVES[:2], MOVES[2:]):  # two to a row: side by side on a phone too
-                    with gr.Row():
-                        moves += [gr.Button(label, size="sm", interactive=False, min_width=0) for label, _ in pair]
+                with gr.Column(visible="hidden", elem_id="framing-panel") as framing_panel:  # shown with a photo
+                    framing = gr.Image(label="Frame checked: tap the spot to frame it", buttons=[], interactive=False,
+                                       elem_id="framing", alt_text="Your photo with the checked frame drawn on it")
+                    frame_size = gr.Slider(1, 100, value=FRAME_DEFAULT, step=1, interactive=False,
+                                           elem_id="frame-size", label="Frame size (% of the photo's shorter side)",
+                                           buttons=[])
+                    moves = []
+                    for pair in (MOVES[:2], MOVES[2:]):  # two to a row: side by side on a phone too
+                        with gr.Row():
+                            moves += [gr.Button(label, size="sm", interactive=False, min_width=0) for label, _ in pair]
+                    note = gr.Markdown(elem_id="frame-note")
         guidance = gr.Markdown(elem_id="guidance")
         # State is not part of the API: /check returns the four outputs. The held photo lives in this
         # browser session's memory only, and goes with a new upload, the closed tab or HELD_SECONDS.
@@ -392,17 +406,19 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if;
         # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
-        framing_controls = [framing, frame_size, *moves]
+        framing_controls = [framing_panel, framing, frame_size, *moves]
         cleared = photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, *framing_controls, check],
                               preprocess=False, trigger_mode="multiple", **private)
-        cleared.then(show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private)
+        parts = {"inputs": [summary, chart, heatmap], "outputs": [chart, heatmap, note], "preprocess": False, **private}
+        cleared.then(show_parts, **parts)
         cleared.then(
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
             show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
             api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
+        # "always_last": a press while a check runs (another photo put in meanwhile) is answered after it, not dropped.
         check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
-                    preprocess=False).then(
-            show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private).then(
+                    preprocess=False, trigger_mode="always_last").then(
+            show_parts, **parts).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
             show_frame, inputs=held, outputs=framing_controls, **private).then(
             None, js=SHOW_ANSWER, **private)
@@ -415,7 +431,7 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                   for button, (_, shift) in zip(moves, MOVES))):
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
                   api_visibility="private").then(
-                show_filled, inputs=[chart, heatmap], outputs=[chart, heatmap], preprocess=False, **private).then(
+                show_parts, **parts).then(
                 then, inputs=held, outputs=framing_controls, **private).then(
                 None, js=SHOW_ANSWER_ABOVE, **private)
     return app

@@ -28,6 +28,7 @@ SEE_A_DOCTOR = (
 # Measured for that checkpoint only (its SHA-256): another model (`--checkpoint`) gets the plain warning.
 # test_predictor.py measures them again.
 OVERSURE = {"vascular": (3, 9), "nevus": (2, 39)}
+OVERSURE_FROM = 0.9
 OVERSURE_CHECKPOINT = "ed622064051ab6c1ddb23a93aff7fda8cf7704fe8bf9cffd2ba6b2f4e4961212"
 NOT_A_CHANCE = "Its percentage is not the chance that it is right."
 CALLED = {"vascular": "a cherry angioma", "nevus": "a mole"}
@@ -45,12 +46,13 @@ CAUTION = {
 }
 
 
-def caution(label: str, checkpoint_sha256: str) -> str:
-    """The caution said under a reassuring answer ("" under the others), with how often the shipped model's
-    confident answers of that kind were wrong on everyday photos when it is the model answering."""
+def caution(label: str, checkpoint_sha256: str, confidence: float) -> str:
+    """The caution said under a reassuring answer ("" under the others), with how often the shipped model's answers
+    of that kind at 90% or more were wrong on everyday photos when it is the model answering at 90% or more (under
+    it, the figure read as reassurance that the answer does not have)."""
     if label not in CAUTION:
         return ""
-    if checkpoint_sha256 != OVERSURE_CHECKPOINT:
+    if checkpoint_sha256 != OVERSURE_CHECKPOINT or confidence < OVERSURE_FROM:
         return f"{CAUTION[label]} {NOT_A_CHANCE}"
     wrong, answered = OVERSURE[label]
     return (f"{CAUTION[label]} {NOT_A_CHANCE.removesuffix('.')}: of {answered} everyday photos that it called "

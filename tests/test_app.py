@@ -17,7 +17,8 @@ from model.checkpoint import DEFAULT_CHECKPOINT
 from data.framing import Framing
 from data.presets import EvalSettings
 from model.predictor import Prediction, Predictor
-from serve.app import browser_copy, build_app, check_frame, check_spot, frame_percent, framing_view, moved_frame
+from serve.app import (browser_copy, build_app, check_frame, check_spot, frame_note, frame_percent, framing_view,
+                       moved_frame)
 from serve.batch import score_folder
 from serve.memory import HeldPhoto, LatestPhoto
 from serve.guard import RequestGuard
@@ -182,8 +183,9 @@ def test_a_keyboard_can_move_the_frame_where_a_tap_would_and_the_controls_follow
     summary, held_after = moved[0], moved[5]
     assert held_after.box == (x0 + (x1 - x0) // 4, y0, x1 + (x1 - x0) // 4, y1) and held_after.placed
     assert any(h in summary for h in HEADLINES.values())
-    assert [update["interactive"] for update in show_frame(held_after)[2:]] == [True] * 4
-    assert [update["interactive"] for update in show_frame(None)[2:]] == [False] * 4
+    assert [update["interactive"] for update in show_frame(held_after)[3:]] == [True] * 4
+    assert [update["interactive"] for update in show_frame(None)[3:]] == [False] * 4
+    assert show_frame(held_after)[0]["visible"] is True and show_frame(None)[0]["visible"] == "hidden"  # the panel
 
 
 def test_a_click_frames_as_the_model_was_trained_to_frame():
@@ -300,7 +302,7 @@ def test_a_photo_let_go_while_its_request_runs_is_still_answered(uploads, predic
     held = answer({"path": str(upload)}, None, LatestPhoto())[5]
     assert any(h in reframe(LetGoAfterOneRead(held), LatestPhoto(), 40)[0] for h in HEADLINES.values())
     assert any(h in answer({"path": str(upload)}, LetGoAfterOneRead(held), LatestPhoto())[0] for h in HEADLINES.values())
-    picture, *_ = show_frame(LetGoAfterOneRead(held))
+    _, picture, *_ = show_frame(LetGoAfterOneRead(held))
     assert picture is not None and Path(picture).is_file()
 
 
@@ -422,14 +424,15 @@ def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back
 
 
 class Answering:
-    """The shipped predictor, with the label of its answers replaced (what the page says for each label)."""
+    """The shipped predictor, with the label (and the confidence) of its answers replaced (what the page says for
+    each)."""
 
-    def __init__(self, predictor: Predictor, label: str):
-        self.predictor, self.label = predictor, label
+    def __init__(self, predictor: Predictor, label: str, confidence: float = 0.95):
+        self.predictor, self.label, self.confidence = predictor, label, confidence
         self.checkpoint_sha256 = predictor.checkpoint_sha256
 
     def predict(self, *args, **kwargs):
-        return dataclasses.replace(self.predictor.predict(*args, **kwargs), label=self.label)
+        return dataclasses.replace(self.predictor.predict(*args, **kwargs), label=self.label, confidence=self.confidence)
 
 
 @pytest.mark.parametrize("label", ["vascular", "nevus", "other", "unsure"])
@@ -447,17 +450,19 @@ def test_a_reassuring_answer_warns_in_the_answer_itself(tmp_path, predictor, lab
             assert "of 9 everyday photos that it called a cherry angioma at over 90%, 3 were" in summary
 
 
-def test_only_the_shipped_model_quotes_the_figures_measured_on_it(tmp_path, predictor, monkeypatch):
-    """A model of one's own (`--checkpoint`) was not measured on everyday photos: it gets the plain warning, not the
-    shipped model's "of 39 everyday photos ... 2 were something else"."""
-    photo = write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200))
-    answering = Answering(predictor, "nevus")
-    shipped = check_frame(answering, read_image(photo)).summary
+def test_only_the_shipped_model_at_90_percent_quotes_the_figures_measured_on_it(tmp_path, predictor):
+    """A model of one's own (`--checkpoint`) was not measured on everyday photos, and the figure is of answers at 90%
+    or more (a 66% mole had been told "of 39 ... at over 90%, 2 were something else", read as reassurance): both get
+    the plain warning."""
+    photo = read_image(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
+    shipped = check_frame(Answering(predictor, "nevus", 0.9), photo).summary
     assert "of 39 everyday photos that it called a mole at over 90%, 2 were" in shipped
-    answering.checkpoint_sha256 = "0" * 64
-    summary = check_frame(answering, read_image(photo)).summary
-    assert CAUTION["nevus"] in summary and "Its percentage is not the chance that it is right." in summary
-    assert "everyday photos" not in summary
+    another_model = Answering(predictor, "nevus", 0.95)
+    another_model.checkpoint_sha256 = "0" * 64
+    for answering in (Answering(predictor, "nevus", 0.89), another_model):
+        summary = check_frame(answering, photo).summary
+        assert CAUTION["nevus"] in summary and "Its percentage is not the chance that it is right." in summary
+        assert "everyday photos" not in summary
 
 
 def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, tmp_path):
@@ -581,6 +586,12 @@ def test_a_moved_frame_is_not_compared_with_an_answer_for_a_photo_spotcheck_coul
     held = answer({"path": str(write_rgb(uploads / "spot.png", spot_photo("nevus", size=200)))}, None, LatestPhoto())[5]
     moved = reframe(held, LatestPhoto(), 40)[0]
     assert moved.startswith(f"## {HEADLINES['vascular']}") and "placed itself" not in moved
+
+
+def test_the_note_under_the_framing_controls_repeats_the_headline_only():
+    assert frame_note(f"## {HEADLINES['nevus']}\n\n**Why:** ...") == (
+        f"Answer for this frame: **{HEADLINES['nevus']}** (the whole answer is above).")
+    assert frame_note(WAITING) == frame_note("## Please upload the photo again\n\n...") == frame_note("") == ""
 
 
 def test_each_answer_has_its_own_headline_and_the_reassuring_ones_their_own_caution():

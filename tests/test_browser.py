@@ -125,6 +125,10 @@ def visit(browser, running_app):
     visit.close()
 
 
+def headline_in(text: str) -> str | None:
+    return next((headline for headline in HEADLINES.values() if headline in text), None)
+
+
 def headline_label(text: str) -> str | None:
     return next((label for label, headline in HEADLINES.items() if headline in text), None)
 
@@ -214,6 +218,9 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     page.keyboard.press("Enter")
     sync_api.expect(framing).not_to_have_attribute("src", before_move)
     assert "the frame you placed" in visit.answer()
+    # Side by side the answer may be far above: its headline is said again under the buttons, in sight.
+    note = page.locator("#frame-note")
+    sync_api.expect(note).to_contain_text(f"Answer for this frame: {headline_in(visit.answer())}")
     # Every picture says in words what it shows.
     for picture in ("#photo img", "#heatmap img", "#framing img"):
         assert page.locator(picture).get_attribute("alt"), f"{picture} has no alt text"
@@ -371,6 +378,19 @@ def test_a_photo_replaced_while_being_checked_does_not_get_the_old_answer(browse
         page.wait_for_timeout(1000)
         assert visit.answer().strip() == WAITING_TEXT, "the moved frame's answer is shown next to the third"
         assert page.locator("#framing img").count() == 0 and page.locator("#heatmap img").count() == 0
+
+        # The new photo's button pressed while the old photo is still being checked: answered after it, not dropped
+        # (Gradio drops a press while the event it starts is still running, and the page had said "The answer
+        # appears here ..." for good).
+        slow.answered = threading.Event()
+        visit.check()  # the third photo
+        page.locator("#answer [data-testid=status-tracker]:not(.hide)").wait_for()
+        visit.upload(write_rgb(tmp_path / "fourth.png", spot_photo("nevus", size=200, seed=4)))
+        sync_api.expect(page.locator("#check")).to_be_enabled()
+        visit.check()  # while the third is still being checked
+        assert slow.answered.wait(30), "the third photo was never answered"
+        assert headline_label(visit.wait_for_answer(*HEADLINES.values())), "the fourth photo was never answered"
+        visit.assert_no_error_shown()
     finally:
         visit.close()
         app.close()
@@ -398,6 +418,7 @@ def test_the_page_works_on_a_phone(browser, running_app, tmp_path):
         phone.screenshot("05_phone.png")
         # A tap on the framing view, far below the answer: the new answer is brought into view, not left above.
         framing = page.locator("#framing img")
+        framing.wait_for()  # the framing panel is shown after the answer
         framing.scroll_into_view_if_needed()
         assert page.evaluate("document.querySelector('#answer').getBoundingClientRect().top") < -50
         box = framing.bounding_box()

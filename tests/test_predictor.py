@@ -103,14 +103,14 @@ def test_what_a_reassuring_answer_says_of_its_percentages_on_ordinary_photos_hol
     """serve.guidance.OVERSURE: of the clinical validation and test photos answered vascular or nevus at 90% or more,
     how many were something else, as a vascular or nevus answer tells the person."""
     from data.splits import model_splits
-    from serve.guidance import OVERSURE, OVERSURE_CHECKPOINT
+    from serve.guidance import OVERSURE, OVERSURE_CHECKPOINT, OVERSURE_FROM
 
     assert predictor.checkpoint_sha256 == OVERSURE_CHECKPOINT  # a new shipped model: measure them again
 
     splits = model_splits(predictor.meta, [str(SHARED_DATA / "clinical")])
     answers = [(predictor.predict_file(s.path), s.label) for s in splits["val"] + splits["test"]]
     for answer in OVERSURE:
-        sure = [label for p, label in answers if p.label == answer and p.confidence >= 0.9]
+        sure = [label for p, label in answers if p.label == answer and p.confidence >= OVERSURE_FROM]
         assert (sum(label != answer for label in sure), len(sure)) == OVERSURE[answer]
 
 
