@@ -382,11 +382,18 @@ def test_a_photo_replaced_while_being_checked_does_not_get_the_old_answer(browse
         # The new photo's button pressed while the old photo is still being checked: answered after it, not dropped
         # (Gradio drops a press while the event it starts is still running, and the page had said "The answer
         # appears here ..." for good).
-        slow.answered = threading.Event()
+        slow.seconds, slow.answered = 6, threading.Event()
         visit.check()  # the third photo
         page.locator("#answer [data-testid=status-tracker]:not(.hide)").wait_for()
+        page.evaluate("""() => {  // the page holds the button while it takes a new photo: note when it does
+            const button = document.querySelector('#check');
+            window.held = false;
+            new MutationObserver(() => { if (button.disabled) window.held = true; }).observe(button, {attributes: true});
+        }""")
         visit.upload(write_rgb(tmp_path / "fourth.png", spot_photo("nevus", size=200, seed=4)))
-        sync_api.expect(page.locator("#check")).to_be_enabled()
+        page.wait_for_function("() => window.held")  # the page has taken the new photo ...
+        sync_api.expect(page.locator("#check")).to_be_enabled()  # ... and given the button back for it
+        assert not slow.answered.is_set(), "the third photo was answered before the test could press again"
         visit.check()  # while the third is still being checked
         assert slow.answered.wait(30), "the third photo was never answered"
         assert headline_label(visit.wait_for_answer(*HEADLINES.values())), "the fourth photo was never answered"
@@ -418,9 +425,12 @@ def test_the_page_works_on_a_phone(browser, running_app, tmp_path):
         phone.screenshot("05_phone.png")
         # A tap on the framing view, far below the answer: the new answer is brought into view, not left above.
         framing = page.locator("#framing img")
-        framing.wait_for()  # the framing panel is shown after the answer
-        framing.scroll_into_view_if_needed()
-        assert page.evaluate("document.querySelector('#answer').getBoundingClientRect().top") < -50
+        framing.wait_for()  # the framing panel is shown after the answer, and then the page scrolls to the answer
+        # (smoothly, and on a busy machine late): scrolled to the framing view until the answer stays out of sight.
+        page.wait_for_function("""() => new Promise((settled) => {
+            document.querySelector('#framing img').scrollIntoView();
+            setTimeout(() => settled(document.querySelector('#answer').getBoundingClientRect().top < -50), 700);
+        })""")
         box = framing.bounding_box()
         framing.tap(position={"x": box["width"] / 2, "y": box["height"] / 2})
         page.wait_for_function("() => { const top = document.querySelector('#answer').getBoundingClientRect().top;"
