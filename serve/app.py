@@ -35,7 +35,7 @@ from serve.memory import HeldPhoto, HeldPhotos, LatestPhoto, held_pixels  # noqa
 from serve.guard import RequestGuard  # noqa: E402
 from serve.outputs import OutputFiles  # noqa: E402
 from serve.uploads import private_upload_folder, sweep_every  # noqa: E402
-from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER, SHOW_ANSWER_ABOVE  # noqa: E402
+from serve.scripts import PAGE_SCRIPT, PAGE_STYLE, SHOW_ANSWER  # noqa: E402
 
 MAX_UPLOAD = f"{MAX_FILE_BYTES // 2**20}mb"  # the same limit as every other way in (data.images)
 CACHE_SECONDS = 900  # Gradio's own copies (the heatmaps, which show the framed spot) are deleted after this
@@ -95,9 +95,10 @@ def sentence(reason: str) -> str:
 
 
 # How much an answer asks of the person, more the higher: a frame moved until the answer reassures more than
-# SpotCheck's own frame did must say so. "unsure" (judged: the photo usable and like the training photos) reassures
-# no more than "other": both leave the spot to a doctor.
+# SpotCheck's own frame did must say so (OWN_FRAME_SAID). "unsure" (judged: the photo usable and like the training
+# photos) reassures no more than "other": both leave the spot to a doctor.
 CONCERN = {"vascular": 0, "nevus": 1, "other": 2, "unsure": 2}
+OWN_FRAME_SAID = "With the frame SpotCheck placed itself, the answer was"
 
 
 def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, int, int] | None = None, *,
@@ -110,7 +111,7 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
         own_frame_label = label if prediction.judged else None
     warning = f"\n\n{said}" if (said := caution(label, predictor.checkpoint_sha256, prediction.confidence)) else ""
     if own_frame_label and CONCERN[label] < CONCERN[own_frame_label]:
-        warning += (f"\n\n**With the frame SpotCheck placed itself, the answer was \"{HEADLINES[own_frame_label]}\".** "
+        warning += (f"\n\n**{OWN_FRAME_SAID} \"{HEADLINES[own_frame_label]}\".** "
                     "If both frames show the same spot, go by the more cautious answer.")
     # A photo too small, dark or blurred to look for a spot in: nothing about the frame.
     where = "" if prediction.problem else f"\n\n{prediction.framing.note(unlike_training=prediction.unlike_training)}"
@@ -125,10 +126,16 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
 
 
 def frame_note(summary: str) -> str:
-    """The answer's headline again, under the framing controls: a moved frame's new answer can be far above them, out
-    of sight ("" for no answer)."""
+    """The answer's headline again, under the framing controls, where a moved frame's new answer is in sight (the
+    answer itself is far above them, on a phone a screen or two), and whether SpotCheck's own frame said something
+    more cautious ("" for no answer)."""
     headline = next((h for h in HEADLINES.values() if summary.startswith(f"## {h}")), None)
-    return f"Answer for this frame: **{headline}** (the whole answer is above)." if headline else ""
+    if headline is None:
+        return ""
+    if OWN_FRAME_SAID in summary:
+        return (f"Answer for this frame: **{headline}**, but SpotCheck's own frame gave a more cautious answer: read "
+                "both above.")
+    return f"Answer for this frame: **{headline}** (the whole answer is above)."
 
 
 def view_scale(photo: np.ndarray) -> float:
@@ -429,11 +436,12 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last"),
                 *((button.click, move_frame_by(shift), [held, latest], show_frame, "once")
                   for button, (_, shift) in zip(moves, MOVES))):
+            # The page stays where it is: the note under the buttons says the new answer, so that a finger can
+            # nudge the frame again (scrolling to the answer had thrown a phone's page about 800 px up each time).
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
                   api_visibility="private").then(
                 show_parts, **parts).then(
-                then, inputs=held, outputs=framing_controls, **private).then(
-                None, js=SHOW_ANSWER_ABOVE, **private)
+                then, inputs=held, outputs=framing_controls, **private)
     return app
 
 

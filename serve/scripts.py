@@ -8,13 +8,6 @@ from data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES
 # On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
 SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
-# After the frame is moved (a tap, the slider) on a phone, where the columns are stacked: the answer, far above the
-# framing view, had changed out of sight ("go by the more cautious answer" included). Side by side, on a wider
-# screen, the view stays where it is: a keyboard user's slider must not scroll away after every key.
-SHOW_ANSWER_ABOVE = """() => { const answer = document.querySelector('#answer');
-    const photo = document.querySelector('#photo').getBoundingClientRect();
-    const stacked = answer.getBoundingClientRect().left < photo.right;
-    if (stacked && answer.getBoundingClientRect().top < -1) answer.scrollIntoView({behavior: 'smooth'}); }"""
 # The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
 # the arrow keys work for people using a keyboard; its number box, when left, and here also on Enter.
 SLIDER_KEYS = """() => {

@@ -573,6 +573,7 @@ def test_a_frame_moved_until_the_answer_reassures_says_what_spotchecks_own_frame
     for summary in (moved, again, pressed):
         assert summary.startswith(f"## {HEADLINES[placed]}")
         assert (f'placed itself, the answer was "{HEADLINES[own]}"' in summary) is said
+        assert ("more cautious answer: read both above" in frame_note(summary)) is said  # in sight by the buttons
 
 
 def test_a_moved_frame_is_not_compared_with_an_answer_for_a_photo_spotcheck_could_not_judge(uploads):
@@ -592,6 +593,9 @@ def test_the_note_under_the_framing_controls_repeats_the_headline_only():
     assert frame_note(f"## {HEADLINES['nevus']}\n\n**Why:** ...") == (
         f"Answer for this frame: **{HEADLINES['nevus']}** (the whole answer is above).")
     assert frame_note(WAITING) == frame_note("## Please upload the photo again\n\n...") == frame_note("") == ""
+    said = f"## {HEADLINES['vascular']}\n\n**Why:** ...\n\n**{serve.app.OWN_FRAME_SAID} \"{HEADLINES['other']}\".**"
+    assert frame_note(said) == (f"Answer for this frame: **{HEADLINES['vascular']}**, but SpotCheck's own frame gave a "
+                                "more cautious answer: read both above.")
 
 
 def test_each_answer_has_its_own_headline_and_the_reassuring_ones_their_own_caution():

@@ -423,7 +423,8 @@ def test_the_page_works_on_a_phone(browser, running_app, tmp_path):
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
         phone.assert_no_error_shown()
         phone.screenshot("05_phone.png")
-        # A tap on the framing view, far below the answer: the new answer is brought into view, not left above.
+        # A tap on the framing view, far below the answer: the page stays by the frame, so that a finger can nudge it
+        # again, and the new answer's headline is said under the buttons, in sight (the answer is a screen above).
         framing = page.locator("#framing img")
         framing.wait_for()  # the framing panel is shown after the answer, and then the page scrolls to the answer
         # (smoothly, and on a busy machine late): scrolled to the framing view until the answer stays out of sight.
@@ -431,10 +432,15 @@ def test_the_page_works_on_a_phone(browser, running_app, tmp_path):
             document.querySelector('#framing img').scrollIntoView();
             setTimeout(() => settled(document.querySelector('#answer').getBoundingClientRect().top < -50), 700);
         })""")
-        box = framing.bounding_box()
+        box, view = framing.bounding_box(), framing.get_attribute("src")
         framing.tap(position={"x": box["width"] / 2, "y": box["height"] / 2})
-        page.wait_for_function("() => { const top = document.querySelector('#answer').getBoundingClientRect().top;"
-                               " return top > -2 && top < window.innerHeight / 2; }")  # scrolled to, to a fraction
+        sync_api.expect(framing).not_to_have_attribute("src", view)  # checked again, and drawn
+        assert "the frame you placed" in phone.answer()
+        note = page.locator("#frame-note")
+        assert headline_in(phone.answer()) in note.inner_text()
+        page.wait_for_timeout(1000)  # a scroll, if any, has happened
+        assert page.evaluate("document.querySelector('#answer').getBoundingClientRect().top") < -50  # not jumped up
+        assert page.evaluate("document.querySelector('#frame-note').getBoundingClientRect().bottom") <= 844  # in sight
         phone.assert_only_local_requests()
     finally:
         phone.close()
