@@ -194,9 +194,7 @@ def train_on_seen(splits: dict[str, list[Sample]], seen: set[str]) -> tuple[dict
     training, for a model fine-tuned from that one: what it started from must not validate or test it. Also how
     many images validation and test gave up."""
     groups = {s.group for name in ("val", "test") for s in splits[name] if is_seen(s.path, seen)}
-    moved = {name: [s for s in splits[name] if s.group in groups] for name in ("val", "test")}
-    kept = {name: [s for s in splits[name] if s.group not in groups] for name in ("val", "test")}
-    return {"train": splits["train"] + moved["val"] + moved["test"], **kept}, {k: len(v) for k, v in moved.items()}
+    return into_training(splits, {(name, group) for name in ("val", "test") for group in groups})
 
 
 def copies_into_training(splits: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample]], dict[str, int]]:
@@ -221,9 +219,15 @@ def copies_into_training(splits: dict[str, list[Sample]]) -> tuple[dict[str, lis
     spans: dict[tuple[str, str], set[str]] = {}
     for node in list(link):
         spans.setdefault(root(node), set()).add(node[0])
-    leaks = {node for node in link if len(spans[root(node)]) > 1}
-    moved = {name: [s for s in splits[name] if (name, s.group) in leaks] for name in ("val", "test")}
-    kept = {name: [s for s in splits[name] if (name, s.group) not in leaks] for name in ("val", "test")}
+    return into_training(splits, {node for node in link if len(spans[root(node)]) > 1})
+
+
+def into_training(splits: dict[str, list[Sample]],
+                  lesions: set[tuple[str, str]]) -> tuple[dict[str, list[Sample]], dict[str, int]]:
+    """The splits with the validation and test `lesions` (split, group) moved into training, and how many images
+    validation and test gave up."""
+    moved = {name: [s for s in splits[name] if (name, s.group) in lesions] for name in ("val", "test")}
+    kept = {name: [s for s in splits[name] if (name, s.group) not in lesions] for name in ("val", "test")}
     return {"train": splits["train"] + moved["val"] + moved["test"], **kept}, {k: len(v) for k, v in moved.items()}
 
 

@@ -128,7 +128,8 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
 def frame_note(summary: str) -> str:
     """The answer's headline again, under the framing controls, where a moved frame's new answer is in sight (the
     answer itself is far above them, on a phone a screen or two), and whether SpotCheck's own frame said something
-    more cautious ("" for no answer)."""
+    more cautious ("" for no answer). Read from the answer's text, which a follow-up step gets back from the page:
+    the checking event's outputs are the API's four."""
     headline = next((h for h in HEADLINES.values() if summary.startswith(f"## {h}")), None)
     if headline is None:
         return ""

@@ -48,29 +48,35 @@ def remove_left_behind(prefix: str) -> None:
         return
     for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         pid = folder.name[len(prefix):].split("-")[0]
+        if not pid.isdigit() or folder in _MADE or folder.is_symlink():
+            continue
         try:
-            if not pid.isdigit() or folder in _MADE or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+            if folder.stat().st_uid != os.getuid() or (int(pid) != os.getpid() and _running(int(pid))):
                 continue
-            if int(pid) != os.getpid():
-                os.kill(int(pid), 0)  # raises if there is no such process
-                continue  # a server that is running: its folder stays
-        except ProcessLookupError:
-            pass
-        except OSError:  # gone meanwhile, or another user's process (PermissionError): left alone
+        except OSError:  # gone meanwhile
             continue
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def sweep_every(folder: Path, seconds: float) -> threading.Thread:
+def _running(pid: int) -> bool:
+    """Whether a process `pid` exists (another user's counts: it cannot be signalled, but it runs)."""
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only checked
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_every(folder: Path, seconds: float) -> None:
     """Delete what has lain in `folder` for `seconds`, every `seconds`, in a background thread."""
     def sweep_forever() -> None:
         while True:
             time.sleep(seconds)
             delete_older(folder, seconds)
 
-    thread = threading.Thread(target=sweep_forever, daemon=True, name=f"spotcheck-sweeper-{folder.name}")
-    thread.start()
-    return thread
+    threading.Thread(target=sweep_forever, daemon=True, name=f"spotcheck-sweeper-{folder.name}").start()
 
 
 def delete_older(folder: Path, seconds: float) -> None:
