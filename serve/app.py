@@ -328,14 +328,16 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         return move_frame_by_a_quarter
 
     def show_frame(held_photo: HeldPhoto | None):
-        """The framing panel (view, slider, move buttons): shown and usable while a photo is held, else hidden."""
+        """The framing panel (view, slider, move buttons): shown and usable while a photo is held, else hidden. A move
+        button is greyed out where the frame is at the photo's edge (pressed, it had checked the same frame again)."""
         pixels = held_pixels(held_photo)
         if pixels is None:
             return (gr.update(visible="hidden"), None, gr.update(value=FRAME_DEFAULT, interactive=False),
                     *[gr.update(interactive=False)] * len(MOVES))
-        return (gr.update(visible=True), files.write_picture(framing_view(pixels, held_photo.box)),
-                gr.update(value=frame_percent(pixels, held_photo.box), interactive=True),
-                *[gr.update(interactive=True)] * len(MOVES))
+        box = held_photo.box
+        return (gr.update(visible=True), files.write_picture(framing_view(pixels, box)),
+                gr.update(value=frame_percent(pixels, box), interactive=True),
+                *[gr.update(interactive=moved_frame(pixels, box, shift=shift) != box) for _, shift in MOVES])
 
     def redraw_frame(held_photo: HeldPhoto | None):  # after the slider: its value is the person's, left as it is
         panel, picture, slider, *moves = show_frame(held_photo)

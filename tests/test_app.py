@@ -185,6 +185,11 @@ def test_a_keyboard_can_move_the_frame_where_a_tap_would_and_the_controls_follow
     assert any(h in summary for h in HEADLINES.values())
     assert [update["interactive"] for update in show_frame(held_after)[3:]] == [True] * 4
     assert [update["interactive"] for update in show_frame(None)[3:]] == [False] * 4
+    at_right_edge = held_after
+    for _ in range(20):
+        at_right_edge = moves[1](at_right_edge, LatestPhoto())[5]
+    assert at_right_edge.box[2] == 300  # at the photo's right edge: "right" is greyed out, the others stay usable
+    assert [update["interactive"] for update in show_frame(at_right_edge)[3:]] == [True, False, True, True]
     assert show_frame(held_after)[0]["visible"] is True and show_frame(None)[0]["visible"] == "hidden"  # the panel
 
 
