@@ -9,15 +9,16 @@ network on a batch) are separate so that `predict_files`, which batch scoring
 and evaluation use, can decode in parallel threads and run the network on
 whole batches.
 
-Two backends run the network, with the same answers (tests/test_onnx.py):
+The network runs in one of two backends, with the same answers (tests/test_onnx.py):
 
 - "torch": the checkpoint (`spotcheck.pt`) in PyTorch;
 - "onnx": the export beside it (`spotcheck.onnx` + `spotcheck.json`, written
   by `python -m model.export`) in ONNX Runtime. This path never imports torch,
-  so the app and batch scoring can run where only onnxruntime is installed;
-- "auto" (the default): ONNX Runtime when the export exists, matches the
-  checkpoint and onnxruntime is installed (it is the faster one on a CPU, see
-  bench/results.md); PyTorch otherwise.
+  so the app and batch scoring can run where only onnxruntime is installed.
+
+`backend="auto"` (the default) picks ONNX Runtime when the export exists,
+matches the checkpoint and onnxruntime is installed (it is the faster one on a
+CPU, see bench/results.md), and PyTorch otherwise.
 
 torch is imported only inside the torch backend.
 """

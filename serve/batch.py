@@ -260,6 +260,32 @@ def make_predictor(checkpoint: str | os.PathLike | None = None, backend: str = "
     return Predictor(checkpoint, backend=backend, threads=threads)
 
 
+def argument_problem(args: argparse.Namespace, folder: Path, out: Path) -> str | None:
+    """What is wrong with the command line's folders and files, before anything is loaded or written; None if
+    nothing is."""
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if out.is_dir():
+        return f"--out {out} is a folder; give the CSV file to write, e.g. {out / 'scores.csv'}"
+    if out.is_file() and out.stat().st_size > 0 and not (args.resume or args.overwrite):
+        return f"{out} already exists: add --resume to keep its rows and score the rest, or --overwrite to replace it"
+    heatmaps = args.heatmaps
+    if heatmaps is not None and heatmaps.exists() and not heatmaps.is_dir():
+        return f"--heatmaps {heatmaps} is a file; give a folder for the heatmaps"
+    if heatmaps is not None and heatmaps.resolve() == folder.resolve():
+        return (f"--heatmaps {heatmaps} is the input folder: the heatmaps would mix with the photos; use a folder of "
+                f"their own, e.g. {folder / 'heatmaps'}")
+    if heatmaps is not None and heatmaps.is_dir() and not is_heatmaps(heatmaps):
+        # (an unmarked folder of heatmaps alone: an older version's, which marked only one inside the input folder)
+        photo = next((p for p in find_images(heatmaps) if not is_heatmap_name(p)), None)
+        if photo is not None:  # inside the input folder they would also be left out of the scoring
+            return (f"--heatmaps {heatmaps} holds photos of its own (e.g. {photo.relative_to(heatmaps)}): the "
+                    f"heatmaps would mix with them; use a new folder, e.g. {heatmaps / 'heatmaps'}")
+    if args.out is None and folder.resolve() in out.resolve().parents:
+        return f"the default output {out} would land inside the input folder; pass --out to choose"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
@@ -280,35 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume keeps the rows in --out and --overwrite replaces them: choose one")
 
     folder = args.folder
-    if not folder.is_dir():
-        print(f"error: {folder} is not a folder", file=sys.stderr)
-        return 2
     out = args.out if args.out is not None else Path("scores.csv")
-    if out.is_dir():
-        print(f"error: --out {out} is a folder; give the CSV file to write, e.g. {out / 'scores.csv'}", file=sys.stderr)
-        return 2
-    if out.is_file() and out.stat().st_size > 0 and not (args.resume or args.overwrite):
-        print(f"error: {out} already exists: add --resume to keep its rows and score the rest, or --overwrite to "
-              "replace it", file=sys.stderr)
-        return 2
-    if args.heatmaps is not None and args.heatmaps.exists() and not args.heatmaps.is_dir():
-        print(f"error: --heatmaps {args.heatmaps} is a file; give a folder for the heatmaps", file=sys.stderr)
-        return 2
-    if args.heatmaps is not None and args.heatmaps.resolve() == folder.resolve():
-        print(f"error: --heatmaps {args.heatmaps} is the input folder: the heatmaps would mix with the photos; "
-              f"use a folder of their own, e.g. {folder / 'heatmaps'}", file=sys.stderr)
-        return 2
-    if args.heatmaps is not None and args.heatmaps.is_dir() and not is_heatmaps(args.heatmaps):
-        # (an unmarked folder of heatmaps alone: an older version's, which marked only one inside the input folder)
-        photo = next((p for p in find_images(args.heatmaps) if not is_heatmap_name(p)), None)
-        if photo is not None:  # inside the input folder they would also be left out of the scoring
-            print(f"error: --heatmaps {args.heatmaps} holds photos of its own (e.g. {photo.relative_to(args.heatmaps)}):"
-                  f" the heatmaps would mix with them; use a new folder, e.g. {args.heatmaps / 'heatmaps'}",
-                  file=sys.stderr)
-            return 2
-    if args.out is None and folder.resolve() in out.resolve().parents:
-        print(f"error: the default output {out} would land inside the input folder; pass --out to choose",
-              file=sys.stderr)
+    if problem := argument_problem(args, folder, out):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         predictor = make_predictor(args.checkpoint, args.backend, args.threads)

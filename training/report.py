@@ -96,7 +96,7 @@ def scored_on(metrics: dict) -> str:
     return f"every image of {folders} (not data the model was trained on{left_out})"
 
 
-def kept_of(runs: list[dict]) -> str:
+def kept_weights_text(runs: list[dict]) -> str:
     """Which epoch and weights each run of an ensemble kept, e.g. "its last epoch (averaged weights)"."""
     kept = {(r.get("kept") or "last", r.get("best_epoch"), r.get("best_weights") or "averaged") for r in runs}
     if len(kept) == 1 and next(iter(kept))[0] == "last":
@@ -113,7 +113,7 @@ def clinical_sources_of(meta: dict) -> list[str]:
     return meta.get("clinical_sources", list(CLINICAL_CREDITS))
 
 
-def processor(meta: dict, flags: dict) -> str:
+def trained_where(meta: dict, flags: dict) -> str:
     """Where a run was trained: `meta["device"]` is "cpu" or the GPU's name."""
     device = meta.get("device", "cpu")
     return f"a CPU with {flags.get('threads', '?')} threads" if device == "cpu" else f"a GPU ({device})"
@@ -216,14 +216,14 @@ def _network_and_training(meta: dict, flags: dict) -> tuple[str, str, str]:
         network = f"an average of {len(runs)} networks: {network} in all"
         trained = (f"The average of {len(runs)} runs of `python -m training.train` (run seeds "
                    f"{', '.join(str(r['run_seed']) for r in runs)}; {meta.get('train_minutes', '?')} min of training "
-                   f"in all; each kept {kept_of(runs)}), each trained from {start}, calibrated as one model by "
+                   f"in all; each kept {kept_weights_text(runs)}), each trained from {start}, calibrated as one model by "
                    f"`python -m training.ensemble` (code version `{meta.get('code_version', '?')}`).")
         spread = (f"- The figures are for an average of {len(runs)} runs: single runs of the same command on the same "
                   "split differ by several\n  hundredths, more on the small clinical set (bench/README.md, \"Run to "
                   "run\"); averaging is meant to narrow that\n  spread, not to remove it.")
     else:
         trained = (f"Trained from {start} by `python -m training.train` (code version `{meta.get('code_version', '?')}`,\n"
-                   f"{meta.get('train_minutes', '?')} min on {processor(meta, flags)}, "
+                   f"{meta.get('train_minutes', '?')} min on {trained_where(meta, flags)}, "
                    f"{meta.get('kept', 'best')} epoch {meta.get('best_epoch', -1) + 1}).")
         spread = ("- The figures are one training run's: two runs of the same command on the same split can differ by "
                   "several\n  hundredths, more on the small clinical set (bench/README.md, \"Run to run\").")
