@@ -1,6 +1,6 @@
 """Train SpotCheck's CNN: `python -m training.train [--flags]`.
 
-Reads top to bottom: data -> split -> decode once -> train with balanced draws
+`main` reads top to bottom: data -> split -> decode once -> train with balanced draws
 (EfficientNet-Lite0 from ImageNet weights, or SpotNet from scratch)
 -> keep the last epoch's moving average (or the best epoch on validation)
 -> calibrate on validation -> write
@@ -389,33 +389,19 @@ def inherited_record(meta: dict) -> dict:
     return {**{k: v for k, v in meta.items() if k in INHERITED}, "clinical_sources": clinical_sources_of(meta)}
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    out = Path(args.out)
-    state, args = interrupted_run(out, args, named_flags(argv)) if args.resume else (None, args)
-    if state:  # a run resumed goes on in OUT: its report is out of date if its rule is fitted with other settings
-        replaced = run_report(out) if refits_otherwise(state, args) else []
-    else:  # anything else there is refused, or replaced whole
-        replaced = previous_run(out, args.overwrite)
-    if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
-        raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
-                         "into another --out")
-    run_seed = args.seed if args.run_seed is None else args.run_seed
-    device = training_device(args.device)
-    torch.manual_seed(run_seed)
-    torch.set_num_threads(args.threads)
-    started = time.time()
-    # A resumed run's weights are in last.pt, and so is what they inherited: the --start-from file may have changed.
-    start, inherited = (None, state["inherited"]) if state and "inherited" in state else starting_model(args)
-
-    # Data: split, then decode every image once (framed, resized) into memory.
+def run_splits(args: argparse.Namespace, state: dict | None,
+               start: dict | None) -> tuple[dict[str, list[Sample]], str]:
+    """The run's train / val / test split, and what to advise if a class is left short in it. A resumed run keeps the
+    split it recorded; a new one is made from the data, with lesions copied across splits, and (fine-tuning) those
+    the starting model has seen, moved into training."""
+    recorded = bool(state and "split_members" in state)
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
         splits = (recorded_splits(args.data, state["split_members"], args.folder_domain, legacy=legacy_names(state))
-                  if state and "split_members" in state else load_splits(args.data, args.seed, args.folder_domain))
+                  if recorded else load_splits(args.data, args.seed, args.folder_domain))
     except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
         raise SystemExit(f"error: {err}")
     advice = FOLDER_ADVICE
-    if not (state and "split_members" in state):  # copies across splits leak (a recorded split has had this done)
+    if not recorded:  # copies across splits leak (a recorded split has had this done)
         splits, copies = copies_into_training(splits)
         if any(copies.values()):
             print(f"{copies['val']} validation and {copies['test']} test images are of lesions with a copy in another "
@@ -441,6 +427,83 @@ def main(argv: list[str] | None = None) -> Path:
                   f"decision rule and its check for photos unlike its own are fitted without them, and it may then "
                   f"refuse or misjudge {domain} photos; give {domain} photos beside yours (e.g. the data it was "
                   "trained on) to keep them")
+    return splits, advice
+
+
+def train_one_epoch(model: torch.nn.Module, dx_head: torch.nn.Module | None, loader: torch.utils.data.DataLoader,
+                    optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+                    ema: AveragedModel | None, args: argparse.Namespace, device: torch.device,
+                    *, desc: str) -> tuple[int, float, int]:
+    """One pass over the epoch's draws; returns how many images were drawn, their summed loss and how many the
+    model got right as it went."""
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    dx_loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
+    seen, loss_sum, correct = 0, 0.0, 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=None)
+    for images, labels in bar:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        targets, dx, bad = labels[:, 0], labels[:, 1], labels[:, 2].bool()
+        features = model.dropout(model.pooled(images))
+        logits = model.head(features)
+        loss = loss_fn(logits, targets)
+        if args.malignant_weight and bad.any():
+            loss = loss + args.malignant_weight * vascular_penalty(logits[bad]).sum() / len(targets)
+        if dx_head and (dx >= 0).any():
+            loss = loss + args.dx_weight * dx_loss_fn(dx_head(features), dx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if ema:
+            ema.update_parameters(model)
+        seen += len(targets)
+        loss_sum += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+    return seen, loss_sum, correct
+
+
+def kept_weights(model: torch.nn.Module, ema: AveragedModel | None, args: argparse.Namespace, best: dict,
+                 history: list[dict], out: Path) -> tuple[dict, dict]:
+    """Load the weights to ship into `model` (`--keep`: the best epoch on validation, or the last epoch's average);
+    returns which ({"epoch", "weights"}) and their validation scores."""
+    if args.keep == "best":
+        kept = best
+        try:
+            model.load_state_dict(load_checkpoint(out / "best.pt", finished=False)["model"])
+        except CheckpointError as err:
+            raise SystemExit(f"no usable best checkpoint: {err}")
+    else:
+        kept = {"epoch": args.epochs - 1, "weights": "averaged" if ema else "raw"}
+        if ema:
+            model.load_state_dict(ema.module.state_dict())
+    row = history[kept["epoch"]] if kept["epoch"] < len(history) else {}
+    if kept["weights"] == "raw":  # the row leads with the averaged weights' scores when there are any
+        row = {**row, **{k.removeprefix("raw_"): v for k, v in row.items() if k.startswith("raw_")}}
+    return kept, row
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    out = Path(args.out)
+    state, args = interrupted_run(out, args, named_flags(argv)) if args.resume else (None, args)
+    if state:  # a run resumed goes on in OUT: its report is out of date if its rule is fitted with other settings
+        replaced = run_report(out) if refits_otherwise(state, args) else []
+    else:  # anything else there is refused, or replaced whole
+        replaced = previous_run(out, args.overwrite)
+    if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
+        raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
+                         "into another --out")
+    run_seed = args.seed if args.run_seed is None else args.run_seed
+    device = training_device(args.device)
+    torch.manual_seed(run_seed)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    # A resumed run's weights are in last.pt, and so is what they inherited: the --start-from file may have changed.
+    start, inherited = (None, state["inherited"]) if state and "inherited" in state else starting_model(args)
+
+    # Data: split, then decode every image once (framed, resized) into memory.
+    splits, advice = run_splits(args, state, start)
     for name in ("train", "val"):
         require_every_class(name, splits[name], advice=advice)
     try:
@@ -482,8 +545,6 @@ def main(argv: list[str] | None = None) -> Path:
                                                    pct_start=0.15)
     # The moving average smooths the step-to-step noise of small-batch training (~2.5 epochs at 0.995).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    dx_loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
     start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
     if state:
         model.load_state_dict(state["model"])
@@ -506,28 +567,9 @@ def main(argv: list[str] | None = None) -> Path:
                            draws=args.draws_per_epoch, seed=run_seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers,
                                              pin_memory=device.type == "cuda")
-        seen, loss_sum, correct, epoch_start = 0, 0.0, 0, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
-        for images, labels in bar:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            targets, dx, bad = labels[:, 0], labels[:, 1], labels[:, 2].bool()
-            features = model.dropout(model.pooled(images))
-            logits = model.head(features)
-            loss = loss_fn(logits, targets)
-            if args.malignant_weight and bad.any():
-                loss = loss + args.malignant_weight * vascular_penalty(logits[bad]).sum() / len(targets)
-            if dx_head and (dx >= 0).any():
-                loss = loss + args.dx_weight * dx_loss_fn(dx_head(features), dx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if ema:
-                ema.update_parameters(model)
-            seen += len(targets)
-            loss_sum += loss.item() * len(targets)
-            correct += (logits.argmax(1) == targets).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        epoch_start = time.time()
+        seen, loss_sum, correct = train_one_epoch(model, dx_head, loader, optimizer, schedule, ema, args, device,
+                                                  desc=f"epoch {epoch + 1}/{args.epochs}")
         train_seconds = time.time() - epoch_start
         # The average lags far behind while the learning rate is high, so the raw weights stay candidates
         # (they win in short runs). The average comes first, so a tie keeps it (max keeps the first).
@@ -557,19 +599,7 @@ def main(argv: list[str] | None = None) -> Path:
         (out / "history.json").write_text(json.dumps(plain(history), indent=1, allow_nan=False))
 
     # The deliverable, calibrated on validation: the best epoch on validation, or the last epoch's average.
-    if args.keep == "best":
-        kept = best
-        try:
-            model.load_state_dict(load_checkpoint(out / "best.pt", finished=False)["model"])
-        except CheckpointError as err:
-            raise SystemExit(f"no usable best checkpoint: {err}")
-    else:
-        kept = {"epoch": args.epochs - 1, "weights": "averaged" if ema else "raw"}
-        if ema:
-            model.load_state_dict(ema.module.state_dict())
-    row = history[kept["epoch"]] if kept["epoch"] < len(history) else {}
-    if kept["weights"] == "raw":  # the row leads with the averaged weights' scores when there are any
-        row = {**row, **{k.removeprefix("raw_"): v for k, v in row.items() if k.startswith("raw_")}}
+    kept, row = kept_weights(model, ema, args, best, history, out)
     meta = {"kept": args.keep,  # the epoch and weights below: the best on validation, or the last ones
             "best_epoch": kept["epoch"], "best_weights": kept["weights"], "validation": row,
             "train_minutes": round((time.time() - started) / 60, 1)}
