@@ -1,7 +1,8 @@
 """The SpotCheck web page: `python -m serve.app [--port N] [--checkpoint PATH] [--backend auto|torch|onnx]`.
 
-A thin Gradio layer over `check_spot`, a plain function that the tests call
-directly. Runs fully offline: analytics off, system fonts only, no share link;
+Plain functions answer a photo (`check_spot`, `check_frame`) and `PageHandlers`
+holds what each button does, all called directly by the tests; `build_app` lays
+out the page and wires its events to them. Runs fully offline: analytics off, system fonts only, no share link;
 uploads are deleted once answered.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
@@ -219,9 +221,9 @@ def never_downloading(image: gr.Image) -> gr.Image:
     return image
 
 
-def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
+def uploaded_path(upload_folder: str | os.PathLike, payload: dict | None) -> str | None:
     """The uploaded file itself, for `check_spot` to read (the click runs with preprocess=False); None for a path
-    outside Gradio's upload folder.
+    outside `upload_folder`, Gradio's.
 
     gr.Image's own preprocessing opens every upload with PIL before the handler
     runs: a file that is not an image then fails inside Gradio (the page shows
@@ -235,9 +237,9 @@ def uploaded_path(photo: gr.Image, payload: dict | None) -> str | None:
         return None
     if payload.get("path"):
         path = str(payload["path"])
-        return path if Path(path).resolve().is_relative_to(Path(photo.GRADIO_CACHE).resolve()) else None
+        return path if Path(path).resolve().is_relative_to(Path(upload_folder).resolve()) else None
     url = str(payload.get("url") or "")
-    return saved_data_url(url, photo.GRADIO_CACHE) if url.startswith("data:") else None
+    return saved_data_url(url, upload_folder) if url.startswith("data:") else None
 
 
 def saved_data_url(url: str, folder: str | os.PathLike) -> str:
@@ -256,11 +258,48 @@ def saved_data_url(url: str, folder: str | os.PathLike) -> str:
     return f.name
 
 
-def build_app(predictor: Predictor) -> gr.Blocks:
-    files = OutputFiles()
-    memory = HeldPhotos(HELD_BYTES)
+def failed(what: str) -> tuple:
+    """The page's outputs when checking raised: never a bare "Error" on the page; the log has the details."""
+    log.exception("checking %s failed", what)  # not the payload: a photo's name or its pixels, inline
+    return ("## Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
+            "or try another photo.", None, None, DISCLAIMER, True, None)
 
-    def shown(a: Answer, upload: str | None) -> tuple:
+
+def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, checked: str | None) -> tuple:
+    """`outputs`, or nothing new on the page if another photo was put in while `checked` was being checked:
+    `clear` has already emptied the answer for the new photo. (A photo whose `clear` arrives only after the
+    button was pressed, `before` being the previous photo, still gets its answer.)"""
+    if latest.upload in (before, checked):
+        return outputs
+    return (*[gr.skip()] * 4, False, gr.skip())
+
+
+def show_parts(summary: str | None, chart_payload: dict | None, heatmap_payload: dict | None) -> tuple:
+    """The confidence panel and the heatmap, each hidden while it is empty (no answer, or no bars and no heatmap
+    for a photo that cannot be judged: an empty box looked like something had failed to load); and the answer's
+    headline under the framing controls (`frame_note`)."""
+    return (*[gr.update(visible=True if filled else "hidden")
+              for filled in (bool((chart_payload or {}).get("confidences")), heatmap_payload is not None)],
+            frame_note(summary or ""))
+
+
+def empty_photo_if(unanswered: bool):
+    """Empty the photo box when there was no answer (e.g. a file that is not an image shows as a broken picture)."""
+    return None if unanswered else gr.skip()
+
+
+class PageHandlers:
+    """What the page's buttons and events do, for one server: check a photo, move or resize its frame, take a new
+    photo in. Each method returns the page's new values, in the order `build_app` wires them; the tests call them
+    directly."""
+
+    def __init__(self, predictor: Predictor, upload_folder: str | os.PathLike):
+        self.predictor = predictor
+        self.upload_folder = upload_folder  # Gradio's, where every upload lands
+        self.files = OutputFiles()
+        self.memory = HeldPhotos(HELD_BYTES)
+
+    def shown(self, a: Answer, upload: str | None) -> tuple:
         """An Answer as the page's outputs: the four API outputs, then whether the photo box should be
         emptied (no answer: upload another) and the photo held for moving the frame."""
         heatmap = a.heatmap
@@ -269,65 +308,57 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             heatmap = cv2.resize(heatmap, (width, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
         held_photo = None
         if a.photo is not None and upload:
-            held_photo = memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed, a.own_frame_label))
-        chart = files.write_label(a.label, a.probabilities) if a.label else None  # no bars: the decision alone
-        return (a.summary, chart, None if heatmap is None else files.write_picture(heatmap), a.guidance,
+            held_photo = self.memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed, a.own_frame_label))
+        chart = self.files.write_label(a.label, a.probabilities) if a.label else None  # no bars: the decision alone
+        return (a.summary, chart, None if heatmap is None else self.files.write_picture(heatmap), a.guidance,
                 a.label is None, held_photo)
 
-    def failed(what: str) -> tuple:  # never a bare "Error" on the page; the log has the details
-        log.exception("checking %s failed", what)  # not the payload: a photo's name or its pixels, inline
-        return ("## Something went wrong\n\nSpotCheck could not check this photo. Please try again, "
-                "or try another photo.", None, None, DISCLAIMER, True, None)
-
-    def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, checked: str | None) -> tuple:
-        """`outputs`, or nothing new on the page if another photo was put in while `checked` was being checked:
-        `clear` has already emptied the answer for the new photo. (A photo whose `clear` arrives only after the
-        button was pressed, `before` being the previous photo, still gets its answer.)"""
-        if latest.upload in (before, checked):
-            return outputs
-        return (*[gr.skip()] * 4, False, gr.skip())
-
-    def answer(payload, held_photo: HeldPhoto | None, latest: LatestPhoto):
+    def answer(self, payload: dict | None, held_photo: HeldPhoto | None, latest: LatestPhoto) -> tuple:
+        """The check button: answer the photo in the box (the held photo again, with its frame, if it was
+        answered before)."""
         before, path, pixels = latest.upload, None, held_pixels(held_photo)
         try:
-            path = uploaded_path(photo, payload)
+            path = uploaded_path(self.upload_folder, payload)
             if pixels is not None and held_photo.upload == path and not Path(path).exists():  # checked again
                 h = held_photo
-                outputs = shown(check_frame(predictor, pixels, h.box if h.placed else None,
-                                            own_frame_label=h.own_frame_label), path)
+                outputs = self.shown(check_frame(self.predictor, pixels, h.box if h.placed else None,
+                                                 own_frame_label=h.own_frame_label), path)
             else:
-                outputs = shown(check_spot(predictor, path), path)
+                outputs = self.shown(check_spot(self.predictor, path), path)
         except Exception:
             outputs = failed("a photo")
         return unless_replaced(outputs, latest, before, path)
 
-    def reframe(held_photo: HeldPhoto | None, latest: LatestPhoto, percent: float | None,
-                click: tuple[float, float] | None = None, shift: tuple[int, int] | None = None):
+    def reframe(self, held_photo: HeldPhoto | None, latest: LatestPhoto, percent: float | None,
+                click: tuple[float, float] | None = None, shift: tuple[int, int] | None = None) -> tuple:
         """Check the held photo again with the frame moved (a click on the framing view, a move button) or resized
         (the slider)."""
         pixels = held_pixels(held_photo)
         if pixels is None:
-            return shown(Answer("## Please upload the photo again\n\nThe photo is no longer held: photos are "
-                                f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer (less "
-                                "when the server is busy).", {}, None, DISCLAIMER), None)
+            return self.shown(Answer("## Please upload the photo again\n\nThe photo is no longer held: photos are "
+                                     f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer "
+                                     "(less when the server is busy).", {}, None, DISCLAIMER), None)
         h, before = held_photo, latest.upload
         try:
             box = moved_frame(pixels, h.box, click=click, percent=percent, shift=shift,
-                              flatten_lightness=predictor.settings.flatten_lightness)
-            outputs = shown(check_frame(predictor, pixels, box, own_frame_label=h.own_frame_label), h.upload)
+                              flatten_lightness=self.predictor.settings.flatten_lightness)
+            outputs = self.shown(check_frame(self.predictor, pixels, box, own_frame_label=h.own_frame_label),
+                                 h.upload)
         except Exception:
             outputs = failed("a moved frame")
         return unless_replaced(outputs, latest, before, h.upload)
 
-    def move_frame(held_photo: HeldPhoto | None, latest: LatestPhoto, evt: gr.SelectData):  # same size, new place
-        return reframe(held_photo, latest, None, click=tuple(evt.index))
+    def move_frame(self, held_photo: HeldPhoto | None, latest: LatestPhoto, evt: gr.SelectData) -> tuple:
+        """A tap on the framing view: the frame goes there, at the same size (or round the spot tapped)."""
+        return self.reframe(held_photo, latest, None, click=tuple(evt.index))
 
-    def move_frame_by(shift: tuple[int, int]):
-        def move_frame_by_a_quarter(held_photo: HeldPhoto | None, latest: LatestPhoto):
-            return reframe(held_photo, latest, None, shift=shift)
+    def move_frame_by(self, shift: tuple[int, int]):
+        """The handler of one move button."""
+        def move_frame_by_a_quarter(held_photo: HeldPhoto | None, latest: LatestPhoto) -> tuple:
+            return self.reframe(held_photo, latest, None, shift=shift)
         return move_frame_by_a_quarter
 
-    def show_frame(held_photo: HeldPhoto | None):
+    def show_frame(self, held_photo: HeldPhoto | None) -> tuple:
         """The framing panel (view, slider, move buttons): shown and usable while a photo is held, else hidden. A move
         button is greyed out where the frame is at the photo's edge (pressed, it had checked the same frame again)."""
         pixels = held_pixels(held_photo)
@@ -335,18 +366,21 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             return (gr.update(visible="hidden"), None, gr.update(value=FRAME_DEFAULT, interactive=False),
                     *[gr.update(interactive=False)] * len(MOVES))
         box = held_photo.box
-        return (gr.update(visible=True), files.write_picture(framing_view(pixels, box)),
+        return (gr.update(visible=True), self.files.write_picture(framing_view(pixels, box)),
                 gr.update(value=frame_percent(pixels, box), interactive=True),
                 *[gr.update(interactive=moved_frame(pixels, box, shift=shift) != box) for _, shift in MOVES])
 
-    def redraw_frame(held_photo: HeldPhoto | None):  # after the slider: its value is the person's, left as it is
-        panel, picture, slider, *moves = show_frame(held_photo)
+    def redraw_frame(self, held_photo: HeldPhoto | None) -> tuple:
+        """`show_frame` after the slider: its value is the person's, left as it is."""
+        panel, picture, slider, *moves = self.show_frame(held_photo)
         return panel, picture, slider if picture is None else gr.skip(), *moves  # a photo let go still hides it
 
-    def clear(payload, latest: LatestPhoto):  # a new photo: the previous answer (and its held photo) must not stay
+    def clear(self, payload: dict | None, latest: LatestPhoto) -> tuple:
+        """A new photo put in: the previous answer (and its held photo) must not stay."""
         previous = latest.upload
         latest.upload = (payload or {}).get("path")  # in place: an answer being checked sees it (`unless_replaced`)
-        replaced = uploaded_path(photo, {"path": previous}) if previous and previous != latest.upload else None
+        replaced = (uploaded_path(self.upload_folder, {"path": previous})
+                    if previous and previous != latest.upload else None)
         if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
             Path(replaced).unlink(missing_ok=True)
         return (WAITING, None, None, "", None, gr.update(visible="hidden"), None,
@@ -354,10 +388,11 @@ def build_app(predictor: Predictor) -> gr.Blocks:
                 *[gr.update(interactive=False)] * len(MOVES),
                 gr.update(interactive=False))  # the check button waits for `show_photo`
 
-    def show_photo(payload, latest: LatestPhoto):  # a photo the browser cannot show is replaced by a copy it can
+    def show_photo(self, payload: dict | None, latest: LatestPhoto) -> tuple:
+        """A photo the browser cannot show is replaced by a copy it can; the check button comes back."""
         put_in = (payload or {}).get("path")
         try:
-            copy = browser_copy(uploaded_path(photo, payload) if put_in else None, files)
+            copy = browser_copy(uploaded_path(self.upload_folder, payload) if put_in else None, self.files)
         except Exception:  # whatever went wrong, the button must come back; checking the upload says what is wrong
             log.exception("copying a photo for the browser failed")  # not the payload, which names the photo
             copy = None
@@ -365,17 +400,10 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             return gr.skip(), gr.skip()
         return gr.skip() if copy is None else copy, gr.update(interactive=True)
 
-    def show_parts(summary: str | None, chart_payload: dict | None, heatmap_payload: dict | None):
-        """The confidence panel and the heatmap, each hidden while it is empty (no answer, or no bars and no heatmap
-        for a photo that cannot be judged: an empty box looked like something had failed to load); and the answer's
-        headline under the framing controls (`frame_note`)."""
-        return (*[gr.update(visible=True if filled else "hidden")
-                  for filled in (bool((chart_payload or {}).get("confidences")), heatmap_payload is not None)],
-                frame_note(summary or ""))
 
-    def empty_photo_if(unanswered: bool):  # e.g. a file that is not an image shows as a broken picture
-        return None if unanswered else gr.skip()
-
+def build_app(predictor: Predictor) -> gr.Blocks:
+    """The page: its layout, and which `PageHandlers` method each event runs."""
+    page = PageHandlers(predictor, get_upload_folder())  # the folder Gradio gives the photo box below
     with gr.Blocks(title="SpotCheck", analytics_enabled=False,
                    delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as app:
         gr.Markdown("# SpotCheck\nIs a small red or brown spot a harmless cherry angioma, or a mole to keep an eye on?")
@@ -417,27 +445,27 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if;
         # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
         framing_controls = [framing_panel, framing, frame_size, *moves]
-        cleared = photo.input(clear, inputs=[photo, latest], outputs=[*outputs, held, *framing_controls, check],
+        cleared = photo.input(page.clear, inputs=[photo, latest], outputs=[*outputs, held, *framing_controls, check],
                               preprocess=False, trigger_mode="multiple", **private)
         parts = {"inputs": [summary, chart, heatmap], "outputs": [chart, heatmap, note], "preprocess": False, **private}
         cleared.then(show_parts, **parts)
         cleared.then(
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
-            show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
+            page.show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
             api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
         # "always_last": a press while a check runs (another photo put in meanwhile) is answered after it, not dropped.
-        check.click(answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
+        check.click(page.answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False, trigger_mode="always_last").then(
             show_parts, **parts).then(
             empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
-            show_frame, inputs=held, outputs=framing_controls, **private).then(
+            page.show_frame, inputs=held, outputs=framing_controls, **private).then(
             None, js=SHOW_ANSWER, **private)
         # A moved frame sets the slider to its size; a resized one leaves the slider where the person put it, and
         # "always_last" checks its last position when keys or drags come faster than the answers.
         for event, handler, inputs, then, mode in (
-                (framing.select, move_frame, [held, latest], show_frame, "once"),
-                (frame_size.release, reframe, [held, latest, frame_size], redraw_frame, "always_last"),
-                *((button.click, move_frame_by(shift), [held, latest], show_frame, "once")
+                (framing.select, page.move_frame, [held, latest], page.show_frame, "once"),
+                (frame_size.release, page.reframe, [held, latest, frame_size], page.redraw_frame, "always_last"),
+                *((button.click, page.move_frame_by(shift), [held, latest], page.show_frame, "once")
                   for button, (_, shift) in zip(moves, MOVES))):
             # The page stays where it is: the note under the buttons says the new answer, so that a finger can
             # nudge the frame again (scrolling to the answer had thrown a phone's page about 800 px up each time).

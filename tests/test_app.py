@@ -17,8 +17,8 @@ from model.checkpoint import DEFAULT_CHECKPOINT
 from data.framing import Framing
 from data.presets import EvalSettings
 from model.predictor import Prediction, Predictor
-from serve.app import (browser_copy, build_app, check_frame, check_spot, frame_note, frame_percent, framing_view,
-                       moved_frame)
+from serve.app import (PageHandlers, browser_copy, build_app, check_frame, check_spot, frame_note, frame_percent,
+                       framing_view, moved_frame)
 from serve.batch import score_folder
 from serve.memory import HeldPhoto, LatestPhoto
 from serve.guard import RequestGuard
@@ -81,7 +81,7 @@ def test_a_photo_it_cannot_judge_gets_no_confidence_bars(tmp_path, uploads, pred
     assert "found and framed" not in answer.summary
     unusable = why == "too small"  # no heatmap on it; a photo unlike the training ones shows what was checked
     assert (answer.heatmap is not None) is ("tap your spot" in answer.summary) is (not unusable)
-    check = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
+    check = PageHandlers(predictor, uploads).answer
     *_, unanswered, held = check({"path": str(write_rgb(uploads / "photo.png", photo))}, None, LatestPhoto())
     assert not unanswered and held is not None  # an answer all the same: the photo stays, its frame can be moved
 
@@ -170,10 +170,11 @@ def test_the_move_buttons_shift_the_frame_a_quarter_of_its_side_and_keep_it_insi
 
 
 def test_a_keyboard_can_move_the_frame_where_a_tap_would_and_the_controls_follow_the_held_photo(uploads, predictor):
-    app = build_app(predictor)
+    app = build_app(predictor)  # as the page wires them: the check button, and the move buttons in MOVES' order
     answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
-    show_frame = next(f.fn for f in app.fns.values() if f.name == "show_frame")
-    moves = [f.fn for f in app.fns.values() if f.name == "move_frame_by_a_quarter"]  # in MOVES' order
+    assert answer.__func__ is PageHandlers.answer
+    show_frame = answer.__self__.show_frame
+    moves = [f.fn for f in app.fns.values() if f.name == "move_frame_by_a_quarter"]
     assert len(moves) == len(serve.app.MOVES) == 4
     upload = write_rgb(uploads / "spot.png", spot_photo("nevus", size=300, radius=20))
     held = answer({"path": str(upload)}, None, LatestPhoto())[5]
@@ -251,7 +252,7 @@ def test_the_app_answers_as_batch_scoring_does(tmp_path, judging, label):
 
 def test_checking_again_uses_the_held_photo_only_for_the_same_upload(uploads, predictor):
     """The page's button: a photo answered before is held in memory; a different upload never gets its answer."""
-    answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
+    answer = PageHandlers(predictor, uploads).answer
     first = write_rgb(uploads / "first.png", spot_photo("vascular", size=200))
     summary, _, _, _, unanswered, held = answer({"path": str(first)}, None, LatestPhoto())
     assert not unanswered and isinstance(held, HeldPhoto) and held.upload == str(first)
@@ -271,9 +272,9 @@ def test_held_photos_stay_within_the_memory_budget_oldest_let_go_first(uploads, 
     longest-held photos are let go, and their page asks for the photo again instead of failing."""
     photo_bytes = 200 * 200 * 3
     monkeypatch.setattr(serve.app, "HELD_BYTES", 2 * photo_bytes)
-    app = build_app(predictor)
-    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
-    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
+    page = PageHandlers(predictor, uploads)
+    answer = page.answer
+    reframe = page.reframe
     held = []
     for i in range(3):
         upload = write_rgb(uploads / f"{i}.png", spot_photo("nevus", size=200, seed=i))
@@ -299,10 +300,10 @@ class LetGoAfterOneRead:
 
 def test_a_photo_let_go_while_its_request_runs_is_still_answered(uploads, predictor):
     """A request that found its photo held finishes with it, not with "Something went wrong" or a bare "Error"."""
-    app = build_app(predictor)
-    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
-    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
-    show_frame = next(f.fn for f in app.fns.values() if f.name == "show_frame")
+    page = PageHandlers(predictor, uploads)
+    answer = page.answer
+    reframe = page.reframe
+    show_frame = page.show_frame
     upload = write_rgb(uploads / "spot.png", spot_photo("vascular", size=200))
     held = answer({"path": str(upload)}, None, LatestPhoto())[5]
     assert any(h in reframe(LetGoAfterOneRead(held), LatestPhoto(), 40)[0] for h in HEADLINES.values())
@@ -314,7 +315,7 @@ def test_a_photo_let_go_while_its_request_runs_is_still_answered(uploads, predic
 def test_the_page_reads_and_deletes_only_files_in_its_upload_folder(tmp_path, uploads, predictor):
     """A request naming any other file on the server (the API lets a caller send a bare path) gets no answer from
     it, and the file stays: nothing is read or deleted, and the reply does not even say whether it exists."""
-    answer = next(f.fn for f in build_app(predictor).fns.values() if f.api_name == "check")
+    answer = PageHandlers(predictor, uploads).answer
     elsewhere = write_rgb(tmp_path / "private" / "photo.png", spot_photo("vascular", size=200))
     for path in (elsewhere, tmp_path / "private" / "missing.png", uploads / ".." / "private" / "photo.png"):
         summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(path)}, None, LatestPhoto())
@@ -346,8 +347,8 @@ def test_an_answer_is_dropped_when_its_photo_was_replaced_while_being_checked(up
                                                                             shown):
     upload = write_rgb(uploads / "red.png", spot_photo("vascular", size=200))
     latest = LatestPhoto(before and str(uploads / before))
-    app = build_app(PhotoPutInWhileChecking(predictor, latest, put_in and str(uploads / put_in)))
-    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
+    page = PageHandlers(PhotoPutInWhileChecking(predictor, latest, put_in and str(uploads / put_in)), uploads)
+    answer = page.answer
     summary, chart, heatmap, guidance, unanswered, held = answer({"path": str(upload)}, None, latest)
     if shown:
         assert any(h in summary for h in HEADLINES.values()) and isinstance(held, HeldPhoto)
@@ -377,7 +378,7 @@ def test_the_confidence_panel_is_headed_by_the_decision_not_the_top_group(upload
     strict = Predictor(DEFAULT_CHECKPOINT)
     strict.calibration = dataclasses.replace(strict.calibration, vascular_min=0.9999, unsure_below=0.0,
                                              ood_distance_max=float("inf"))  # the synthetic photo counts as judged
-    answer = next(f.fn for f in build_app(strict).fns.values() if f.api_name == "check")
+    answer = PageHandlers(strict, uploads).answer
     upload = write_rgb(uploads / "red.png", spot_photo("vascular", size=200))
     summary, chart, *_ = answer({"path": str(upload)}, None, LatestPhoto())
     panel = gr.Label().postprocess(chart)
@@ -412,8 +413,8 @@ def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same
 
 
 def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back(uploads, predictor):
-    app = build_app(predictor)
-    clear, show_photo = (next(f.fn for f in app.fns.values() if f.name == name) for name in ("clear", "show_photo"))
+    page = PageHandlers(predictor, uploads)
+    clear, show_photo = page.clear, page.show_photo
     heic = uploads / "IMG_0001.HEIC"
     heic.parent.mkdir(parents=True)
     heic.write_bytes(ROTATED_HEIC)
@@ -471,8 +472,8 @@ def test_only_the_shipped_model_at_90_percent_quotes_the_figures_measured_on_it(
 
 
 def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, tmp_path):
-    app = build_app(predictor)
-    clear = next(f.fn for f in app.fns.values() if f.name == "clear")
+    page = PageHandlers(predictor, uploads)
+    clear = page.clear
     first, second = (write_rgb(uploads / name, spot_photo("nevus", size=64)) for name in ("a.png", "b.png"))
     elsewhere = write_rgb(tmp_path / "not_an_upload.png", spot_photo("nevus", size=64))
     latest = LatestPhoto()
@@ -566,9 +567,9 @@ def test_a_frame_moved_until_the_answer_reassures_says_what_spotchecks_own_frame
     """On a melanoma photo, moving the frame turned "see a doctor" into "looks like a cherry angioma" (a user audit:
     20 of 51 melanoma photos could be reframed into a reassuring answer). A more reassuring answer for the person's
     frame than for SpotCheck's own says so (also after pressing the button again); a more cautious one does not."""
-    app = build_app(FramedAnswers(own, placed))
-    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
-    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
+    page = PageHandlers(FramedAnswers(own, placed), uploads)
+    answer = page.answer
+    reframe = page.reframe
     upload = write_rgb(uploads / "spot.png", spot_photo("nevus", size=200))
     summary, *_, held = answer({"path": str(upload)}, None, LatestPhoto())
     assert summary.startswith(f"## {HEADLINES[own]}") and "placed itself" not in summary
@@ -586,9 +587,9 @@ def test_a_moved_frame_is_not_compared_with_an_answer_for_a_photo_spotcheck_coul
     unjudged = FramedAnswers("unsure", "vascular")
     real_predict = unjudged.predict
     unjudged.predict = lambda photo, box=None: dataclasses.replace(real_predict(photo, box), unlike_training=box is None)
-    app = build_app(unjudged)
-    answer = next(f.fn for f in app.fns.values() if f.api_name == "check")
-    reframe = next(f.fn for f in app.fns.values() if f.name == "reframe")
+    page = PageHandlers(unjudged, uploads)
+    answer = page.answer
+    reframe = page.reframe
     held = answer({"path": str(write_rgb(uploads / "spot.png", spot_photo("nevus", size=200)))}, None, LatestPhoto())[5]
     moved = reframe(held, LatestPhoto(), 40)[0]
     assert moved.startswith(f"## {HEADLINES['vascular']}") and "placed itself" not in moved
