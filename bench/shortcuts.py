@@ -4,7 +4,7 @@ Some clinical sources carry marks on one class only: pen circles, case numbers
 and rulers on the NCI atlas nevi, a grey caption bar on SD-198's vascular and
 other photos. A network can learn "a ring of ink means a mole". This bench
 takes every validation image, frames it as the predictor does, and scores the
-framed square as it is and again with each of `data.presets.MARKS` drawn on
+framed square as it is and again with each of `data.augment.MARKS` drawn on
 it (seeded per image, so every model sees the same marks). A model that looks
 at the spot keeps its answer; one that learned the mark changes it.
 
@@ -21,7 +21,8 @@ from sklearn.metrics import balanced_accuracy_score
 
 from bench.compare import framed_validation, parse_models, publish, validation_key
 from data.datasets import CLASSES
-from data.presets import MARKS, eval_preset
+from data.augment import MARKS
+from data.presets import eval_preset
 from model.decision import softmax
 from model.predictor import Predictor
 

@@ -4,7 +4,7 @@ Phone photos often show a small spot in a wide field of skin, while HAM10000
 and most clinical validation photos are close-ups. This bench takes every
 validation image, frames it as the predictor does, and shows it again with the
 spot shrunk to a half and a quarter of the picture on a surround of its own
-skin colour (`data.presets.zoom_out`, seeded per image, so every model sees the
+skin colour (`data.augment.zoom_out`, seeded per image, so every model sees the
 same pictures). Each picture goes the whole prediction path: the predictor
 finds and frames the spot (`framed`), or, for comparison, is handed the whole
 picture (`whole picture`), as it would be without framing. The photo checks
@@ -25,7 +25,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from bench.compare import framed_validation, parse_models, publish, validation_key
 from data.datasets import CLASSES
-from data.presets import zoom_out
+from data.augment import zoom_out
 from model.decision import UNSURE
 from model.predictor import Predictor
 

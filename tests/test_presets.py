@@ -5,8 +5,8 @@ import numpy as np
 
 import pytest
 
-from data.presets import (MARKS, EvalSettings, TrainPreset, add_marks, clinicalize, eval_preset, normalize_as,
-                          random_colour, random_geometry, shades_of_grey, zoom_out)
+from data.augment import MARKS, add_marks, clinicalize, random_colour, random_geometry, zoom_out
+from data.presets import EvalSettings, TrainPreset, eval_preset, normalize_as, shades_of_grey
 
 
 def skin_with_spot(cast=(1.0, 1.0, 1.0)) -> np.ndarray:
