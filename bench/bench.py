@@ -323,11 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: a training job is running; the numbers will be low:\n  " + "\n  ".join(busy_before),
               file=sys.stderr)
     box = machine()
+    t_start = time.perf_counter()
 
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {message}", file=sys.stderr, flush=True)
 
-    t_start = time.perf_counter()
     all_paths = list(batch.find_images(IMAGES))
     paths = all_paths[: args.limit] if args.limit else all_paths
     say(f"reading {len(all_paths)} files once (page cache)")
