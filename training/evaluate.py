@@ -145,7 +145,7 @@ def data_folders(meta: dict) -> list[str]:
                      "are not all on this machine: give them with --data")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="default: the shipped model")
     parser.add_argument("--data", nargs="+", default=None,
@@ -163,15 +163,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="what the photos of class-per-folder trees are: 'dermoscopy' or 'clinical' (ordinary "
                              "camera or phone photos), each reported apart (default: what the model took its own "
                              "trees to be; dermoscopy for the shipped model)")
-    args = parser.parse_args(argv)
-    if args.split == "all" and (args.data is None or args.out is None):
-        parser.error("--split all scores folders the model was not trained on: name them with --data, and the "
-                     "report's folder with --out")
+    return parser
 
-    try:
-        predictor = Predictor(args.checkpoint)
-    except CheckpointError as err:
-        raise SystemExit(f"error: {err}")
+
+def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[list[str], list[Sample], int, bool]:
+    """The data folders, the images to score in them, how many were left out as seen (`--split all`), and whether
+    the folders are the ones the model was trained on (its report is then the one beside the checkpoint)."""
     data = args.data or data_folders(predictor.meta)
     folder_domain = args.folder_domain or trained_folder_domain(predictor.meta)
     try:  # a missing folder, no images in it, too few to split: FileNotFoundError, ValueError
@@ -197,6 +194,36 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
         raise SystemExit(f"error: {problem}")
+    return data, samples, left_out, trained_here
+
+
+def print_summary(metrics: dict) -> None:
+    """One line per domain: the headline figures of `metrics`."""
+    for domain, report in metrics["domains"].items():
+        rule = report["with_decision_rule"]
+        print(f"{domain}: n={report['images']} {report['class_counts']} "
+              f"balanced_acc={as_text(report['argmax']['balanced_accuracy'])} "
+              f"vascular_recall={as_text(report['argmax']['per_class']['vascular']['recall'])} "
+              f"ece={as_text(report['ece_15_bins'])} | rule: coverage={as_text(rule['coverage'])} "
+              f"vascular_recall={as_text(rule['vascular_recall'])} "
+              f"vascular_precision={as_text(rule['vascular_precision'])} "
+              f"nonvascular->vascular={as_text(rule['nonvascular_called_vascular'], 4)} "
+              f"melanoma->vascular={as_text(rule['melanoma_called_vascular'], 4)} "
+              f"malignant->vascular={as_text(rule['malignant_called_vascular'], 4)}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.split == "all" and (args.data is None or args.out is None):
+        parser.error("--split all scores folders the model was not trained on: name them with --data, and the "
+                     "report's folder with --out")
+
+    try:
+        predictor = Predictor(args.checkpoint)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}")
+    data, samples, left_out, trained_here = samples_to_score(args, predictor)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
     out.mkdir(parents=True, exist_ok=True)
     samples, probs, decided = predict_samples(predictor, samples)
@@ -223,17 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
         plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=title)
     (out / "metrics.json").write_text(json.dumps(plain(metrics), indent=2, allow_nan=False))
     write_model_card(predictor.meta, metrics, out / "MODEL_CARD.md")
-    for domain, report in metrics["domains"].items():
-        rule = report["with_decision_rule"]
-        print(f"{domain}: n={report['images']} {report['class_counts']} "
-              f"balanced_acc={as_text(report['argmax']['balanced_accuracy'])} "
-              f"vascular_recall={as_text(report['argmax']['per_class']['vascular']['recall'])} "
-              f"ece={as_text(report['ece_15_bins'])} | rule: coverage={as_text(rule['coverage'])} "
-              f"vascular_recall={as_text(rule['vascular_recall'])} "
-              f"vascular_precision={as_text(rule['vascular_precision'])} "
-              f"nonvascular->vascular={as_text(rule['nonvascular_called_vascular'], 4)} "
-              f"melanoma->vascular={as_text(rule['melanoma_called_vascular'], 4)} "
-              f"malignant->vascular={as_text(rule['malignant_called_vascular'], 4)}")
+    print_summary(metrics)
     print(f"wrote {out / 'metrics.json'} and {out / 'MODEL_CARD.md'}")
     return metrics
 
