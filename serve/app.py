@@ -14,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import argparse  # noqa: E402
 import base64  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.parse  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -71,12 +72,14 @@ class Answer:
     placed: bool = False  # the person placed the frame (else SpotCheck framed the spot itself)
     label: str | None = None  # the decision: vascular | nevus | other | unsure (None: no answer)
     own_frame_label: str | None = None  # the decision for the frame SpotCheck placed itself on this photo
+    framable: bool = False  # a spot can be looked for in the photo (not too small, dark or blurred): its frame moves
 
 
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
     """Answer one uploaded photo and delete the file; never raises for a bad file."""
     if not path:
-        return Answer("Upload or take a photo of the spot first.", {}, None, DISCLAIMER)
+        return Answer(f"Upload or take a photo of the spot first (up to {MAX_FILE_BYTES // 2**20} MB: a larger file "
+                      "is refused as it is put in; send a smaller copy).", {}, None, DISCLAIMER)
     if not Path(path).exists():  # answered before: uploads are deleted once answered
         return Answer("## Please upload the photo again\n\nThis photo is no longer on the server: each photo "
                       "is deleted as soon as it has been answered.", {}, None, DISCLAIMER)
@@ -123,8 +126,8 @@ def check_frame(predictor: Predictor, photo: np.ndarray, box: tuple[int, int, in
     # what was checked, which a tap on the spot can change).
     chart = prediction.probabilities if prediction.judged else {}
     heatmap = None if prediction.problem else heatmap_beside(prediction.square, prediction.heatmap)
-    return Answer(summary, chart, heatmap,
-                  GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user, label, own_frame_label)
+    return Answer(summary, chart, heatmap, GUIDANCE[label], photo, prediction.framing.box, prediction.framing.by_user,
+                  label, own_frame_label, framable=not prediction.problem)
 
 
 def frame_note(summary: str) -> str:
@@ -163,6 +166,15 @@ def framing_view(photo: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarra
 def frame_percent(photo: np.ndarray, box: tuple[int, int, int, int]) -> int:
     """The frame's side as a percentage of the photo's shorter side (the page's slider)."""
     return max(1, min(100, round(100 * (box[2] - box[0]) / min(photo.shape[:2]))))
+
+
+def slider_percent(value: object) -> float | None:
+    """The frame-size slider's value as a size from 1 to 100 (% of the photo's shorter side), or None for no number."""
+    try:
+        percent = float(value)
+    except (TypeError, ValueError):
+        return None
+    return min(100.0, max(1.0, percent)) if math.isfinite(percent) else None
 
 
 def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tuple[float, float] | None = None,
@@ -268,8 +280,9 @@ def failed(what: str) -> tuple:
 def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, checked: str | None) -> tuple:
     """`outputs`, or nothing new on the page if another photo was put in while `checked` was being checked:
     `clear` has already emptied the answer for the new photo. (A photo whose `clear` arrives only after the
-    button was pressed, `before` being the previous photo, still gets its answer.)"""
-    if latest.upload in (before, checked):
+    button was pressed, `before` being the previous photo, still gets its answer; a photo replaced before its check
+    began, `before` being the new one, does not: it had been shown next to the new photo.)"""
+    if latest.upload == checked or (latest.upload == before and checked not in latest.replaced):
         return outputs
     return (*[gr.skip()] * 4, False, gr.skip())
 
@@ -308,7 +321,7 @@ class PageHandlers:
             heatmap = cv2.resize(heatmap, (width, HEATMAP_DISPLAY), interpolation=cv2.INTER_CUBIC)
         held_photo = None
         if a.photo is not None and upload:
-            held_photo = self.memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed, a.own_frame_label))
+            held_photo = self.memory.hold(HeldPhoto(upload, a.photo, a.box, a.placed, a.own_frame_label, a.framable))
         chart = self.files.write_label(a.label, a.probabilities) if a.label else None  # no bars: the decision alone
         return (a.summary, chart, None if heatmap is None else self.files.write_picture(heatmap), a.guidance,
                 a.label is None, held_photo)
@@ -359,10 +372,11 @@ class PageHandlers:
         return move_frame_by_a_quarter
 
     def show_frame(self, held_photo: HeldPhoto | None) -> tuple:
-        """The framing panel (view, slider, move buttons): shown and usable while a photo is held, else hidden. A move
-        button is greyed out where the frame is at the photo's edge (pressed, it had checked the same frame again)."""
+        """The framing panel (view, slider, move buttons): shown and usable while a photo is held that is not too small,
+        dark or blurred to look for a spot in, else hidden. A move button is greyed out where the frame is at the
+        photo's edge (pressed, it had checked the same frame again)."""
         pixels = held_pixels(held_photo)
-        if pixels is None:
+        if pixels is None or not held_photo.framable:
             return (gr.update(visible="hidden"), None, gr.update(value=FRAME_DEFAULT, interactive=False),
                     *[gr.update(interactive=False)] * len(MOVES))
         box = held_photo.box
@@ -370,15 +384,28 @@ class PageHandlers:
                 gr.update(value=frame_percent(pixels, box), interactive=True),
                 *[gr.update(interactive=moved_frame(pixels, box, shift=shift) != box) for _, shift in MOVES])
 
-    def redraw_frame(self, held_photo: HeldPhoto | None) -> tuple:
-        """`show_frame` after the slider: its value is the person's, left as it is."""
+    def resize_frame(self, held_photo: HeldPhoto | None, latest: LatestPhoto, percent: object) -> tuple:
+        """The slider let go, or a size typed into its number box: the frame resized to `percent` of the photo's
+        shorter side (a number outside 1-100 taken as the nearest end; no number, no change)."""
+        size = slider_percent(percent)
+        if size is None:
+            return (*[gr.skip()] * 4, False, gr.skip())
+        return self.reframe(held_photo, latest, size)
+
+    def redraw_frame(self, held_photo: HeldPhoto | None, percent: object) -> tuple:
+        """`show_frame` after the slider: its value is the person's, left as it is, unless it was no size from 1 to
+        100 (then it shows the size checked)."""
         panel, picture, slider, *moves = self.show_frame(held_photo)
-        return panel, picture, slider if picture is None else gr.skip(), *moves  # a photo let go still hides it
+        if picture is not None and (size := slider_percent(percent)) is not None and size == percent:
+            slider = gr.skip()
+        return panel, picture, slider, *moves  # (a photo let go hides the panel, and resets the slider)
 
     def clear(self, payload: dict | None, latest: LatestPhoto) -> tuple:
         """A new photo put in: the previous answer (and its held photo) must not stay."""
         previous = latest.upload
         latest.upload = (payload or {}).get("path")  # in place: an answer being checked sees it (`unless_replaced`)
+        if previous and previous != latest.upload:
+            latest.replaced.add(previous)
         replaced = (uploaded_path(self.upload_folder, {"path": previous})
                     if previous and previous != latest.upload else None)
         if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
@@ -461,18 +488,21 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             page.show_frame, inputs=held, outputs=framing_controls, **private).then(
             None, js=SHOW_ANSWER, **private)
         # A moved frame sets the slider to its size; a resized one leaves the slider where the person put it, and
-        # "always_last" checks its last position when keys or drags come faster than the answers.
-        for event, handler, inputs, then, mode in (
-                (framing.select, page.move_frame, [held, latest], page.show_frame, "once"),
-                (frame_size.release, page.reframe, [held, latest, frame_size], page.redraw_frame, "always_last"),
-                *((button.click, page.move_frame_by(shift), [held, latest], page.show_frame, "once")
+        # "always_last" checks its last position when keys or drags come faster than the answers. Not preprocessed:
+        # Gradio's own check of a number typed outside 1-100 had put "Error" over the whole answer (resize_frame
+        # takes the nearest end instead).
+        for event, handler, inputs, then, then_inputs, mode in (
+                (framing.select, page.move_frame, [held, latest], page.show_frame, [held], "once"),
+                (frame_size.release, page.resize_frame, [held, latest, frame_size], page.redraw_frame,
+                 [held, frame_size], "always_last"),
+                *((button.click, page.move_frame_by(shift), [held, latest], page.show_frame, [held], "once")
                   for button, (_, shift) in zip(moves, MOVES))):
             # The page stays where it is: the note under the buttons says the new answer, so that a finger can
             # nudge the frame again (scrolling to the answer had thrown a phone's page about 800 px up each time).
-            event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode,
+            event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode, preprocess=False,
                   api_visibility="private").then(
                 show_parts, **parts).then(
-                then, inputs=held, outputs=framing_controls, **private)
+                then, inputs=then_inputs, outputs=framing_controls, preprocess=False, **private)
     return app
 
 

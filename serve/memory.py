@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +19,7 @@ class HeldPhoto:
     box: tuple[int, int, int, int]
     placed: bool
     own_frame_label: str | None = None  # the answer for the frame SpotCheck placed itself (serve.app.check_frame)
+    framable: bool = True  # False for a photo too small, dark or blurred to look for a spot in: no frame to move
 
 
 class HeldPhotos:
@@ -60,3 +61,4 @@ class LatestPhoto:
     """
 
     upload: str | None = None
+    replaced: set[str] = field(default_factory=set)  # the uploads put in before it, in this page

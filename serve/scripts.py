@@ -5,9 +5,32 @@ import json
 
 from data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES
 
-# On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight).
+# On a phone the answer comes below the photo: bring it to the top of the screen (on a desktop it is in sight). Only
+# an answer (it has a headline): a check whose photo was replaced meanwhile leaves the box saying what to do, and the
+# page had scrolled away from the new photo to it.
 SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
+    if (!answer.querySelector('h2')) return;
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
+# A moved frame's answer is longer or shorter than the one before, and may show or hide the confidence panel: all of
+# it above the framing controls, which then jumped up or down under the finger (on a desktop, off the screen). From
+# a press on the framing controls until the person scrolls or presses elsewhere, the page keeps them where they were.
+KEEP_FRAMING_IN_PLACE = """() => {
+    let anchor = null;  // where the framing panel's top was on the screen when it was pressed
+    const panel = () => document.querySelector('#framing-panel');
+    const pressed = (event) => {
+        const inside = event.target.closest?.('#framing-panel');
+        anchor = inside ? inside.getBoundingClientRect().top : null;
+    };
+    document.addEventListener('pointerdown', pressed, true);
+    document.addEventListener('keydown', pressed, true);
+    for (const kind of ['wheel', 'touchmove']) document.addEventListener(kind, () => { anchor = null; }, true);
+    const keep = () => {
+        const box = panel()?.getBoundingClientRect();
+        if (anchor === null || !box || !box.height) return;  // (hidden: no photo held)
+        if (Math.abs(box.top - anchor) >= 1) window.scrollBy(0, box.top - anchor);
+    };
+    const start = () => new ResizeObserver(keep).observe(document.body);
+    if (document.body) start(); else document.addEventListener('DOMContentLoaded', start); }"""
 # The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
 # the arrow keys work for people using a keyboard; its number box, when left, and here also on Enter.
 SLIDER_KEYS = """() => {
@@ -85,13 +108,15 @@ CLEAR_AFTER_REFUSED = """() => {
         if (event.target.closest?.('#photo') && tooLarge(event.dataTransfer?.files)) answerWhenEmptied();
     }, true); }""" % MAX_FILE_BYTES
 # In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
-PAGE_SCRIPT = (f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER})(); ({CLEAR_AFTER_REFUSED})();"
-               "</script>")
+PAGE_SCRIPT = (f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER})(); ({CLEAR_AFTER_REFUSED})(); "
+               f"({KEEP_FRAMING_IN_PLACE})();</script>")
 
 # Gradio's orange button gives its white label a contrast of 2.8:1; this darker orange gives 5.2:1 (WCAG AA: 4.5),
-# and a keyboard user sees where the focus is.
+# and a keyboard user sees where the focus is. The framing panel shows only with a photo in it: Gradio ignores a
+# column's visible="hidden" until its first update, so that the page opened with an empty framing view and controls.
 PAGE_STYLE = """
 #check { background: #c2410c; border-color: #c2410c; color: #fff; }
 #check:hover { background: #9a3412; border-color: #9a3412; }
 #check:focus-visible { outline: 3px solid #1d4ed8; outline-offset: 2px; }
+#framing-panel:not(:has(#framing img)) { display: none; }
 """

@@ -26,6 +26,7 @@ from serve.outputs import OutputFiles
 from serve.uploads import delete_older
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 import data.images
+import data.framing
 from data.images import read_image
 from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
 
@@ -81,9 +82,12 @@ def test_a_photo_it_cannot_judge_gets_no_confidence_bars(tmp_path, uploads, pred
     assert "found and framed" not in answer.summary
     unusable = why == "too small"  # no heatmap on it; a photo unlike the training ones shows what was checked
     assert (answer.heatmap is not None) is ("tap your spot" in answer.summary) is (not unusable)
-    check = PageHandlers(predictor, uploads).answer
-    *_, unanswered, held = check({"path": str(write_rgb(uploads / "photo.png", photo))}, None, LatestPhoto())
-    assert not unanswered and held is not None  # an answer all the same: the photo stays, its frame can be moved
+    page = PageHandlers(predictor, uploads)
+    *_, unanswered, held = page.answer({"path": str(write_rgb(uploads / "photo.png", photo))}, None, LatestPhoto())
+    assert not unanswered and held is not None  # an answer all the same: the photo stays
+    # Its frame can be moved, unless the photo is too small, dark or blurred to look for a spot in at all: a tap
+    # on a 10 px photo blown up to fill the framing view said the same again.
+    assert (page.show_frame(held)[0]["visible"] is True) is (not unusable)
 
 
 def test_a_bad_file_gets_a_message_not_a_crash(tmp_path, predictor):
@@ -92,7 +96,8 @@ def test_a_bad_file_gets_a_message_not_a_crash(tmp_path, predictor):
     answer = check_spot(predictor, str(upload))
     assert "cannot be used" in answer.summary and answer.probabilities == {}
     assert not upload.exists()
-    assert "first" in check_spot(predictor, None).summary
+    # No photo: also what is left after the browser refused one over the size limit (its pop-up fades).
+    assert "first" in check_spot(predictor, None).summary and "50 MB" in check_spot(predictor, None).summary
     huge = tmp_path / "huge.jpg"
     huge.write_bytes(b"\xff\xd8" + bytes(data.images.MAX_FILE_BYTES))
     too_large = check_spot(predictor, str(huge)).summary
@@ -290,7 +295,7 @@ class LetGoAfterOneRead:
 
     def __init__(self, held: HeldPhoto):
         self.upload, self.box, self.placed, self._photo = held.upload, held.box, held.placed, held.photo
-        self.own_frame_label = held.own_frame_label
+        self.own_frame_label, self.framable = held.own_frame_label, held.framable
 
     @property
     def photo(self):
@@ -355,6 +360,33 @@ def test_an_answer_is_dropped_when_its_photo_was_replaced_while_being_checked(up
     else:
         skipped = gr.skip()
         assert [summary, chart, heatmap, guidance, held] == [skipped] * 5 and unanswered is False
+
+
+def test_an_answer_for_a_photo_replaced_before_its_check_began_is_dropped(uploads, predictor):
+    """The button pressed for one photo and another put in before the check began (the press names the first): its
+    answer, and its framing view, had been shown next to the second photo."""
+    first, second = (write_rgb(uploads / name, spot_photo("vascular", size=200)) for name in ("red.png", "b.png"))
+    page, latest = PageHandlers(predictor, uploads), LatestPhoto()
+    page.clear({"path": str(first)}, latest)
+    page.clear({"path": str(second)}, latest)
+    summary, *_, unanswered, held = page.answer({"path": str(first)}, None, latest)
+    assert summary == gr.skip() and held == gr.skip() and unanswered is False
+    again = page.answer({"path": str(second)}, None, latest)[0]
+    assert any(h in again for h in HEADLINES.values()), again
+
+
+def test_a_size_typed_outside_the_slider_is_taken_as_its_nearest_end(uploads, predictor):
+    """Gradio's own check of 150 typed into the slider's box had put "Error" over the whole answer."""
+    page = PageHandlers(predictor, uploads)
+    held = page.answer({"path": str(write_rgb(uploads / "spot.png", spot_photo("nevus", size=300)))}, None,
+                       LatestPhoto())[5]
+    summary, *_, whole = page.resize_frame(held, LatestPhoto(), 150)
+    assert whole.box[2] - whole.box[0] == 300 and any(h in summary for h in HEADLINES.values())
+    smallest = page.resize_frame(held, LatestPhoto(), -5)[5]
+    assert smallest.box[2] - smallest.box[0] == data.framing.MIN_FRAME_SIDE
+    assert page.resize_frame(held, LatestPhoto(), "")[0] == gr.skip()  # no number: nothing checked
+    assert page.redraw_frame(whole, 150)[2]["value"] == 100  # the slider shows the size checked
+    assert page.redraw_frame(whole, 40)[2] == gr.skip()  # a size from 1 to 100 is left where the person put it
 
 
 def test_each_answer_gets_its_own_picture_file_and_old_ones_are_swept():

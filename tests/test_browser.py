@@ -142,8 +142,8 @@ def test_the_page_loads_offline_with_the_disclaimer(visit):
     assert disclaimer.is_visible()
     assert disclaimer.inner_text().strip() == DISCLAIMER.replace("**", "")  # the whole text, as plain words
     assert page.locator("#check").is_visible() and page.locator("#photo input[type=file]").count() == 1
-    sync_api.expect(page.get_by_role("button", name="Move frame left")).to_be_disabled()  # no photo to move on
-    for empty in ("#confidence", "#heatmap"):  # hidden until there is something to show, not an empty box
+    sync_api.expect(page.get_by_role("button", name="Move frame left", include_hidden=True)).to_be_disabled()
+    for empty in ("#confidence", "#heatmap", "#framing-panel"):  # hidden until there is something to show
         sync_api.expect(page.locator(empty)).to_be_hidden()
     # A screen reader announces each answer; the button's white label is readable (5.2:1; Gradio's orange: 2.8:1).
     assert page.get_attribute("#answer", "aria-live") == "polite"
@@ -221,6 +221,26 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     # Side by side the answer may be far above: its headline is said again under the buttons, in sight.
     note = page.locator("#frame-note")
     sync_api.expect(note).to_contain_text(f"Answer for this frame: {headline_in(visit.answer())}")
+    # The framing controls stay where they are on the screen while the answer above them grows or shrinks (the
+    # confidence panel shown or hidden, a longer reason): they had jumped under the pointer, on a desktop off the
+    # screen.
+    left = page.get_by_role("button", name="Move frame left")
+    page.set_viewport_size({"width": 1280, "height": 1300})  # in sight at the top of the page, where the browser's
+    page.evaluate("window.scrollTo(0, 0)")  # own scroll anchoring does not keep them
+    page.wait_for_timeout(300)
+    top = left.bounding_box()["y"]
+    assert page.evaluate("window.scrollY") == 0 and top + left.bounding_box()["height"] < 1300
+    before_move = framing.get_attribute("src")
+    left.click()
+    sync_api.expect(framing).not_to_have_attribute("src", before_move)
+    page.wait_for_timeout(300)
+    assert abs(left.bounding_box()["y"] - top) < 2
+    page.evaluate("document.querySelector('#answer').insertAdjacentHTML('beforeend', "
+                  "'<div id=\"taller\" style=\"height: 300px\"></div>')")
+    page.wait_for_timeout(300)
+    assert abs(left.bounding_box()["y"] - top) < 2, "the move buttons jumped when the answer above grew"
+    page.evaluate("document.querySelector('#taller').remove()")
+    page.set_viewport_size({"width": 1280, "height": 900})
     # Every picture says in words what it shows.
     for picture in ("#photo img", "#heatmap img", "#framing img"):
         assert page.locator(picture).get_attribute("alt"), f"{picture} has no alt text"
