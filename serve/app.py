@@ -46,6 +46,7 @@ HELD_SECONDS = 900  # a photo is held in memory this long after its last answer,
 HELD_BYTES = 2**30  # all held photos together (about 28 twelve-megapixel photos); beyond it the oldest are let go
 HEATMAP_DISPLAY = 256  # the heatmap's height on the page, enlarged from the model's input size (112 px)
 VIEW_SIDE = 512  # the framing view's longer side
+PHOTO_HEIGHT = 400  # the photo box's, in CSS pixels, whatever the photo's shape
 FRAME_DEFAULT = 50  # the frame-size slider before any answer
 # The buttons that move the frame a quarter of its side, for a keyboard (a tap needs a pointer) and a finger that
 # misses: (label, direction in x and y).
@@ -437,8 +438,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
         with gr.Row():
             with gr.Column():
+                # One height for every photo: a portrait photo had pushed the button below a desktop's fold.
                 photo = never_downloading(gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
-                                                   label="Photo of the spot", elem_id="photo",
+                                                   label="Photo of the spot", elem_id="photo", height=PHOTO_HEIGHT,
                                                    alt_text="Your photo of the spot"))
                 check = gr.Button("Check this spot", variant="primary", elem_id="check")
                 gr.Markdown(PHOTO_TIPS)

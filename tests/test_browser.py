@@ -15,6 +15,7 @@ import cv2
 import pytest
 
 from data.images import MAX_FILE_BYTES
+from serve.app import PHOTO_HEIGHT
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 from tests.conftest import ROOT, ROTATED_HEIC, free_port, spot_photo, write_rgb
 
@@ -158,6 +159,8 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     page = visit.page
     answer = visit.answer_photo(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=200)))
     label = headline_label(answer)
+    # The photo box has one height whatever the photo's shape (a portrait photo had pushed the button off screen).
+    assert page.locator("#photo").bounding_box()["height"] == pytest.approx(PHOTO_HEIGHT, abs=1)
     assert label and "Why:" in answer
     assert page.get_attribute("#answer", "aria-live") == "polite"  # still a live region, now it holds an answer
     assert page.get_attribute("#answer [data-testid=status-tracker]", "aria-hidden") == "true"
