@@ -112,11 +112,14 @@ PAGE_SCRIPT = (f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER
                f"({KEEP_FRAMING_IN_PLACE})();</script>")
 
 # Gradio's orange button gives its white label a contrast of 2.8:1; this darker orange gives 5.2:1 (WCAG AA: 4.5),
-# and a keyboard user sees where the focus is. The framing panel shows only with a photo in it: Gradio ignores a
+# and a keyboard user sees where the focus is. The titles of the confidence panel and the pictures sit above them,
+# not over their top (a phone's two-line title had covered the panel's big answer). The framing panel shows only with a photo in it: Gradio ignores a
 # column's visible="hidden" until its first update, so that the page opened with an empty framing view and controls.
 PAGE_STYLE = """
 #check { background: #c2410c; border-color: #c2410c; color: #fff; }
 #check:hover { background: #9a3412; border-color: #9a3412; }
 #check:focus-visible { outline: 3px solid #1d4ed8; outline-offset: 2px; }
 #framing-panel:not(:has(#framing img)) { display: none; }
+#confidence [data-testid=block-label], #heatmap [data-testid=block-label], #framing [data-testid=block-label] {
+    position: static; }
 """

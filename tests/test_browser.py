@@ -173,6 +173,13 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     # ... with the confidence chart, the guidance for that answer, and the disclaimer still on screen.
     assert "%" in page.locator("#confidence").inner_text()
     sync_api.expect(page.locator("#confidence")).to_be_visible()
+    # No title lies over what it names (they had covered the top 26 px of the pictures and, on a phone, of the
+    # confidence panel's big answer).
+    page.locator("#framing img").wait_for()
+    for part in ("#confidence", "#heatmap", "#framing"):
+        title = page.locator(f"{part} [data-testid=block-label]").first.bounding_box()
+        shown = page.locator(f"{part} img, {part} .output-class").first.bounding_box()
+        assert title["y"] + title["height"] <= shown["y"] + 1, f"{part}'s title covers its top"
     sync_api.expect(heatmap).to_be_visible()
     assert headline_label(page.locator("#answer h2").inner_text()) == label  # the page's headings go h1, h2
     first_paragraph = GUIDANCE[label].split("\n\n")[0]
