@@ -401,6 +401,20 @@ class PageHandlers:
             slider = gr.skip()
         return panel, picture, slider, *moves  # (a photo let go hides the panel, and resets the slider)
 
+    def around_answer(self, summary: str | None, chart_payload: dict | None, heatmap_payload: dict | None,
+                      unanswered: bool, held_photo: HeldPhoto | None) -> tuple:
+        """What the page shows around a new answer, in one step (in steps of their own, the panels had appeared one
+        by one): the confidence panel and the heatmap shown or hidden with the note under the framing controls
+        (`show_parts`), the photo box emptied when there was no answer, and the framing controls (`show_frame`)."""
+        return (*show_parts(summary, chart_payload, heatmap_payload), empty_photo_if(unanswered),
+                *self.show_frame(held_photo))
+
+    def around_resized(self, summary: str | None, chart_payload: dict | None, heatmap_payload: dict | None,
+                       unanswered: bool, held_photo: HeldPhoto | None, percent: object) -> tuple:
+        """`around_answer` after the slider, which stays where the person put it (`redraw_frame`)."""
+        return (*show_parts(summary, chart_payload, heatmap_payload), empty_photo_if(unanswered),
+                *self.redraw_frame(held_photo, percent))
+
     def clear(self, payload: dict | None, latest: LatestPhoto) -> tuple:
         """A new photo put in: the previous answer (and its held photo) must not stay."""
         previous = latest.upload
@@ -482,29 +496,28 @@ def build_app(predictor: Predictor) -> gr.Blocks:
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
             page.show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
             api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
+        # After each answer, one step shows what goes around it (`around_answer`).
+        around = {"inputs": [summary, chart, heatmap, unanswered, held],
+                  "outputs": [chart, heatmap, note, photo, *framing_controls], "preprocess": False, **private}
         # "always_last": a press while a check runs (another photo put in meanwhile) is answered after it, not dropped.
         check.click(page.answer, inputs=[photo, held, latest], outputs=[*outputs, unanswered, held], api_name="check",
                     preprocess=False, trigger_mode="always_last").then(
-            show_parts, **parts).then(
-            empty_photo_if, inputs=unanswered, outputs=photo, **private).then(
-            page.show_frame, inputs=held, outputs=framing_controls, **private).then(
+            page.around_answer, **around).then(
             None, js=SHOW_ANSWER, **private)
         # A moved frame sets the slider to its size; a resized one leaves the slider where the person put it, and
         # "always_last" checks its last position when keys or drags come faster than the answers. Not preprocessed:
         # Gradio's own check of a number typed outside 1-100 had put "Error" over the whole answer (resize_frame
         # takes the nearest end instead).
-        for event, handler, inputs, then, then_inputs, mode in (
-                (framing.select, page.move_frame, [held, latest], page.show_frame, [held], "once"),
-                (frame_size.release, page.resize_frame, [held, latest, frame_size], page.redraw_frame,
-                 [held, frame_size], "always_last"),
-                *((button.click, page.move_frame_by(shift), [held, latest], page.show_frame, [held], "once")
+        for event, handler, inputs, then, then_also, mode in (
+                (framing.select, page.move_frame, [held, latest], page.around_answer, [], "once"),
+                (frame_size.release, page.resize_frame, [held, latest, frame_size], page.around_resized, [frame_size],
+                 "always_last"),
+                *((button.click, page.move_frame_by(shift), [held, latest], page.around_answer, [], "once")
                   for button, (_, shift) in zip(moves, MOVES))):
             # The page stays where it is: the note under the buttons says the new answer, so that a finger can
             # nudge the frame again (scrolling to the answer had thrown a phone's page about 800 px up each time).
             event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode, preprocess=False,
-                  api_visibility="private").then(
-                show_parts, **parts).then(
-                then, inputs=then_inputs, outputs=framing_controls, preprocess=False, **private)
+                  api_visibility="private").then(then, **around | {"inputs": [*around["inputs"], *then_also]})
     return app
 
 

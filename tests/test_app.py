@@ -375,6 +375,22 @@ def test_an_answer_for_a_photo_replaced_before_its_check_began_is_dropped(upload
     assert any(h in again for h in HEADLINES.values()), again
 
 
+def test_what_goes_around_an_answer_is_shown_in_one_step(uploads, predictor):
+    """The confidence panel, the heatmap, the note under the framing controls, the photo box and the framing
+    controls, from one answer's outputs (in steps of their own they had appeared one by one)."""
+    page = PageHandlers(predictor, uploads)
+    summary, chart, heatmap, _, unanswered, held = page.answer(
+        {"path": str(write_rgb(uploads / "spot.png", spot_photo("nevus", size=300)))}, None, LatestPhoto())
+    shown_chart, shown_heatmap, note, photo, panel, framing, *_ = page.around_answer(
+        summary, {"confidences": [{"label": "nevus", "confidence": 0.9}]}, {"path": heatmap}, unanswered, held)
+    assert shown_chart["visible"] is True and shown_heatmap["visible"] is True and note.startswith("Answer for this")
+    assert photo == gr.skip() and panel["visible"] is True and framing is not None
+    # No answer (the photo let go meanwhile): the photo box is emptied and the framing controls hidden.
+    gone = page.reframe(None, LatestPhoto(), 40)
+    _, _, _, photo, panel, framing, *_ = page.around_answer(gone[0], None, None, gone[4], gone[5])
+    assert "upload the photo again" in gone[0] and photo is None and panel["visible"] == "hidden" and framing is None
+
+
 def test_a_size_typed_outside_the_slider_is_taken_as_its_nearest_end(uploads, predictor):
     """Gradio's own check of 150 typed into the slider's box had put "Error" over the whole answer."""
     page = PageHandlers(predictor, uploads)
