@@ -2,8 +2,8 @@
 
 Plain functions answer a photo (`check_spot`, `check_frame`) and `PageHandlers`
 holds what each button does, all called directly by the tests; `build_app` lays
-out the page and wires its events to them. Runs fully offline: analytics off, system fonts only, no share link;
-uploads are deleted once answered.
+out the page and wires its events to them. Runs fully offline: analytics off,
+system fonts only, no share link; uploads are deleted once answered.
 """
 from __future__ import annotations
 
@@ -421,10 +421,9 @@ class PageHandlers:
         latest.upload = (payload or {}).get("path")  # in place: an answer being checked sees it (`unless_replaced`)
         if previous and previous != latest.upload:
             latest.replaced.add(previous)
-        replaced = (uploaded_path(self.upload_folder, {"path": previous})
-                    if previous and previous != latest.upload else None)
-        if replaced:  # put in but never checked (a checked upload is deleted once read): not kept either
-            Path(replaced).unlink(missing_ok=True)
+            # Put in but never checked (a checked upload is deleted once read): not kept either.
+            if replaced := uploaded_path(self.upload_folder, {"path": previous}):
+                Path(replaced).unlink(missing_ok=True)
         return (WAITING, None, None, "", None, gr.update(visible="hidden"), None,
                 gr.update(value=FRAME_DEFAULT, interactive=False),
                 *[gr.update(interactive=False)] * len(MOVES),
