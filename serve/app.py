@@ -79,8 +79,9 @@ class Answer:
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
     """Answer one uploaded photo and delete the file; never raises for a bad file."""
     if not path:
-        return Answer(f"Upload or take a photo of the spot first (up to {MAX_FILE_BYTES // 2**20} MB: a larger file "
-                      "is refused as it is put in; send a smaller copy).", {}, None, DISCLAIMER)
+        return Answer(f"## Add a photo first\n\nUpload or take a photo of the spot first (up to "
+                      f"{MAX_FILE_BYTES // 2**20} MB: a larger file is refused as it is put in; send a smaller copy).",
+                      {}, None, DISCLAIMER)
     if not Path(path).exists():  # answered before: uploads are deleted once answered
         return Answer("## Please upload the photo again\n\nThis photo is no longer on the server: each photo "
                       "is deleted as soon as it has been answered.", {}, None, DISCLAIMER)
@@ -387,9 +388,12 @@ class PageHandlers:
 
     def resize_frame(self, held_photo: HeldPhoto | None, latest: LatestPhoto, percent: object) -> tuple:
         """The slider let go, or a size typed into its number box: the frame resized to `percent` of the photo's
-        shorter side (a number outside 1-100 taken as the nearest end; no number, no change)."""
-        size = slider_percent(percent)
-        if size is None:
+        shorter side (a number outside 1-100 taken as the nearest end; no number, or the frame's own size, no
+        change)."""
+        size, pixels = slider_percent(percent), held_pixels(held_photo)
+        # No number, or the size the frame has (a tap into the number box is a release too: its answer had come back
+        # while a size was being typed, and put the old one back in the box): nothing to check.
+        if size is None or (pixels is not None and round(size) == frame_percent(pixels, held_photo.box)):
             return (*[gr.skip()] * 4, False, gr.skip())
         return self.reframe(held_photo, latest, size)
 

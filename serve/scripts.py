@@ -23,7 +23,9 @@ KEEP_FRAMING_IN_PLACE = """() => {
     };
     document.addEventListener('pointerdown', pressed, true);
     document.addEventListener('keydown', pressed, true);
-    for (const kind of ['wheel', 'touchmove']) document.addEventListener(kind, () => { anchor = null; }, true);
+    for (const kind of ['wheel', 'touchmove']) document.addEventListener(kind, (event) => {
+        if (!event.target.closest?.('#frame-size')) anchor = null;  // (a finger dragging the slider is no scroll)
+    }, true);
     const keep = () => {
         const box = panel()?.getBoundingClientRect();
         if (anchor === null || !box || !box.height) return;  // (hidden: no photo held)
@@ -107,19 +109,32 @@ CLEAR_AFTER_REFUSED = """() => {
     document.addEventListener('drop', (event) => {
         if (event.target.closest?.('#photo') && tooLarge(event.dataTransfer?.files)) answerWhenEmptied();
     }, true); }""" % MAX_FILE_BYTES
+# A move button is greyed out when the frame reaches that edge of the photo; the browser then drops its keyboard focus
+# to the page. It goes to the nearest move button still usable, so that Tab and Enter go on from there.
+KEEP_FOCUS_ON_MOVES = """() => {
+    let focused = null;
+    document.addEventListener('focusin', (event) => { focused = event.target; });
+    new MutationObserver(() => {
+        if (!focused?.disabled || !focused.closest('#framing-panel')) return;
+        const usable = Array.from(document.querySelectorAll('#framing-panel button')).filter((b) => !b.disabled);
+        const distance = (b) => Math.hypot(b.getBoundingClientRect().x - focused.getBoundingClientRect().x,
+                                           b.getBoundingClientRect().y - focused.getBoundingClientRect().y);
+        usable.sort((a, b) => distance(a) - distance(b))[0]?.focus();
+    }).observe(document, {subtree: true, attributes: true, attributeFilter: ['disabled']}); }"""
 # In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
 PAGE_SCRIPT = (f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER})(); ({CLEAR_AFTER_REFUSED})(); "
-               f"({KEEP_FRAMING_IN_PLACE})();</script>")
+               f"({KEEP_FRAMING_IN_PLACE})(); ({KEEP_FOCUS_ON_MOVES})();</script>")
 
 # Gradio's orange button gives its white label a contrast of 2.8:1; this darker orange gives 5.2:1 (WCAG AA: 4.5),
-# and a keyboard user sees where the focus is. The titles of the confidence panel and the pictures sit above them,
-# not over their top (a phone's two-line title had covered the panel's big answer). The framing panel shows only with a photo in it: Gradio ignores a
-# column's visible="hidden" until its first update, so that the page opened with an empty framing view and controls.
+# and a keyboard user sees where the focus is. The titles of the photo box, the confidence panel and the pictures
+# sit above them, not over their top (a phone's two-line title had covered the panel's big answer). The framing
+# panel shows only with a photo in it: Gradio ignores a column's visible="hidden" until its first update, so that
+# the page opened with an empty framing view and controls.
 PAGE_STYLE = """
 #check { background: #c2410c; border-color: #c2410c; color: #fff; }
 #check:hover { background: #9a3412; border-color: #9a3412; }
 #check:focus-visible { outline: 3px solid #1d4ed8; outline-offset: 2px; }
 #framing-panel:not(:has(#framing img)) { display: none; }
-#confidence [data-testid=block-label], #heatmap [data-testid=block-label], #framing [data-testid=block-label] {
-    position: static; }
+#photo [data-testid=block-label], #confidence [data-testid=block-label], #heatmap [data-testid=block-label],
+#framing [data-testid=block-label] { position: static; }
 """

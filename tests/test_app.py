@@ -401,6 +401,7 @@ def test_a_size_typed_outside_the_slider_is_taken_as_its_nearest_end(uploads, pr
     smallest = page.resize_frame(held, LatestPhoto(), -5)[5]
     assert smallest.box[2] - smallest.box[0] == data.framing.MIN_FRAME_SIDE
     assert page.resize_frame(held, LatestPhoto(), "")[0] == gr.skip()  # no number: nothing checked
+    assert page.resize_frame(whole, LatestPhoto(), 100)[0] == gr.skip()  # its own size (a tap into the box): nor
     assert page.redraw_frame(whole, 150)[2]["value"] == 100  # the slider shows the size checked
     assert page.redraw_frame(whole, 40)[2] == gr.skip()  # a size from 1 to 100 is left where the person put it
 
