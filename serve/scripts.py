@@ -13,13 +13,16 @@ SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
 # A moved frame's answer is longer or shorter than the one before, and may show or hide the confidence panel: all of
 # it above the framing controls, which then jumped up or down under the finger (on a desktop, off the screen). From
-# a press on the framing controls until the person scrolls or presses elsewhere, the page keeps them where they were.
+# a press on the framing controls until the person scrolls or presses elsewhere, the page keeps them where they were,
+# scrolled only as far as it takes to bring the note under them into sight.
 KEEP_FRAMING_IN_PLACE = """() => {
     let anchor = null;  // where the framing panel's top was on the screen when it was pressed
+    let control = null;  // what was pressed in it
     const panel = () => document.querySelector('#framing-panel');
     const pressed = (event) => {
         const inside = event.target.closest?.('#framing-panel');
         anchor = inside ? inside.getBoundingClientRect().top : null;
+        control = inside ? event.target : null;
     };
     document.addEventListener('pointerdown', pressed, true);
     document.addEventListener('keydown', pressed, true);
@@ -30,6 +33,15 @@ KEEP_FRAMING_IN_PLACE = """() => {
         const box = panel()?.getBoundingClientRect();
         if (anchor === null || !box || !box.height) return;  // (hidden: no photo held)
         if (Math.abs(box.top - anchor) >= 1) window.scrollBy(0, box.top - anchor);
+        // The note under the buttons says the new answer (the answer itself may be above the screen): brought into
+        // sight when it is below it, as far as the control pressed stays in sight.
+        const note = document.querySelector('#frame-note')?.getBoundingClientRect();
+        const below = note ? note.bottom + 8 - window.innerHeight : 0;
+        const room = control.getBoundingClientRect().top - 8;
+        if (below > 0 && room > 0) {
+            window.scrollBy(0, Math.min(below, room));
+            anchor = panel().getBoundingClientRect().top;
+        }
     };
     const start = () => new ResizeObserver(keep).observe(document.body);
     if (document.body) start(); else document.addEventListener('DOMContentLoaded', start); }"""

@@ -250,7 +250,8 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     left = page.get_by_role("button", name="Move frame left")
     page.evaluate("window.scrollTo(0, 0)")  # in sight at the top of the page, where the browser's own scroll
     page.wait_for_timeout(300)  # anchoring does not keep them
-    page.set_viewport_size({"width": 1280, "height": round(left.bounding_box()["y"]) + 100})
+    under = note.bounding_box()
+    page.set_viewport_size({"width": 1280, "height": round(under["y"] + under["height"]) + 60})  # the note in sight
     page.wait_for_timeout(300)
     top = left.bounding_box()["y"]
     assert page.evaluate("window.scrollY") == 0
@@ -265,6 +266,16 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
     assert abs(left.bounding_box()["y"] - top) < 2, "the move buttons jumped when the answer above grew"
     page.evaluate("document.querySelector('#taller').remove()")
     page.set_viewport_size({"width": 1280, "height": 900})
+    # A tap on the framing view low on the screen: the note under the buttons, which says the new answer, is brought
+    # into sight (kept in place, the page had left it below the screen), and the place tapped stays in sight.
+    page.evaluate("window.scrollBy(0, document.querySelector('#framing img').getBoundingClientRect().top - 700)")
+    page.wait_for_timeout(300)
+    before_tap = framing.get_attribute("src")
+    framing.click(position={"x": 40, "y": 40})
+    sync_api.expect(framing).not_to_have_attribute("src", before_tap)
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.querySelector('#frame-note').getBoundingClientRect().bottom") <= 900
+    assert page.evaluate("document.querySelector('#framing img').getBoundingClientRect().top") + 40 > 0
     # Every picture says in words what it shows.
     for picture in ("#photo img", "#heatmap img", "#framing img"):
         assert page.locator(picture).get_attribute("alt"), f"{picture} has no alt text"
