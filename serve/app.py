@@ -73,7 +73,7 @@ class Answer:
     placed: bool = False  # the person placed the frame (else SpotCheck framed the spot itself)
     label: str | None = None  # the decision: vascular | nevus | other | unsure (None: no answer)
     own_frame_label: str | None = None  # the decision for the frame SpotCheck placed itself on this photo
-    framable: bool = False  # a spot can be looked for in the photo (not too small, dark or blurred): its frame moves
+    framable: bool = True  # a spot can be looked for in the photo (it is usable: not too small, dark, blurred...)
 
 
 def check_spot(predictor: Predictor, path: str | None) -> Answer:
@@ -280,10 +280,12 @@ def failed(what: str) -> tuple:
 
 
 def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, checked: str | None) -> tuple:
-    """`outputs`, or nothing new on the page if another photo was put in while `checked` was being checked:
-    `clear` has already emptied the answer for the new photo. (A photo whose `clear` arrives only after the
-    button was pressed, `before` being the previous photo, still gets its answer; a photo replaced before its check
-    began, `before` being the new one, does not: it had been shown next to the new photo.)"""
+    """`outputs` for the photo `checked` (`before`: the page's latest photo when the check began), or nothing new on
+    the page if another photo has been put in since (`clear` has already emptied the answer for it).
+
+    Shown: `checked` is the latest photo; or nothing new came in and `checked` was never replaced (its own `clear`
+    may arrive after the button press). Dropped: any other photo is the latest, or `checked` was replaced before its
+    check began (its answer had been shown next to the new photo)."""
     if latest.upload == checked or (latest.upload == before and checked not in latest.replaced):
         return outputs
     return (*[gr.skip()] * 4, False, gr.skip())
@@ -348,12 +350,13 @@ class PageHandlers:
                 click: tuple[float, float] | None = None, shift: tuple[int, int] | None = None) -> tuple:
         """Check the held photo again with the frame moved (a click on the framing view, a move button) or resized
         (the slider)."""
-        pixels = held_pixels(held_photo)
+        pixels, before = held_pixels(held_photo), latest.upload
         if pixels is None:
-            return self.shown(Answer("## Please upload the photo again\n\nThe photo is no longer held: photos are "
-                                     f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer "
-                                     "(less when the server is busy).", {}, None, DISCLAIMER), None)
-        h, before = held_photo, latest.upload
+            let_go = self.shown(Answer("## Please upload the photo again\n\nThe photo is no longer held: photos are "
+                                       f"kept in memory for up to {HELD_SECONDS // 60} minutes after the last answer "
+                                       "(less when the server is busy).", {}, None, DISCLAIMER), None)
+            return unless_replaced(let_go, latest, before, held_photo.upload if held_photo else None)
+        h = held_photo
         try:
             box = moved_frame(pixels, h.box, click=click, percent=percent, shift=shift,
                               flatten_lightness=self.predictor.settings.flatten_lightness)
@@ -374,9 +377,9 @@ class PageHandlers:
         return move_frame_by_a_quarter
 
     def show_frame(self, held_photo: HeldPhoto | None) -> tuple:
-        """The framing panel (view, slider, move buttons): shown and usable while a photo is held that is not too small,
-        dark or blurred to look for a spot in, else hidden. A move button is greyed out where the frame is at the
-        photo's edge (pressed, it had checked the same frame again)."""
+        """The framing panel (view, slider, move buttons): shown and usable while a photo is held that can be used
+        (not too small, dark, bright, blurred, black and white, or no skin), else hidden. A move button is greyed out
+        where the frame is at the photo's edge (pressed, it had checked the same frame again)."""
         pixels = held_pixels(held_photo)
         if pixels is None or not held_photo.framable:
             return (gr.update(visible="hidden"), None, gr.update(value=FRAME_DEFAULT, interactive=False),
@@ -391,10 +394,14 @@ class PageHandlers:
         shorter side (a number outside 1-100 taken as the nearest end; no number, or the frame's own size, no
         change)."""
         size, pixels = slider_percent(percent), held_pixels(held_photo)
-        # No number, or the size the frame has (a tap into the number box is a release too: its answer had come back
-        # while a size was being typed, and put the old one back in the box): nothing to check.
-        if size is None or (pixels is not None and round(size) == frame_percent(pixels, held_photo.box)):
+        if size is None:
             return (*[gr.skip()] * 4, False, gr.skip())
+        # The size the frame has, or the same frame (a tap into the number box is a release too: its answer had come
+        # back while a size was being typed, and put the old one back in the box): nothing to check.
+        if pixels is not None:
+            box = held_photo.box
+            if round(size) == frame_percent(pixels, box) or moved_frame(pixels, box, percent=size) == box:
+                return (*[gr.skip()] * 4, False, gr.skip())
         return self.reframe(held_photo, latest, size)
 
     def redraw_frame(self, held_photo: HeldPhoto | None, percent: object) -> tuple:
@@ -511,16 +518,16 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         # "always_last" checks its last position when keys or drags come faster than the answers. Not preprocessed:
         # Gradio's own check of a number typed outside 1-100 had put "Error" over the whole answer (resize_frame
         # takes the nearest end instead).
-        for event, handler, inputs, then, then_also, mode in (
-                (framing.select, page.move_frame, [held, latest], page.around_answer, [], "once"),
-                (frame_size.release, page.resize_frame, [held, latest, frame_size], page.around_resized, [frame_size],
-                 "always_last"),
-                *((button.click, page.move_frame_by(shift), [held, latest], page.around_answer, [], "once")
-                  for button, (_, shift) in zip(moves, MOVES))):
-            # The page stays where it is: the note under the buttons says the new answer, so that a finger can
-            # nudge the frame again (scrolling to the answer had thrown a phone's page about 800 px up each time).
-            event(handler, inputs=inputs, outputs=[*outputs, unanswered, held], trigger_mode=mode, preprocess=False,
-                  api_visibility="private").then(then, **around | {"inputs": [*around["inputs"], *then_also]})
+        # The page stays where it is: the note under the buttons says the new answer, so that a finger can nudge the
+        # frame again (scrolling to the answer had thrown a phone's page about 800 px up each time).
+        moved = {"outputs": [*outputs, unanswered, held], "preprocess": False, "api_visibility": "private"}
+        framing.select(page.move_frame, inputs=[held, latest], trigger_mode="once", **moved).then(
+            page.around_answer, **around)
+        for button, (_, shift) in zip(moves, MOVES):
+            button.click(page.move_frame_by(shift), inputs=[held, latest], trigger_mode="once", **moved).then(
+                page.around_answer, **around)
+        frame_size.release(page.resize_frame, inputs=[held, latest, frame_size], trigger_mode="always_last",
+                           **moved).then(page.around_resized, **around | {"inputs": [*around["inputs"], frame_size]})
     return app
 
 

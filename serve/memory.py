@@ -19,7 +19,7 @@ class HeldPhoto:
     box: tuple[int, int, int, int]
     placed: bool
     own_frame_label: str | None = None  # the answer for the frame SpotCheck placed itself (serve.app.check_frame)
-    framable: bool = True  # False for a photo too small, dark or blurred to look for a spot in: no frame to move
+    framable: bool = True  # False for a photo it cannot use (too small, dark, blurred...): no spot to frame in it
 
 
 class HeldPhotos:
@@ -57,7 +57,8 @@ def held_pixels(held: HeldPhoto | None) -> np.ndarray | None:
 class LatestPhoto:
     """The photo last put into one browser page: its upload's path, None once the photo box is emptied.
 
-    An answer whose photo was replaced while it was being checked is dropped, not shown next to the new photo.
+    An answer whose photo was replaced, before or while it was being checked, is dropped, not shown next to the new
+    photo.
     """
 
     upload: str | None = None

@@ -13,16 +13,19 @@ SHOW_ANSWER = """() => { const answer = document.querySelector('#answer');
     if (answer.getBoundingClientRect().top > window.innerHeight / 2) answer.scrollIntoView({behavior: 'smooth'}); }"""
 # A moved frame's answer is longer or shorter than the one before, and may show or hide the confidence panel: all of
 # it above the framing controls, which then jumped up or down under the finger (on a desktop, off the screen). From
-# a press on the framing controls until the person scrolls or presses elsewhere, the page keeps them where they were,
-# scrolled only as far as it takes to bring the note under them into sight.
+# a press on the framing controls until the person scrolls (wheel, finger or keys) or presses elsewhere, the page
+# keeps them where they were, scrolled only as far as it takes to bring the note under them into sight.
 KEEP_FRAMING_IN_PLACE = """() => {
     let anchor = null;  // where the framing panel's top was on the screen when it was pressed
     let control = null;  // what was pressed in it
     const panel = () => document.querySelector('#framing-panel');
+    const scrollKeys = ['ArrowUp', 'ArrowDown', 'ArrowLeft', 'ArrowRight', 'PageUp', 'PageDown', 'Home', 'End'];
     const pressed = (event) => {
         const inside = event.target.closest?.('#framing-panel');
-        anchor = inside ? inside.getBoundingClientRect().top : null;
-        control = inside ? event.target : null;
+        const scrolls = event.type === 'keydown' && scrollKeys.includes(event.key);
+        const held = inside && !(scrolls && !event.target.closest('#frame-size'));  // (the slider's keys move it)
+        anchor = held ? inside.getBoundingClientRect().top : null;
+        control = held ? event.target : null;
     };
     document.addEventListener('pointerdown', pressed, true);
     document.addEventListener('keydown', pressed, true);
@@ -44,7 +47,9 @@ KEEP_FRAMING_IN_PLACE = """() => {
         }
     };
     const start = () => new ResizeObserver(keep).observe(document.body);
-    if (document.body) start(); else document.addEventListener('DOMContentLoaded', start); }"""
+    if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
+    // An answer as long as the one before changes no size: the new framing view's picture, loaded, says it came.
+    document.addEventListener('load', (event) => { if (event.target.closest?.('#framing')) keep(); }, true); }"""
 # The frame slider checks again when it is let go (Gradio's `release`): a pointer's, or here a key's, so that
 # the arrow keys work for people using a keyboard; its number box, when left, and here also on Enter.
 SLIDER_KEYS = """() => {
@@ -124,14 +129,17 @@ CLEAR_AFTER_REFUSED = """() => {
 # A move button is greyed out when the frame reaches that edge of the photo; the browser then drops its keyboard focus
 # to the page. It goes to the nearest move button still usable, so that Tab and Enter go on from there.
 KEEP_FOCUS_ON_MOVES = """() => {
-    let focused = null;
+    let focused = null;  // a move button the keyboard focus is on, or last was
     document.addEventListener('focusin', (event) => { focused = event.target; });
+    document.addEventListener('pointerdown', (event) => {  // a press elsewhere (e.g. to select text) is not taken back
+        if (!event.target.closest?.('#framing-panel')) focused = null;
+    }, true);
     new MutationObserver(() => {
         if (!focused?.disabled || !focused.closest('#framing-panel')) return;
         const usable = Array.from(document.querySelectorAll('#framing-panel button')).filter((b) => !b.disabled);
         const distance = (b) => Math.hypot(b.getBoundingClientRect().x - focused.getBoundingClientRect().x,
                                            b.getBoundingClientRect().y - focused.getBoundingClientRect().y);
-        usable.sort((a, b) => distance(a) - distance(b))[0]?.focus();
+        usable.sort((a, b) => distance(a) - distance(b))[0]?.focus({preventScroll: true});
     }).observe(document, {subtree: true, attributes: true, attributeFilter: ['disabled']}); }"""
 # In the page's <head>: listening from the start, so a photo dropped the moment the page appears is typed too.
 PAGE_SCRIPT = (f"<script>({SLIDER_KEYS})(); ({TYPE_PHOTOS})(); ({ANNOUNCE_ANSWER})(); ({CLEAR_AFTER_REFUSED})(); "

@@ -389,6 +389,12 @@ def test_what_goes_around_an_answer_is_shown_in_one_step(uploads, predictor):
     gone = page.reframe(None, LatestPhoto(), 40)
     _, _, _, photo, panel, framing, *_ = page.around_answer(gone[0], None, None, gone[4], gone[5])
     assert "upload the photo again" in gone[0] and photo is None and panel["visible"] == "hidden" and framing is None
+    # ... unless another photo has been put in since: that reply must not empty the new photo's box.
+    latest = LatestPhoto()
+    page.clear({"path": held.upload}, latest)
+    page.clear({"path": str(uploads / "new.png")}, latest)
+    let_go = dataclasses.replace(held, photo=None)
+    assert page.reframe(let_go, latest, 40)[0] == gr.skip() and page.reframe(let_go, latest, 40)[4] is False
 
 
 def test_a_size_typed_outside_the_slider_is_taken_as_its_nearest_end(uploads, predictor):
@@ -402,6 +408,9 @@ def test_a_size_typed_outside_the_slider_is_taken_as_its_nearest_end(uploads, pr
     assert smallest.box[2] - smallest.box[0] == data.framing.MIN_FRAME_SIDE
     assert page.resize_frame(held, LatestPhoto(), "")[0] == gr.skip()  # no number: nothing checked
     assert page.resize_frame(whole, LatestPhoto(), 100)[0] == gr.skip()  # its own size (a tap into the box): nor
+    assert page.resize_frame(smallest, LatestPhoto(), 1)[0] == gr.skip()  # nor the same frame (the smallest there is)
+    assert page.around_resized(summary, None, None, False, whole, 150)[6]["value"] == 100  # after the check, too
+    assert page.around_resized(summary, None, None, False, whole, 33.4)[6] == gr.skip()  # as typed, not rounded
     assert page.redraw_frame(whole, 150)[2]["value"] == 100  # the slider shows the size checked
     assert page.redraw_frame(whole, 40)[2] == gr.skip()  # a size from 1 to 100 is left where the person put it
 

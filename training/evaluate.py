@@ -166,9 +166,8 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[list[str], list[Sample], int, bool]:
-    """The data folders, the images to score in them, how many were left out as seen (`--split all`), and whether
-    the folders are the ones the model was trained on (its report is then the one beside the checkpoint)."""
+def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[list[str], list[Sample], int]:
+    """The data folders, the images to score in them, and how many were left out as seen (`--split all`)."""
     data = args.data or data_folders(predictor.meta)
     folder_domain = args.folder_domain or trained_folder_domain(predictor.meta)
     try:  # a missing folder, no images in it, too few to split: FileNotFoundError, ValueError
@@ -194,7 +193,7 @@ def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[li
         raise SystemExit(f"error: {err}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
         raise SystemExit(f"error: {problem}")
-    return data, samples, left_out, trained_here
+    return data, samples, left_out
 
 
 def print_summary(metrics: dict) -> None:
@@ -223,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         predictor = Predictor(args.checkpoint)
     except CheckpointError as err:
         raise SystemExit(f"error: {err}")
-    data, samples, left_out, trained_here = samples_to_score(args, predictor)
+    data, samples, left_out = samples_to_score(args, predictor)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
     out.mkdir(parents=True, exist_ok=True)
     samples, probs, decided = predict_samples(predictor, samples)
