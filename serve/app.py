@@ -495,8 +495,9 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         latest = gr.State(LatestPhoto())  # each page gets its own copy
         outputs = [summary, chart, heatmap, guidance]
         private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
-        # `input` fires only for the user's own changes (upload, camera, paste, clear), not for empty_photo_if;
-        # "multiple": every new photo clears the page (by default a photo put in right after another was skipped).
+        # `input` fires only for the user's own changes (upload, camera, paste, clear), not when the page empties the
+        # box (around_answer); "multiple": every new photo clears the page (by default a photo put in right after
+        # another was skipped).
         framing_controls = [framing_panel, framing, frame_size, *moves]
         cleared = photo.input(page.clear, inputs=[photo, latest], outputs=[*outputs, held, *framing_controls, check],
                               preprocess=False, trigger_mode="multiple", **private)
