@@ -288,6 +288,11 @@ def unless_replaced(outputs: tuple, latest: LatestPhoto, before: str | None, che
     check began (its answer had been shown next to the new photo)."""
     if latest.upload == checked or (latest.upload == before and checked not in latest.replaced):
         return outputs
+    return nothing_new()
+
+
+def nothing_new() -> tuple:
+    """The page's outputs of a check that changes nothing on it: the answer left as it is, the photo kept."""
     return (*[gr.skip()] * 4, False, gr.skip())
 
 
@@ -395,13 +400,13 @@ class PageHandlers:
         change)."""
         size, pixels = slider_percent(percent), held_pixels(held_photo)
         if size is None:
-            return (*[gr.skip()] * 4, False, gr.skip())
+            return nothing_new()
         # The size the frame has, or the same frame (a tap into the number box is a release too: its answer had come
         # back while a size was being typed, and put the old one back in the box): nothing to check.
         if pixels is not None:
             box = held_photo.box
             if round(size) == frame_percent(pixels, box) or moved_frame(pixels, box, percent=size) == box:
-                return (*[gr.skip()] * 4, False, gr.skip())
+                return nothing_new()
         return self.reframe(held_photo, latest, size)
 
     def redraw_frame(self, held_photo: HeldPhoto | None, percent: object) -> tuple:
