@@ -130,16 +130,14 @@ def _hasher(checksum_type: str):
     return hashlib.new(name)
 
 
-def _hash_into(h, path: Path) -> None:
+def _hash_of(path: Path, checksum_type: str):
+    """A hash object fed with the file's bytes, to be continued with more (`download`) or read."""
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
+        return hashlib.file_digest(f, lambda: _hasher(checksum_type))
 
 
 def file_digest(path: Path, checksum_type: str) -> str:
-    h = _hasher(checksum_type)
-    _hash_into(h, path)
-    return h.hexdigest()
+    return _hash_of(path, checksum_type).hexdigest()
 
 
 def datafile_url(server: str, remote: RemoteFile) -> str:
@@ -167,11 +165,11 @@ def download(url: str, dest: Path, remote: RemoteFile) -> None:
     received = have
     try:
         if remote.size and have == remote.size:  # all there already: cut off before the check
-            _hash_into(h, part)
+            h = _hash_of(part, remote.checksum_type)
         else:
             with _get(url, headers={"Range": f"bytes={have}-"} if have else None) as resp:
                 if have and _continues_at(resp, have):
-                    _hash_into(h, part)
+                    h = _hash_of(part, remote.checksum_type)
                     mode = "ab"
                 else:  # a fresh start, or a server that sent the whole file
                     received, mode = 0, "wb"

@@ -11,10 +11,9 @@ A photo is known by keys, recorded in each checkpoint (`meta.seen_images`) for e
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
-
-from data.download import file_digest
 
 ISIC_ID = re.compile(r"ISIC_\d{7}")
 NAMED_BY_ORIGINAL = re.compile(r"c_([0-9a-f]{16})")
@@ -28,7 +27,8 @@ def image_keys(path: Path) -> set[str]:
         keys.add(original.group(1)[:DIGITS])
     try:
         if path.stat().st_size:  # every empty file (a failed copy) is the same file: no key
-            keys.add(file_digest(path, "sha256")[:DIGITS])
+            with path.open("rb") as f:
+                keys.add(hashlib.file_digest(f, "sha256").hexdigest()[:DIGITS])
     except OSError:
         pass
     return keys
