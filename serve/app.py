@@ -88,12 +88,17 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
     try:
         image = read_image(path)
     except ImageError as err:
-        advice = (TOO_LARGE_ADVICE if isinstance(err, ImageTooLarge) else
-                  "Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).")
-        return Answer(f"## This file cannot be used\n\n{sentence(str(err))}. {advice}", {}, None, DISCLAIMER)
+        return unusable_file(err)
     finally:
         Path(path).unlink(missing_ok=True)  # uploads are not kept
     return check_frame(predictor, working_copy(image))  # held downscaled, answered as batch scoring answers it
+
+
+def unusable_file(err: ImageError) -> Answer:
+    """The answer for a file that cannot be read as a photo: what is wrong with it, and what to send instead."""
+    advice = (TOO_LARGE_ADVICE if isinstance(err, ImageTooLarge) else
+              "Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).")
+    return Answer(f"## This file cannot be used\n\n{sentence(str(err))}. {advice}", {}, None, DISCLAIMER)
 
 
 def sentence(reason: str) -> str:
@@ -202,20 +207,22 @@ def moved_frame(photo: np.ndarray, box: tuple[int, int, int, int], *, click: tup
 def browser_copy(path: str | None, files: OutputFiles) -> str | None:
     """For an upload the browser cannot show (a HEIC or TIFF photo shows as a broken picture), a PNG copy of the
     photo, upright and as it is held (`check_spot` answers the copy as it would the upload), to put in its place; the
-    upload is deleted. None, and the upload left for `check_spot`, when the browser shows it or it cannot be read."""
+    upload is deleted. None, and the upload left for `check_spot`, when the browser shows it or it is gone (checked
+    already). Raises ImageError for a file that is no photo SpotCheck can read (it too would show as a broken
+    picture), and leaves it."""
     if not path:
         return None
     try:
         with open(path, "rb") as f:
             data = f.read(HEADER_BYTES)  # enough to name nearly every format: most uploads are not read further
-            if not data or image_format(data) in BROWSER_FORMATS:
+            if data and image_format(data) in BROWSER_FORMATS:
                 return None
             data += f.read()
-        if image_format(data) in BROWSER_FORMATS:  # e.g. a JPEG whose metadata pushed its header further in
-            return None
-        copy = files.write_picture(working_copy(decode_image(data)))
-    except (OSError, ImageError):  # gone (checked already), or not a photo: checking it says why
+    except OSError:
         return None
+    if image_format(data) in BROWSER_FORMATS:  # e.g. a JPEG whose metadata pushed its header further in
+        return None
+    copy = files.write_picture(working_copy(decode_image(data)))
     Path(path).unlink(missing_ok=True)
     return copy
 
@@ -306,7 +313,7 @@ def show_parts(summary: str | None, chart_payload: dict | None, heatmap_payload:
 
 
 def empty_photo_if(unanswered: bool):
-    """Empty the photo box when there was no answer (e.g. a file that is not an image shows as a broken picture)."""
+    """Empty the photo box when there was no answer (e.g. a damaged JPEG shows as a broken picture)."""
     return None if unanswered else gr.skip()
 
 
@@ -446,16 +453,23 @@ class PageHandlers:
                 gr.update(interactive=False))  # the check button waits for `show_photo`
 
     def show_photo(self, payload: dict | None, latest: LatestPhoto) -> tuple:
-        """A photo the browser cannot show is replaced by a copy it can; the check button comes back."""
-        put_in = (payload or {}).get("path")
+        """A photo the browser cannot show is replaced by a copy it can; a file that is no photo is answered at once
+        (it had shown as a broken picture until Check was pressed), and the photo box emptied; the check button comes
+        back. Outputs: the photo box, the button, the answer and the guidance."""
+        put_in, copy, unusable = (payload or {}).get("path"), None, None
+        path = uploaded_path(self.upload_folder, payload) if put_in else None
         try:
-            copy = browser_copy(uploaded_path(self.upload_folder, payload) if put_in else None, self.files)
+            copy = browser_copy(path, self.files)
+        except ImageError as err:
+            unusable = unusable_file(err)
         except Exception:  # whatever went wrong, the button must come back; checking the upload says what is wrong
             log.exception("copying a photo for the browser failed")  # not the payload, which names the photo
-            copy = None
         if latest.upload != put_in:  # another photo was put in meanwhile: its own `show_photo` decides
-            return gr.skip(), gr.skip()
-        return gr.skip() if copy is None else copy, gr.update(interactive=True)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        if unusable is not None:
+            Path(path).unlink(missing_ok=True)  # uploads are not kept
+            return None, gr.update(interactive=True), unusable.summary, unusable.guidance
+        return gr.skip() if copy is None else copy, gr.update(interactive=True), gr.skip(), gr.skip()
 
 
 def build_app(predictor: Predictor) -> gr.Blocks:
@@ -510,8 +524,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
         cleared.then(show_parts, **parts)
         cleared.then(
             # Queued, two at a time: many HEIC photos put in at once must not each start a decoder beside the checks.
-            page.show_photo, inputs=[photo, latest], outputs=[photo, check], preprocess=False, show_progress="hidden",
-            api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
+            page.show_photo, inputs=[photo, latest], outputs=[photo, check, summary, guidance], preprocess=False,
+            show_progress="hidden", api_visibility="private", concurrency_limit=2, concurrency_id="browser-copies")
         # After each answer, one step shows what goes around it (`around_answer`).
         around = {"inputs": [summary, chart, heatmap, unanswered, held],
                   "outputs": [chart, heatmap, note, photo, *framing_controls], "preprocess": False, **private}

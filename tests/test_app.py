@@ -27,7 +27,7 @@ from serve.uploads import delete_older
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 import data.images
 import data.framing
-from data.images import read_image
+from data.images import ImageError, read_image
 from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
 
 
@@ -463,11 +463,15 @@ def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same
         assert answer.probabilities == pytest.approx(original.probabilities if original.judged else {})
 
     jpeg = write_rgb(tmp_path / "spot.jpg", spot_photo("vascular", size=200))
-    broken = tmp_path / "broken.heic"
-    broken.write_bytes(ROTATED_HEIC[:300])
-    for shown_or_unreadable in (jpeg, broken):
-        assert browser_copy(str(shown_or_unreadable), files) is None and shown_or_unreadable.exists()
+    assert browser_copy(str(jpeg), files) is None and jpeg.exists()
     assert browser_copy(str(tmp_path / "gone.heic"), files) is None and browser_copy(None, files) is None
+    broken, empty = tmp_path / "broken.heic", tmp_path / "empty.jpg"
+    broken.write_bytes(ROTATED_HEIC[:300])
+    empty.write_bytes(b"")
+    for unreadable in (broken, empty):  # no photo: said at once, by the caller (`PageHandlers.show_photo`)
+        with pytest.raises(ImageError):
+            browser_copy(str(unreadable), files)
+        assert unreadable.exists()
 
 
 def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back(uploads, predictor):
@@ -478,13 +482,30 @@ def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back
     heic.write_bytes(ROTATED_HEIC)
     latest = LatestPhoto()
     assert clear({"path": str(heic)}, latest)[-1]["interactive"] is False  # the button, until the photo is shown
-    copy, button = show_photo({"path": str(heic)}, latest)
+    copy, button, summary, guidance = show_photo({"path": str(heic)}, latest)
     assert copy.endswith(".png") and button["interactive"] is True and not heic.exists()
+    assert summary == guidance == gr.skip()  # the answer waits for the button
 
     heic.write_bytes(ROTATED_HEIC)  # put in, then another photo put in before its copy was made: the box keeps that
     clear({"path": str(heic)}, latest)
     clear({"path": str(uploads / "next.jpg")}, latest)
-    assert show_photo({"path": str(heic)}, latest) == (gr.skip(), gr.skip())
+    assert show_photo({"path": str(heic)}, latest) == (gr.skip(),) * 4
+
+
+@pytest.mark.parametrize("content", [b"", b"this is a text file, not a photo", ROTATED_HEIC[:300]])
+def test_a_file_that_is_no_photo_is_answered_as_it_is_put_in(uploads, predictor, content):
+    """Not left in the photo box as a broken picture until Check is pressed: the box is emptied, the answer says
+    what is wrong (as Check would), the file is deleted, and the button comes back."""
+    page = PageHandlers(predictor, uploads)
+    uploads.mkdir(parents=True)
+    fake = uploads / "holiday.jpg"
+    fake.write_bytes(content)
+    latest = LatestPhoto()
+    page.clear({"path": str(fake)}, latest)
+    box, button, summary, guidance = page.show_photo({"path": str(fake)}, latest)
+    assert box is None and button["interactive"] is True and guidance == DISCLAIMER
+    assert summary.startswith("## This file cannot be used") and "Please upload a photo" in summary
+    assert not fake.exists()
 
 
 class Answering:
