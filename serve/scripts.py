@@ -157,4 +157,5 @@ PAGE_STYLE = """
 #framing-panel:not(:has(#framing img)) { display: none; }
 #photo [data-testid=block-label], #confidence [data-testid=block-label], #heatmap [data-testid=block-label],
 #framing [data-testid=block-label] { position: static; }
+#heatmap .icon-button-wrapper { top: -26px; }  /* its buttons on the title's row, not over the heatmap's corner */
 """
