@@ -300,7 +300,8 @@ or new spot (always see one), children, spots on mucosa, nails or genitals, or a
 ## Decision rule and calibration (fitted on validation only)
 Temperature {cal['temperature']:.3f}; `vascular` only when p(vascular) >= {cal['vascular_min']:.3f}; `unsure`
 when the top probability < {needed:.3f}, when {distance} > {cal['ood_distance_max']:.1f}
-(does not look like the training photos), or when the photo is too small, dark, bright, blurred or shows no skin.
+(does not look like the training photos), or when the photo is too small, dark, bright, blurred, black and white or
+shows no skin.
 {_safety_line(meta)}
 ## Results on {scored_on(metrics)}
 Balanced accuracy and vascular recall are argmax figures; the "rule" columns apply the decision rule above.
