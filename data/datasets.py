@@ -67,15 +67,26 @@ def table_delimiter(header: str) -> str:
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     """The rows of a table that must have `columns`: comma- or tab-separated, a byte-order mark (as Excel saves
     UTF-8) ignored."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        header = f.readline()
-        f.seek(0)
-        reader = csv.DictReader(f, delimiter=table_delimiter(header))
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} has no {', '.join(missing)} column "
-                             f"(its columns: {', '.join(reader.fieldnames or [])})")
-        return list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            header = f.readline()
+            f.seek(0)
+            reader = csv.DictReader(f, delimiter=table_delimiter(header))
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path} has no {', '.join(missing)} column "
+                                 f"(its columns: {', '.join(reader.fieldnames or [])})")
+            return list(reader)
+    except UnicodeDecodeError:  # it had said only "'utf-8' codec can't decode byte 0xe9 in position 858"
+        raise ValueError(f"{path} is not UTF-8 text: save it as UTF-8 (in Excel: \"CSV UTF-8\")") from None
+
+
+def reading_problem(err: OSError | ValueError) -> str:
+    """What stops the data being read, for an error message: a file or folder that cannot be read is named with the
+    system's reason ("cannot read ...: Permission denied"), not as "[Errno 13] ..."."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"cannot read {err.filename}: {err.strerror}"
+    return str(err)
 
 
 HAM10000_METADATA = ("ham10000_metadata.csv", "ham10000_metadata.tab", "ham10000_metadata.txt")  # in any case

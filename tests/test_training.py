@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import data.datasets as datasets_module
 import data.presets as presets
 import data.splits as splits_module
 import training.train as train
@@ -520,6 +521,26 @@ def test_a_folder_without_training_data_is_a_clear_error(tmp_path):
         train.main(["--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run")])
     with pytest.raises(SystemExit, match="does not exist"):
         train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+
+
+def test_data_that_cannot_be_read_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch):
+    """A labels.csv saved in a Windows code page, and a folder without read permission (simulated: tests may run as
+    root, whom permissions do not stop), stop training and evaluation with the file named and what to do."""
+    clinical = make_clinical(tmp_path / "clinical")
+    (clinical / "labels.csv").write_bytes("filename,label\ncaf\u00e9.jpg,nevus\n".encode("cp1252"))
+    for command in (train.main, evaluate.main):
+        with pytest.raises(SystemExit, match=r"error: .*labels.csv is not UTF-8 text: save it as UTF-8"):
+            command(["--data", str(clinical), "--out", str(tmp_path / "run"), *([] if command is evaluate.main else FAST)])
+
+    def unreadable(root):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(datasets_module, "ham10000_metadata", unreadable)
+    for command in (train.main, evaluate.main):
+        with pytest.raises(SystemExit) as stopped:
+            command(["--data", str(clinical), "--out", str(tmp_path / "run")])
+        assert str(stopped.value) == f"error: cannot read {clinical}: Permission denied"
+    assert not (tmp_path / "run" / "spotcheck.pt").exists()
 
 
 def test_a_class_missing_from_training_or_validation_is_a_clear_error(tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset
+from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset, reading_problem
 from data.flags import plain_warnings
 from data.identity import is_seen
 from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
@@ -189,8 +189,8 @@ def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[li
             if not trained_here and not all(trained_on(predictor.meta, root) for root in data) and \
                     (seen := seen_warning(predictor.meta, args.split, samples)):
                 print(f"warning: {seen} (for labelled photos it has never seen, score them all: --split all)")
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
+    except (OSError, ValueError) as err:  # a missing or unreadable folder, no images in it
+        raise SystemExit(f"error: {reading_problem(err)}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
         raise SystemExit(f"error: {problem}")
     return data, samples, left_out

@@ -26,7 +26,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample
+from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample, reading_problem
 from data.flags import (fraction, non_negative_float, non_negative_int, plain_warnings, positive_float,
                         positive_int)
 from data.presets import EvalSettings, TrainPreset
@@ -398,8 +398,8 @@ def run_splits(args: argparse.Namespace, state: dict | None,
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
         splits = (recorded_splits(args.data, state["split_members"], args.folder_domain, legacy=legacy_names(state))
                   if recorded else load_splits(args.data, args.seed, args.folder_domain))
-    except (FileNotFoundError, ValueError) as err:  # a missing folder, no images in it, too few to split
-        raise SystemExit(f"error: {err}")
+    except (OSError, ValueError) as err:  # a missing or unreadable folder, no images in it, too few to split
+        raise SystemExit(f"error: {reading_problem(err)}")
     advice = FOLDER_ADVICE
     if not recorded:  # copies across splits leak (a recorded split has had this done)
         splits, copies = copies_into_training(splits)
