@@ -264,9 +264,12 @@ def argument_problem(args: argparse.Namespace, folder: Path, out: Path) -> str |
     """What is wrong with the command line's folders and files, before anything is loaded or written; None if
     nothing is."""
     if not folder.is_dir():
-        return f"{folder} is not a folder"
-    if out.is_dir():
+        return (f"{folder} is a file: give the folder that holds the photos (the web page answers one photo)"
+                if folder.exists() else f"{folder} does not exist")
+    if out.is_dir() or (args.out or "").endswith(("/", os.sep)):
         return f"--out {out} is a folder; give the CSV file to write, e.g. {out / 'scores.csv'}"
+    if is_image_file(out.name):  # a photo named by a slip: --overwrite had turned it into the CSV
+        return f"--out {out} is named as a photo; give the CSV file to write, e.g. {out.with_name('scores.csv')}"
     if out.is_file() and out.stat().st_size > 0 and not (args.resume or args.overwrite):
         return f"{out} already exists: add --resume to keep its rows and score the rest, or --overwrite to replace it"
     heatmaps = args.heatmaps
@@ -289,7 +292,7 @@ def argument_problem(args: argparse.Namespace, folder: Path, out: Path) -> str |
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
-    parser.add_argument("--out", type=Path, default=None, help="CSV to write (default: ./scores.csv)")
+    parser.add_argument("--out", default=None, help="CSV to write (default: ./scores.csv)")
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume keeps the rows in --out and --overwrite replaces them: choose one")
 
     folder = args.folder
-    out = args.out if args.out is not None else Path("scores.csv")
+    out = Path(args.out if args.out is not None else "scores.csv")
     if problem := argument_problem(args, folder, out):
         print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -260,6 +260,17 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert len(rows(tmp_path / "ok.csv")) == 1
     assert batch.main([str(good), "--out", str(tmp_path)]) == 2  # --out is a folder, not a CSV
     capsys.readouterr()
+    assert batch.main([str(good), "--out", f"{tmp_path / 'new'}/"]) == 2  # a folder to be, named as one
+    assert "is a folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    for photo in (good / "a.png", tmp_path / "typo.jpg"):  # a photo, or a name that says one: never written over
+        assert batch.main([str(good), "--out", str(photo), "--overwrite"]) == 2
+        assert "is named as a photo" in capsys.readouterr().err
+    assert read_image(good / "a.png").shape[:2] == (160, 160) and not (tmp_path / "typo.jpg").exists()
+    assert batch.main([str(good / "a.png"), "--out", str(tmp_path / "one.csv")]) == 2
+    assert "is a file: give the folder" in capsys.readouterr().err
+    assert batch.main([str(tmp_path / "missing"), "--out", str(tmp_path / "one.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    capsys.readouterr()
     assert batch.main([str(bad), "--out", str(tmp_path / "s.csv"), "--resume"]) == 1  # still nothing scored
     said = capsys.readouterr()  # its rows are all errors: not "done", and not as if they had been tried again
     assert "none of them could be scored" in said.out and "--overwrite" in said.out
