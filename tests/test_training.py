@@ -616,23 +616,32 @@ def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(cla
         bad[-1].write_bytes(good[: len(good) // 3])
     bad.append(class_tree / "nevus" / "notes.jpg")
     bad[-1].write_text("not a photo")
+    # Readable, but too small for the app to judge (it answers them "unsure"): not trained on as spots either.
+    bad += [write_rgb(class_tree / "other" / "thumbnail.png", spot_photo("other", size=40)),
+            write_rgb(class_tree / "nevus" / "strip.png", spot_photo("nevus", size=400)[:20])]
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
     out = capsys.readouterr().out
-    assert "unreadable images, e.g." in out and "(the file is not a readable image" in out  # and why
+    assert "images that cannot be used:" in out and "the file is not a readable image" in out  # and why
+    assert "strip.png: too small: 400x20 pixels, under 48 on a side" in out  # (the thumbnail is a test image)
     meta = load_checkpoint(final)["meta"]
     in_split = {split: sum(f"folder/{p.parent.name}/{p.name}" in meta["split_members"][split] for p in bad)
                 for split in ("val", "test")}
     assert meta["unreadable"] == {"train": len(bad) - in_split["val"] - in_split["test"], "val": in_split["val"]}
+    listed = [path for path in bad if f"\n  {path}: " in out]  # each one named (not 3 of them), with why
+    assert len(listed) == len(bad) - in_split["test"] > 3  # (test images are read by evaluation, which names them)
     evaluate.main(["--checkpoint", str(final)])  # the card says how many were left out of training
     assert (f"Of these, {meta['unreadable']['train']} training and {meta['unreadable']['val']} validation images "
-            "could not be read") in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+            "could not be read, or were too small") in (tmp_path / "run" / "MODEL_CARD.md").read_text()
 
+    # Evaluation scores what the app would: a photo too small to judge counts, as the app's "unsure".
+    unreadable, too_small = bad[:-2], bad[-2:]
     samples = [Sample(path, path.parent.name, path.name, path.parent.name, "folder", "dermoscopy") for path in
                [*bad, class_tree / "other" / "other_0.png"]]
     kept, probs, decided = evaluate.predict_samples(predictor, samples)
-    assert kept == samples[-1:] and probs.shape == (1, 3) and len(decided) == 1
+    assert kept == samples[-3:] and probs.shape == (3, 3) and decided[:2] == ["unsure", "unsure"]
     warned = capsys.readouterr().out
-    assert all(f"warning: skipped {path}" in warned for path in bad)
+    assert all(f"warning: skipped {path}" in warned for path in unreadable)
+    assert not any(str(path) in warned for path in too_small)
 
 
 class Started(Exception):

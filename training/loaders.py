@@ -10,18 +10,22 @@ import torch
 from tqdm import tqdm
 
 from data.datasets import Sample
-from data.images import ImageError, read_image, working_copy
+from data.images import MIN_PHOTO_SIDE, ImageError, read_image, working_copy
 from data.presets import EvalSettings, TrainPreset, frame_and_resize, normalize_as
 
 
 def _framed(args: tuple[str, int, bool]) -> np.ndarray | str:
-    """The image framed and resized, or why it cannot be read."""
+    """The image framed and resized, or why it cannot be used: unreadable, or too small for the app to judge (a
+    thumbnail or a strip would be trained on as a spot that the app answers `unsure`)."""
     path, side, flatten_lightness = args
     try:
-        # Framed from its working copy, as model.predictor frames a photo: the same crop for a photo of any size.
-        return frame_and_resize(working_copy(read_image(path)), size=side, flatten_lightness=flatten_lightness)[0]
+        image = read_image(path)
     except ImageError as err:
         return str(err)
+    if min(image.shape[:2]) < MIN_PHOTO_SIDE:
+        return f"too small: {image.shape[1]}x{image.shape[0]} pixels, under {MIN_PHOTO_SIDE} on a side"
+    # Framed from its working copy, as model.predictor frames a photo: the same crop for a photo of any size.
+    return frame_and_resize(working_copy(image), size=side, flatten_lightness=flatten_lightness)[0]
 
 
 def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
@@ -29,8 +33,8 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
     """Read, frame (`flatten_lightness`: see `data.framing`) and resize every image once: (N, side, side, 3) uint8
     and the samples kept.
 
-    Unreadable images are skipped with a warning that says why, rather than stopping a long run (none may be left:
-    the caller says which class that leaves without images).
+    Images that cannot be used are skipped with a warning that names each and says why, rather than stopping a long
+    run (none may be left: the caller says which class that leaves without images).
     """
     jobs = [(str(s.path), side, flatten_lightness) for s in samples]
     if workers > 1:
@@ -40,8 +44,8 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
         pixels = [_framed(job) for job in tqdm(jobs, desc=desc, leave=False, disable=None)]
     kept = [i for i, p in enumerate(pixels) if not isinstance(p, str)]
     if len(kept) < len(samples):
-        bad = [f"{samples[i].path} ({p})" for i, p in enumerate(pixels) if isinstance(p, str)]
-        print(f"warning: {desc}: skipped {len(bad)} unreadable images, e.g. {'; '.join(bad[:3])}")
+        bad = [f"  {samples[i].path}: {p}" for i, p in enumerate(pixels) if isinstance(p, str)]
+        print(f"warning: {desc}: skipped {len(bad)} image{'s' * (len(bad) != 1)} that cannot be used:", *bad, sep="\n")
     stacked = np.stack([pixels[i] for i in kept]) if kept else np.empty((0, side, side, 3), np.uint8)
     return stacked, [samples[i] for i in kept]
 

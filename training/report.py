@@ -254,7 +254,7 @@ def write_model_card(meta: dict, metrics: dict, path: Path) -> None:
     vascular_images = sum(counts.get("vascular", 0) for counts in split_counts.values())
     unreadable = meta.get("unreadable", {})
     left_out = (f" Of these, {unreadable.get('train', 0)} training and {unreadable.get('val', 0)} validation images "
-                "could not be read and were left out." if any(unreadable.values()) else "")
+                "could not be read, or were too small to judge, and were left out." if any(unreadable.values()) else "")
     data_lines = _data_lines(meta, flags, sources)
     shortcuts = (f"- Shortcuts: in the clinical photos, pen circles, case numbers and rulers go with the NCI atlas nevi "
                  f"and a grey caption bar with SD-198's vascular and other photos; {marks}. How often such a mark "
