@@ -274,8 +274,17 @@ def load_clinical(root: str | Path) -> list[Sample]:
     return _sd198_series(samples)
 
 
+def class_of_folder(name: str) -> str | None:
+    """The class a class folder's name gives, in any case: a class's own name (`Nevus/`), or a HAM10000 diagnosis
+    code (`vasc/`, `nv/`, `mel/`, ...: trees sorted by HAM10000's `dx` are common); None for any other name."""
+    name = name.lower()
+    return name if name in CLASSES else DX_TO_CLASS.get(name)
+
+
 def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sample]:
-    """A plain tree: `root/vascular/*.jpg`, `root/nevus/*.jpg`, `root/other/*.jpg`, of photos of one `domain`.
+    """A plain tree: `root/vascular/*.jpg`, `root/nevus/*.jpg`, `root/other/*.jpg`, of photos of one `domain`, or
+    one folder per HAM10000 diagnosis (`root/vasc/`, `root/nv/`, `root/mel/`, ...; `class_of_folder`), whose code is
+    then each photo's diagnosis (the report counts the melanomas called vascular).
 
     Every image is its own group; put one lesion's photos in a subfolder
     (`root/nevus/lesion42/a.jpg`) to keep them together in one split. Everything under one subfolder of a class
@@ -285,35 +294,57 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         raise ValueError(f"unknown kind of photo {domain!r} (use one of {', '.join(DOMAINS)})")
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
-    spellings = {c: [p.name for p in folders if p.name.lower() == c] for c in CLASSES}  # Nevus/ is nevus/
-    for label, names in spellings.items():
-        if len(names) > 1:
-            raise ValueError(f"{root}: {' and '.join(f'{n}/' for n in names)} are both the class {label}: move their "
-                             "photos into one of them")
-    ignored = [p.name for p in folders if p.name.lower() not in CLASSES]
+    for name in {p.name.lower() for p in folders if class_of_folder(p.name)}:
+        if len(spelt := [p.name for p in folders if p.name.lower() == name]) > 1:  # Nevus/ and nevus/
+            raise ValueError(f"{root}: {' and '.join(f'{n}/' for n in spelt)} are one folder name in two spellings: "
+                             "move their photos into one of them")
+    ignored = [p.name for p in folders if class_of_folder(p.name) is None]
     if ignored:
-        warnings.warn(f"{root}: folders {', '.join(ignored)} are not classes ({', '.join(CLASSES)}) and are left out",
-                      stacklevel=2)
+        warnings.warn(f"{root}: folders {', '.join(ignored)} are not classes ({', '.join(CLASSES)}, or HAM10000's "
+                      "diagnosis codes) and are left out", stacklevel=2)
     loose = [p.name for p in root.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
-    if loose and root.name.lower() not in CLASSES:  # a class's own folder given as the tree: said below
-        named = ", ".join(sorted(loose)[:3]) + (", ..." if len(loose) > 3 else "")
-        warnings.warn(f"{root}: left out {len(loose)} photo(s) outside the class folders ({named}): move each into "
-                      f"{', '.join(f'{c}/' for c in CLASSES)}", stacklevel=2)
+    if class_of_folder(root.name):  # a class's own folder given as the tree: its photos are not loose (said below)
+        loose = []
     samples = []
-    for folder in (p for p in folders if p.name.lower() in CLASSES):
-        label = folder.name.lower()
+    for folder in (p for p in folders if class_of_folder(p.name)):
+        label, dx = class_of_folder(folder.name), folder.name.lower() if folder.name.lower() in DX_TO_CLASS else ""
         for path in (p for p in files_under(folder) if is_image_file(p)):
             within = path.relative_to(folder)
             group = f"folder:{Path(folder.name, within.parts[0])}"  # the image itself, or its subfolder
-            samples.append(Sample(path, label, group, label, source="folder", domain=domain,  # no diagnosis
+            samples.append(Sample(path, label, group, dx or label, source="folder", domain=domain, detail=dx,
                                   within=path.relative_to(folder).as_posix()))
     if not samples:
-        where = (f"{root.name}/ looks like one class's folder: give the folder that holds it and the other classes'"
-                 if root.name.lower() in CLASSES else
-                 f"{root} holds no HAM10000 metadata, no labels.csv and no image in class folders named "
-                 f"{', '.join(CLASSES)}")
-        raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/ ({where})")
+        advice = (f"{len(loose)} photo(s) lie outside class folders: {_loose_advice(root, loose)}" if loose
+                  else _empty_tree_advice(root))
+        raise FileNotFoundError(f"no images found under {root}/{{{','.join(CLASSES)}}}/ ({advice})")
+    if loose:
+        named = ", ".join(sorted(loose)[:3]) + (", ..." if len(loose) > 3 else "")
+        warnings.warn(f"{root}: left out {len(loose)} photo(s) outside the class folders ({named}): "
+                      f"{_loose_advice(root, loose)}", stacklevel=2)
     return samples
+
+
+def _loose_advice(root: Path, loose: list[str]) -> str:
+    """What to do with photos given loose, outside class folders: HAM10000's own images (`ISIC_0024306.jpg`) belong
+    to their metadata table, not in class folders by hand."""
+    if not any(re.fullmatch(r"ISIC_\d{7}", Path(name).stem) for name in loose):
+        return f"move each into {', '.join(f'{c}/' for c in CLASSES)}"
+    if ham10000_metadata(root.parent) is not None:
+        return f"they are HAM10000 images: give {root.parent}, the folder that holds HAM10000_metadata.csv"
+    return ("they are named as HAM10000 images: give the folder that holds them and HAM10000_metadata.csv, their "
+            "labels (`python -m data.download --out DIR` fetches both)")
+
+
+def _empty_tree_advice(root: Path) -> str:
+    """Why a folder given as a class-per-folder tree holds no photos in class folders, and what to give instead."""
+    if class_of_folder(root.name):
+        return f"{root.name}/ looks like one class's folder: give the folder that holds it and the other classes'"
+    inside = [p for p in sorted(root.iterdir()) if p.is_dir() and
+              (ham10000_metadata(p) is not None or (p / "labels.csv").is_file())]
+    if inside:
+        return f"{inside[0]} holds a data set: give that folder"
+    return (f"{root} holds no HAM10000 metadata, no labels.csv and no image in class folders named "
+            f"{', '.join(CLASSES)}")
 
 
 def load_dataset(root: str | Path, folder_domain: str = "dermoscopy") -> list[Sample]:

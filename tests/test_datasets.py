@@ -133,7 +133,7 @@ def test_one_class_in_two_spellings_is_a_clear_error(tmp_path):
     """vascular/ and Vascular/ side by side: the message names both folders (it had spoken of repeated image names)."""
     for folder in ("vascular", "Vascular"):
         write_rgb(tmp_path / folder / "img0.png", spot_photo("vascular", size=32))
-    with pytest.raises(ValueError, match=r"Vascular/ and vascular/ are both the class vascular"):
+    with pytest.raises(ValueError, match=r"Vascular/ and vascular/ are one folder name in two spellings"):
         load_class_folders(tmp_path)
 
 
@@ -437,9 +437,38 @@ def test_a_class_folder_given_for_the_tree_and_loose_images_are_named(tmp_path):
         with pytest.raises(FileNotFoundError, match="nevus/ looks like one class's folder"):
             load_class_folders(tmp_path / "tree" / "nevus")
     write_rgb(tmp_path / "tree" / "IMG_1.png", spot_photo("vascular", size=32))
-    with pytest.warns(UserWarning, match=r"left out 1 photo\(s\) outside the class folders \(IMG_1.png\)"):
+    with pytest.warns(UserWarning, match=r"left out 1 photo\(s\) outside the class folders \(IMG_1.png\): move each"):
         samples = load_class_folders(tmp_path / "tree")
     assert [s.path.name for s in samples] == ["n.png"]
+
+
+def test_a_ham10000_folder_given_one_level_off_is_named(tmp_path):
+    """--data at HAM10000's images folder, or at the folder that holds the HAM10000 folder: not "move each image into
+    a class folder" (10,015 of them by hand), but the folder to give."""
+    ham = make_ham(tmp_path / "data_ham10000")
+    with pytest.raises(FileNotFoundError, match=f"they are HAM10000 images: give {ham}, the folder that holds"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_dataset(ham / "images")
+    copied = tmp_path / "isic_only"
+    shutil.copytree(ham / "images", copied)  # no metadata anywhere near
+    with pytest.raises(FileNotFoundError, match="named as HAM10000 images: give the folder that holds them and HAM"):
+        load_dataset(copied)
+    with pytest.warns(UserWarning, match="folders data_ham10000, isic_only are not classes"):
+        with pytest.raises(FileNotFoundError, match=f"{ham} holds a data set: give that folder"):
+            load_dataset(tmp_path)
+
+
+def test_folders_named_by_ham10000_diagnosis_are_classes(tmp_path):
+    """A tree sorted by HAM10000's dx codes (vasc/, nv/, mel/, ...), as people often sort it: each code's class, and
+    its code kept as the diagnosis (the report counts melanomas by it); any other folder name is left out."""
+    for dx in ("vasc", "NV", "mel", "bcc", "vascular", "unsorted"):
+        write_rgb(tmp_path / dx / f"{dx}.png", spot_photo("nevus", size=32))
+    with pytest.warns(UserWarning, match=r"folders unsorted are not classes \(vascular, nevus, other, or HAM10000's"):
+        samples = load_class_folders(tmp_path)
+    assert sorted((s.path.stem, s.label, s.detail) for s in samples) == [
+        ("NV", "nevus", "nv"), ("bcc", "other", "bcc"), ("mel", "other", "mel"), ("vasc", "vascular", "vasc"),
+        ("vascular", "vascular", "")]
 
 
 @needs_shared
