@@ -22,6 +22,8 @@ Result, as `data.datasets.load_ham10000(DIR)` expects:
 - Running again is cheap: a file already unpacked (recorded in
   `DIR/archives/NAME.done`) or already downloaded with the right checksum is
   not fetched again.
+- The free space is checked first (an archive beside its unpacked images); a disk that fills up all the same, or
+  a folder that cannot be written, is said as such, not as a reason to run again.
 - Zip entries with absolute paths or `..` are refused.
 - The zips are deleted once unpacked unless `--keep-archives`.
 - Exit status 0 on success, 1 on any network, checksum or archive error.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import hashlib
 import http.client
 import json
@@ -188,6 +191,8 @@ def download(url: str, dest: Path, remote: RemoteFile) -> None:
             return download(url, dest, remote)
         raise DownloadError(f"downloading {remote.name} failed: {url} answered {err.code} {err.reason}") from None
     except (URLError, OSError, http.client.HTTPException) as err:
+        if isinstance(err, OSError) and not isinstance(err, URLError) and err.errno in LOCAL_ERRNOS:
+            raise DownloadError(f"downloading {remote.name} failed: {local_problem(err, part)}") from None
         raise DownloadError(f"downloading {remote.name} failed: {getattr(err, 'reason', err)}; "
                             f"{_kept(part)}") from None
     if remote.size and received < remote.size:
@@ -200,6 +205,27 @@ def download(url: str, dest: Path, remote: RemoteFile) -> None:
             f"checksum mismatch for {remote.name}: expected {remote.checksum_type} {remote.checksum}, got {got}; "
             "the file was deleted, run again to retry")
     part.replace(dest)
+
+
+# Errors of this machine's disk, not of the network: running again does not help until they are dealt with.
+LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def local_problem(err: OSError, path: Path | None = None) -> str:
+    """What to do about a file that cannot be written (`path`, if the error does not name it): free space, or write
+    elsewhere. "Run again" alone had sent people round in circles on a full disk."""
+    where = f"cannot write {err.filename or path or 'the download'}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"{where}: the disk is full: free some space (or give another --out), then run the same command "
+                "again; what was downloaded is kept")
+    return f"{where}: {err.strerror or err}: give an --out you can write to"
+
+
+def space_needed(remotes: list[RemoteFile], keep_archives: bool) -> int:
+    """Bytes that downloading and unpacking `remotes` takes at its peak: each archive beside its unpacked images
+    (JPEGs do not compress: about the archive's size again), and every archive with `keep_archives`."""
+    sizes = [r.size or 0 for r in remotes]
+    return sum(sizes) + (sum(sizes) if keep_archives else max(sizes, default=0))
 
 
 def _kept(part: Path) -> str:
@@ -316,7 +342,14 @@ def fetch(out: Path, server: str = DEFAULT_SERVER, keep_archives: bool = False) 
     server = server.rstrip("/")
     out.mkdir(parents=True, exist_ok=True)
     print(f"listing {DOI} on {server}")
-    for remote in needed_files(list_files(server)):
+    remotes = needed_files(list_files(server))
+    todo = [r for r in remotes if not already_installed(out, out / "archives", r)]
+    received = sum(p.stat().st_size for p in (out / "archives").glob("*.part")) if (out / "archives").is_dir() else 0
+    needed, free = space_needed(todo, keep_archives) - received, shutil.disk_usage(out).free
+    if needed > free:  # before gigabytes are downloaded that cannot be unpacked
+        raise DownloadError(f"{out} has {free / 1e9:.1f} GB free, and HAM10000 needs about {needed / 1e9:.1f} GB "
+                            "more (its archives and their unpacked images): free some space, or give another --out")
+    for remote in remotes:
         install(server, out, remote, keep_archives)
     n_images, missing = check_layout(out)
     if missing:
@@ -341,8 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         n_images = fetch(args.out, args.server, args.keep_archives)
-    except (DownloadError, OSError) as err:
+    except DownloadError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # unpacking or writing the metadata: this machine's disk
+        print(f"error: {local_problem(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to continue (finished files and the part of a download "

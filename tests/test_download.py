@@ -1,8 +1,10 @@
 """data.download against a fake Dataverse on 127.0.0.1 (never the real host)."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
+import shutil
 import io
 import json
 import socket
@@ -286,6 +288,58 @@ def test_ctrl_c_keeps_the_part_received_and_the_next_run_continues_it(tmp_path, 
     assert run(out, dataverse) == 0
     assert (12, "bytes=50-") in dataverse.range_headers
     assert not list(out.rglob("*.part"))
+
+
+class FullDisk:
+    """A file opened for writing on a disk that is full."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_too_little_space_is_said_before_anything_is_downloaded(tmp_path, dataverse, capsys, monkeypatch):
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real_usage(path)._replace(free=1000))
+    assert run(tmp_path / "ham", dataverse) == 1
+    err = capsys.readouterr().err
+    assert "has 0.0 GB free, and HAM10000 needs about" in err and "free some space, or give another --out" in err
+    assert not dataverse.datafile_requests()
+
+
+def test_a_disk_that_fills_up_says_to_free_space_not_only_to_run_again(tmp_path, dataverse, capsys, monkeypatch):
+    """Told only "run the same command again", people had run it again and again into the same full disk."""
+    real_open = Path.open
+
+    def open_on_a_full_disk(self, mode="r", *args, **kwargs):
+        f = real_open(self, mode, *args, **kwargs)
+        return FullDisk(f) if self.name == "HAM10000_images_part_1.zip.part" and "b" in mode and "r" not in mode else f
+
+    out = tmp_path / "ham"
+    with monkeypatch.context() as full:
+        full.setattr(Path, "open", open_on_a_full_disk)
+        assert run(out, dataverse) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {part_file(out)}: the disk is full: free some space" in err and "Traceback" not in err
+
+    def unpacking_on_a_full_disk(src, dst, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", dst.name)
+
+    with monkeypatch.context() as full:  # the download done, its unpacking fills the disk
+        full.setattr(shutil, "copyfileobj", unpacking_on_a_full_disk)
+        assert run(out, dataverse) == 1
+    err = capsys.readouterr().err
+    assert "/images/ISIC_0000001.jpg: the disk is full: free some space" in err and "Traceback" not in err
+    assert (out / "archives" / "HAM10000_images_part_1.zip").is_file()  # kept until unpacked
+    assert run(out, dataverse) == 0  # room again
 
 
 def test_second_run_skips_verified_files(tmp_path, dataverse, capsys):
