@@ -352,8 +352,13 @@ def load_dataset(root: str | Path, folder_domain: str = "dermoscopy") -> list[Sa
     is dermoscopy, a `labels.csv` set clinical photos)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} " + ("is a file: give the folder that holds the data"
-                                                          if root.exists() else "does not exist"))
+        if root.exists():
+            raise FileNotFoundError(f"data folder {root} is a file: give the folder that holds the data")
+        default = str(root) in DEFAULT_DATA  # a bare command run away from this project's machines
+        raise FileNotFoundError(f"data folder {root} does not exist" + (
+            ": it is where this project's machines keep HAM10000 and the clinical photos, beside the repository; "
+            "give your own folders with --data (`python -m data.download --out data_ham10000/` fetches HAM10000)"
+            if default else ""))
     if ham10000_metadata(root) is not None:
         return load_ham10000(root)
     if (root / "labels.csv").is_file():

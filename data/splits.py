@@ -30,9 +30,12 @@ def split_samples(samples: list[Sample], *, seed: int = 0, n_folds: int = 7) -> 
     fold_of = [0] * len(ordered)
     strata = [s.stratum for s in ordered]
     groups = [s.group for s in ordered]
-    for fold, (_, held) in enumerate(folds.split(ordered, strata, groups)):
-        for i in held:
-            fold_of[i] = fold
+    with warnings.catch_warnings():  # sklearn's "least populated class in y" names neither folder nor class: a
+        # diagnosis rarer than the folds is spread as well as it can be, and a class too rare is `check_lesions`'s
+        warnings.filterwarnings("ignore", "The least populated class in y", UserWarning)
+        for fold, (_, held) in enumerate(folds.split(ordered, strata, groups)):
+            for i in held:
+                fold_of[i] = fold
     split = {name: [] for name in SPLITS}
     for sample, fold in zip(ordered, fold_of):
         split["test" if fold == 0 else "val" if fold == 1 else "train"].append(sample)

@@ -274,6 +274,10 @@ def test_clinical_groups_follow_sources(tmp_path):
 def test_split_is_grouped_stratified_and_reproducible(tmp_path):
     samples = load_ham10000(make_ham(tmp_path))
     split = split_samples(samples, seed=3, n_folds=5)
+    assert HAM_DX.count("df") < 7  # a diagnosis rarer than the folds is spread as it can be, without sklearn's
+    with warnings.catch_warnings():  # "least populated class in y has only 6 members" (no folder, no class named)
+        warnings.simplefilter("error")
+        split_samples(samples, seed=3, n_folds=7)
     groups = {name: {s.group for s in part} for name, part in split.items()}
     assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"]
     assert not groups["val"] & groups["test"]

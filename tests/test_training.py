@@ -515,12 +515,17 @@ def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):
     assert other["meta"]["split_counts"] == default["meta"]["split_counts"] and other["meta"]["split_seed"] == 0
 
 
-def test_a_folder_without_training_data_is_a_clear_error(tmp_path):
+def test_a_folder_without_training_data_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "photos").mkdir()
     with pytest.raises(SystemExit, match=r"error: no images found under .*photos/\{vascular,nevus,other\}"):
         train.main(["--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run")])
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(SystemExit, match="does not exist$"):
         train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    # The bare command away from this project's machines: what its default folders are, and what to give instead.
+    monkeypatch.setattr(datasets_module, "DEFAULT_DATA", [str(tmp_path / "shared" / "ham10000")])
+    with pytest.raises(SystemExit, match=r"ham10000 does not exist: it is where this project's machines keep .*--data "
+                                         r"\(`python -m data.download --out data_ham10000/` fetches HAM10000\)"):
+        train.main(["--data", str(tmp_path / "shared" / "ham10000"), "--out", str(tmp_path / "run")])
 
 
 def test_data_that_cannot_be_read_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch):
