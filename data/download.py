@@ -48,6 +48,7 @@ from urllib.request import Request, urlopen
 from tqdm import tqdm
 
 from data.datasets import table_delimiter
+from data.flags import interrupt_on_termination
 
 DEFAULT_SERVER = "https://dataverse.harvard.edu"
 DOI = "doi:10.7910/DVN/DBW86T"
@@ -389,4 +390,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_termination()  # a `kill` keeps the part received and says so, as Ctrl+C does
     sys.exit(main())

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint, sha256_of
 from model.export import export
 from model.net import LiteNet, build
 from model.predictor import Predictor
-from tests.conftest import HAM_DX, make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
+from tests.conftest import HAM_DX, ROOT, make_clinical, make_ham, shaded_photo, spot_photo, write_rgb
 from training import evaluate
 from training.loaders import sampling_weights
 from training.report import write_model_card
@@ -340,6 +344,27 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(class_tree, tmp_
     for part in ("model", "ema"):  # the final epoch's raw and averaged weights, whichever epoch was best
         for name, tensor in last_a[part].items():
             assert torch.allclose(tensor.float(), last_b[part][name].float(), atol=1e-5), (part, name)
+
+
+def test_a_killed_run_says_how_to_resume_and_exits_as_interrupted(class_tree, tmp_path):
+    """`kill` (a cluster's time limit, systemd, a closed terminal) stops training as Ctrl+C does: the command to
+    resume, and exit status 130 (it had stopped without a word, and Ctrl+C had exited 1)."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "training.train", "--data", str(class_tree), "--out", str(out), *FAST,
+               "--epochs", "200"]  # long enough to be killed after its first epoch is saved
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run.send_signal(signal.SIGTERM)
+        err = run.communicate(timeout=60)[1]
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    assert f"interrupted: every finished epoch is saved; continue with: python -m training.train --out {out} --resume" \
+        in err
 
 
 def test_a_run_resumes_on_its_data_moved_elsewhere(class_tree, tmp_path, monkeypatch, capsys):

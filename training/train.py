@@ -27,8 +27,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample, reading_problem
-from data.flags import (fraction, non_negative_float, non_negative_int, plain_warnings, positive_float,
-                        positive_int)
+from data.flags import (fraction, interrupt_on_termination, non_negative_float, non_negative_int, plain_warnings,
+                        positive_float, positive_int)
 from data.presets import EvalSettings, TrainPreset
 from data.identity import seen_keys
 from data.splits import (SPLIT_NAMING, class_counts, copies_into_training, legacy_names, load_splits, recorded_splits,
@@ -718,6 +718,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
 
 if __name__ == "__main__":
     plain_warnings()
+    interrupt_on_termination()  # a `kill` says how to resume, as Ctrl+C does
     args = parse_args()
     last = Path(args.out) / "last.pt"
     found = last.stat() if last.is_file() else None  # the run --resume continues, or an older one --overwrite replaces
@@ -725,5 +726,7 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:  # resumable: the run resumed, or one this command saved (written anew: another inode)
         saved = last.is_file() and (args.resume or found is None or last.stat().st_ino != found.st_ino)
-        sys.exit(f"\ninterrupted: every finished epoch is saved; continue with: python -m training.train --out "
-                 f"{shlex.quote(args.out)} --resume" if saved else "\ninterrupted: this command had saved no epoch yet")
+        print(f"\ninterrupted: every finished epoch is saved; continue with: python -m training.train --out "
+              f"{shlex.quote(args.out)} --resume" if saved else "\ninterrupted: this command had saved no epoch yet",
+              file=sys.stderr)
+        sys.exit(130)  # as batch scoring and the download exit when interrupted
