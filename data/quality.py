@@ -59,7 +59,8 @@ def photo_problem(image: np.ndarray, analysis: np.ndarray | None = None) -> str 
     stats = measure(image, analysis)
     height, width = image.shape[:2]
     if min(width, height) < MIN_PHOTO_SIDE:
-        return f"too small ({width}x{height} pixels): take a closer photo of the spot"
+        return (f"too small ({width}x{height} pixels): send the photo as the camera took it, not a thumbnail or a "
+                "crop, or take a closer photo of the spot")
     if stats.dark > MAX_DARK:
         return "too dark: take the photo in daylight or with more light"
     if stats.bright > MAX_BRIGHT:
