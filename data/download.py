@@ -345,7 +345,8 @@ def fetch(out: Path, server: str = DEFAULT_SERVER, keep_archives: bool = False) 
     print(f"listing {DOI} on {server}")
     remotes = needed_files(list_files(server))
     todo = [r for r in remotes if not already_installed(out, out / "archives", r)]
-    received = sum(p.stat().st_size for p in (out / "archives").glob("*.part")) if (out / "archives").is_dir() else 0
+    on_disk = [out / "archives" / name for r in todo for name in (r.name, r.name + ".part")]  # received already
+    received = sum(p.stat().st_size for p in on_disk if p.is_file())
     needed, free = space_needed(todo, keep_archives) - received, shutil.disk_usage(out).free
     if needed > free:  # before gigabytes are downloaded that cannot be unpacked
         raise DownloadError(f"{out} has {free / 1e9:.1f} GB free, and HAM10000 needs about {needed / 1e9:.1f} GB "

@@ -315,6 +315,22 @@ def test_too_little_space_is_said_before_anything_is_downloaded(tmp_path, datave
     assert not dataverse.datafile_requests()
 
 
+def test_what_is_on_disk_already_counts_towards_the_space_needed(tmp_path, dataverse, monkeypatch, capsys):
+    """An archive downloaded but not unpacked (its unpacking filled the disk) needs no room of its own again."""
+    out = tmp_path / "ham"
+    (out / "archives").mkdir(parents=True)
+    part_1, part_2 = dataverse.files[12]["data"], dataverse.files[13]["data"]
+    (out / "archives" / "HAM10000_images_part_1.zip").write_bytes(part_1)
+    metadata = len(dataverse.files[11]["original"])
+    needed = metadata + len(part_1) + len(part_2) + max(metadata, len(part_1), len(part_2)) - len(part_1)
+    real_usage = shutil.disk_usage
+    for free, status in ((needed - 1, 1), (needed, 0)):
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: real_usage(path)._replace(free=free))
+        assert run(out, dataverse) == status
+    assert "needs about" in capsys.readouterr().err
+    assert "/api/access/datafile/12" not in dataverse.datafile_requests()
+
+
 def test_a_disk_that_fills_up_says_to_free_space_not_only_to_run_again(tmp_path, dataverse, capsys, monkeypatch):
     """Told only "run the same command again", people had run it again and again into the same full disk."""
     real_open = Path.open
