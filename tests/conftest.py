@@ -85,13 +85,14 @@ HAM_DX = ["nv"] * 40 + ["mel"] * 14 + ["bkl"] * 10 + ["vasc"] * 10 + ["df"] * 6
 
 
 def make_ham(root):
-    """A miniature HAM10000: 80 images of 50 lesions, some lesions with two images."""
+    """A miniature HAM10000: 80 images of 50 lesions, some lesions with two images (48 px: the smallest photo that
+    training and the app take)."""
     rows = []
     for i, dx in enumerate(HAM_DX):
         lesion = f"HAM_{i // 2 if dx == 'nv' else i:07d}"
         rows.append({"lesion_id": lesion, "image_id": f"ISIC_{i:07d}", "dx": dx, "dx_type": "histo",
                      "age": "50", "sex": "male", "localization": "back"})
-        write_rgb(root / "images" / f"ISIC_{i:07d}.jpg", spot_photo("nevus", size=32, radius=6, seed=i))
+        write_rgb(root / "images" / f"ISIC_{i:07d}.jpg", spot_photo("nevus", size=48, radius=9, seed=i))
     with (root / "HAM10000_metadata.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

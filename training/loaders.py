@@ -1,6 +1,7 @@
 """Turning samples into tensors for training: decode once, sample with balance, augment per draw."""
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections import Counter
 from collections.abc import Iterator
@@ -38,6 +39,10 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
     """
     jobs = [(str(s.path), side, flatten_lightness) for s in samples]
     if workers > 1:
+        # Garbage freed here, not by a forked worker's collector: an ONNX Runtime session left from an earlier step
+        # (evaluation, in a test process) had been destroyed in a worker, where its threads do not exist, and its
+        # destructor waited for them for ever.
+        gc.collect()
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             pixels = list(tqdm(pool.imap(_framed, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False, disable=None))
     else:
