@@ -307,12 +307,16 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
         loose = []
     samples = []
     for folder in (p for p in folders if class_of_folder(p.name)):
-        label, dx = class_of_folder(folder.name), folder.name.lower() if folder.name.lower() in DX_TO_CLASS else ""
+        label = class_of_folder(folder.name)
+        dx = folder.name.lower() if folder.name.lower() in DX_TO_CLASS else ""  # the diagnosis a dx folder names
         for path in (p for p in files_under(folder) if is_image_file(p)):
             within = path.relative_to(folder)
             group = f"folder:{Path(folder.name, within.parts[0])}"  # the image itself, or its subfolder
+            # Its name in a recorded split: a dx folder's code leads it, as several folders hold one class
+            # (mel/IMG_0001.jpg and bcc/IMG_0001.jpg are two photos of `other`).
+            name = f"{dx}/{within.as_posix()}" if dx else within.as_posix()
             samples.append(Sample(path, label, group, dx or label, source="folder", domain=domain, detail=dx,
-                                  within=path.relative_to(folder).as_posix()))
+                                  within=name))
     if not samples:
         advice = (f"{len(loose)} photo(s) lie outside class folders: {_loose_advice(root, loose)}" if loose
                   else _empty_tree_advice(root))
@@ -329,7 +333,7 @@ def _loose_advice(root: Path, loose: list[str]) -> str:
     to their metadata table, not in class folders by hand."""
     if not any(re.fullmatch(r"ISIC_\d{7}", Path(name).stem) for name in loose):
         return f"move each into {', '.join(f'{c}/' for c in CLASSES)}"
-    if ham10000_metadata(root.parent) is not None:
+    if _holds_data(root.parent):
         return f"they are HAM10000 images: give {root.parent}, the folder that holds HAM10000_metadata.csv"
     return ("they are named as HAM10000 images: give the folder that holds them and HAM10000_metadata.csv, their "
             "labels (`python -m data.download --out DIR` fetches both)")
@@ -339,12 +343,19 @@ def _empty_tree_advice(root: Path) -> str:
     """Why a folder given as a class-per-folder tree holds no photos in class folders, and what to give instead."""
     if class_of_folder(root.name):
         return f"{root.name}/ looks like one class's folder: give the folder that holds it and the other classes'"
-    inside = [p for p in sorted(root.iterdir()) if p.is_dir() and
-              (ham10000_metadata(p) is not None or (p / "labels.csv").is_file())]
+    inside = [str(p) for p in sorted(root.iterdir()) if _holds_data(p)]
     if inside:
-        return f"{inside[0]} holds a data set: give that folder"
+        return f"it holds data set folders: give them, --data {' '.join(inside)}"
     return (f"{root} holds no HAM10000 metadata, no labels.csv and no image in class folders named "
             f"{', '.join(CLASSES)}")
+
+
+def _holds_data(folder: Path) -> bool:
+    """Whether `folder` is a HAM10000 or clinical data folder (False for one that cannot be read: advice only)."""
+    try:
+        return folder.is_dir() and (ham10000_metadata(folder) is not None or (folder / "labels.csv").is_file())
+    except OSError:
+        return False
 
 
 def load_dataset(root: str | Path, folder_domain: str = "dermoscopy") -> list[Sample]:

@@ -213,13 +213,19 @@ LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPE
 
 
 def local_problem(err: OSError, path: Path | None = None) -> str:
-    """What to do about a file that cannot be written (`path`, if the error does not name it): free space, or write
-    elsewhere. "Run again" alone had sent people round in circles on a full disk."""
-    where = f"cannot write {err.filename or path or 'the download'}"
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return (f"{where}: the disk is full: free some space (or give another --out), then run the same command "
-                "again; what was downloaded is kept")
-    return f"{where}: {err.strerror or err}: give an --out you can write to"
+    """What went wrong with a file on this machine (`path`, if the error does not name it), and what to do: free
+    space, or write elsewhere. "Run again" alone had sent people round in circles on a full disk."""
+    where = err.filename or path or "the download"
+    then = "then run the same command again (what was downloaded is kept)"
+    if err.errno == errno.ENOSPC:
+        return f"cannot write {where}: the disk is full: free some space, or give another --out; {then}"
+    if err.errno == errno.EDQUOT:
+        return f"cannot write {where}: over your disk quota: free some space, or give another --out; {then}"
+    if err.errno == errno.EFBIG:
+        return f"cannot write {where}: the file system cannot hold a file this large: give an --out on another disk"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: {err.strerror}: give an --out you can write to"
+    return f"{where}: {err.strerror or err}"
 
 
 def space_needed(remotes: list[RemoteFile], keep_archives: bool) -> int:
@@ -264,8 +270,12 @@ def extract_images(archive: Path, images_dir: Path) -> list[str]:
             names = []
             for info in tqdm(members, desc=f"unpacking {archive.name}", unit="img"):
                 name = PurePosixPath(info.filename).name
-                with zf.open(info) as src, (images_dir / name).open("wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
+                try:
+                    with zf.open(info) as src, (images_dir / name).open("wb") as dst:
+                        shutil.copyfileobj(src, dst, CHUNK)
+                except OSError as err:  # a write names no file: this one, for the message (a full disk)
+                    err.filename = err.filename or str(images_dir / name)
+                    raise
                 names.append(name)
     except zipfile.BadZipFile as err:
         raise DownloadError(f"{archive.name} is not a valid zip: {err}") from None
@@ -284,8 +294,12 @@ def write_metadata(src: Path, dest: Path) -> int:
         raise DownloadError(f"{src.name} does not look like the HAM10000 metadata "
                             f"(header {rows[0] if rows else []}, need {list(METADATA_COLUMNS)})")
     tmp = dest.with_name(dest.name + ".part")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f, lineterminator="\n").writerows(rows)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerows(rows)
+    except OSError as err:  # a write names no file: this one, for the message (a full disk)
+        err.filename = err.filename or str(tmp)
+        raise
     tmp.replace(dest)
     return len(rows) - 1
 
@@ -345,6 +359,8 @@ def fetch(out: Path, server: str = DEFAULT_SERVER, keep_archives: bool = False) 
     print(f"listing {DOI} on {server}")
     remotes = needed_files(list_files(server))
     todo = [r for r in remotes if not already_installed(out, out / "archives", r)]
+    # An estimate: images left by an unpacking cut short count as still to come, and a kept part beside its archive
+    # as received.
     on_disk = [out / "archives" / name for r in todo for name in (r.name, r.name + ".part")]  # received already
     received = sum(p.stat().st_size for p in on_disk if p.is_file())
     needed, free = space_needed(todo, keep_archives) - received, shutil.disk_usage(out).free

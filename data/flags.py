@@ -23,6 +23,14 @@ def interrupt_on_termination() -> None:
             signal.signal(getattr(signal, name), signal.default_int_handler)
 
 
+def default_termination() -> None:
+    """Undo `interrupt_on_termination` in a worker process forked from a program that set it up: its parent stops it
+    with SIGTERM, which would otherwise print a KeyboardInterrupt traceback per worker, or hang one."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

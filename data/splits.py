@@ -111,8 +111,8 @@ def split_members(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
     if repeated:
         alike = [str(s.path) for part in splits.values() for s in part if sample_name(s) == repeated[0]]
         raise ValueError(f"{len(repeated)} image names occur twice or more in one class of the data folders (e.g. "
-                         f"{' and '.join(sorted(alike))}): a split is recorded by name (source, class and file name), "
-                         "so rename all but one of each")
+                         f"{' and '.join(sorted(alike))}): a split is recorded by name (source, class and path in the "
+                         "class folder), so rename all but one of each")
     return {name: sorted(map(sample_name, splits[name])) for name in ("val", "test")}
 
 

@@ -457,17 +457,17 @@ class PageHandlers:
         (it had shown as a broken picture until Check was pressed), and the photo box emptied; the check button comes
         back. Outputs: the photo box, the button, the answer and the guidance."""
         put_in, copy, unusable = (payload or {}).get("path"), None, None
-        path = uploaded_path(self.upload_folder, payload) if put_in else None
         try:
+            path = uploaded_path(self.upload_folder, payload) if put_in else None
             copy = browser_copy(path, self.files)
-        except ImageError as err:
+        except ImageError as err:  # no photo: answered now, and not kept
             unusable = unusable_file(err)
+            Path(path).unlink(missing_ok=True)
         except Exception:  # whatever went wrong, the button must come back; checking the upload says what is wrong
             log.exception("copying a photo for the browser failed")  # not the payload, which names the photo
         if latest.upload != put_in:  # another photo was put in meanwhile: its own `show_photo` decides
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if unusable is not None:
-            Path(path).unlink(missing_ok=True)  # uploads are not kept
             return None, gr.update(interactive=True), unusable.summary, unusable.guidance
         return gr.skip() if copy is None else copy, gr.update(interactive=True), gr.skip(), gr.skip()
 

@@ -266,8 +266,12 @@ def argument_problem(args: argparse.Namespace, folder: Path, out: Path) -> str |
     if not folder.is_dir():
         return (f"{folder} is a file: give the folder that holds the photos (the web page answers one photo)"
                 if folder.exists() else f"{folder} does not exist")
+    if args.out == "":
+        return "--out is empty; give the CSV file to write, e.g. scores.csv"
     if out.is_dir() or (args.out or "").endswith(("/", os.sep)):
-        return f"--out {out} is a folder; give the CSV file to write, e.g. {out / 'scores.csv'}"
+        shown = args.out or out  # as typed: "new/", not "new"
+        return (f"--out {shown} {'is' if out.is_dir() else 'names'} a folder; give the CSV file to write, e.g. "
+                f"{out / 'scores.csv'}")
     if is_image_file(out.name):  # a photo named by a slip: --overwrite had turned it into the CSV
         return f"--out {out} is named as a photo; give the CSV file to write, e.g. {out.with_name('scores.csv')}"
     if out.is_file() and out.stat().st_size > 0 and not (args.resume or args.overwrite):

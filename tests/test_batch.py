@@ -261,7 +261,9 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert batch.main([str(good), "--out", str(tmp_path)]) == 2  # --out is a folder, not a CSV
     capsys.readouterr()
     assert batch.main([str(good), "--out", f"{tmp_path / 'new'}/"]) == 2  # a folder to be, named as one
-    assert "is a folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    assert f"--out {tmp_path / 'new'}/ names a folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    assert batch.main([str(good), "--out", ""]) == 2
+    assert "--out is empty" in capsys.readouterr().err
     for photo in (good / "a.png", tmp_path / "typo.jpg"):  # a photo, or a name that says one: never written over
         assert batch.main([str(good), "--out", str(photo), "--overwrite"]) == 2
         assert "is named as a photo" in capsys.readouterr().err

@@ -181,9 +181,9 @@ def test_a_photo_gets_an_answer_heatmap_and_guidance(visit, tmp_path):
         shown = page.locator(f"{part} img, {part} .output-class").first.bounding_box()
         assert title["y"] + title["height"] <= shown["y"] + 1, f"{part}'s title covers its top"
     picture = heatmap.bounding_box()  # nor do the heatmap's fullscreen and download buttons cover its corner
-    for button in page.locator("#heatmap button").all():
-        if (box := button.bounding_box()) and box["width"] < 50:  # the buttons, not the picture's own wrapper
-            assert box["y"] + box["height"] <= picture["y"] + 1, f"{button.get_attribute('aria-label')} covers it"
+    for name in ("Fullscreen", "Download"):
+        box = page.locator(f"#heatmap button[aria-label={name}]").bounding_box()
+        assert box["y"] + box["height"] <= picture["y"] + 1, f"the {name} button covers the heatmap"
     sync_api.expect(heatmap).to_be_visible()
     assert headline_label(page.locator("#answer h2").inner_text()) == label  # the page's headings go h1, h2
     first_paragraph = GUIDANCE[label].split("\n\n")[0]

@@ -459,7 +459,7 @@ def test_a_ham10000_folder_given_one_level_off_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="named as HAM10000 images: give the folder that holds them and HAM"):
         load_dataset(copied)
     with pytest.warns(UserWarning, match="folders data_ham10000, isic_only are not classes"):
-        with pytest.raises(FileNotFoundError, match=f"{ham} holds a data set: give that folder"):
+        with pytest.raises(FileNotFoundError, match=f"it holds data set folders: give them, --data {ham}\\)"):
             load_dataset(tmp_path)
 
 
@@ -473,6 +473,16 @@ def test_folders_named_by_ham10000_diagnosis_are_classes(tmp_path):
     assert sorted((s.path.stem, s.label, s.detail) for s in samples) == [
         ("NV", "nevus", "nv"), ("bcc", "other", "bcc"), ("mel", "other", "mel"), ("vasc", "vascular", "vasc"),
         ("vascular", "vascular", "")]
+    # A camera's names repeat across the folders of one class (two diagnoses of `other`, or nevus/ and nv/): each
+    # photo keeps a name of its own in a recorded split, its folder's code leading it.
+    for folder in ("mel", "bcc", "nevus", "NV"):
+        write_rgb(tmp_path / folder / "IMG_0001.png", spot_photo("nevus", size=32))
+    with pytest.warns(UserWarning):
+        samples = load_class_folders(tmp_path)
+    names = [sample_name(s) for s in samples]
+    assert len(set(names)) == len(names) == 9
+    assert {"folder/other/mel/IMG_0001.png", "folder/other/bcc/IMG_0001.png", "folder/nevus/IMG_0001.png",
+            "folder/nevus/nv/IMG_0001.png"} <= set(names)
 
 
 @needs_shared

@@ -347,7 +347,7 @@ def test_a_disk_that_fills_up_says_to_free_space_not_only_to_run_again(tmp_path,
     assert f"cannot write {part_file(out)}: the disk is full: free some space" in err and "Traceback" not in err
 
     def unpacking_on_a_full_disk(src, dst, *args):
-        raise OSError(errno.ENOSPC, "No space left on device", dst.name)
+        raise OSError(errno.ENOSPC, "No space left on device")  # a write names no file
 
     with monkeypatch.context() as full:  # the download done, its unpacking fills the disk
         full.setattr(shutil, "copyfileobj", unpacking_on_a_full_disk)

@@ -1,19 +1,21 @@
 """Unit checks of calibration, balanced sampling, per-draw augmentation, lesion bootstrap and report rates."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from data.datasets import Sample
+from data.datasets import Sample, load_class_folders
+from data.flags import interrupt_on_termination
 from data.presets import EvalSettings, TrainPreset
 from model.decision import softmax
 from tests.conftest import spot_photo
 from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
-from training.loaders import EpochDraws, sampling_weights
+from training.loaders import EpochDraws, decode_all, sampling_weights
 from training.metrics import expected_calibration_error, full_report, is_malignant, is_melanoma, quick_scores
 from training.metrics import safety_summary, validation_safety
 from training.train import vascular_penalty
@@ -398,3 +400,21 @@ def test_bootstrap_intervals_are_95_percent_and_every_lesion_can_be_drawn():
     low, high = ci["nonvascular_called_vascular"]
     assert low == 0 and high > 0  # g19 (last) is drawn; the non-vascular rate counts nevi and others alike
     assert high == pytest.approx(1 / 3)  # the 97.5th percentile, seed 0 (the 95th is 2/7)
+
+
+def test_decoding_workers_stop_quietly_in_a_run_that_takes_a_kill_as_ctrl_c(class_tree, capfd):
+    """Training turns a `kill` into Ctrl+C (interrupt_on_termination), and its decoding pool stops its forked workers
+    with SIGTERM: inheriting the handler, each had printed a KeyboardInterrupt traceback (half the runs), or hung."""
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    try:
+        for name in names:
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        interrupt_on_termination()
+        samples = load_class_folders(class_tree)[:8]
+        for _ in range(6):
+            assert len(decode_all(samples, 32, workers=2, desc="decode")[1]) == 8
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+    assert "Traceback" not in capfd.readouterr().err

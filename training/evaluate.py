@@ -170,7 +170,7 @@ def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[li
     """The data folders, the images to score in them, and how many were left out as seen (`--split all`)."""
     data = args.data or data_folders(predictor.meta)
     folder_domain = args.folder_domain or trained_folder_domain(predictor.meta)
-    try:  # a missing folder, no images in it, too few to split: FileNotFoundError, ValueError
+    try:  # a missing or unreadable folder, no images in it, too few to split: OSError, ValueError
         if args.split != "all" and folder_domain != trained_folder_domain(predictor.meta) and \
                 all(trained_on(predictor.meta, root) for root in data):  # its own split, relabelled: refused
             raise SystemExit(f"error: --folder-domain {folder_domain}: the model was trained taking the photos of "
@@ -189,7 +189,7 @@ def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[li
             if not trained_here and not all(trained_on(predictor.meta, root) for root in data) and \
                     (seen := seen_warning(predictor.meta, args.split, samples)):
                 print(f"warning: {seen} (for labelled photos it has never seen, score them all: --split all)")
-    except (OSError, ValueError) as err:  # a missing or unreadable folder, no images in it
+    except (OSError, ValueError) as err:
         raise SystemExit(f"error: {reading_problem(err)}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):
         raise SystemExit(f"error: {problem}")

@@ -690,7 +690,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
             **({"started_from": inherited["started_from"]} if "started_from" in inherited else {}),
             "split_seed": args.seed,
             "split_counts": {k: class_counts(v) for k, v in splits.items()},
-            # Training and validation images that could not be read or were too small, left out (test images: evaluation says).
+            # Training and validation images left out, unreadable or too small (test images: evaluation says).
             "unreadable": {"train": len(splits["train"]) - len(train_samples),
                            "val": len(splits["val"]) - len(val_samples)},
             "split_sha256": {k: split_digest(v) for k, v in splits.items()},
@@ -718,10 +718,10 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
 
 if __name__ == "__main__":
     plain_warnings()
-    interrupt_on_termination()  # a `kill` says how to resume, as Ctrl+C does
     args = parse_args()
     last = Path(args.out) / "last.pt"
     found = last.stat() if last.is_file() else None  # the run --resume continues, or an older one --overwrite replaces
+    interrupt_on_termination()  # a `kill` says how to resume, as Ctrl+C does
     try:
         main()
     except KeyboardInterrupt:  # resumable: the run resumed, or one this command saved (written anew: another inode)
