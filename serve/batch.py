@@ -7,7 +7,8 @@
   leaves such a folder out of the scoring, with or without `--heatmaps`; a
   `--heatmaps` folder that holds photos of its own is refused.
 - One row per file, written as it goes: a bad file gets an `error` row with
-  the reason, and the run goes on.
+  the reason, and the run goes on. Files not named as photos get no row; the
+  run names them at its end.
 - Decoding and framing run in parallel threads while the network scores
   whole batches on one thread; memory holds a few batches of photos at a
   time however large the folder (and the list of its file names, made first).
@@ -87,16 +88,32 @@ def is_heatmaps(folder: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(folder, HEATMAPS_MARK))
 
 
-def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
-    """Image files under `folder`, as training finds them (`data.datasets.files_under`: sorted, symlinked folders
-    followed once, hidden files and `__MACOSX` folders left out), without heatmaps: the folder `skip` (this run's)
-    and every folder an earlier run marked as one."""
+def find_files(folder: Path, skip: Path | None = None) -> Iterator[Path]:
+    """Files under `folder`, as training finds them (`data.datasets.files_under`: sorted, symlinked folders followed
+    once, hidden files and `__MACOSX` folders left out), without heatmaps: the folder `skip` (this run's) and every
+    folder an earlier run marked as one."""
     skip_real = os.path.realpath(skip) if skip is not None else None
 
     def leave_out(path: str) -> bool:
         return os.path.realpath(path) == skip_real or is_heatmaps(path)
 
-    return (path for path in files_under(folder, leave_out) if is_image_file(path.name))
+    return files_under(folder, leave_out)
+
+
+def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
+    """The image files of `find_files`: those batch scoring scores."""
+    return (path for path in find_files(folder, skip) if is_image_file(path.name))
+
+
+def not_scored_note(folder: Path, out: Path, skip: Path | None = None) -> str | None:
+    """A line naming the files under `folder` that are not named as photos (a camera's raw `.dng`, a PDF), which no
+    row mentions, or None: without it they had been left out without a word."""
+    others = [p for p in find_files(folder, skip) if not is_image_file(p.name) and p.resolve() != out.resolve()]
+    if not others:
+        return None
+    named = ", ".join(path_text(p.relative_to(folder)) for p in others[:3]) + (", ..." if len(others) > 3 else "")
+    files = f"{len(others)} other files under {folder} were" if len(others) > 1 else f"1 other file under {folder} was"
+    return f"note: {files} not scored, not being named as photos ({named}); SpotCheck reads {', '.join(IMAGE_SUFFIXES)}"
 
 
 class ResumeError(ValueError):
@@ -353,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scored {scored} image{'s' * (scored != 1)}{unread}; wrote {out}")
     print(f"{out} holds {sum(answers.values())} rows: "
           + ", ".join(f"{answers[label]} {label}" for label in SUMMARY_LABELS if answers[label]))
+    if note := not_scored_note(folder, out, args.heatmaps):
+        print(note)
     if scored == 0 and not scored_before:
         print("error: no image could be scored", file=sys.stderr)
         return 1

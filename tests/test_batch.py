@@ -286,6 +286,21 @@ def test_cli_messages(tmp_path, monkeypatch, capsys):
     assert "no image files" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
 
     write_rgb(tmp_path / "good" / "a.png", spot_photo("nevus"))
+    # Files not named as photos get no row: the run says so, naming them (the CSV it writes there aside).
+    (tmp_path / "good" / "raw").mkdir()
+    for name in ("raw/IMG_0002.dng", "notes.pdf"):
+        (tmp_path / "good" / name).write_bytes(b"not scored")
+    assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "good" / "s.csv")]) == 0
+    said = capsys.readouterr().out
+    assert f"note: 2 other files under {tmp_path / 'good'} were not scored, not being named as photos (notes.pdf, " \
+           "raw/IMG_0002.dng); SpotCheck reads .jpg" in said
+    assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "good" / "s.csv"), "--overwrite"]) == 0
+    assert "s.csv" not in capsys.readouterr().out.split("note:")[1]  # its own CSV is not one of them
+    for name in ("raw/IMG_0002.dng", "notes.pdf", "s.csv"):
+        (tmp_path / "good" / name).unlink()
+    assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert "note:" not in capsys.readouterr().out
+    (tmp_path / "s.csv").unlink()
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
