@@ -108,7 +108,8 @@ def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
 def not_scored_note(folder: Path, out: Path, skip: Path | None = None) -> str | None:
     """A line naming the files under `folder` that are not named as photos (a camera's raw `.dng`, a PDF), which no
     row mentions, or None: without it they had been left out without a word."""
-    others = [p for p in find_files(folder, skip) if not is_image_file(p.name) and p.resolve() != out.resolve()]
+    own_csv = os.path.realpath(out)  # (os.path, not Path.resolve: that raises on a link loop)
+    others = [p for p in find_files(folder, skip) if not is_image_file(p.name) and os.path.realpath(p) != own_csv]
     if not others:
         return None
     named = ", ".join(path_text(p.relative_to(folder)) for p in others[:3]) + (", ..." if len(others) > 3 else "")

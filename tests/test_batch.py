@@ -290,13 +290,14 @@ def test_cli_messages(tmp_path, monkeypatch, capsys):
     (tmp_path / "good" / "raw").mkdir()
     for name in ("raw/IMG_0002.dng", "notes.pdf"):
         (tmp_path / "good" / name).write_bytes(b"not scored")
+    os.symlink("loop", tmp_path / "good" / "loop")  # a link to itself: named, not a crash
     assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "good" / "s.csv")]) == 0
     said = capsys.readouterr().out
-    assert f"note: 2 other files under {tmp_path / 'good'} were not scored, not being named as photos (notes.pdf, " \
-           "raw/IMG_0002.dng); SpotCheck reads .jpg" in said
+    assert f"note: 3 other files under {tmp_path / 'good'} were not scored, not being named as photos (loop, " \
+           "notes.pdf, raw/IMG_0002.dng); SpotCheck reads .jpg" in said
     assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "good" / "s.csv"), "--overwrite"]) == 0
     assert "s.csv" not in capsys.readouterr().out.split("note:")[1]  # its own CSV is not one of them
-    for name in ("raw/IMG_0002.dng", "notes.pdf", "s.csv"):
+    for name in ("raw/IMG_0002.dng", "notes.pdf", "s.csv", "loop"):
         (tmp_path / "good" / name).unlink()
     assert batch.main([str(tmp_path / "good"), "--out", str(tmp_path / "s.csv")]) == 0
     assert "note:" not in capsys.readouterr().out
