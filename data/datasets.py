@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from data.identity import ISIC_ID
 from data.images import is_image_file
 
 CLASSES = ("vascular", "nevus", "other")
@@ -331,7 +332,7 @@ def load_class_folders(root: str | Path, domain: str = "dermoscopy") -> list[Sam
 def _loose_advice(root: Path, loose: list[str]) -> str:
     """What to do with photos given loose, outside class folders: HAM10000's own images (`ISIC_0024306.jpg`) belong
     to their metadata table, not in class folders by hand."""
-    if not any(re.fullmatch(r"ISIC_\d{7}", Path(name).stem) for name in loose):
+    if not any(ISIC_ID.fullmatch(Path(name).stem) for name in loose):
         return f"move each into {', '.join(f'{c}/' for c in CLASSES)}"
     if _holds_data(root.parent):
         return f"they are HAM10000 images: give {root.parent}, the folder that holds HAM10000_metadata.csv"

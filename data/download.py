@@ -322,11 +322,9 @@ def already_installed(out: Path, archives: Path, remote: RemoteFile) -> bool:
 
 
 def install(server: str, out: Path, remote: RemoteFile, keep_archives: bool) -> None:
-    """Download (unless verified already), unpack, and record one dataset file."""
+    """Download (unless the archive on disk checks out), unpack, and record one dataset file (`fetch` skips one
+    already unpacked)."""
     archives = out / "archives"
-    if already_installed(out, archives, remote):
-        print(f"{remote.name}: already downloaded and unpacked, skipping")
-        return
     archives.mkdir(parents=True, exist_ok=True)
     path = archives / remote.name
     if path.is_file() and file_digest(path, remote.checksum_type) == remote.checksum:
@@ -368,7 +366,10 @@ def fetch(out: Path, server: str = DEFAULT_SERVER, keep_archives: bool = False) 
         raise DownloadError(f"{out} has {free / 1e9:.1f} GB free, and HAM10000 needs about {needed / 1e9:.1f} GB "
                             "more (its archives and their unpacked images): free some space, or give another --out")
     for remote in remotes:
-        install(server, out, remote, keep_archives)
+        if remote in todo:
+            install(server, out, remote, keep_archives)
+        else:
+            print(f"{remote.name}: already downloaded and unpacked, skipping")
     n_images, missing = check_layout(out)
     if missing:
         raise DownloadError(f"{len(missing)} images listed in {METADATA_CSV} are missing from {out / 'images'} "
