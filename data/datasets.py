@@ -165,13 +165,14 @@ def _ham_samples(root: Path, rows: list[tuple[str, str, str]], listed_in: str, h
     return samples
 
 
-def files_under(root: Path, leave_out: Callable[[str], bool] | None = None) -> Iterator[Path]:
+def files_under(root: Path, leave_out: Callable[[str], bool] | None = None, *,
+                unreadable: Callable[[OSError], None] | None = None) -> Iterator[Path]:
     """Every file below `root`, sorted. Symlinked folders are followed (downloads and shared folders are often linked
     in), each real folder once, so a link loop cannot hang the walk; hidden files and folders (macOS's `._` copies
     and `.DS_Store`, thumbnail caches), `__MACOSX` folders and the folders `leave_out` names are left out. A folder
-    that cannot be read is a warning, not a stop."""
+    that cannot be read is a warning, not a stop (or handed to `unreadable`, to be counted)."""
     seen = set()
-    for folder, dirs, files in os.walk(root, followlinks=True, onerror=_unreadable_folder):
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=unreadable or _unreadable_folder):
         real = os.path.realpath(folder)
         if real in seen:
             dirs.clear()

@@ -8,7 +8,7 @@
   `--heatmaps` folder that holds photos of its own is refused.
 - One row per file, written as it goes: a bad file gets an `error` row with
   the reason, and the run goes on. Files not named as photos get no row; the
-  run names them at its end.
+  run names them at its end, and any folder it could not open.
 - Decoding and framing run in parallel threads while the network scores
   whole batches on one thread; memory holds a few batches of photos at a
   time however large the folder (and the list of its file names, made first).
@@ -45,7 +45,7 @@ import io
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -88,16 +88,17 @@ def is_heatmaps(folder: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(folder, HEATMAPS_MARK))
 
 
-def find_files(folder: Path, skip: Path | None = None) -> Iterator[Path]:
+def find_files(folder: Path, skip: Path | None = None, *,
+               unreadable: Callable[[OSError], None] | None = None) -> Iterator[Path]:
     """Files under `folder`, as training finds them (`data.datasets.files_under`: sorted, symlinked folders followed
-    once, hidden files and `__MACOSX` folders left out), without heatmaps: the folder `skip` (this run's) and every
-    folder an earlier run marked as one."""
+    once, hidden files and `__MACOSX` folders left out, a folder that cannot be read a warning or handed to
+    `unreadable`), without heatmaps: the folder `skip` (this run's) and every folder an earlier run marked as one."""
     skip_real = os.path.realpath(skip) if skip is not None else None
 
     def leave_out(path: str) -> bool:
         return os.path.realpath(path) == skip_real or is_heatmaps(path)
 
-    return files_under(folder, leave_out)
+    return files_under(folder, leave_out, unreadable=unreadable)
 
 
 def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
@@ -106,15 +107,25 @@ def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
 
 
 def not_scored_note(folder: Path, out: Path, skip: Path | None = None) -> str | None:
-    """A line naming the files under `folder` that are not named as photos (a camera's raw `.dng`, a PDF), which no
-    row mentions, or None: without it they had been left out without a word."""
+    """Lines naming what under `folder` no row mentions, or None: the files not named as photos (a camera's raw
+    `.dng`, a PDF), and the folders that could not be read. Without it the files had been left out without a word,
+    and the folders' warning scrolled away above the progress bar."""
     own_csv = os.path.realpath(out)  # (os.path, not Path.resolve: that raises on a link loop)
-    others = [p for p in find_files(folder, skip) if not is_image_file(p.name) and os.path.realpath(p) != own_csv]
-    if not others:
-        return None
-    named = ", ".join(path_text(p.relative_to(folder)) for p in others[:3]) + (", ..." if len(others) > 3 else "")
-    files = f"{len(others)} other files under {folder} were" if len(others) > 1 else f"1 other file under {folder} was"
-    return f"note: {files} not scored, not being named as photos ({named}); SpotCheck reads {', '.join(IMAGE_SUFFIXES)}"
+    unread: list[OSError] = []
+    others = [p for p in find_files(folder, skip, unreadable=unread.append)
+              if not is_image_file(p.name) and os.path.realpath(p) != own_csv]
+    notes = []
+    if others:
+        named = ", ".join(path_text(p.relative_to(folder)) for p in others[:3]) + (", ..." if len(others) > 3 else "")
+        count, were = (f"{len(others)} other files", "were") if len(others) > 1 else ("1 other file", "was")
+        notes.append(f"note: {count} under {folder} {were} not scored, not being named as photos ({named}); "
+                     f"SpotCheck reads {', '.join(IMAGE_SUFFIXES)}")
+    if unread:
+        named = ", ".join(f"{path_text(os.path.relpath(err.filename, folder))}: {err.strerror}" for err in unread[:3])
+        folders = f"{len(unread)} folders" if len(unread) > 1 else "1 folder"
+        notes.append(f"note: {folders} under {folder} could not be read, so any photos in them were not scored "
+                     f"({named}{', ...' if len(unread) > 3 else ''})")
+    return "\n".join(notes) or None
 
 
 class ResumeError(ValueError):

@@ -311,6 +311,27 @@ def test_cli_messages(tmp_path, monkeypatch, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_folders_that_cannot_be_read_are_named_at_the_end(tmp_path, monkeypatch, capsys):
+    """A folder the walk cannot open is warned of when it is met, which the progress bar then scrolls away: the
+    closing summary names it too, as a count of what was not scored. (Simulated: the tests may run as root.)"""
+    for name in ("a.png", "locked/b.png", "locked2/c.png"):
+        write_rgb(tmp_path / "in" / name, spot_photo("nevus"))
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(path) in ("locked", "locked2"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.warns(UserWarning, match="skipped a folder that cannot be read"):
+        assert batch.main([str(tmp_path / "in"), "--out", str(tmp_path / "s.csv")]) == 0
+    said = capsys.readouterr()
+    assert [row["path"] for row in rows(tmp_path / "s.csv")] == [str(tmp_path / "in" / "a.png")]
+    assert (f"note: 2 folders under {tmp_path / 'in'} could not be read, so any photos in them were not scored "
+            "(locked: Permission denied, locked2: Permission denied)") in said.out
+
+
 def test_iphone_heic_photos_are_scored(tmp_path, predictor):
     folder = tmp_path / "iphone"
     folder.mkdir()
