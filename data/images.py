@@ -39,6 +39,7 @@ MAX_HEADER_BLOCKS = 1000
 ANALYSIS_SIDE = 256  # framing and the photo-quality checks measure a copy this size: fast and noise-tolerant
 WORKING_SIDE = 4096  # larger photos are checked downscaled to this longer side (12 MP phone photos fit unchanged)
 MIN_PHOTO_SIDE = 48  # a photo whose shorter side has fewer pixels is too small to judge (data.quality)
+BAND_PIXELS = 2**20  # a transparent picture is laid on white this many pixels at a time (_decode_on_white)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_METADATA = {b"tEXt", b"zTXt", b"iTXt", b"iCCP"}  # chunks Pillow refuses to unpack past 1 MB
 UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupported format)"
@@ -277,14 +278,38 @@ def _decode_heic(data: bytes) -> np.ndarray:
 def _decode_on_white(data: bytes) -> np.ndarray:
     """A picture with transparency as RGB uint8, upright, its transparent parts white, as the web page shows it.
     (OpenCV drops the alpha and keeps whatever colour lies under it: a cut-out on black read as "too dark", and a
-    fully transparent picture as a spot.)"""
+    fully transparent picture as a spot.)
+
+    Laid on white a band of rows at a time, into the result: no full-size copy is made besides Pillow's decoded
+    picture and the result (and, for a picture its EXIF tag turns, the turned picture, for a moment). Copies of the
+    whole picture had taken 1.4 GB for an 8000 x 8000 16-bit RGBA PNG; it takes 0.46 GB."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            rgba = ImageOps.exif_transpose(image).convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
+            ImageOps.exif_transpose(image, in_place=True)  # in place: an upright picture is not copied
+            width, height = image.size
+            rgb = np.empty((height, width, 3), np.uint8)
+            rows = max(1, BAND_PIXELS // width)
+            for top in range(0, height, rows):
+                band = image.crop((0, top, width, min(top + rows, height)))
+                rgb[top : top + band.height] = _on_white(_with_alpha(band))
+            return rgb
     except Exception as err:  # a damaged stream behind a readable header
         raise ImageError(UNREADABLE) from err
+
+
+def _with_alpha(band: Image.Image) -> np.ndarray:
+    """Part of a picture as grey+alpha (H, W, 2) or RGBA (H, W, 4) uint8 pixels: Pillow's own where it holds those,
+    else converted (a palette's or a transparent colour's transparency made an alpha channel)."""
+    return np.asarray(band if band.mode in ("LA", "RGBA") else band.convert("RGBA"))
+
+
+def _on_white(pixels: np.ndarray) -> np.ndarray:
+    """Grey+alpha or RGBA uint8 pixels laid on white: grey (H, W, 1) or RGB (H, W, 3) uint8, each colour moved
+    towards white as far as the pixel is see-through, rounded as Pillow's alpha_composite rounds. In integer maths:
+    the largest product, 255 * 255, fits in uint16."""
+    colour = pixels[..., :-1].astype(np.uint16)
+    see_through = 255 - pixels[..., -1:].astype(np.uint16)
+    return (colour + ((255 - colour) * see_through + 127) // 255).astype(np.uint8)
 
 
 def _decode_avif(data: bytes) -> np.ndarray:

@@ -285,6 +285,27 @@ def test_transparent_parts_become_white_as_the_page_shows_them(fmt):
     assert 220 <= rgb[0, 15, 0] <= 235 and 135 <= rgb[0, 15, 1] <= 150  # half way to white
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_transparent_picture_is_laid_on_white_a_band_at_a_time_and_upright(monkeypatch, mode):
+    """Every pixel as Pillow's alpha_composite over white gives it (rounded to the nearest), across bands of rows
+    (here 2 rows of the turned picture at a time, the last band 1 row), with the EXIF orientation applied."""
+    monkeypatch.setattr(data.images, "BAND_PIXELS", 10)  # the picture is 5 pixels wide once turned
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    rgba[0, 0] = (200, 30, 40, 128)  # half see-through red
+    picture = Image.fromarray(rgba, "RGBA").convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG", exif=exif.tobytes())
+    rgb = decode_image(buffer.getvalue())
+    pixels = np.asarray(picture).astype(float)
+    colour, alpha = pixels[..., :-1], pixels[..., -1:]
+    on_white = np.broadcast_to(np.round(colour * alpha / 255 + 255 * (1 - alpha / 255)), (5, 7, 3))
+    np.testing.assert_array_equal(rgb, np.rot90(on_white, -1))  # turned clockwise
+    if mode == "RGBA":
+        assert tuple(rgb[0, -1]) == (227, 142, 147)  # the top left corner, turned to the top right
+
+
 def test_a_palette_picture_with_a_transparent_colour_and_a_rotated_one_with_alpha():
     palette = Image.new("P", (10, 8), 0)
     palette.putpalette([0, 0, 0, 200, 30, 40] + [0] * 762)
