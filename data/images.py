@@ -286,6 +286,8 @@ def _decode_on_white(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             ImageOps.exif_transpose(image, in_place=True)  # in place: an upright picture is not copied
+            if _is_16_bit_png(data):
+                _transparent_colour_to_8_bits(image)
             width, height = image.size
             rgb = np.empty((height, width, 3), np.uint8)
             rows = max(1, BAND_PIXELS // width)
@@ -297,10 +299,32 @@ def _decode_on_white(data: bytes) -> np.ndarray:
         raise ImageError(UNREADABLE) from err
 
 
+def _is_16_bit_png(data: bytes) -> bool:
+    """Whether the file is a PNG of 16 bits per sample (its IHDR chunk's bit depth)."""
+    return data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24:25] == b"\x10"
+
+
+def _transparent_colour_to_8_bits(image: Image.Image) -> None:
+    """A 16-bit colour PNG's transparent colour made the 8-bit one of the picture Pillow decodes (the high byte of
+    each sample): Pillow compares its 16 bits with the 8-bit pixels, which never matched, and the transparent parts
+    kept their colour. Colours whose high bytes match it become transparent too: 8 bits cannot tell them apart."""
+    if image.mode == "RGB" and "transparency" in image.info:
+        image.info["transparency"] = tuple(level >> 8 for level in image.info["transparency"])
+
+
 def _with_alpha(band: Image.Image) -> np.ndarray:
     """Part of a picture as grey+alpha (H, W, 2) or RGBA (H, W, 4) uint8 pixels: Pillow's own where it holds those,
     else converted (a palette's or a transparent colour's transparency made an alpha channel)."""
+    if band.mode.startswith("I"):  # 16-bit grey, one level transparent (a PNG's)
+        return _grey_16_with_alpha(np.asarray(band), band.info["transparency"])
     return np.asarray(band if band.mode in ("LA", "RGBA") else band.convert("RGBA"))
+
+
+def _grey_16_with_alpha(levels: np.ndarray, transparent: int) -> np.ndarray:
+    """16-bit grey levels as grey+alpha uint8: each level's high byte, the transparent level see-through. (Pillow's
+    own conversion clips each level to 255: such a picture had come out white, "overexposed".)"""
+    alpha = np.where(levels == transparent, 0, 255)
+    return np.stack([levels >> 8, alpha], axis=-1).astype(np.uint8)
 
 
 def _on_white(pixels: np.ndarray) -> np.ndarray:

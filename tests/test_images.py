@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import data.images
-from data.images import ImageError, ImageTooLarge, decode_image, is_image_file, read_image
+from data.images import PNG_SIGNATURE, ImageError, ImageTooLarge, decode_image, is_image_file, read_image
+from data.quality import photo_problem
 from tests.conftest import ROOT, ROTATED_HEIC
 
 
@@ -161,6 +162,52 @@ def test_a_png_with_over_a_megabyte_of_packed_metadata_is_read():
     xmp = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(b" " * 1_100_000)
     rgb = decode_image(with_chunk_before_pixels(png_bytes(red), png_chunk(b"iTXt", xmp)))
     assert rgb.shape == (40, 60, 3) and tuple(rgb[0, 0]) == (200, 30, 40)
+
+
+def png_of(samples: np.ndarray, colour_type: int, transparent: tuple[int, ...] = ()) -> bytes:
+    """A PNG of `samples` (uint8 or uint16, (H, W) grey or (H, W, channels)) as they are, and a transparent colour
+    (a tRNS chunk) if given, written by hand: OpenCV writes no tRNS chunk, and Pillow no 16-bit colour."""
+    height, width = samples.shape[:2]
+    rows = samples.astype(samples.dtype.newbyteorder(">")).reshape(height, -1)  # PNG's samples are big-endian
+    pixels = b"".join(b"\x00" + row.tobytes() for row in rows)  # each row unfiltered (filter type 0)
+    header = struct.pack(">IIBBBBB", width, height, samples.dtype.itemsize * 8, colour_type, 0, 0, 0)
+    trns = png_chunk(b"tRNS", struct.pack(f">{len(transparent)}H", *transparent)) if transparent else b""
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", header) + trns + png_chunk(b"IDAT", zlib.compress(pixels))
+            + png_chunk(b"IEND", b""))
+
+
+GREY_16 = np.array([[0x12FF, 0x80FF, 0xFE01, 0x5678]] * 2, np.uint16)  # high bytes 18, 128, 254, 86
+ALPHA_16 = np.array([[0xFFFF, 0x80FF, 0x00FF, 0x0000]] * 2, np.uint16)  # high bytes 255, 128, 0, 0
+RGB_16 = np.stack([GREY_16, np.full_like(GREY_16, 0x4000), np.full_like(GREY_16, 0xC0C0)], axis=-1)  # G 64, B 192
+WHITE = (255, 255, 255)
+
+
+@pytest.mark.parametrize("png, row", [
+    (png_of(GREY_16, 0, (0x5678,)), [(18,) * 3, (128,) * 3, (254,) * 3, WHITE]),
+    (png_of(RGB_16, 2, (0x5678, 0x4000, 0xC0C0)), [(18, 64, 192), (128, 64, 192), (254, 64, 192), WHITE]),
+    (png_of(np.stack([GREY_16, ALPHA_16], axis=-1), 4), [(18,) * 3, (191,) * 3, WHITE, WHITE]),
+    (png_of(np.dstack([RGB_16, ALPHA_16]), 6), [(18, 64, 192), (191, 159, 223), WHITE, WHITE]),
+    (png_of((GREY_16 >> 8).astype(np.uint8), 0, (86,)), [(18,) * 3, (128,) * 3, (254,) * 3, WHITE]),
+    (png_of((RGB_16 >> 8).astype(np.uint8), 2, (86, 64, 192)), [(18, 64, 192), (128, 64, 192), (254, 64, 192), WHITE]),
+], ids=["grey 16-bit, one level transparent", "RGB 16-bit, one colour transparent", "grey+alpha 16-bit",
+        "RGBA 16-bit", "grey 8-bit, one level transparent", "RGB 8-bit, one colour transparent"])
+def test_a_transparent_png_of_16_bits_reads_as_its_high_bytes_on_white(png, row):
+    """A 16-bit sample reads as its high byte, as in a PNG without transparency (OpenCV's). A 16-bit grey PNG with
+    a transparent level had come out white; a 16-bit colour one kept its transparent colour. (Half see-through:
+    128 over white gives 191; 64 and 192, 159 and 223.)"""
+    rgb = decode_image(png)
+    assert rgb.shape == (2, 4, 3)
+    assert [tuple(pixel) for pixel in rgb[0]] == row and (rgb[1] == rgb[0]).all()
+
+
+def test_a_16_bit_grey_photo_with_a_transparent_level_is_judged_black_and_white():
+    """It had come out white, and been refused as "overexposed": the reason given must be the true one."""
+    levels = np.random.default_rng(0).integers(20_000, 45_000, (96, 128), dtype=np.uint16)
+    levels[:4] = 0  # a transparent strip along the top
+    rgb = decode_image(png_of(levels, 0, (0,)))
+    assert (rgb[:4] == 255).all()
+    np.testing.assert_array_equal(rgb[4:], np.repeat(levels[4:, :, None] >> 8, 3, axis=2))
+    assert photo_problem(rgb).startswith("black and white")
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "RGBA rotated"])
