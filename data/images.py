@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, TiffImagePlugin
 
 # iPhones save photos as HEIC, which OpenCV cannot read: pi-heif (libheif's decoders only, no GPL encoder) reads
 # them, in a process of its own (data/heic_worker.py says why). AVIF Pillow reads itself; everything else OpenCV.
@@ -61,6 +61,10 @@ class ImageError(ValueError):
 
 class ImageTooLarge(ImageError):
     """A photo over the file-size or pixel limits: a smaller copy of it would do."""
+
+
+class NotAPhoto(ImageError):
+    """An image of measurements, not a photo (e.g. a floating-point TIFF); the message says what to send instead."""
 
 
 def _too_large(n_bytes: int) -> ImageTooLarge:
@@ -135,7 +139,7 @@ def decode_image(data: bytes) -> np.ndarray:
         return _decode_heic(data)
     data, (pixels, image_format, transparent) = _readable(data)
     if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
-        raise ImageError(UNREADABLE)
+        raise _unreadable(data)
     if pixels > MAX_PIXELS:
         raise ImageTooLarge(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
     if image_format == "AVIF":
@@ -150,8 +154,36 @@ def decode_image(data: bytes) -> np.ndarray:
     except cv2.error as err:  # e.g. a header over OpenCV's own pixel limit, in a format Pillow does not read
         raise ImageError("the file is not a readable image (corrupt, too large or unsupported format)") from err
     if bgr is None or bgr.size == 0:
-        raise ImageError(UNREADABLE)
+        raise _unreadable(data)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _unreadable(data: bytes) -> ImageError:
+    """The error for a file that neither Pillow nor OpenCV decodes: UNREADABLE, or for a TIFF of measurements what it
+    is and what to export (it had been "corrupt, truncated or unsupported format", and the page then asked for a
+    photo as a JPEG, PNG, ... or TIFF)."""
+    samples = _tiff_samples(data)
+    if samples is None:
+        return ImageError(UNREADABLE)
+    return NotAPhoto(f"the file is a {samples} TIFF (scientific image data), not a photo: export it as an 8-bit JPEG "
+                     "or PNG")
+
+
+def _tiff_samples(data: bytes) -> str | None:
+    """"floating-point" or, e.g., "32-bit integer" for a TIFF whose first picture holds such samples (a microscope's,
+    a thermal or depth camera's, an HDR merge's: neither OpenCV nor Pillow makes a photo of them); None for any other
+    file, or a TIFF whose directory cannot be read."""
+    try:
+        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])  # raises for any other file
+        stream = io.BytesIO(data)
+        stream.seek(directory.next)
+        directory.load(stream)
+        if 3 in directory.get(TiffImagePlugin.SAMPLEFORMAT, ()):  # 3: IEEE floating point
+            return "floating-point"
+        bits = max(directory.get(TiffImagePlugin.BITSPERSAMPLE, (0,)))
+        return f"{bits}-bit integer" if bits > 16 else None
+    except Exception:  # not a TIFF, or its directory is damaged: nothing more to say than UNREADABLE
+        return None
 
 
 def _jpeg_is_damaged(data: bytes) -> bool:

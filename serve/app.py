@@ -29,8 +29,8 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from data.flags import interrupt_on_termination  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import (MAX_FILE_BYTES, ImageError, ImageTooLarge, decode_image, image_format,  # noqa: E402
-                         read_image, working_copy)
+from data.images import (MAX_FILE_BYTES, ImageError, ImageTooLarge, NotAPhoto, decode_image,  # noqa: E402
+                         image_format, read_image, working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, heatmap_beside  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING, caution  # noqa: E402
@@ -95,10 +95,13 @@ def check_spot(predictor: Predictor, path: str | None) -> Answer:
 
 
 def unusable_file(err: ImageError) -> Answer:
-    """The answer for a file that cannot be read as a photo: what is wrong with it, and what to send instead."""
-    advice = (TOO_LARGE_ADVICE if isinstance(err, ImageTooLarge) else
-              "Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).")
-    return Answer(f"## This file cannot be used\n\n{sentence(str(err))}. {advice}", {}, None, DISCLAIMER)
+    """The answer for a file that cannot be read as a photo: what is wrong with it, and what to send instead. A
+    NotAPhoto's reason says that itself: after "a floating-point TIFF ..., not a photo", the list of photo formats,
+    TIFF among them, confused."""
+    advice = ("" if isinstance(err, NotAPhoto) else
+              f" {TOO_LARGE_ADVICE}" if isinstance(err, ImageTooLarge) else
+              " Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).")
+    return Answer(f"## This file cannot be used\n\n{sentence(str(err))}.{advice}", {}, None, DISCLAIMER)
 
 
 def sentence(reason: str) -> str:

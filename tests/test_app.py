@@ -508,6 +508,21 @@ def test_a_file_that_is_no_photo_is_answered_as_it_is_put_in(uploads, predictor,
     assert not fake.exists()
 
 
+def test_a_tiff_of_measurements_is_answered_with_what_to_export_not_with_a_list_naming_tiff(uploads, predictor):
+    """A floating-point TIFF had been answered "... not a readable image (corrupt, truncated or unsupported format).
+    Please upload a photo (JPEG, PNG, HEIC, WebP, AVIF, BMP, TIFF or GIF).": a TIFF, refused with advice to send one."""
+    page = PageHandlers(predictor, uploads)
+    uploads.mkdir(parents=True)
+    scan = uploads / "scan.tif"
+    cv2.imwrite(str(scan), np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64))
+    latest = LatestPhoto()
+    page.clear({"path": str(scan)}, latest)
+    box, button, summary, guidance = page.show_photo({"path": str(scan)}, latest)
+    assert summary == ("## This file cannot be used\n\nThe file is a floating-point TIFF (scientific image data), not "
+                       "a photo: export it as an 8-bit JPEG or PNG.")
+    assert box is None and button["interactive"] is True and not scan.exists()
+
+
 class Answering:
     """The shipped predictor, with the label (and the confidence) of its answers replaced (what the page says for
     each)."""

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import data.images
-from data.images import PNG_SIGNATURE, ImageError, ImageTooLarge, decode_image, is_image_file, read_image
+from data.images import (PNG_SIGNATURE, ImageError, ImageTooLarge, NotAPhoto, decode_image, is_image_file,
+                         read_image)
 from data.quality import photo_problem
 from tests.conftest import ROOT, ROTATED_HEIC
 
@@ -144,6 +145,35 @@ def test_formats_whose_size_pillow_cannot_read_are_refused():
     assert cv2.imdecode(np.frombuffer(hdr, np.uint8), cv2.IMREAD_COLOR) is not None  # a valid image for OpenCV
     with pytest.raises(ImageError, match="not a readable image"):
         decode_image(hdr)
+
+
+def pillow_tiff(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+MEASURED = np.linspace(0, 1000, 48 * 64).reshape(48, 64)
+
+
+@pytest.mark.parametrize("tiff, samples", [
+    (pillow_tiff(MEASURED.astype(np.float32)), "floating-point"),  # Pillow reads its header, OpenCV no pixels
+    (cv2.imencode(".tiff", np.dstack([MEASURED] * 3).astype(np.float32))[1].tobytes(), "floating-point"),  # neither
+    (pillow_tiff(MEASURED.astype(np.int32)), "32-bit integer"),
+], ids=["grey float32", "RGB float32", "grey int32"])
+def test_a_tiff_of_measurements_is_refused_saying_what_to_export(tiff, samples):
+    """It had been refused as "not a readable image (corrupt, truncated or unsupported format)", and the web page
+    then asked for a photo in one of its formats, TIFF among them."""
+    with pytest.raises(NotAPhoto, match=f"^the file is a {samples} TIFF .*: export it as an 8-bit JPEG or PNG$"):
+        decode_image(tiff)
+    with pytest.raises(ImageError, match="not a readable image"):  # its directory lost: no more to say
+        decode_image(tiff[:8] + bytes(len(tiff) - 8))
+
+
+def test_tiff_photos_of_8_and_16_bits_are_read():
+    bgr = np.full((48, 64, 3), (40, 30, 200), np.uint8)
+    for photo in (bgr, bgr.astype(np.uint16) * 257):
+        assert tuple(decode_image(cv2.imencode(".tiff", photo)[1].tobytes())[0, 0]) == (200, 30, 40)
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
