@@ -46,6 +46,7 @@ UNREADABLE = "the file is not a readable image (corrupt, truncated or unsupporte
 HEIC_FAILED = "the file is not a readable image (the HEIC decoder failed on it)"
 DAMAGED_JPEG = ("the photo file is damaged (part of the picture is missing or garbled, e.g. from an interrupted copy "
                 "or download): copy or send the original again")
+JPEG_FORMATS = ("JPEG", "MPO")  # Pillow's names (MPO: a JPEG with a second picture, as some cameras write)
 # What libjpeg says of a JPEG whose compressed picture data is damaged: it still decodes one, filling in grey or
 # garbage, and only prints a warning, so OpenCV hands that picture on. "Extraneous bytes before marker" is left out:
 # some cameras write those, and the picture is whole.
@@ -146,7 +147,7 @@ def decode_image(data: bytes) -> np.ndarray:
         return _decode_avif(data)
     if transparent:
         return _decode_on_white(data)
-    if image_format in ("JPEG", "MPO") and _jpeg_is_damaged(data):
+    if image_format in JPEG_FORMATS and jpeg_is_damaged(data):
         raise ImageError(DAMAGED_JPEG)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
@@ -186,7 +187,7 @@ def _tiff_samples(data: bytes) -> str | None:
         return None
 
 
-def _jpeg_is_damaged(data: bytes) -> bool:
+def jpeg_is_damaged(data: bytes) -> bool:
     """Whether libjpeg finds a JPEG's picture data damaged (see _JPEG_DAMAGE).
 
     A strict decode at an eighth of the size: it reads every bit of the compressed data, where damage shows, and

@@ -29,8 +29,8 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from data.flags import interrupt_on_termination  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import (MAX_FILE_BYTES, ImageError, ImageTooLarge, NotAPhoto, decode_image,  # noqa: E402
-                         image_format, read_image, working_copy)
+from data.images import (DAMAGED_JPEG, JPEG_FORMATS, MAX_FILE_BYTES, ImageError, ImageTooLarge,  # noqa: E402
+                         NotAPhoto, decode_image, image_format, jpeg_is_damaged, read_image, working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, heatmap_beside  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING, caution  # noqa: E402
@@ -212,18 +212,21 @@ def browser_copy(path: str | None, files: OutputFiles) -> str | None:
     photo, upright and as it is held (`check_spot` answers the copy as it would the upload), to put in its place; the
     upload is deleted. None, and the upload left for `check_spot`, when the browser shows it or it is gone (checked
     already). Raises ImageError for a file that is no photo SpotCheck can read (it too would show as a broken
-    picture), and leaves it."""
+    picture), and for a JPEG whose picture data is damaged (shown with a grey or garbled part), and leaves it."""
     if not path:
         return None
     try:
         with open(path, "rb") as f:
-            data = f.read(HEADER_BYTES)  # enough to name nearly every format: most uploads are not read further
-            if data and image_format(data) in BROWSER_FORMATS:
+            data = f.read(HEADER_BYTES)  # enough to name nearly every format
+            if data and image_format(data) in BROWSER_FORMATS - set(JPEG_FORMATS):
                 return None
-            data += f.read()
+            data += f.read()  # a JPEG whole, for its picture data: a phone photo's check takes about 50 ms
     except OSError:
         return None
-    if image_format(data) in BROWSER_FORMATS:  # e.g. a JPEG whose metadata pushed its header further in
+    kind = image_format(data)
+    if kind in JPEG_FORMATS and jpeg_is_damaged(data):
+        raise ImageError(DAMAGED_JPEG)
+    if kind in BROWSER_FORMATS:  # (a JPEG whose metadata pushed its header past HEADER_BYTES is named only now)
         return None
     copy = files.write_picture(working_copy(decode_image(data)))
     Path(path).unlink(missing_ok=True)
@@ -456,9 +459,10 @@ class PageHandlers:
                 gr.update(interactive=False))  # the check button waits for `show_photo`
 
     def show_photo(self, payload: dict | None, latest: LatestPhoto) -> tuple:
-        """A photo the browser cannot show is replaced by a copy it can; a file that is no photo is answered at once
-        (it had shown as a broken picture until Check was pressed), and the photo box emptied; the check button comes
-        back. Outputs: the photo box, the button, the answer and the guidance."""
+        """A photo the browser cannot show is replaced by a copy it can; a file that is no photo, or a JPEG whose
+        picture data is damaged, is answered at once (it had shown as a broken picture until Check was pressed), and
+        the photo box emptied; the check button comes back. Outputs: the photo box, the button, the answer and the
+        guidance."""
         put_in, copy, unusable = (payload or {}).get("path"), None, None
         try:
             path = uploaded_path(self.upload_folder, payload) if put_in else None

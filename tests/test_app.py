@@ -492,10 +492,19 @@ def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back
     assert show_photo({"path": str(heic)}, latest) == (gr.skip(),) * 4
 
 
-@pytest.mark.parametrize("content", [b"", b"this is a text file, not a photo", ROTATED_HEIC[:300]])
+def damaged_jpeg() -> bytes:
+    """A JPEG whose second half of picture data is lost (an interrupted copy): a browser shows it with a grey part."""
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (120, 160, 3), np.uint8), (9, 9), 3)
+    whole = cv2.imencode(".jpg", texture)[1].tobytes()
+    return whole[: len(whole) // 2] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("content", [b"", b"this is a text file, not a photo", ROTATED_HEIC[:300], damaged_jpeg()],
+                         ids=["empty", "text", "cut-off HEIC", "damaged JPEG"])
 def test_a_file_that_is_no_photo_is_answered_as_it_is_put_in(uploads, predictor, content):
     """Not left in the photo box as a broken picture until Check is pressed: the box is emptied, the answer says
-    what is wrong (as Check would), the file is deleted, and the button comes back."""
+    what is wrong (as Check would), the file is deleted, and the button comes back. A JPEG whose picture data is
+    damaged too: the browser shows it, with a grey or garbled part."""
     page = PageHandlers(predictor, uploads)
     uploads.mkdir(parents=True)
     fake = uploads / "holiday.jpg"
