@@ -65,6 +65,8 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET) -> tuple
     import torch
 
     checkpoint = checkpoint_path(checkpoint)
+    if problem := exported_already(checkpoint):
+        raise CheckpointError(problem)
     ckpt, digest = read_checkpoint(checkpoint)  # the bytes exported are the bytes named in the sidecar
     classes = list(ckpt["classes"])
     size = int(ckpt["preprocess"]["size"])
@@ -117,6 +119,17 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET) -> tuple
     }
     atomic_write(json_path, lambda f: f.write(sidecar_text(sidecar).encode()))
     return onnx_path, json_path
+
+
+def exported_already(path: Path) -> str | None:
+    """Why `path` cannot be exported when it is an ONNX model (batch scoring and evaluation take one in place of its
+    checkpoint, so it is easily given here too), or None."""
+    if path.suffix != ".onnx" or not path.is_file():
+        return None
+    checkpoint = path.with_suffix(".pt")
+    beside = f"beside it: {checkpoint}" if checkpoint.is_file() else f"there is no {checkpoint.name} beside it"
+    return (f"{path} is an ONNX model, exported already, not a checkpoint: give the .pt checkpoint it was exported "
+            f"from ({beside})")
 
 
 def float16_weights(graph: bytes) -> bytes:
@@ -178,7 +191,7 @@ def _check_against_torch(model, graph: bytes, size: int, tolerance: float = 1e-4
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to export (default: the embedded model)")
+    parser.add_argument("--checkpoint", default=None, help="the .pt checkpoint to export (default: the embedded model)")
     parser.add_argument("--opset", type=int, default=OPSET)
     args = parser.parse_args(argv)
     try:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, save_checkpoint
-from model.export import export, onnx_paths
+from model.export import export, main as export_main, onnx_paths
 from model.net import LiteNet, SpotNet, count_parameters
 from model.predictor import Predictor, choose_backend, onnx_problem
 from tests.conftest import spot_photo
@@ -80,6 +80,22 @@ def test_a_score_with_nothing_to_score_is_exported_as_null(tmp_path):
     _, json_path = export(path)
     validation = json.loads(json_path.read_text())["meta"]["validation"]
     assert validation == {"score": 0.5, "clinical_vascular_recall": None}
+
+
+def test_an_onnx_model_given_to_export_is_named_as_one_with_the_checkpoint_to_give(exported, tmp_path, capsys):
+    """Batch scoring and evaluation take the ONNX file for its checkpoint; the export had called it "not a readable
+    SpotCheck checkpoint" (a zip error), as if it were damaged."""
+    onnx_path, json_path = onnx_paths(exported)
+    assert export_main(["--checkpoint", str(onnx_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"{onnx_path} is an ONNX model, exported already, not a checkpoint" in error
+    assert f"give the .pt checkpoint it was exported from (beside it: {exported})" in error
+    alone = tmp_path / "alone.onnx"  # copied without its checkpoint
+    shutil.copy(onnx_path, alone)
+    shutil.copy(json_path, alone.with_suffix(".json"))
+    assert export_main(["--checkpoint", str(alone)]) == 2
+    assert "(there is no alone.pt beside it)" in capsys.readouterr().err
+    assert onnx_problem(exported) is None  # left as it was
 
 
 def test_torch_and_onnx_agree(exported):
