@@ -12,7 +12,10 @@ from data.datasets import Sample, load_class_folders
 from data.flags import interrupt_on_termination
 from data.presets import EvalSettings, TrainPreset
 from model.decision import softmax
-from tests.conftest import spot_photo
+from model import export
+from serve import batch
+from tests.conftest import spot_photo, write_rgb
+from training import evaluate
 from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, decode_all, sampling_weights
@@ -418,3 +421,20 @@ def test_decoding_workers_stop_quietly_in_a_run_that_takes_a_kill_as_ctrl_c(clas
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["missing.pt", "garbage.pt", "folder"])
+def test_a_checkpoint_that_cannot_be_used_is_exit_status_2_for_every_command(tmp_path, capsys, bad):
+    """Evaluation had exited 1 where batch scoring and the export exit 2 (bad arguments) for the same --checkpoint."""
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "folder").mkdir()
+    checkpoint = str(tmp_path / bad)
+    photos = tmp_path / "photos"
+    write_rgb(photos / "a.png", spot_photo("nevus", size=64))
+    assert export.main(["--checkpoint", checkpoint]) == 2
+    assert batch.main([str(photos), "--out", str(tmp_path / "s.csv"), "--checkpoint", checkpoint]) == 2
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--checkpoint", checkpoint, "--data", str(photos), "--out", str(tmp_path / "report")])
+    assert stop.value.code == 2
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ") and checkpoint in line]
+    assert len(said) == 3  # each names the file given

@@ -15,6 +15,9 @@ and batch scoring use), and writes to `--out`:
 `--data FOLDER --split all --out DIR` scores every image of labelled folders the
 model was not trained on, such as a clinic's own photos (in a class-per-folder
 tree of phone photos: add `--folder-domain clinical`).
+
+Exit status 0 when the report is written; 2 when the command line is refused or `--checkpoint` is missing or
+cannot be used (as for `serve.batch` and `model.export`); 1 for any other error.
 """
 from __future__ import annotations
 
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         predictor = Predictor(args.checkpoint)
     except CheckpointError as err:
-        raise SystemExit(f"error: {err}")
+        parser.exit(2, f"error: {err}\n")  # a bad argument: exit 2, as batch scoring and the export do
     data, samples, left_out = samples_to_score(args, predictor)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
     out.mkdir(parents=True, exist_ok=True)
