@@ -742,7 +742,11 @@ def test_a_finished_run_is_replaced_only_when_asked(class_tree, tmp_path, capsys
     evaluate.main(["--checkpoint", str(first), "--data", str(class_tree), "--split", "val"])  # and in val/
     (out / "notes.txt").write_text("mine")
     digest = sha256_of(first)
-    with pytest.raises(SystemExit, match="already holds a training run .*--resume.*--overwrite"):
+    # Not --resume, which in a finished run trains nothing (it had been the first advice)
+    with pytest.raises(SystemExit, match=r"already holds a finished training run \(.*; all 2 of its epochs trained\): to "
+                                         r"train again, write into another --out, or replace it with --overwrite "
+                                         r"\(--resume trains nothing more in a finished run: it only picks the weights "
+                                         r"and fits the decision rule again"):
         train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--lr", "3e-3"])
     assert sha256_of(first) == digest and (out / "MODEL_CARD.md").is_file()
     with pytest.raises(SystemExit, match="part of the run --overwrite would replace"):
@@ -753,6 +757,24 @@ def test_a_finished_run_is_replaced_only_when_asked(class_tree, tmp_path, capsys
     assert sha256_of(second) != digest and (out / "notes.txt").read_text() == "mine"
     assert not any((folder / name).exists() for folder in (out, out / "val") for name in ("metrics.json", "MODEL_CARD.md"))
     assert not list(out.glob("*.png")) and not list((out / "val").glob("*.png"))
+
+
+def test_a_run_is_advised_to_resume_only_while_it_has_something_left_to_do(tmp_path):
+    """--resume continues a run with epochs left, or one stopped after its last epoch, before its model was written;
+    a finished run it would only recalibrate, so training into one does not advise it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for epoch, model_written, finished in ((0, False, False), (1, False, False), (1, True, True)):
+        torch.save({"epoch": epoch, "flags": {"epochs": 2}}, out / "last.pt")  # what finished_epochs reads of it
+        if model_written:
+            (out / "spotcheck.pt").write_bytes(b"its model")
+        with pytest.raises(SystemExit) as refused:
+            train.previous_run(out, False)
+        assert ("continue it with --resume" in str(refused.value)) is not finished
+        assert ("a finished training run" in str(refused.value)) is finished
+    with pytest.raises(SystemExit, match=r"holds a training run \(.*\): write into another --out") as refused:
+        train.previous_run(out, False, resumable=False)  # training.ensemble's runs: --resume is never advised
+    assert "--resume" not in str(refused.value)
 
 
 def test_a_run_refused_for_its_data_leaves_no_folder_behind(tmp_path):

@@ -180,7 +180,8 @@ def run_report(out: Path) -> list[Path]:
 def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[Path]:
     """The files of a run already in `out` (none: []; its report alone is not a run), to replace once the new run's
     data has been read (`replace_run`). Without `overwrite` a run there stops the command: it would be lost.
-    `resumable`: the command can continue a run (training's --resume), if it left its last.pt."""
+    `resumable`: the command can continue a run (training's --resume), if it left its last.pt; a finished run it
+    would not train further (`finished_epochs`), and is not advised to be resumed."""
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: cannot use --out {out}: it is a file")
     found = [out / name for name in RUN_FILES if (out / name).is_file()]
@@ -188,11 +189,32 @@ def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[
         return []
     found += run_report(out)
     if not overwrite:
+        names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        epochs = finished_epochs(out) if resumable else None
+        if epochs is not None:
+            raise SystemExit(f"error: {out} already holds a finished training run ({names}; all {epochs} of its "
+                             "epochs trained): to train again, write into another --out, or replace it with "
+                             "--overwrite (--resume trains nothing more in a finished run: it only picks the weights "
+                             "and fits the decision rule again, e.g. with another --unsure-rate)")
         resume = "continue it with --resume, " if resumable and (out / "last.pt").is_file() else ""
-        raise SystemExit(f"error: {out} already holds a training run ({', '.join(p.name for p in found[:4])}"
-                         f"{', ...' if len(found) > 4 else ''}): {resume}write into another --out, or replace it with "
-                         "--overwrite")
+        raise SystemExit(f"error: {out} already holds a training run ({names}): {resume}write into another --out, or "
+                         "replace it with --overwrite")
     return found
+
+
+def finished_epochs(out: Path) -> int | None:
+    """How many epochs the run in `out` trained, if it is finished: every epoch its last.pt was to train is done, and
+    its model written (a run stopped after its last epoch is finished by --resume). None otherwise, and for a last.pt
+    that cannot be read (--resume says why)."""
+    if not (out / "spotcheck.pt").is_file() or not (out / "last.pt").is_file():
+        return None
+    try:
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        epochs = int(state["flags"]["epochs"])
+        done = int(state["epoch"]) + 1
+    except Exception:  # torch raises several kinds for a cut-off or foreign file
+        return None
+    return epochs if done >= epochs else None
 
 
 def replace_run(out: Path, previous: list[Path]) -> None:
