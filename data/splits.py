@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from data.datasets import CLASSES, DOMAINS, Sample, load_dataset
 from data.identity import image_keys, is_seen
+from data.images import ImageError, read_image
 
 SPLITS = ("train", "val", "test")
 
@@ -207,7 +208,7 @@ def copies_into_training(splits: dict[str, list[Sample]]) -> tuple[dict[str, lis
     same file, or the same ISIC image: `data.identity` keys, e.g. in two data folders or under two names) moved into
     training, and the lesions it is linked to through other copies too; and how many images validation and test gave
     up. Lesions are told apart by split and group (two folders' groups of one name are one lesion here: moved
-    together, never left apart)."""
+    together, never left apart). A file that is no readable image is a copy of nothing (`linking_keys`)."""
     link: dict[tuple[str, str], tuple[str, str]] = {}
 
     def root(node: tuple[str, str]) -> tuple[str, str]:
@@ -216,15 +217,33 @@ def copies_into_training(splits: dict[str, list[Sample]]) -> tuple[dict[str, lis
         return node
 
     holder: dict[str, tuple[str, str]] = {}  # key -> the first lesion seen with it
-    for name, part in splits.items():
-        for s in part:
-            for key in image_keys(s.path):
-                node = holder.setdefault(key, (name, s.group))
-                link[root((name, s.group))] = root(node)
+    for name, s, keys in linking_keys(splits):
+        for key in keys:
+            node = holder.setdefault(key, (name, s.group))
+            link[root((name, s.group))] = root(node)
     spans: dict[tuple[str, str], set[str]] = {}
     for node in list(link):
         spans.setdefault(root(node), set()).add(node[0])
     return into_training(splits, {node for node in link if len(spans[root(node)]) > 1})
+
+
+def linking_keys(splits: dict[str, list[Sample]]) -> list[tuple[str, Sample, set[str]]]:
+    """Each sample with its split and the keys (`data.identity`) that may link it to a copy: none for a file that
+    shares a key but is no readable image. Training skips such a file, naming it, so it cannot leak; byte-identical
+    broken files had been reported as copies moved into training instead. Only files that share a key are read."""
+    keyed = [(name, s, image_keys(s.path)) for name, part in splits.items() for s in part]
+    holders = Counter(key for _, _, keys in keyed for key in keys)
+    return [(name, s, set() if any(holders[k] > 1 for k in keys) and not is_readable(s.path) else keys)
+            for name, s, keys in keyed]
+
+
+def is_readable(path: Path) -> bool:
+    """Whether `path` is an image that `read_image` reads (as training does before it trains on one)."""
+    try:
+        read_image(path)
+    except ImageError:
+        return False
+    return True
 
 
 def into_training(splits: dict[str, list[Sample]],

@@ -187,6 +187,24 @@ def test_copies_across_splits_go_into_training_however_they_chain(tmp_path):
     assert [s.group for s in moved["val"]] == ["e", "x"] and [s.group for s in moved["test"]] == ["y"]
 
 
+def test_byte_identical_files_that_are_no_image_are_no_copies(tmp_path):
+    """Training skips (and names) a file it cannot read, so it cannot leak; three identical broken files had been
+    taken as copies of one image and moved into training, with a message about copies. Real copies still are."""
+    def sample(path: Path, group: str) -> Sample:
+        return Sample(path, "vascular", group, "vascular", "folder", "dermoscopy")
+
+    broken = [tmp_path / f"broken_{i}.jpg" for i in range(3)]
+    for path in broken:
+        path.write_bytes(b"not a photo")
+    photo = write_rgb(tmp_path / "photo.png", spot_photo("vascular", size=48))
+    shutil.copy(photo, tmp_path / "copy.png")
+    splits = {"train": [sample(broken[0], "b0"), sample(photo, "p")],
+              "val": [sample(broken[1], "b1")], "test": [sample(broken[2], "b2"), sample(tmp_path / "copy.png", "c")]}
+    moved, counts = copies_into_training(splits)
+    assert counts == {"val": 0, "test": 1}
+    assert [s.group for s in moved["val"]] == ["b1"] and [s.group for s in moved["test"]] == ["b2"]
+
+
 def test_a_lesion_folder_keeps_its_subfolders_in_its_split(tmp_path):
     """A patient's or a lesion's folder of folders (close-ups/, wide/) is one group: each innermost folder had been a
     group of its own, so one lesion's close-up and wide view could land in training and test."""

@@ -528,6 +528,26 @@ def test_a_copy_of_a_training_image_never_validates_or_tests(class_tree, tmp_pat
     assert "test images are of lesions with a copy in another split" in capsys.readouterr().out
 
 
+def test_identical_unreadable_photos_are_skipped_as_unreadable_not_moved_as_copies(class_tree, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """Three byte-identical broken files in one class had been taken for copies of one photo: moved into training
+    with a message about copies (and, with few photos, a stop saying to add photos of other lesions)."""
+    broken = [class_tree / "vascular" / f"broken_{i}.jpg" for i in range(3)]
+    for path in broken:
+        path.write_bytes(b"not a photo")
+    recorded = []
+    monkeypatch.setattr(train, "split_members", lambda splits: recorded.append(splits) or {})
+    monkeypatch.setattr(train, "replace_run", lambda *a: (_ for _ in ()).throw(Started()))  # after decoding
+    with pytest.raises(Started):
+        train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
+    out = capsys.readouterr().out
+    assert "copy in another split" not in out
+    split_of = {s.path: name for name, part in recorded[0].items() for s in part}
+    assert {split_of[path] for path in broken} == {"train", "val", "test"}  # where the split put them: not moved
+    for path in broken:  # each one decoded is named as unreadable (test images: evaluation names them)
+        assert (f"  {path}: the file is not a readable image" in out) is (split_of[path] != "test")
+
+
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):
     """--run-seed reseeds the draws and the weights only, so one recipe can be run several times on one split."""
     def run(name, *flags):
