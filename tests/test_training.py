@@ -607,11 +607,11 @@ def test_a_class_whose_photos_cannot_be_read_is_a_clear_error(class_tree, tmp_pa
     """Counted before decoding, the class is there; unreadable photos are skipped while decoding, so it is counted
     again after (a validation split without it ended in a crash at the export, after all the training)."""
     for i, photo in enumerate((class_tree / "vascular").iterdir()):
-        photo.write_bytes(f"not a photo ({i})".encode())  # each its own file (copies of one file are one lesion)
+        photo.write_bytes(f"not a photo ({i})".encode())
     with pytest.raises(SystemExit, match="split has no readable vascular images"):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
     for i, photo in enumerate(class_tree.rglob("*.png")):  # none readable at all: the same, not a traceback
-        photo.write_bytes(f"not a photo either ({i})".encode())  # each its own file, not copies of one
+        photo.write_bytes(f"not a photo either ({i})".encode())
     with pytest.raises(SystemExit, match="split has no readable vascular or nevus or other images"):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "run2"), *FAST])
 
