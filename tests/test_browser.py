@@ -89,8 +89,14 @@ class Visit:
         return self.page.locator("#answer").inner_text()
 
     def wait_for_answer(self, *texts: str) -> str:
-        self.page.wait_for_function("([texts]) => texts.some(t => document.querySelector('#answer').innerText.includes(t))",
-                                    arg=[list(texts)])
+        try:
+            self.page.wait_for_function(
+                "([texts]) => texts.some(t => document.querySelector('#answer').innerText.includes(t))",
+                arg=[list(texts)])
+        except sync_api.TimeoutError:  # say what the page showed instead: a rare failure must be readable from CI
+            button = "disabled" if self.page.locator("#check").is_disabled() else "enabled"
+            pytest.fail(f"no answer reading any of {texts} after {TIMEOUT_MS // 1000} s: the answer box says "
+                        f"{self.answer()!r}, the check button is {button}")
         return self.answer()
 
     def screenshot(self, name: str) -> Path:
