@@ -141,14 +141,13 @@ def decode_image(data: bytes) -> np.ndarray:
     data, (pixels, image_format, transparent) = _readable(data)
     if pixels is None:  # refused before OpenCV sees it, whose own size limit is about a gigapixel (see MAX_PIXELS)
         raise _unreadable(data)
-    if pixels > MAX_PIXELS:
-        raise ImageTooLarge(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
+    _check_pixels(pixels)
     if image_format == "AVIF":
         return _decode_avif(data)
     if transparent:
         return _decode_on_white(data)
-    if image_format in JPEG_FORMATS and jpeg_is_damaged(data):
-        raise ImageError(DAMAGED_JPEG)
+    if image_format in JPEG_FORMATS:
+        check_jpeg(data)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
@@ -157,6 +156,24 @@ def decode_image(data: bytes) -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise _unreadable(data)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def check_jpeg(data: bytes) -> None:
+    """Raise the ImageError `decode_image` raises for a JPEG before decoding its picture: too much metadata, too many
+    pixels, or damaged picture data (`_jpeg_is_damaged`); nothing for any other file. A fraction of a decode's cost
+    (40-190 ms for a 12-megapixel photo here, baseline or progressive): the web page checks an upload so as soon as it
+    is put in, since the browser shows such a JPEG, with a grey or garbled part."""
+    data, (pixels, image_format, _) = _readable(data)
+    if image_format not in JPEG_FORMATS:
+        return
+    _check_pixels(pixels)  # before the strict decode, which a crafted header would make large and slow
+    if _jpeg_is_damaged(data):
+        raise ImageError(DAMAGED_JPEG)
+
+
+def _check_pixels(pixels: float) -> None:
+    if pixels > MAX_PIXELS:
+        raise ImageTooLarge(f"the image is too large (more than {MAX_PIXELS // 1_000_000} megapixels)")
 
 
 def _unreadable(data: bytes) -> ImageError:
@@ -187,7 +204,7 @@ def _tiff_samples(data: bytes) -> str | None:
         return None
 
 
-def jpeg_is_damaged(data: bytes) -> bool:
+def _jpeg_is_damaged(data: bytes) -> bool:
     """Whether libjpeg finds a JPEG's picture data damaged (see _JPEG_DAMAGE).
 
     A strict decode at an eighth of the size: it reads every bit of the compressed data, where damage shows, and

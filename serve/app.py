@@ -29,8 +29,8 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from data.flags import interrupt_on_termination  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
-from data.images import (DAMAGED_JPEG, JPEG_FORMATS, MAX_FILE_BYTES, ImageError, ImageTooLarge,  # noqa: E402
-                         NotAPhoto, decode_image, image_format, jpeg_is_damaged, read_image, working_copy)
+from data.images import (JPEG_FORMATS, MAX_FILE_BYTES, ImageError, ImageTooLarge, NotAPhoto,  # noqa: E402
+                         check_jpeg, decode_image, image_format, read_image, working_copy)
 from model.checkpoint import CheckpointError  # noqa: E402
 from model.predictor import BACKENDS, Predictor, heatmap_beside  # noqa: E402
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES, PHOTO_TIPS, WAITING, caution  # noqa: E402
@@ -53,7 +53,8 @@ FRAME_DEFAULT = 50  # the frame-size slider before any answer
 MOVES = (("Move frame left", (-1, 0)), ("Move frame right", (1, 0)), ("Move frame up", (0, -1)),
          ("Move frame down", (0, 1)))
 # What browsers show in a page (Pillow's names; MPO is a camera JPEG). Other photos (HEIC, TIFF) are shown as a copy.
-BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
+BROWSER_FORMATS = {*JPEG_FORMATS, "PNG", "GIF", "WEBP", "BMP", "AVIF"}
+SHOWN_AS_THEY_ARE = BROWSER_FORMATS - set(JPEG_FORMATS)  # a JPEG is checked first: its picture data may be damaged
 HEADER_BYTES = 64 * 1024  # what `browser_copy` reads to tell those from the others
 CONFIDENCE_LABEL = "Confidence (vascular: cherry angioma; nevus: mole; other: another kind of spot)"
 # A photo over the size limits is a photo: "please upload a photo" was no help ("but I did").
@@ -218,15 +219,13 @@ def browser_copy(path: str | None, files: OutputFiles) -> str | None:
     try:
         with open(path, "rb") as f:
             data = f.read(HEADER_BYTES)  # enough to name nearly every format
-            if data and image_format(data) in BROWSER_FORMATS - set(JPEG_FORMATS):
+            if data and image_format(data) in SHOWN_AS_THEY_ARE:
                 return None
-            data += f.read()  # a JPEG whole, for its picture data: a phone photo's check takes about 50 ms
+            data += f.read()
     except OSError:
         return None
-    kind = image_format(data)
-    if kind in JPEG_FORMATS and jpeg_is_damaged(data):
-        raise ImageError(DAMAGED_JPEG)
-    if kind in BROWSER_FORMATS:  # (a JPEG whose metadata pushed its header past HEADER_BYTES is named only now)
+    check_jpeg(data)  # the browser would show a JPEG with damaged picture data, a part of it grey or garbled
+    if image_format(data) in BROWSER_FORMATS:  # a JPEG, or e.g. a PNG whose metadata pushed its header further in
         return None
     copy = files.write_picture(working_copy(decode_image(data)))
     Path(path).unlink(missing_ok=True)

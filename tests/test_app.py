@@ -27,7 +27,7 @@ from serve.uploads import delete_older
 from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 import data.images
 import data.framing
-from data.images import ImageError, read_image
+from data.images import ImageError, ImageTooLarge, read_image
 from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
 
 
@@ -472,6 +472,14 @@ def test_a_photo_the_browser_cannot_show_is_replaced_by_a_copy_answered_the_same
         with pytest.raises(ImageError):
             browser_copy(str(unreadable), files)
         assert unreadable.exists()
+    # A small JPEG whose header claims 13,300 x 13,300 pixels: refused from its header, before the check of its
+    # picture data, which for such a header took half a second and 170 MB (a crafted file, sent again and again).
+    whole = jpeg.read_bytes()
+    frame = whole.index(b"\xff\xc0") + 5  # the baseline frame header: height, then width, 2 bytes each
+    claimed = tmp_path / "claimed.jpg"
+    claimed.write_bytes(whole[:frame] + (13_300).to_bytes(2, "big") * 2 + whole[frame + 4:])
+    with pytest.raises(ImageTooLarge):
+        browser_copy(str(claimed), files)
 
 
 def test_the_button_waits_for_the_photo_box_and_a_replaced_photo_is_not_put_back(uploads, predictor):
@@ -515,6 +523,8 @@ def test_a_file_that_is_no_photo_is_answered_as_it_is_put_in(uploads, predictor,
     assert box is None and button["interactive"] is True and guidance == DISCLAIMER
     assert summary.startswith("## This file cannot be used") and "Please upload a photo" in summary
     assert not fake.exists()
+    fake.write_bytes(content)
+    assert summary == check_spot(predictor, str(fake)).summary  # the words Check gives
 
 
 def test_a_tiff_of_measurements_is_answered_with_what_to_export_not_with_a_list_naming_tiff(uploads, predictor):
