@@ -229,11 +229,16 @@ def copies_into_training(splits: dict[str, list[Sample]]) -> tuple[dict[str, lis
 
 def linking_keys(splits: dict[str, list[Sample]]) -> list[tuple[str, Sample, set[str]]]:
     """Each sample with its split and the keys (`data.identity`) that may link it to a copy: none for a file that
-    shares a key but is no readable image. Training skips such a file, naming it, so it cannot leak; byte-identical
-    broken files had been reported as copies moved into training instead. Only files that share a key are read."""
+    shares a key with another split's file but is no readable image. Training skips such a file (evaluation a test
+    one), naming it, so it cannot leak; byte-identical broken files had been reported as copies moved into training
+    instead. Only files with a key in two splits are read: one data set given twice (HAM10000 in two layouts) would
+    otherwise be decoded whole before training began."""
     keyed = [(name, s, image_keys(s.path)) for name, part in splits.items() for s in part]
-    holders = Counter(key for _, _, keys in keyed for key in keys)
-    return [(name, s, set() if any(holders[k] > 1 for k in keys) and not is_readable(s.path) else keys)
+    splits_of: dict[str, set[str]] = {}
+    for name, _, keys in keyed:
+        for key in keys:
+            splits_of.setdefault(key, set()).add(name)
+    return [(name, s, set() if any(len(splits_of[k]) > 1 for k in keys) and not is_readable(s.path) else keys)
             for name, s, keys in keyed]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import data.splits
 from data.datasets import CLASSES, Sample, load_class_folders, load_clinical, load_dataset, load_ham10000
 from data.identity import ISIC_ID, image_keys, seen_keys
 from data.splits import (SPLIT_NAMING, copies_into_training, load_splits, model_splits, recorded_splits, sample_name,
@@ -203,6 +204,26 @@ def test_byte_identical_files_that_are_no_image_are_no_copies(tmp_path):
     moved, counts = copies_into_training(splits)
     assert counts == {"val": 0, "test": 1}
     assert [s.group for s in moved["val"]] == ["b1"] and [s.group for s in moved["test"]] == ["b2"]
+
+
+def test_only_files_that_could_link_two_splits_are_decoded_to_tell_copies(tmp_path, monkeypatch):
+    """Files that share a key within one split link nothing across splits: they are not decoded (one data set given
+    twice would have been decoded whole before training began)."""
+    read = []
+    monkeypatch.setattr(data.splits, "read_image", lambda path: read.append(Path(path).name))
+    photo = write_rgb(tmp_path / "photo.png", spot_photo("vascular", size=48))
+    for name in ("same_split.png", "other_split.png"):
+        shutil.copy(photo, tmp_path / name)
+    own = write_rgb(tmp_path / "own.png", spot_photo("nevus", size=48))
+
+    def sample(name: str, group: str) -> Sample:
+        return Sample(tmp_path / name, "vascular", group, "vascular", "folder", "dermoscopy")
+
+    copies_into_training({"train": [sample("photo.png", "a"), sample("same_split.png", "b")],
+                          "val": [sample(own.name, "c")], "test": []})
+    assert read == []
+    copies_into_training({"train": [sample("photo.png", "a")], "val": [sample("other_split.png", "b")], "test": []})
+    assert sorted(read) == ["other_split.png", "photo.png"]
 
 
 def test_a_lesion_folder_keeps_its_subfolders_in_its_split(tmp_path):
