@@ -33,6 +33,7 @@ from model.checkpoint import (CheckpointError, atomic_write, checkpoint_path, ne
 SIDECAR_FORMAT = "spotcheck-onnx/1"
 OPSET = 17
 INPUT, OUTPUTS = "input", ("logits", "maps", "ood_features")
+EXPORT_SUFFIXES = (".onnx", ".json")  # an export's two files: either one names it where a checkpoint is asked for
 
 
 def onnx_paths(checkpoint: str | Path) -> tuple[Path, Path]:
@@ -122,14 +123,14 @@ def export(checkpoint: str | Path | None = None, *, opset: int = OPSET) -> tuple
 
 
 def exported_already(path: Path) -> str | None:
-    """Why `path` cannot be exported when it is an ONNX model (batch scoring and evaluation take one in place of its
-    checkpoint, so it is easily given here too), or None."""
-    if path.suffix != ".onnx" or not path.is_file():
+    """Why `path` cannot be exported when it is an ONNX model or its sidecar (batch scoring and evaluation take either
+    in place of its checkpoint, so it is easily given here too), or None."""
+    if path.suffix not in EXPORT_SUFFIXES or not path.is_file():
         return None
     checkpoint = path.with_suffix(".pt")
     beside = f"beside it: {checkpoint}" if checkpoint.is_file() else f"there is no {checkpoint.name} beside it"
-    return (f"{path} is an ONNX model, exported already, not a checkpoint: give the .pt checkpoint it was exported "
-            f"from ({beside})")
+    return (f"{path} is {'an ONNX model' if path.suffix == '.onnx' else 'the sidecar of an ONNX model'}, exported "
+            f"already, not a checkpoint: give the .pt checkpoint it was exported from ({beside})")
 
 
 def float16_weights(graph: bytes) -> bytes:

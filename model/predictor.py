@@ -47,7 +47,7 @@ from data.quality import photo_problem
 from model.checkpoint import (CheckpointError, checkpoint_path, network_from, ood_layer_of, read_checkpoint,
                               served_gaps, sha256_of)
 from model.decision import Calibration, FeatureDistance, decide, softmax, unlike_training
-from model.export import SIDECAR_FORMAT, onnx_paths
+from model.export import EXPORT_SUFFIXES, SIDECAR_FORMAT, onnx_paths
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -164,7 +164,7 @@ def _read_export(checkpoint: str | os.PathLike | None) -> tuple[_Export | None, 
         return None, f"{onnx_path} cannot be read: {err}"
     if hashlib.sha256(graph).hexdigest() != sidecar["onnx_sha256"]:
         return None, f"{onnx_path} does not match its checksum in {json_path.name}: the file is damaged or was changed"
-    if checkpoint.suffix not in (".onnx", ".json") and checkpoint.is_file() \
+    if checkpoint.suffix not in EXPORT_SUFFIXES and checkpoint.is_file() \
             and sha256_of(checkpoint) != sidecar["checkpoint_sha256"]:
         return None, (f"{onnx_path.name} was exported from another version of {checkpoint.name} "
                       f"(re-run: python -m model.export --checkpoint {checkpoint})")
@@ -209,7 +209,7 @@ class Predictor:
             self._engine = _OnnxEngine(export, threads)
             self.checkpoint_sha256 = str(info["checkpoint_sha256"])
         else:
-            pt = path.with_suffix(".pt") if path.suffix in (".onnx", ".json") else path
+            pt = path.with_suffix(".pt") if path.suffix in EXPORT_SUFFIXES else path
             info, self.checkpoint_sha256 = read_checkpoint(pt)  # which model answered: batch scoring records it
             self._engine = _TorchEngine(info, threads)
         self.backend = backend

@@ -95,6 +95,8 @@ def test_an_onnx_model_given_to_export_is_named_as_one_with_the_checkpoint_to_gi
     shutil.copy(json_path, alone.with_suffix(".json"))
     assert export_main(["--checkpoint", str(alone)]) == 2
     assert "(there is no alone.pt beside it)" in capsys.readouterr().err
+    assert export_main(["--checkpoint", str(json_path)]) == 2  # the sidecar names the export as well
+    assert f"{json_path} is the sidecar of an ONNX model, exported already" in capsys.readouterr().err
     assert onnx_problem(exported) is None  # left as it was
 
 
