@@ -101,9 +101,10 @@ def find_files(folder: Path, skip: Path | None = None, *,
     return files_under(folder, leave_out, unreadable=unreadable)
 
 
-def find_images(folder: Path, skip: Path | None = None) -> Iterator[Path]:
+def find_images(folder: Path, skip: Path | None = None, *,
+                unreadable: Callable[[OSError], None] | None = None) -> Iterator[Path]:
     """The image files of `find_files`: those batch scoring scores."""
-    return (path for path in find_files(folder, skip) if is_image_file(path.name))
+    return (path for path in find_files(folder, skip, unreadable=unreadable) if is_image_file(path.name))
 
 
 def not_scored_note(folder: Path, out: Path, skip: Path | None = None) -> str | None:
@@ -121,11 +122,24 @@ def not_scored_note(folder: Path, out: Path, skip: Path | None = None) -> str | 
         notes.append(f"note: {count} under {folder} {were} not scored, not being named as photos ({named}); "
                      f"SpotCheck reads {', '.join(IMAGE_SUFFIXES)}")
     if unread:
-        named = ", ".join(f"{path_text(os.path.relpath(err.filename, folder))}: {err.strerror}" for err in unread[:3])
-        folders = f"{len(unread)} folders" if len(unread) > 1 else "1 folder"
-        notes.append(f"note: {folders} under {folder} could not be read, so any photos in them were not scored "
-                     f"({named}{', ...' if len(unread) > 3 else ''})")
+        notes.append(f"note: {unread_folders(unread, folder)}")
     return "\n".join(notes) or None
+
+
+def shown_under(path: str, folder: Path) -> str:
+    """`path` as a note names it: relative to `folder`, or `folder` itself."""
+    relative = os.path.relpath(path, folder)
+    return path_text(folder if relative == "." else relative)
+
+
+def unread_folders(unread: list[OSError], folder: Path) -> str:
+    """What the walk of `folder` could not open, as "2 folders under X could not be read, ... (a: Permission
+    denied, ...)": each real folder once (a link to one is the same folder)."""
+    unread = list({os.path.realpath(err.filename): err for err in unread}.values())
+    named = ", ".join(f"{shown_under(err.filename, folder)}: {err.strerror}" for err in unread[:3])
+    folders = f"{len(unread)} folders" if len(unread) > 1 else "1 folder"
+    return (f"{folders} under {folder} could not be read, so any photos in them were not scored ({named}"
+            f"{', ...' if len(unread) > 3 else ''})")
 
 
 class ResumeError(ValueError):
@@ -351,8 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if next(find_images(folder, skip=args.heatmaps), None) is None:
+    unread: list[OSError] = []  # folders the walk could not open, said here: its warning is left to the scoring
+    if next(find_images(folder, skip=args.heatmaps, unreadable=unread.append), None) is None:
         print(f"error: no image files ({', '.join(IMAGE_SUFFIXES)}) found under {folder}", file=sys.stderr)
+        if unread:
+            print(f"note: {unread_folders(unread, folder)}", file=sys.stderr)
         return 1
     try:
         scored, errors = score_folder(predictor, folder, out, resume=args.resume, heatmaps=args.heatmaps,

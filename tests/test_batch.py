@@ -319,10 +319,11 @@ def test_folders_that_cannot_be_read_are_named_at_the_end(tmp_path, monkeypatch,
     real_scandir = os.scandir
 
     def scandir(path="."):
-        if os.path.basename(path) in ("locked", "locked2"):
+        if os.path.basename(os.path.realpath(path)) in ("locked", "locked2", "all_locked"):
             raise PermissionError(errno.EACCES, "Permission denied", path)
         return real_scandir(path)
 
+    os.symlink("locked", tmp_path / "in" / "alias")  # the same folder by another name: counted once
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.warns(UserWarning, match="skipped a folder that cannot be read"):
         assert batch.main([str(tmp_path / "in"), "--out", str(tmp_path / "s.csv")]) == 0
@@ -330,6 +331,14 @@ def test_folders_that_cannot_be_read_are_named_at_the_end(tmp_path, monkeypatch,
     assert [row["path"] for row in rows(tmp_path / "s.csv")] == [str(tmp_path / "in" / "a.png")]
     assert (f"note: 2 folders under {tmp_path / 'in'} could not be read, so any photos in them were not scored "
             "(locked: Permission denied, locked2: Permission denied)") in said.out
+
+    # Every photo in a folder that cannot be read: no image to score, and the error says why there is none.
+    (tmp_path / "all_locked").mkdir()
+    assert batch.main([str(tmp_path / "all_locked"), "--out", str(tmp_path / "t.csv")]) == 1
+    said = capsys.readouterr().err
+    assert "error: no image files" in said and (f"note: 1 folder under {tmp_path / 'all_locked'} could not be read, "
+                                                f"so any photos in them were not scored ({tmp_path / 'all_locked'}: "
+                                                "Permission denied)") in said
 
 
 def test_iphone_heic_photos_are_scored(tmp_path, predictor):
