@@ -19,7 +19,8 @@ import pytest
 from serve.guidance import DISCLAIMER, GUIDANCE, HEADLINES
 from tests.conftest import ROTATED_HEIC, free_port, serve_app, spot_photo, write_rgb
 
-gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed (pip install -e '.[test]')")
+gradio_client = pytest.importorskip(
+    "gradio_client", reason="gradio_client is not installed (pip install -c .ci/constraints.txt -e '.[test]')")
 
 
 def headline_in(summary: str) -> str | None:

@@ -23,7 +23,8 @@ WAITING_TEXT = WAITING.replace("**", "")  # the answer box before an answer, as 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # where .ci/run looks for it too
 if not CHROMIUM.is_file():
     pytest.skip("browser tests need Debian's Chromium on the PATH (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="browser tests need playwright (pip install -c .ci/constraints.txt -e '.[test]')")
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -94,9 +95,10 @@ class Visit:
                 "([texts]) => texts.some(t => document.querySelector('#answer').innerText.includes(t))",
                 arg=[list(texts)])
         except sync_api.TimeoutError:  # say what the page showed instead: a rare failure must be readable from CI
-            button = "disabled" if self.page.locator("#check").is_disabled() else "enabled"
+            shown = self.page.locator("#answer").inner_text(timeout=1000)  # (not another 30 s if the page is gone)
+            button = "disabled" if self.page.locator("#check").is_disabled(timeout=1000) else "enabled"
             pytest.fail(f"no answer reading any of {texts} after {TIMEOUT_MS // 1000} s: the answer box says "
-                        f"{self.answer()!r}, the check button is {button}")
+                        f"{shown!r}, the check button is {button}")
         return self.answer()
 
     def screenshot(self, name: str) -> Path:
