@@ -23,9 +23,12 @@ def interrupt_on_termination() -> None:
             signal.signal(getattr(signal, name), signal.default_int_handler)
 
 
-def default_termination() -> None:
-    """Undo `interrupt_on_termination` in a worker process forked from a program that set it up: its parent stops it
-    with SIGTERM, which would otherwise print a KeyboardInterrupt traceback per worker, or hang one."""
+def leave_signals_to_parent() -> None:
+    """In a worker process (a pool's initializer): leave Ctrl+C and a `kill` to the parent, which stops its workers.
+    A terminal sends Ctrl+C to every process of the command: each worker had printed a KeyboardInterrupt traceback,
+    and one that died holding the pool's queue lock hung the parent (2 of 20 Ctrl+Cs while training decoded). And
+    `interrupt_on_termination`, inherited, turned the SIGTERM with which the parent stops a worker into the same."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)

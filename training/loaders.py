@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from data.datasets import Sample
-from data.flags import default_termination
+from data.flags import leave_signals_to_parent
 from data.images import MIN_PHOTO_SIDE, ImageError, read_image, working_copy
 from data.presets import EvalSettings, TrainPreset, frame_and_resize, normalize_as
 
@@ -44,7 +44,7 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
         # (evaluation, in a test process) had been destroyed in a worker, where its threads do not exist, and its
         # destructor waited for them for ever.
         gc.collect()
-        with multiprocessing.get_context("fork").Pool(workers, initializer=default_termination) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=leave_signals_to_parent) as pool:
             pixels = list(tqdm(pool.imap(_framed, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False, disable=None))
     else:
         pixels = [_framed(job) for job in tqdm(jobs, desc=desc, leave=False, disable=None)]
