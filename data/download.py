@@ -48,7 +48,7 @@ from urllib.request import Request, urlopen
 from tqdm import tqdm
 
 from data.datasets import table_delimiter
-from data.flags import interrupt_on_termination
+from data.flags import interrupt_on_termination, path_argument
 
 DEFAULT_SERVER = "https://dataverse.harvard.edu"
 DOI = "doi:10.7910/DVN/DBW86T"
@@ -386,7 +386,7 @@ def web_address(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="folder to fill (created if needed)")
+    parser.add_argument("--out", type=path_argument, required=True, help="folder to fill (created if needed)")
     parser.add_argument("--server", type=web_address, default=DEFAULT_SERVER,
                         help=f"Dataverse base URL (default: {DEFAULT_SERVER})")
     parser.add_argument("--keep-archives", action="store_true", help="keep the downloaded zips in OUT/archives")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 import warnings
+from pathlib import Path
 
 
 def plain_warnings() -> None:
@@ -32,6 +33,28 @@ def leave_signals_to_parent() -> None:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
+def named_path(text: str) -> str:
+    """A file or folder argument, refused when empty (an unset shell variable: `--out "$DIR"`). An empty path is the
+    current folder, into which training had written a run and evaluation its report."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a file or folder")
+    return text
+
+
+def path_argument(text: str) -> Path:
+    """`named_path`, as a Path."""
+    return Path(named_path(text))
+
+
+def seed(text: str) -> int:
+    """A random seed: numpy takes 0 to 2**32 - 1. A negative one had failed only after the data was read (and after
+    --overwrite had deleted the run it was to replace)."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2**32 - 1}, not {value}")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from data.flags import named_path
 from model.checkpoint import (CheckpointError, atomic_write, checkpoint_path, network_from, read_checkpoint,
                               sha256_of)
 
@@ -192,7 +193,7 @@ def _check_against_torch(model, graph: bytes, size: int, tolerance: float = 1e-4
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="the .pt checkpoint to export (default: the embedded model)")
+    parser.add_argument("--checkpoint", type=named_path, default=None, help="the .pt checkpoint to export (default: the embedded model)")
     parser.add_argument("--opset", type=int, default=OPSET)
     args = parser.parse_args(argv)
     try:

@@ -27,7 +27,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from data.flags import interrupt_on_termination  # noqa: E402
+from data.flags import interrupt_on_termination, named_path  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (JPEG_FORMATS, MAX_FILE_BYTES, ImageError, ImageTooLarge, NotAPhoto,  # noqa: E402
                          check_jpeg, decode_image, image_format, read_image, working_copy)
@@ -562,7 +562,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860, help="default: 7860")
     parser.add_argument("--host", default="127.0.0.1",
                         help="default: 127.0.0.1 (this machine only); use 0.0.0.0 to serve other machines")
-    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
+    parser.add_argument("--checkpoint", type=named_path, default=None,
+                        help="model checkpoint (default: the embedded model)")
     parser.add_argument("--ssl-certfile", default=None,
                         help="serve HTTPS with this certificate: phone browsers allow the live camera only over HTTPS")
     parser.add_argument("--ssl-keyfile", default=None, help="the certificate's private key")

@@ -57,7 +57,7 @@ except ImportError:  # Windows: not locked
     fcntl = None
 
 from data.datasets import CLASSES, files_under
-from data.flags import interrupt_on_termination, plain_warnings, positive_int
+from data.flags import interrupt_on_termination, named_path, path_argument, plain_warnings, positive_int
 from data.images import IMAGE_SUFFIXES, is_image_file
 from model.checkpoint import CheckpointError
 from model.decision import UNSURE
@@ -338,14 +338,15 @@ def argument_problem(args: argparse.Namespace, folder: Path, out: Path) -> str |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("folder", type=path_argument, help="folder of images (searched recursively)")
     parser.add_argument("--out", default=None, help="CSV to write (default: ./scores.csv)")
-    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
+    parser.add_argument("--checkpoint", type=named_path, default=None,
+                        help="model checkpoint (default: the embedded model)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out and score the rest")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and score everything")
-    parser.add_argument("--heatmaps", type=Path, default=None, help="also write a heatmap PNG per image here")
+    parser.add_argument("--heatmaps", type=path_argument, default=None, help="also write a heatmap PNG per image here")
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
                         help=f"images per network batch (default: {BATCH_SIZE})")
     parser.add_argument("--workers", type=positive_int, default=WORKERS, help=f"decoding threads (default: {WORKERS})")

@@ -727,7 +727,11 @@ def test_a_device_that_is_not_here_is_refused_before_any_image_is_read(tmp_path,
     ("--colour-constancy", "-2", "must be 0 or more"), ("--workers", "-1", "must be 0 or more"),
     ("--malignant-weight", "-1", "must be 0 or more"), ("--dx-weight", "inf", "must be 0 or more"),
     ("--weight-decay", "-0.0005", "must be 0 or more"), ("--lr", "0", "must be a number over 0"),
-    ("--threads", "0", "must be at least 1"), ("--decode-workers", "0", "must be at least 1")])
+    ("--threads", "0", "must be at least 1"), ("--decode-workers", "0", "must be at least 1"),
+    # A negative seed had failed only after the data was read, and after --overwrite had deleted the run it replaced.
+    ("--seed", "-1", "must be from 0 to"), ("--run-seed", str(2**32), "must be from 0 to"),
+    # An empty path (an unset shell variable) is the current folder: a run had been written there.
+    ("--out", "", "is empty"), ("--data", "", "is empty"), ("--start-from", " ", "is empty")])
 def test_settings_out_of_range_are_refused_before_training(capsys, flag, value, message):
     with pytest.raises(SystemExit):
         train.parse_args([flag, value])
@@ -827,6 +831,11 @@ def test_resuming_a_finished_run_recalibrates_it_and_drops_its_out_of_date_repor
         train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--resume"])
     with pytest.raises(SystemExit, match="nothing to resume"):  # nor does an empty folder start a run of defaults
         train.main(["--out", str(tmp_path / "empty"), "--resume"])
+    # A slip in --out: "start the run again without --resume" would have trained into the mistyped folder.
+    with pytest.raises(SystemExit, match="nothing to resume in .*: it does not exist; give --out the folder of the run"):
+        train.main(["--out", str(tmp_path / "mistyped"), "--resume"])
+    with pytest.raises(SystemExit, match="nothing to resume in .*: it is a file"):
+        train.main(["--out", str(out / "history.json"), "--resume"])
 
 
 def test_a_report_on_a_folder_without_every_class_says_what_its_figures_are(class_tree, tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from data.flags import fraction, plain_warnings, positive_int
+from data.flags import fraction, named_path, plain_warnings, positive_int
 from data.splits import all_its_folders, model_splits, resolved_paths
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
@@ -30,15 +30,15 @@ TRAINING_DEFAULTS = vars(train_args([]))  # parsed once
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("members", nargs="+", help="the runs' finished checkpoints (spotcheck.pt), at least two")
-    p.add_argument("--out", default="runs/ensemble", help="output folder (default: runs/ensemble)")
+    p.add_argument("members", nargs="+", type=named_path, help="the runs' finished checkpoints (spotcheck.pt), at least two")
+    p.add_argument("--out", type=named_path, default="runs/ensemble", help="output folder (default: runs/ensemble)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model already in --out (its files and evaluation report), which is otherwise "
                         "refused")
     p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--decode-workers", type=positive_int, default=TRAINING_DEFAULTS["decode_workers"],
                    help=f"as training's (default: {TRAINING_DEFAULTS['decode_workers']})")
-    p.add_argument("--data", nargs="+", default=None,
+    p.add_argument("--data", nargs="+", type=named_path, default=None,
                    help="the runs' data folders, where they lie on this machine (default: the folders the runs "
                         "recorded, on the machine that trained them)")
     unsure_rate, max_false_vascular, ood_pass = (TRAINING_DEFAULTS[k] for k in ("unsure_rate", "max_false_vascular",

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset, reading_problem
-from data.flags import plain_warnings
+from data.flags import named_path, plain_warnings
 from data.identity import is_seen
 from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
                          split_digest, trained_folder_domain, trained_on, tree_note)
@@ -150,12 +150,12 @@ def data_folders(meta: dict) -> list[str]:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="default: the shipped model")
-    parser.add_argument("--data", nargs="+", default=None,
+    parser.add_argument("--checkpoint", type=named_path, default=str(DEFAULT_CHECKPOINT), help="default: the shipped model")
+    parser.add_argument("--data", nargs="+", type=named_path, default=None,
                         help="the data folders the model was trained on, or with --split all labelled folders it has "
                              "not seen (default: those recorded in the checkpoint, "
                              f"where they exist; else, for HAM10000 and the clinical set, {' '.join(DEFAULT_DATA)})")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--out", type=named_path, default=None,
                         help="output folder (default: beside the checkpoint, so for the shipped model the committed "
                              "report in model/weights/ is rewritten; for --split val, its val/ subfolder; needed "
                              "for folders the model was not trained on)")

@@ -27,8 +27,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample, reading_problem
-from data.flags import (fraction, interrupt_on_termination, non_negative_float, non_negative_int, plain_warnings,
-                        positive_float, positive_int)
+from data.flags import (fraction, interrupt_on_termination, named_path, non_negative_float, non_negative_int,
+                        plain_warnings, positive_float, positive_int, seed)
 from data.presets import EvalSettings, TrainPreset
 from data.identity import seen_keys
 from data.splits import (SPLIT_NAMING, class_counts, copies_into_training, legacy_names, load_splits, recorded_splits,
@@ -45,7 +45,7 @@ from training.report import FIGURES, clinical_sources_of
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", nargs="+", default=DEFAULT_DATA,
+    p.add_argument("--data", nargs="+", type=named_path, default=DEFAULT_DATA,
                    help="data folders: HAM10000 (metadata CSV + images, or the ISIC 2018 Task 3 ground truth + "
                         "lesion groupings + images), the clinical set (labels.csv) or a class-per-folder tree "
                         "(vascular/ nevus/ other/)")
@@ -53,14 +53,14 @@ def make_parser() -> argparse.ArgumentParser:
                    help="what the photos of class-per-folder trees are: 'dermoscopy' (through a skin microscope) or "
                         "'clinical' (ordinary camera or phone photos: drawn at --clinical-share, augmented, "
                         "validated, calibrated and reported as clinical photos)")
-    p.add_argument("--out", default="runs/spotcheck", help="output folder for checkpoints and history")
+    p.add_argument("--out", type=named_path, default="runs/spotcheck", help="output folder for checkpoints and history")
     p.add_argument("--arch", choices=tuple(ARCHITECTURES), default="lite0",
                    help="the network (model.net): 'lite0', EfficientNet-Lite0 fine-tuned from ImageNet weights; "
                         "'spotnet', a smaller CNN trained from scratch (the earlier default: train it with "
                         "--epochs 24 --lr 3e-3 --keep best)")
     p.add_argument("--from-scratch", action="store_true",
                    help="start lite0 from random weights instead of ImageNet's (spotnet always starts from scratch)")
-    p.add_argument("--start-from", default=None, metavar="CHECKPOINT",
+    p.add_argument("--start-from", type=named_path, default=None, metavar="CHECKPOINT",
                    help="fine-tune a finished SpotCheck model (e.g. model/weights/spotcheck.pt, the shipped one) "
                         "instead of starting from ImageNet: it needs the same --arch, --image-size, "
                         "--colour-constancy and --flatten-lightness, and the lesions of any image it has seen are "
@@ -107,8 +107,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--flatten-lightness", action="store_true",
                    help="frame spots with the photo's broad lightness gradient taken out (see data.framing), at "
                         "training and prediction time (stored in the checkpoint); off by default")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, the draws and the weights")
-    p.add_argument("--run-seed", type=int, default=None,
+    p.add_argument("--seed", type=seed, default=0, help="seeds the split, the draws and the weights")
+    p.add_argument("--run-seed", type=seed, default=None,
                    help="seeds the draws and the weights only, keeping --seed's split: several runs of one recipe on "
                         "one split measure its run-to-run spread; None: the same as --seed")
     p.add_argument("--device", default="cpu",
@@ -240,6 +240,9 @@ def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tup
     """The state in OUT/last.pt to resume from, and the flags to resume with: those `named` on the command line, the
     rest as last.pt recorded them (the machine's flags aside). Refused if a named flag differs from the recorded
     one: the split, the schedule and the draws all follow from them."""
+    if not out.is_dir():  # a slip in --out: starting "again without --resume" would train into it
+        raise SystemExit(f"error: nothing to resume in {out}: it {'is a file' if out.exists() else 'does not exist'}; "
+                         "give --out the folder of the run to resume")
     if not (out / "last.pt").is_file():
         raise SystemExit(f"error: nothing to resume in {out}: it holds no last.pt (written after each epoch, so a run "
                          "stopped during its first one leaves none): start the run again without --resume")
