@@ -166,8 +166,8 @@ RESUME_MAY_CHANGE = MACHINE_FLAGS | REFIT_FLAGS
 # For a class a split lacks (`require_every_class`), unless there is better advice.
 FOLDER_ADVICE = "with a class-per-folder tree, add photos to that class's folder"
 # What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
-RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "best.pt",
-             "history.json")
+RUN_FILES = ("spotcheck.pt", "spotcheck.pt.sha256", "spotcheck.onnx", "spotcheck.json", "last.pt", "last.pt.sha256",
+             "best.pt", "best.pt.sha256", "history.json")
 REPORT_FILES = ("metrics.json", "MODEL_CARD.md", *FIGURES)
 
 
