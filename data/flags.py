@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 
 def plain_warnings() -> None:
@@ -22,6 +25,20 @@ def interrupt_on_termination() -> None:
     for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
         if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is signal.SIG_DFL:
             signal.signal(getattr(signal, name), signal.default_int_handler)
+
+
+def run_command(main: Callable[[], object]) -> NoReturn:
+    """Run a command's `main`: warnings as plain lines, a `kill` taken as Ctrl+C, and either one ending it with
+    "interrupted" and exit status 130 instead of a traceback; otherwise `main`'s return value is the exit status if it
+    is a number, else 0."""
+    plain_warnings()
+    interrupt_on_termination()
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 def leave_signals_to_parent() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from data.flags import named_path
+from data.flags import named_path, run_command
 from model.checkpoint import (CheckpointError, atomic_write, checkpoint_path, network_from, read_checkpoint,
                               sha256_of)
 
@@ -206,4 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

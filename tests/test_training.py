@@ -52,7 +52,7 @@ def as_shipped(state: dict) -> dict:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
+def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path, monkeypatch):
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *TINY])  # the default network
     ckpt = load_checkpoint(final)
     assert ckpt["classes"] == ["vascular", "nevus", "other"]
@@ -82,6 +82,18 @@ def test_train_writes_a_complete_calibrated_checkpoint(class_tree, tmp_path):
     for name in ("metrics.json", "MODEL_CARD.md", "confusion_dermoscopy.png", "reliability_dermoscopy.png",
                  "roc_dermoscopy.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+    # An evaluation stopped before its figures are worked out leaves the report it found whole (it had deleted the
+    # pictures and kept the metrics.json and card: the shipped model's committed report among them).
+    found = {path.name: path.read_bytes() for path in (tmp_path / "eval").iterdir()}
+
+    def ctrl_c(*args):  # while the intervals are drawn
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate, "bootstrap_intervals", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate.main(["--checkpoint", str(final), "--data", str(class_tree), "--out", str(tmp_path / "eval")])
+    assert {path.name: path.read_bytes() for path in (tmp_path / "eval").iterdir()} == found
     card = (tmp_path / "eval" / "MODEL_CARD.md").read_text()
     assert "no marks were drawn in training" in card and "were made to look like" in card  # the defaults
     assert "surround of skin" not in card

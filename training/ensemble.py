@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from data.flags import fraction, named_path, plain_warnings, positive_int
+from data.flags import fraction, named_path, positive_int, run_command
 from data.splits import all_its_folders, model_splits, resolved_paths
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
@@ -146,5 +146,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    plain_warnings()
-    main()
+    run_command(main)

@@ -17,7 +17,8 @@ model was not trained on, such as a clinic's own photos (in a class-per-folder
 tree of phone photos: add `--folder-domain clinical`).
 
 Exit status 0 when the report is written; 2 when the command line is refused or `--checkpoint` is missing or
-cannot be used (as for `serve.batch` and `model.export`); 1 for any other error.
+cannot be used (as for `serve.batch` and `model.export`); 130 when stopped (Ctrl+C or a `kill`: the report it
+found is replaced only once every figure is worked out); 1 for any other error.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset, reading_problem
-from data.flags import named_path, plain_warnings
+from data.flags import named_path, run_command
 from data.identity import is_seen
 from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
                          split_digest, trained_folder_domain, trained_on, tree_note)
@@ -237,17 +238,21 @@ def main(argv: list[str] | None = None) -> dict:
                        if predictor.feature_distance else None),
                "domains": {}}
     domains = np.array([s.domain for s in samples])
-    for old in (path for pattern in FIGURES for path in out.glob(pattern)):  # e.g. a domain an earlier run had
-        old.unlink()
-    for domain in sorted(set(domains)):
-        part = np.flatnonzero(domains == domain)
+    parts = {domain: np.flatnonzero(domains == domain) for domain in sorted(set(domains))}
+    for domain, part in parts.items():
         sub = [samples[i] for i in part]
-        targets = np.array([s.target for s in sub])
-        report = full_report(probs[part], targets, [decided[i] for i in part], [s.detail for s in sub])
+        report = full_report(probs[part], np.array([s.target for s in sub]), [decided[i] for i in part],
+                             [s.detail for s in sub])
         report["bootstrap_95ci_by_lesion"] = bootstrap_intervals(sub, probs[part], [decided[i] for i in part])
         metrics["domains"][domain] = report
+    # The old report is replaced only now, every figure worked out: a run stopped before leaves it whole (it had
+    # lost its pictures and kept its metrics.json and card, the shipped model's committed report among them).
+    for old in (path for pattern in FIGURES for path in out.glob(pattern)):  # e.g. a domain an earlier run had
+        old.unlink()
+    for domain, part in parts.items():
+        targets = np.array([samples[i].target for i in part])
         title = f"{domain} {'all images' if args.split == 'all' else args.split}"
-        plot_confusion(report, out / f"confusion_{domain}.png", title=title)
+        plot_confusion(metrics["domains"][domain], out / f"confusion_{domain}.png", title=title)
         plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=title)
         plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=title)
     (out / "metrics.json").write_text(json.dumps(plain(metrics), indent=2, allow_nan=False))
@@ -258,5 +263,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    plain_warnings()
-    main()
+    run_command(main)
