@@ -268,6 +268,17 @@ def test_the_default_command_is_the_one_that_trained_the_shipped_model():
     assert {k: v for k, v in defaults.items() if k not in where} == {k: v for k, v in shipped.items() if k not in where}
 
 
+def test_the_command_to_resume_repeats_the_machine_flags_given():
+    """A resumed run takes --device and --threads from its own command line, not from last.pt: the advice printed on
+    Ctrl+C had left them out, so a run on the GPU, or on one thread, would have gone on otherwise."""
+    from training.train import named_flags, parse_args, resume_command
+
+    argv = ["--out", "runs/my run", "--device", "cuda", "--threads", "1", "--epochs", "3"]
+    assert resume_command(parse_args(argv), named_flags(argv)) == \
+        "python -m training.train --out 'runs/my run' --resume --device cuda --threads 1"
+    assert resume_command(parse_args([]), named_flags([])) == "python -m training.train --out runs/spotcheck --resume"
+
+
 def test_training_frames_a_photo_over_the_working_size_as_the_predictor_does(tmp_path, predictor, monkeypatch):
     """Validation and calibration see exactly the square a served model sees, for a photo of any size: both frame
     the photo's working copy (data.images.working_copy), not the full-size photo."""

@@ -158,6 +158,15 @@ def named_flags(argv: list[str] | None = None) -> set[str]:
 
 # Flags of the machine, not of the run: a resumed run takes them from its command line (or their defaults).
 MACHINE_FLAGS = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out"}
+def resume_command(args: argparse.Namespace, named: set[str]) -> str:
+    """The command that continues the run in `args.out`, with the machine's flags that were `named` on its command
+    line: a resumed run takes them from there, not from last.pt, and on another device or number of threads it does
+    not come out the same (a run on the GPU had been told to resume without --device, on the CPU)."""
+    machine = sorted(named & (MACHINE_FLAGS - {"resume", "overwrite", "out"}))
+    given = "".join(f" --{name.replace('_', '-')} {shlex.quote(str(getattr(args, name)))}" for name in machine)
+    return f"python -m training.train --out {shlex.quote(args.out)} --resume{given}"
+
+
 # Flags of the final steps: which weights are kept and how the decision rule is fitted.
 REFIT_FLAGS = {"keep", "unsure_rate", "max_false_vascular", "ood_pass"}
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
@@ -751,7 +760,6 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:  # resumable: the run resumed, or one this command saved (written anew: another inode)
         saved = last.is_file() and (args.resume or found is None or last.stat().st_ino != found.st_ino)
-        print(f"\ninterrupted: every finished epoch is saved; continue with: python -m training.train --out "
-              f"{shlex.quote(args.out)} --resume" if saved else "\ninterrupted: this command had saved no epoch yet",
-              file=sys.stderr)
+        print(f"\ninterrupted: every finished epoch is saved; continue with: {resume_command(args, named_flags())}"
+              if saved else "\ninterrupted: this command had saved no epoch yet", file=sys.stderr)
         sys.exit(130)  # as batch scoring and the download exit when interrupted
