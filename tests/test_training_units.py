@@ -508,3 +508,15 @@ def test_a_checkpoint_that_cannot_be_used_is_exit_status_2_for_every_command(tmp
     assert stop.value.code == 2
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ") and checkpoint in line]
     assert len(said) == 3  # each names the file given
+
+
+def test_a_report_folder_that_cannot_be_written_is_refused_before_the_scoring(tmp_path, capsys, monkeypatch):
+    """A --out evaluation could not write into had failed with a traceback, and only after scoring every image."""
+    photos = tmp_path / "photos"
+    write_rgb(photos / "nevus" / "a.png", spot_photo("nevus", size=64))
+    (tmp_path / "a file").write_text("not a folder")
+    monkeypatch.setattr(evaluate, "predict_samples", lambda *a: pytest.fail("scored before checking the report"))
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--data", str(photos), "--split", "all", "--out", str(tmp_path / "a file" / "report")])
+    assert stop.value.code == 2
+    assert f"error: cannot write the report into {tmp_path / 'a file' / 'report'}" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,23 @@ def print_summary(metrics: dict) -> None:
               f"malignant->vascular={as_text(rule['malignant_called_vascular'], 4)}")
 
 
+def write_report(out: Path, metrics: dict, meta: dict, probs: np.ndarray, samples: list[Sample]) -> None:
+    """Replace the report in `out` with `metrics`: the figures of each domain, metrics.json and the model card. (An
+    evaluation stopped before this had deleted the pictures and kept the old metrics.json and card.)"""
+    for old in (path for pattern in FIGURES for path in out.glob(pattern)):  # e.g. a domain an earlier run had
+        old.unlink()
+    domains = np.array([s.domain for s in samples])
+    for domain in metrics["domains"]:
+        part = np.flatnonzero(domains == domain)
+        targets = np.array([samples[i].target for i in part])
+        title = f"{domain} {'all images' if metrics['split'] == 'all' else metrics['split']}"
+        plot_confusion(metrics["domains"][domain], out / f"confusion_{domain}.png", title=title)
+        plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=title)
+        plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=title)
+    (out / "metrics.json").write_text(json.dumps(plain(metrics), indent=2, allow_nan=False))
+    write_model_card(meta, metrics, out / "MODEL_CARD.md")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -228,7 +246,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.exit(2, f"error: {err}\n")  # a bad argument: exit 2, as batch scoring and the export do
     data, samples, left_out = samples_to_score(args, predictor)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # before the scoring: a report that cannot be written had failed only after it, with a traceback
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        parser.exit(2, f"error: cannot write the report into {out}: {err.strerror or err}\n")
     samples, probs, decided = predict_samples(predictor, samples)
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
     metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": predictor.checkpoint_sha256,
@@ -245,18 +268,10 @@ def main(argv: list[str] | None = None) -> dict:
                              [s.detail for s in sub])
         report["bootstrap_95ci_by_lesion"] = bootstrap_intervals(sub, probs[part], [decided[i] for i in part])
         metrics["domains"][domain] = report
-    # The old report is replaced only now, every figure worked out: a run stopped before leaves it whole (it had
-    # lost its pictures and kept its metrics.json and card, the shipped model's committed report among them).
-    for old in (path for pattern in FIGURES for path in out.glob(pattern)):  # e.g. a domain an earlier run had
-        old.unlink()
-    for domain, part in parts.items():
-        targets = np.array([samples[i].target for i in part])
-        title = f"{domain} {'all images' if args.split == 'all' else args.split}"
-        plot_confusion(metrics["domains"][domain], out / f"confusion_{domain}.png", title=title)
-        plot_roc(probs[part], targets, out / f"roc_{domain}.png", title=title)
-        plot_reliability(probs[part], targets, out / f"reliability_{domain}.png", title=title)
-    (out / "metrics.json").write_text(json.dumps(plain(metrics), indent=2, allow_nan=False))
-    write_model_card(predictor.meta, metrics, out / "MODEL_CARD.md")
+    try:  # only now, every figure worked out: a run stopped before leaves the report it found whole
+        write_report(out, metrics, predictor.meta, probs, samples)
+    except OSError as err:  # a full disk
+        parser.exit(2, f"error: cannot write the report into {out}: {err.strerror or err} (it may be incomplete)\n")
     print_summary(metrics)
     print(f"wrote {out / 'metrics.json'} and {out / 'MODEL_CARD.md'}")
     return metrics
