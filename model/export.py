@@ -33,6 +33,9 @@ from model.checkpoint import (CheckpointError, atomic_write, checkpoint_path, ne
 
 SIDECAR_FORMAT = "spotcheck-onnx/1"
 OPSET = 17
+# The opsets the pinned torch's TorchScript exporter supports for this network: 7 and 8 failed ONNX's checker and 24
+# "Unsupported onnx_opset_version", both with a traceback; 21 to 23 came with a warning that they are not supported.
+OPSETS = range(9, 21)
 INPUT, OUTPUTS = "input", ("logits", "maps", "ood_features")
 EXPORT_SUFFIXES = (".onnx", ".json")  # an export's two files: either one names it where a checkpoint is asked for
 
@@ -191,10 +194,18 @@ def _check_against_torch(model, graph: bytes, size: int, tolerance: float = 1e-4
                                f"largest difference {worst:.2e}")
 
 
+def opset_number(text: str) -> int:
+    value = int(text)
+    if value not in OPSETS:
+        raise argparse.ArgumentTypeError(f"must be from {OPSETS[0]} to {OPSETS[-1]}, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=named_path, default=None, help="the .pt checkpoint to export (default: the embedded model)")
-    parser.add_argument("--opset", type=int, default=OPSET)
+    parser.add_argument("--opset", type=opset_number, default=OPSET,
+                        help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default: {OPSET})")
     args = parser.parse_args(argv)
     try:
         onnx_path, json_path = export(args.checkpoint, opset=args.opset)

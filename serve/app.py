@@ -15,6 +15,7 @@ import argparse  # noqa: E402
 import base64  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import socket  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.parse  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -557,9 +558,30 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     return app
 
 
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:  # Gradio had failed with an OverflowError traceback
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {value}")
+    return value
+
+
+def host_problem(host: str) -> str | None:
+    """Why this machine cannot serve at `host` (a name that does not resolve, an address that is not this machine's),
+    or None. Gradio's own failure had been worded as a busy port, or was a traceback for an IPv6 address."""
+    if ":" in host:  # Gradio writes its address as http://{host}:{port}, without the brackets IPv6 needs
+        return "Gradio takes a host name or an IPv4 address, not an IPv6 one"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=7860, help="default: 7860")
+    parser.add_argument("--port", type=port_number, default=7860, help="default: 7860")
     parser.add_argument("--host", default="127.0.0.1",
                         help="default: 127.0.0.1 (this machine only); use 0.0.0.0 to serve other machines")
     parser.add_argument("--checkpoint", type=named_path, default=None,
@@ -570,6 +592,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="run the network in PyTorch or ONNX Runtime (default: ONNX Runtime when exported)")
     args = parser.parse_args(argv)
+    if (problem := host_problem(args.host)) is not None:
+        parser.error(f"--host {args.host}: cannot serve at this address ({problem})")
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         parser.error("HTTPS needs both --ssl-certfile and --ssl-keyfile")
     for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):

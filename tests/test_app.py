@@ -649,6 +649,19 @@ def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(main_
     assert stop.value.code == 2
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--port", "70000"], "--port: must be from 0 to 65535, not 70000"),  # had been Gradio's OverflowError
+    (["--host", "nosuch.invalid"], "--host nosuch.invalid: cannot serve at this address ("),  # had been "port in use"
+    (["--host", "192.0.2.1"], "--host 192.0.2.1: cannot serve at this address ("),  # not this machine's address
+    (["--host", "::1"], "not an IPv6 one"),  # had been an httpx traceback
+])
+def test_an_address_the_app_cannot_serve_at_is_a_usage_error_naming_it(main_in_process, capsys, flags, said):
+    with pytest.raises(SystemExit) as stop:
+        serve.app.main(flags)
+    assert stop.value.code == 2 and said in capsys.readouterr().err
+    assert main_in_process == []  # refused before any start-up work
+
+
 def test_a_missing_checkpoint_is_a_usage_error_as_in_batch_scoring(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         serve.app.main(["--checkpoint", str(tmp_path / "none.pt")])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, save_checkpoint
-from model.export import export, main as export_main, onnx_paths
+from model.export import OPSETS, export, main as export_main, onnx_paths
 from model.net import LiteNet, SpotNet, count_parameters
 from model.predictor import Predictor, choose_backend, onnx_problem
 from tests.conftest import spot_photo
@@ -68,6 +68,23 @@ def test_export_writes_the_graph_and_the_sidecar(exported):
     assert logits.shape == (5, 3) and maps.shape == (5, 256, 2, 2)
     assert np.allclose(ood_features, maps.mean(axis=(2, 3)), atol=1e-5)  # SpotNet: the last block's features
     assert onnx_problem(exported) is None and choose_backend(exported) == "onnx"
+
+
+@pytest.mark.parametrize("opset", [OPSETS[0], OPSETS[-1]])
+def test_the_export_writes_every_opset_it_offers(tmp_path, opset):
+    """--opset is refused outside OPSETS (7 and 99 had failed with tracebacks): both ends must export and agree."""
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, random_checkpoint())
+    assert export_main(["--checkpoint", str(path), "--opset", str(opset)]) == 0  # it checks ONNX against torch
+    assert json.loads(onnx_paths(path)[1].read_text())["opset"] == opset
+
+
+@pytest.mark.parametrize("opset", [OPSETS[0] - 1, OPSETS[-1] + 1])
+def test_an_opset_the_exporter_cannot_write_is_refused_with_the_range(opset, capsys):
+    with pytest.raises(SystemExit) as stop:
+        export_main(["--opset", str(opset)])
+    assert stop.value.code == 2
+    assert f"--opset: must be from {OPSETS[0]} to {OPSETS[-1]}, not {opset}" in capsys.readouterr().err
 
 
 def test_a_score_with_nothing_to_score_is_exported_as_null(tmp_path):
