@@ -379,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # --out or --heatmaps under a file, no permission, a full disk
-        print(f"error: cannot write {err.filename or out}: {err.strerror or err}", file=sys.stderr)
+        # A folder to make where a file is: mkdir says "File exists", which reads as if the CSV were in the way.
+        reason = "it is a file, not a folder" if err.errno in (errno.EEXIST, errno.ENOTDIR) else err.strerror or err
+        print(f"error: cannot write {err.filename or out}: {reason}", file=sys.stderr)
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and out.is_file():
             print(f"the rows written so far are in {out}: make room, then add --resume to score the rest (it drops "
                   "a last row cut short)", file=sys.stderr)
@@ -398,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         unread = f"; {errors} could not be read (their rows say why, in the error column)" if errors else ""
         print(f"scored {scored} image{'s' * (scored != 1)}{unread}; wrote {out}")
-    print(f"{out} holds {sum(answers.values())} rows: "
+    rows = sum(answers.values())
+    print(f"{out} holds {rows} row{'s' * (rows != 1)}: "
           + ", ".join(f"{answers[label]} {label}" for label in SUMMARY_LABELS if answers[label]))
     if note := not_scored_note(folder, out, args.heatmaps):
         print(note)

@@ -390,7 +390,7 @@ def test_bad_numbers_and_flags_are_refused_before_scoring(messy_folder, tmp_path
 def test_outputs_that_cannot_be_written_are_a_message_not_a_traceback(messy_folder, tmp_path, capsys):
     a_file = write_rgb(tmp_path / "a.png", spot_photo("nevus", size=64))
     assert batch.main([str(messy_folder), "--out", str(a_file / "s.csv")]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    assert f"cannot write {a_file}: it is a file, not a folder" in capsys.readouterr().err  # had been "File exists"
     assert batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(a_file)]) == 2
     assert "is a file" in capsys.readouterr().err
 
@@ -542,3 +542,10 @@ def test_two_names_that_print_alike_in_the_csv_are_two_files(tmp_path, predictor
     write_rgb(folder / "tmp.png", spot_photo("nevus", size=160))
     os.rename(folder / "tmp.png", os.fsencode(str(folder)) + b"/caf\xe9.png")
     assert batch.score_folder(predictor, folder, tmp_path / "s.csv", progress=False) == (2, 0)
+
+
+def test_the_summary_of_one_photo_says_one_row(tmp_path, capsys):
+    write_rgb(tmp_path / "photos" / "a.png", spot_photo("nevus", size=64))
+    assert batch.main([str(tmp_path / "photos"), "--out", str(tmp_path / "s.csv")]) == 0
+    said = capsys.readouterr().out
+    assert "scored 1 image; " in said and f"{tmp_path / 's.csv'} holds 1 row: 1 " in said  # had been "1 rows"
