@@ -61,15 +61,23 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Atomically write the checkpoint and its `.sha256` file."""
+    """Atomically write the checkpoint and its `.sha256` file. The old checksum goes first: stopped between the two
+    files, a checkpoint is left without one (loading then checks its zip records' CRCs), never beside its
+    predecessor's, which had made a good last.pt look damaged to --resume. The bytes are made in memory, so a full
+    disk is an OSError saying so (torch's writer had said "unexpected pos 704 vs 598")."""
     path = Path(path)
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint lacks {missing}")
     import torch
 
-    atomic_write(path, lambda f: torch.save(checkpoint, f))
-    atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{sha256_of(path)}  {path.name}\n".encode()))
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    checksum = path.with_name(path.name + ".sha256")
+    checksum.unlink(missing_ok=True)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    digest = hashlib.sha256(buffer.getbuffer()).hexdigest()
+    atomic_write(checksum, lambda f: f.write(f"{digest}  {path.name}\n".encode()))
 
 
 def ood_layer_of(checkpoint: dict[str, Any]) -> int:

@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a folder it may not write into: a message, not a traceback
+        print(f"error: cannot export {args.checkpoint or 'the embedded model'}: {err.strerror or err}", file=sys.stderr)
+        return 1
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 2**20:.2f} MB) and {json_path}")
     return 0
 

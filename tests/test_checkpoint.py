@@ -1,9 +1,13 @@
 """Checkpoints round-trip, and damaged or foreign files are refused with a clear error."""
 from __future__ import annotations
 
+import errno
+import io
+
 import pytest
 import torch
 
+import model.checkpoint
 from model.checkpoint import (FORMAT, CheckpointError, load_checkpoint, network_from, read_checkpoint,
                               save_checkpoint, sha256_of)
 from model.net import SpotNet
@@ -24,6 +28,56 @@ def test_round_trip_and_checksum_file(tmp_path):
     loaded = load_checkpoint(path)
     assert loaded["calibration"]["temperature"] == 1.5
     assert Predictor(path).calibration.temperature == 1.5
+
+
+def test_a_save_stopped_before_its_checksum_leaves_a_checkpoint_that_loads(tmp_path, monkeypatch):
+    """Training saves last.pt every epoch: stopped between the checkpoint and its .sha256, the new last.pt had sat
+    beside the previous epoch's checksum, and --resume refused it as damaged."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, tiny_checkpoint())
+    write = model.checkpoint.atomic_write
+
+    def stopped_at_the_checksum(target, content):
+        if target.suffix == ".sha256":
+            raise KeyboardInterrupt
+        write(target, content)
+
+    monkeypatch.setattr(model.checkpoint, "atomic_write", stopped_at_the_checksum)
+    newer = tiny_checkpoint() | {"meta": {"split_seed": 1}}
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, newer)
+    assert load_checkpoint(path)["meta"]["split_seed"] == 1
+
+
+class AlmostFullDisk(io.RawIOBase):
+    """A file on a disk with `room` bytes left: a write that does not fit fails with ENOSPC, as the OS's does."""
+
+    def __init__(self, room: int):
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+
+def test_a_full_disk_is_an_os_error_that_says_so(tmp_path, monkeypatch):
+    """torch's zip writer had turned it into "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected
+    pos 704 vs 598", which training could not tell from a bug."""
+    def full_disk(target, content):
+        with io.BufferedWriter(AlmostFullDisk(room=100_000)) as file:
+            content(file)
+
+    monkeypatch.setattr(model.checkpoint, "atomic_write", full_disk)
+    checkpoint = tiny_checkpoint()
+    checkpoint["meta"]["padding"] = torch.zeros(2_000_000)  # megabytes, as a real one
+    with pytest.raises(OSError) as err:
+        save_checkpoint(tmp_path / "m.pt", checkpoint)
+    assert err.value.errno == errno.ENOSPC
 
 
 def test_the_file_is_read_once_so_the_bytes_checked_are_the_bytes_loaded(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The ONNX export: same answers as PyTorch, no torch needed to use it, stale or damaged exports noticed."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import model.export
 from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, save_checkpoint
 from model.export import OPSETS, export, main as export_main, onnx_paths
 from model.net import LiteNet, SpotNet, count_parameters
@@ -85,6 +87,18 @@ def test_an_opset_the_exporter_cannot_write_is_refused_with_the_range(opset, cap
         export_main(["--opset", str(opset)])
     assert stop.value.code == 2
     assert f"--opset: must be from {OPSETS[0]} to {OPSETS[-1]}, not {opset}" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_a_message_and_leaves_the_earlier_export(exported, monkeypatch, capsys):
+    before = onnx_paths(exported)[0].read_bytes()
+
+    def full_disk(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model.export, "atomic_write", full_disk)
+    assert export_main(["--checkpoint", str(exported)]) == 1  # had been a traceback
+    assert f"error: cannot export {exported}: No space left on device" in capsys.readouterr().err
+    assert onnx_paths(exported)[0].read_bytes() == before
 
 
 def test_a_score_with_nothing_to_score_is_exported_as_null(tmp_path):

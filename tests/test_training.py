@@ -379,6 +379,32 @@ def test_a_killed_run_says_how_to_resume_and_exits_as_interrupted(class_tree, tm
             f"{out} --resume --workers 0\n") in err  # the machine's flags given, which last.pt does not hold
 
 
+FILL_THE_DISK_AT_SECOND_EPOCH = """
+import errno, runpy, sys
+import model.checkpoint
+save = model.checkpoint.save_checkpoint
+def save_until_full(path, checkpoint):
+    if path.name == "last.pt" and checkpoint["epoch"] == 1:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    save(path, checkpoint)
+model.checkpoint.save_checkpoint = save_until_full
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_module("training.train", run_name="__main__")
+"""
+
+
+def test_a_full_disk_is_a_message_with_how_to_resume(class_tree, tmp_path):
+    """A full disk while saving an epoch had ended training with a traceback from torch's zip writer (RuntimeError:
+    "unexpected pos 704 vs 598"), saying neither what was wrong nor that the epochs before were kept."""
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-c", FILL_THE_DISK_AT_SECOND_EPOCH, "--data", str(class_tree), "--out",
+                          str(out), *FAST], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert (f"error: cannot write {out}: No space left on device; every finished epoch is saved: make room, then "
+            f"continue with: python -m training.train --out {out} --resume --workers 0\n") in run.stderr
+    assert load_checkpoint(out / "last.pt", finished=False)["epoch"] == 0
+
+
 def test_a_run_resumes_on_its_data_moved_elsewhere(class_tree, tmp_path, monkeypatch, capsys):
     """Its folder moved (another disk, a renamed project folder above it): --data names where it is now, and the
     recorded split is found there by the images' names. Other folders (more, or of another name) are another run."""

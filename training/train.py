@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import json
 import math
 import shlex
@@ -756,10 +757,20 @@ if __name__ == "__main__":
     last = Path(args.out) / "last.pt"
     found = last.stat() if last.is_file() else None  # the run --resume continues, or an older one --overwrite replaces
     interrupt_on_termination()  # a `kill` says how to resume, as Ctrl+C does
+
+    def saved() -> bool:  # resumable: the run resumed, or one this command saved (written anew: another inode)
+        return last.is_file() and (args.resume or found is None or last.stat().st_ino != found.st_ino)
+
     try:
         main()
-    except KeyboardInterrupt:  # resumable: the run resumed, or one this command saved (written anew: another inode)
-        saved = last.is_file() and (args.resume or found is None or last.stat().st_ino != found.st_ino)
+    except KeyboardInterrupt:
         print(f"\ninterrupted: every finished epoch is saved; continue with: {resume_command(args, named_flags())}"
-              if saved else "\ninterrupted: this command had saved no epoch yet", file=sys.stderr)
+              if saved() else "\ninterrupted: this command had saved no epoch yet", file=sys.stderr)
         sys.exit(130)  # as batch scoring and the download exit when interrupted
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            raise
+        print(f"error: cannot write {err.filename or args.out}: {err.strerror}; "
+              + (f"every finished epoch is saved: make room, then continue with: {resume_command(args, named_flags())}"
+                 if saved() else "no epoch was saved"), file=sys.stderr)
+        sys.exit(1)
