@@ -152,19 +152,19 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     recorded = evaluate.main(["--checkpoint", str(final), "--out", str(tmp_path / "b")])  # no --data
     assert json.dumps(recorded["domains"], sort_keys=True) == json.dumps(explicit["domains"], sort_keys=True)
     assert "NaN" not in (tmp_path / "b" / "metrics.json").read_text()  # strict JSON: no precision when none called
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in capsys.readouterr().err
     # Its folder at another path (another machine's, a copy) is found by the names of its images: the same report.
     moved = shutil.copytree(class_tree, tmp_path / "moved")
     elsewhere = evaluate.main(["--checkpoint", str(final), "--data", str(moved)])  # beside the checkpoint: no --out
     assert json.dumps(elsewhere["domains"], sort_keys=True) == json.dumps(recorded["domains"], sort_keys=True)
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in capsys.readouterr().err
 
     other = tmp_path / "other"
     for label in ("vascular", "nevus", "other"):
         for i in range(5):
             write_rgb(other / label / f"{i}.png", spot_photo(label, size=64, seed=i))
     evaluate.main(["--checkpoint", str(final), "--data", str(other), "--out", str(tmp_path / "c")])
-    assert "warning" not in capsys.readouterr().out  # another folder's split, of photos it has never seen
+    assert "warning" not in capsys.readouterr().err  # another folder's split, of photos it has never seen
     copies = tmp_path / "copies"  # its own photos, renamed: another folder's split of photos it has seen
     for label in ("vascular", "nevus", "other"):
         (copies / label).mkdir(parents=True)
@@ -173,7 +173,7 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     copied = evaluate.main(["--checkpoint", str(final), "--data", str(copies), "--out", str(tmp_path / "d")])
     test_images = copied["domains"]["dermoscopy"]["images"]
     assert (f"warning: the model has seen {test_images} of the {test_images} images of this test split"
-            in capsys.readouterr().out)
+            in capsys.readouterr().err)  # warnings go to stderr, apart from the results
     older = {k: v for k, v in load_checkpoint(final)["meta"].items() if k != "seen_images"}  # one without keys
     assert "may hold images it was trained on" in evaluate.seen_warning(older, "test", [])
     with pytest.raises(SystemExit, match="name a folder for their report with --out"):  # not over its own report
@@ -189,8 +189,8 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     unseen = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all",
                             "--out", str(tmp_path / "all")])
     assert unseen["domains"]["dermoscopy"]["images"] == 15 and unseen["split"] == "all"
-    out = capsys.readouterr().out
-    assert "warning" not in out and f"{other}, taken as dermoscopy photos (--folder-domain clinical if" in out
+    out, err = capsys.readouterr()
+    assert "warning" not in err and f"{other}, taken as dermoscopy photos (--folder-domain clinical if" in out
     phone = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all", "--out",
                            str(tmp_path / "phone"), "--folder-domain", "clinical"])  # a clinic's phone photos
     assert set(phone["domains"]) == {"clinical"} and phone["domains"]["clinical"]["images"] == 15
@@ -539,12 +539,12 @@ def test_fine_tuning_starts_from_the_model_and_never_judges_it_on_what_it_has_se
     with pytest.raises(Started):
         train.main(["--data", str(ham), str(own), "--folder-domain", "clinical", "--out", str(tmp_path / "both"),
                     *FAST, "--start-from", str(parent)])
-    assert "warning: no dermoscopy photos are left to validate on" in capsys.readouterr().out
+    assert "warning: no dermoscopy photos are left to validate on" in capsys.readouterr().err
     # A clinic's phone photos alone: the parent's dermoscopy is gone from the run altogether, and training says so.
     with pytest.raises(Started):
         train.main(["--data", str(own), "--folder-domain", "clinical", "--out", str(tmp_path / "phones"), *FAST,
                     "--start-from", str(parent)])
-    assert f"warning: {parent} was validated on dermoscopy photos too, and this run has none" in capsys.readouterr().out
+    assert f"warning: {parent} was validated on dermoscopy photos too, and this run has none" in capsys.readouterr().err
 
 
 def test_a_copy_of_a_training_image_never_validates_or_tests(class_tree, tmp_path, capsys, monkeypatch):
@@ -578,12 +578,12 @@ def test_identical_unreadable_photos_are_skipped_as_unreadable_not_moved_as_copi
     monkeypatch.setattr(train, "replace_run", lambda *a: (_ for _ in ()).throw(Started()))  # after decoding
     with pytest.raises(Started):
         train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "copy in another split" not in out
     split_of = {s.path: name for name, part in recorded[0].items() for s in part}
     assert {split_of[path] for path in broken} == {"train", "val", "test"}  # where the split put them: not moved
     for path in broken:  # each one decoded is named as unreadable (test images: evaluation names them)
-        assert (f"  {path}: the file is not a readable image" in out) is (split_of[path] != "test")
+        assert (f"  {path}: the file is not a readable image" in err) is (split_of[path] != "test")
 
 
 def test_run_seed_varies_the_run_but_not_the_split(class_tree, tmp_path):
@@ -708,7 +708,7 @@ def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(cla
     bad += [write_rgb(class_tree / "other" / "thumbnail.png", spot_photo("other", size=40)),
             write_rgb(class_tree / "nevus" / "strip.png", spot_photo("nevus", size=400)[:20])]
     final = train.main(["--data", str(class_tree), "--out", str(tmp_path / "run"), *FAST])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "images that cannot be used:" in out and "the file is not a readable image" in out  # and why
     assert "strip.png: too small: 400x20 pixels, under 48 on a side" in out  # (the thumbnail is a test image)
     meta = load_checkpoint(final)["meta"]
@@ -727,7 +727,7 @@ def test_unreadable_images_in_the_data_are_skipped_with_a_warning_not_a_stop(cla
                [*bad, class_tree / "other" / "other_0.png"]]
     kept, probs, decided = evaluate.predict_samples(predictor, samples)
     assert kept == samples[-3:] and probs.shape == (3, 3) and decided[:2] == ["unsure", "unsure"]
-    warned = capsys.readouterr().out
+    warned = capsys.readouterr().err
     assert all(f"warning: skipped {path}" in warned for path in unreadable)
     assert not any(str(path) in warned for path in too_small)
 

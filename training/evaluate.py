@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int
     answers = predictor.predict_files([s.path for s in samples], batch_size=batch_size, workers=workers)
     for sample, (path, answer) in zip(samples, tqdm(answers, total=len(samples), desc="test", disable=None)):
         if isinstance(answer, str):  # the reason it cannot be used
-            print(f"warning: skipped {path}: {answer}")
+            print(f"warning: skipped {path}: {answer}", file=sys.stderr)
             continue
         kept.append(sample)
         probs.append([answer.probabilities[c] for c in CLASSES])
@@ -193,7 +194,7 @@ def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[li
             # Other folders: their split was rebuilt from the seed (asked only when they are not all its folders).
             if not trained_here and not all(trained_on(predictor.meta, root) for root in data) and \
                     (seen := seen_warning(predictor.meta, args.split, samples)):
-                print(f"warning: {seen} (for labelled photos it has never seen, score them all: --split all)")
+                print(f"warning: {seen} (for labelled photos it has never seen, score them all: --split all)", file=sys.stderr)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {reading_problem(err)}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -51,7 +52,7 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
     kept = [i for i, p in enumerate(pixels) if not isinstance(p, str)]
     if len(kept) < len(samples):
         bad = [f"  {samples[i].path}: {p}" for i, p in enumerate(pixels) if isinstance(p, str)]
-        print(f"warning: {desc}: skipped {len(bad)} image{'s' * (len(bad) != 1)} that cannot be used:", *bad, sep="\n")
+        print(f"warning: {desc}: skipped {len(bad)} image{'s' * (len(bad) != 1)} that cannot be used:", *bad, sep="\n", file=sys.stderr)
     stacked = np.stack([pixels[i] for i in kept]) if kept else np.empty((0, side, side, 3), np.uint8)
     return stacked, [samples[i] for i in kept]
 

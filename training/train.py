@@ -446,7 +446,7 @@ def run_splits(args: argparse.Namespace, state: dict | None,
     if start:  # what it has seen must not judge it (a resumed run's recorded split has this done already)
         if "seen_images" not in start["meta"]:
             print(f"warning: {args.start_from} records no keys of the images it has seen: validation and test may "
-                  "hold some of them, and their figures would then be too good")
+                  "hold some of them, and their figures would then be too good", file=sys.stderr)
         splits, moved = train_on_seen(splits, set(start["meta"].get("seen_images", [])))
         if any(moved.values()):
             print(f"{moved['val']} validation and {moved['test']} test images are of lesions {args.start_from} has "
@@ -455,13 +455,13 @@ def run_splits(args: argparse.Namespace, state: dict | None,
         for domain in sorted({s.domain for s in splits["train"]} - {s.domain for s in splits["val"]}):
             print(f"warning: no {domain} photos are left to validate on ({args.start_from} has seen them all): the "
                   f"decision rule is fitted without them and says nothing of how safe the model is on {domain} "
-                  f"photos; give {domain} photos it has not seen beside yours to keep them validated")
+                  f"photos; give {domain} photos it has not seen beside yours to keep them validated", file=sys.stderr)
         validated_before = {d for d in DOMAINS if f"{d}_balanced_accuracy" in start["meta"].get("validation", {})}
         for domain in sorted(validated_before - {s.domain for s in splits["train"] + splits["val"]}):
             print(f"warning: {args.start_from} was validated on {domain} photos too, and this run has none: its "
                   f"decision rule and its check for photos unlike its own are fitted without them, and it may then "
                   f"refuse or misjudge {domain} photos; give {domain} photos beside yours (e.g. the data it was "
-                  "trained on) to keep them")
+                  "trained on) to keep them", file=sys.stderr)
     return splits, advice
 
 
@@ -641,7 +641,7 @@ def main(argv: list[str] | None = None) -> Path:
     meta["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"kept epoch {kept['epoch'] + 1} ({kept['weights']} weights, {args.keep})")
     if kept["weights"] == "averaged" and (problem := lagging_average(row, args.ema, args.epochs * steps_per_epoch)):
-        print(f"warning: {problem}")
+        print(f"warning: {problem}", file=sys.stderr)
     return write_model(model, args, splits, train_samples, val_pixels, val_samples, meta, inherited)
 
 
@@ -699,7 +699,7 @@ def write_model(model: torch.nn.Module, args: argparse.Namespace, splits: dict[s
                                   max_false_vascular=args.max_false_vascular, unsure_rate=args.unsure_rate,
                                   ood_pass=args.ood_pass)
     if problem := flat_calibration(calibration["temperature"], meta["validation"].get("score", float("nan"))):
-        print(f"warning: {problem}")
+        print(f"warning: {problem}", file=sys.stderr)
     safety = validation_safety(softmax(val_logits, calibration["temperature"]), calibration["vascular_min"],
                                val_samples)
     print(f"validation, at or over the vascular bar: {safety_summary(safety)}")
