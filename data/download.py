@@ -26,7 +26,8 @@ Result, as `data.datasets.load_ham10000(DIR)` expects:
   a folder that cannot be written, is said as such, not as a reason to run again.
 - Zip entries with absolute paths or `..` are refused.
 - The zips are deleted once unpacked unless `--keep-archives`.
-- Exit status 0 on success, 1 on any network, checksum or archive error.
+- Exit status 0 on success, 1 on any network, checksum, archive or disk error, 2 for a bad command line, 130 when
+  stopped (Ctrl+C or a `kill`: run the same command again to continue).
 """
 from __future__ import annotations
 

@@ -549,3 +549,9 @@ def test_the_summary_of_one_photo_says_one_row(tmp_path, capsys):
     assert batch.main([str(tmp_path / "photos"), "--out", str(tmp_path / "s.csv")]) == 0
     said = capsys.readouterr().out
     assert "scored 1 image; " in said and f"{tmp_path / 's.csv'} holds 1 row: 1 " in said  # had been "1 rows"
+
+
+def test_a_folder_named_like_a_photo_is_walked_into_not_scored(tmp_path):
+    inside = write_rgb(tmp_path / "photos" / "visit.jpg" / "a.png", spot_photo("nevus", size=64))
+    assert batch.main([str(tmp_path / "photos"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert [(r["path"], r["error"]) for r in rows(tmp_path / "s.csv")] == [(str(inside), "")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,16 @@ def interrupted_in_second_epoch(monkeypatch, out: Path, flags: list[str]) -> Non
     with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
         patched.setattr(train, "validation_scores", stop_once_an_epoch_is_saved)
         train.main([*flags, "--out", str(out)])
+
+
+def refused(capsys, argv: list[str], message: str) -> None:
+    """Evaluation refuses the command line `argv`: exit status 2, as for a bad flag, and `message` (a regular
+    expression) on stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and re.search(message, err), err
 
 
 def as_shipped(state: dict) -> dict:
@@ -176,8 +187,8 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
             in capsys.readouterr().err)  # warnings go to stderr, apart from the results
     older = {k: v for k, v in load_checkpoint(final)["meta"].items() if k != "seen_images"}  # one without keys
     assert "may hold images it was trained on" in evaluate.seen_warning(older, "test", [])
-    with pytest.raises(SystemExit, match="name a folder for their report with --out"):  # not over its own report
-        evaluate.main(["--checkpoint", str(final), "--data", str(other)])
+    refused(capsys, ["--checkpoint", str(final), "--data", str(other)],  # not over its own report
+            "name a folder for their report with --out")
 
     (tmp_path / "empty").mkdir()
     for folder, why in ((tmp_path / "missing", "does not exist"), (tmp_path / "empty", "no images found")):
@@ -201,9 +212,8 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
     for folders in ([class_tree], [copy], [other, class_tree], [other, copy]):  # its own named, among others too
         message = (f"trained on the images in {folders[-1]}: .* score its test split" if folders[-1] == class_tree
                    else f"every image in {folders[-1]} is one the model has seen .* nothing new to score")
-        with pytest.raises(SystemExit, match=message):
-            evaluate.main(["--checkpoint", str(final), "--data", *map(str, folders), "--split", "all",
-                           "--out", str(tmp_path / "refused")])
+        refused(capsys, ["--checkpoint", str(final), "--data", *map(str, folders), "--split", "all",
+                         "--out", str(tmp_path / "refused")], message)
     # Photos it has seen, renamed, among others: left out and counted.
     for photo in sorted(class_tree.rglob("*.png"))[:2]:
         shutil.copy(photo, other / photo.parent.name / f"renamed_{photo.name}")
@@ -477,8 +487,8 @@ def test_a_tree_of_phone_photos_is_trained_and_reported_as_clinical_photos(class
     assert "They were taken as clinical photos (`--folder-domain`)" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
     # Its own split relabelled would contradict its card (and, without --out, replace its report): refused.
     for out in ([], ["--out", str(tmp_path / "d")]):
-        with pytest.raises(SystemExit, match="--folder-domain dermoscopy: the model was trained taking .* as clinical"):
-            evaluate.main(["--checkpoint", str(final), "--folder-domain", "dermoscopy", *out])
+        refused(capsys, ["--checkpoint", str(final), "--folder-domain", "dermoscopy", *out],
+                "--folder-domain dermoscopy: the model was trained taking .* as clinical")
     assert set(json.loads((tmp_path / "run" / "metrics.json").read_text())["domains"]) == {"clinical"}
     with pytest.raises(ValueError, match="unknown kind of photo 'phone'"):
         load_dataset(class_tree, "phone")
@@ -965,7 +975,7 @@ def test_a_resumed_fine_tune_keeps_the_model_it_started_from(class_tree, tmp_pat
 
 
 def test_a_model_of_ones_own_folder_is_evaluated_from_anywhere_or_told_where_its_data_is(class_tree, tmp_path,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, capsys):
     """A relative --data is recorded as the full path, so evaluation finds it from another working folder; when the
     folder is gone it says so (it used to fall back to HAM10000 and fail on that, or score it)."""
     monkeypatch.chdir(class_tree.parent)
@@ -975,8 +985,7 @@ def test_a_model_of_ones_own_folder_is_evaluated_from_anywhere_or_told_where_its
     assert evaluate.main(["--checkpoint", str(final)])["domains"]["dermoscopy"]["images"] > 0
     train.main(["--out", str(tmp_path / "run"), "--resume", "--workers", "0"])  # and resumed from there
     shutil.move(class_tree, tmp_path / "moved")
-    with pytest.raises(SystemExit, match=f"trained on \\({class_tree}\\) are not all on this machine: .*--data"):
-        evaluate.main(["--checkpoint", str(final)])
+    refused(capsys, ["--checkpoint", str(final)], f"trained on \\({class_tree}\\) are not all on this machine: .*--data")
     assert evaluate.main(["--checkpoint", str(final), "--data", str(tmp_path / "moved")])["domains"]
 
 

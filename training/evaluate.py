@@ -43,6 +43,11 @@ from training.metrics import balanced_accuracy, full_report
 from training.report import FIGURES, as_text, plot_confusion, plot_reliability, plot_roc, write_model_card
 
 
+class UsageError(Exception):
+    """The command line asks for something evaluation refuses (e.g. a report of other folders over the model's own):
+    exit status 2, as for a bad flag."""
+
+
 def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 64,
                     workers: int = 2) -> tuple[list[Sample], np.ndarray, list[str]]:
     """Calibrated probabilities and decided labels for each readable sample, read in `workers` threads."""
@@ -100,7 +105,7 @@ def split_problem(meta: dict, split: str, samples: list[Sample]) -> str | None:
 
 def unseen_images(meta: dict, roots: list[str], folder_domain: str) -> tuple[list[Sample], int]:
     """Every image in `roots` the model has not seen, for `--split all`, and how many were left out as seen: the
-    same file or ISIC image as one of its data, under any name (`data.identity`). SystemExit for one of its own
+    same file or ISIC image as one of its data, under any name (`data.identity`). UsageError for one of its own
     folders: at a path it recorded, or anywhere with nothing in it that it has not seen."""
     seen = set(meta.get("seen_images", []))
     images = {root: [(s, is_seen(s.path, seen)) for s in load_dataset(root, folder_domain)] for root in roots}
@@ -109,11 +114,11 @@ def unseen_images(meta: dict, roots: list[str], folder_domain: str) -> tuple[lis
             print(f"{root}{note}")
     own = [root for root in images if at_recorded_path(meta, root)]
     if own:
-        raise SystemExit(f"error: the model was trained on the images in {' '.join(own)}: --split all would score "
+        raise UsageError(f"the model was trained on the images in {' '.join(own)}: --split all would score "
                          "images it has seen; score its test split instead (leave out --split)")
     copies = [root for root, pairs in images.items() if all(was_seen for _, was_seen in pairs)]
     if copies:
-        raise SystemExit(f"error: every image in {' '.join(copies)} is one the model has seen (the same file, or the "
+        raise UsageError(f"every image in {' '.join(copies)} is one the model has seen (the same file, or the "
                          "same ISIC image, as one of its training, validation or test images, under another name): "
                          "--split all has nothing new to score there; to score the model's own test split, leave "
                          "out --split")
@@ -141,13 +146,13 @@ def seen_warning(meta: dict, split: str, samples: list[Sample]) -> str | None:
 def data_folders(meta: dict) -> list[str]:
     """Where the model's data lies on this machine: the folders its checkpoint recorded, if they all exist here;
     else, for a model of HAM10000 and the clinical set alone (the shipped one, trained on another machine), their
-    place beside the repository. SystemExit for folders of one's own that are not here: they cannot be guessed."""
+    place beside the repository. UsageError for folders of one's own that are not here: they cannot be guessed."""
     folders = [str(d) for d in meta.get("data", [])]
     if folders and all(Path(d).is_dir() for d in folders):
         return folders
     if set(meta.get("sources", [])) <= {"ham10000", "clinical"}:
         return DEFAULT_DATA
-    raise SystemExit(f"error: the folders the model was trained on ({' '.join(folders) or 'its checkpoint names none'}) "
+    raise UsageError(f"the folders the model was trained on ({' '.join(folders) or 'its checkpoint names none'}) "
                      "are not all on this machine: give them with --data")
 
 
@@ -179,13 +184,13 @@ def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[li
     try:  # a missing or unreadable folder, no images in it, too few to split: OSError, ValueError
         if args.split != "all" and folder_domain != trained_folder_domain(predictor.meta) and \
                 all(trained_on(predictor.meta, root) for root in data):  # its own split, relabelled: refused
-            raise SystemExit(f"error: --folder-domain {folder_domain}: the model was trained taking the photos of "
+            raise UsageError(f"--folder-domain {folder_domain}: the model was trained taking the photos of "
                              f"these folders' class trees as {trained_folder_domain(predictor.meta)}, and its "
                              f"{args.split} split is scored as it was trained: leave --folder-domain out (it is for "
                              "--split all on folders the model was not trained on)")
         trained_here = all_its_folders(predictor.meta, data)  # the report beside the checkpoint is of those
         if not trained_here and args.out is None:
-            raise SystemExit("error: these are not the folders the model was trained on: name a folder for their "
+            raise UsageError("these are not the folders the model was trained on: name a folder for their "
                              "report with --out (for the shipped model, the report beside it is the committed one)")
         if args.split == "all":
             samples, left_out = unseen_images(predictor.meta, data, folder_domain)
@@ -245,7 +250,10 @@ def main(argv: list[str] | None = None) -> dict:
         predictor = Predictor(args.checkpoint)
     except CheckpointError as err:
         parser.exit(2, f"error: {err}\n")  # a bad argument: exit 2, as batch scoring and the export do
-    data, samples, left_out = samples_to_score(args, predictor)
+    try:
+        data, samples, left_out = samples_to_score(args, predictor)
+    except UsageError as err:
+        parser.exit(2, f"error: {err}\n")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
     try:  # before the scoring: a report that cannot be written had failed only after it, with a traceback
         out.mkdir(parents=True, exist_ok=True)

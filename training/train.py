@@ -132,7 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "p(vascular), in the strictest domain (interpolated between images)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT from OUT/last.pt, with the settings it recorded (flags given again "
-                        "must match them, but for the machine's and the decision rule's)")
+                        "must match them, but for the machine's, --keep and the decision rule's)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run already in OUT (its checkpoints, history and evaluation report), which is "
                         "otherwise refused")
