@@ -821,8 +821,10 @@ def test_a_finished_run_is_replaced_only_when_asked(class_tree, tmp_path, capsys
                                          r"and fits the decision rule again"):
         train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--lr", "3e-3"])
     assert sha256_of(first) == digest and (out / "MODEL_CARD.md").is_file()
-    with pytest.raises(SystemExit, match="part of the run --overwrite would replace"):
-        train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--overwrite", "--start-from", str(first)])
+    for overwrite in ([], ["--overwrite"]):  # without it, it had been told to add --overwrite, then refused
+        with pytest.raises(SystemExit, match=f"is part of the run in {out}, which training there would replace: "
+                                             "train into another --out"):
+            train.main(["--data", str(class_tree), "--out", str(out), *FAST, *overwrite, "--start-from", str(first)])
 
     second = train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--lr", "3e-3", "--overwrite"])
     assert "out-of-date files from" in capsys.readouterr().out

@@ -20,8 +20,8 @@ from data.splits import all_its_folders, model_splits, resolved_paths
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
 from training.loaders import decode_all
-from training.train import (RESUME_MAY_CHANGE, inherited_record, parse_args as train_args, previous_run, replace_run,
-                            write_model)
+from training.train import (RESUME_MAY_CHANGE, RUN_FILES, inherited_record, parse_args as train_args, previous_run,
+                            replace_run, write_model)
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -98,11 +98,12 @@ def member_summary(checkpoint: dict[str, Any], digest: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    replaced = previous_run(Path(args.out), args.overwrite, resumable=False)
     paths = [Path(p) for p in args.members]
-    if {path.resolve() for path in paths} & {path.resolve() for path in replaced}:
-        raise SystemExit(f"error: a member is part of the model --overwrite would replace in {args.out}: write the "
-                         "average into another --out")
+    # Asked first: the refusal of a model already there had advised --overwrite, which this then refused.
+    if {path.resolve() for path in paths} & {(Path(args.out) / name).resolve() for name in RUN_FILES}:
+        raise SystemExit(f"error: a member is part of the model in {args.out}, which the average would replace: "
+                         "write the average into another --out")
+    replaced = previous_run(Path(args.out), args.overwrite, resumable=False)
     try:
         checkpoints, digests = zip(*(read_checkpoint(p) for p in paths))
     except CheckpointError as err:

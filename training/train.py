@@ -525,10 +525,11 @@ def main(argv: list[str] | None = None) -> Path:
     if state:  # a run resumed goes on in OUT: its report is out of date if its rule is fitted with other settings
         replaced = run_report(out) if refits_otherwise(state, args) else []
     else:  # anything else there is refused, or replaced whole
+        # Asked first: the refusal of a run already there had advised --overwrite, which this then refused.
+        if args.start_from and Path(args.start_from).resolve() in {(out / name).resolve() for name in RUN_FILES}:
+            raise SystemExit(f"error: --start-from {args.start_from} is part of the run in {out}, which training "
+                             "there would replace: train into another --out")
         replaced = previous_run(out, args.overwrite)
-    if args.start_from and Path(args.start_from).resolve() in {path.resolve() for path in replaced}:
-        raise SystemExit(f"error: --start-from {args.start_from} is part of the run --overwrite would replace: train "
-                         "into another --out")
     run_seed = args.seed if args.run_seed is None else args.run_seed
     device = training_device(args.device)
     torch.manual_seed(run_seed)
