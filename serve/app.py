@@ -16,6 +16,7 @@ import base64  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import socket  # noqa: E402
+import ssl  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.parse  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -579,6 +580,18 @@ def host_problem(host: str) -> str | None:
     return None
 
 
+def certificate_problem(certfile: str, keyfile: str) -> str | None:
+    """Why HTTPS cannot be served with this certificate and key, or None. The server had failed only once started,
+    worded as a busy port; a key with a passphrase had been asked for at the terminal."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile, password=lambda: b"")
+    except ssl.SSLError as err:
+        if err.reason == "KEY_VALUES_MISMATCH":
+            return "the key is not this certificate's"
+        return "they must be a PEM certificate and its PEM private key, without a passphrase"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=port_number, default=7860, help="default: 7860")
@@ -599,6 +612,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
         if path is not None and not Path(path).is_file():
             parser.error(f"{flag} {path}: no such file")
+    if args.ssl_certfile is not None and (problem := certificate_problem(args.ssl_certfile, args.ssl_keyfile)):
+        parser.error(f"--ssl-certfile {args.ssl_certfile} and --ssl-keyfile {args.ssl_keyfile}: {problem}")
     try:
         predictor = Predictor(args.checkpoint, backend=args.backend)
     except CheckpointError as err:
@@ -624,8 +639,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     except OSError as err:  # Gradio says "Cannot find empty port" and advises a launch() argument: not for users
         detail = "" if "empty port" in str(err) else f" ({err})"
-        raise SystemExit(f"error: cannot serve at {args.host}:{args.port} (the port is in use, or the certificate "
-                         f"and key do not match): choose another with --port N{detail}")
+        raise SystemExit(f"error: cannot serve at {args.host}:{args.port} (the port is in use): choose another with "
+                         f"--port N{detail}")
     print(f"SpotCheck is running at {app.local_url} (offline; stop it with Ctrl+C)", flush=True)
     app.block_thread()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -659,6 +661,29 @@ def test_an_address_the_app_cannot_serve_at_is_a_usage_error_naming_it(main_in_p
     with pytest.raises(SystemExit) as stop:
         serve.app.main(flags)
     assert stop.value.code == 2 and said in capsys.readouterr().err
+    assert main_in_process == []  # refused before any start-up work
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make test certificates")
+def test_a_certificate_and_key_that_cannot_serve_https_are_a_usage_error_naming_them(main_in_process, tmp_path,
+                                                                                      capsys):
+    """They had failed only once the server started, as "the port is in use, or the certificate and key do not
+    match"; a key with a passphrase had been asked for at the terminal."""
+    for name in ("a", "b"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / f"{name}.key"), "-out", str(tmp_path / f"{name}.pem")],
+                       check=True, capture_output=True)
+    subprocess.run(["openssl", "rsa", "-in", str(tmp_path / "a.key"), "-aes256", "-passout", "pass:secret", "-out",
+                    str(tmp_path / "locked.key")], check=True, capture_output=True)
+    for key, said in (("b.key", "the key is not this certificate's"),
+                      ("locked.key", "they must be a PEM certificate and its PEM private key, without a passphrase"),
+                      ("a.pem", "they must be a PEM certificate")):  # the certificate given twice
+        with pytest.raises(SystemExit) as stop:
+            serve.app.main(["--ssl-certfile", str(tmp_path / "a.pem"), "--ssl-keyfile", str(tmp_path / key)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2
+        assert f"--ssl-certfile {tmp_path / 'a.pem'} and --ssl-keyfile {tmp_path / key}: {said}" in err
+    assert serve.app.certificate_problem(str(tmp_path / "a.pem"), str(tmp_path / "a.key")) is None
     assert main_in_process == []  # refused before any start-up work
 
 
