@@ -561,8 +561,8 @@ def build_app(predictor: Predictor) -> gr.Blocks:
 
 def port_number(text: str) -> int:
     value = int(text)
-    if not 0 <= value <= 65535:  # Gradio had failed with an OverflowError traceback
-        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, not {value}")
+    if not 1 <= value <= 65535:  # Gradio had failed with an OverflowError traceback (and on 0, with httpx's)
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, not {value}")
     return value
 
 
@@ -572,7 +572,8 @@ def host_problem(host: str) -> str | None:
     if ":" in host:  # Gradio writes its address as http://{host}:{port}, without the brackets IPv6 needs
         return "Gradio takes a host name or an IPv4 address, not an IPv6 one"
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        # IPv4, as uvicorn binds a host name (a "localhost" listed as ::1 first, with IPv6 off, had been refused).
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, family=socket.AF_INET, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
             probe.bind(address)
     except OSError as err:
@@ -589,6 +590,8 @@ def certificate_problem(certfile: str, keyfile: str) -> str | None:
         if err.reason == "KEY_VALUES_MISMATCH":
             return "the key is not this certificate's"
         return "they must be a PEM certificate and its PEM private key, without a passphrase"
+    except OSError as err:  # e.g. a key this user may not read
+        return f"cannot read them ({err.strerror or err})"
     return None
 
 
@@ -639,8 +642,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     except OSError as err:  # Gradio says "Cannot find empty port" and advises a launch() argument: not for users
         detail = "" if "empty port" in str(err) else f" ({err})"
-        raise SystemExit(f"error: cannot serve at {args.host}:{args.port} (the port is in use): choose another with "
-                         f"--port N{detail}")
+        raise SystemExit(f"error: cannot serve at {args.host}:{args.port} (the port is in use, or under 1024 without "
+                         f"the right to serve there): choose another with --port N{detail}")
     print(f"SpotCheck is running at {app.local_url} (offline; stop it with Ctrl+C)", flush=True)
     app.block_thread()
 

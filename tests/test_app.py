@@ -652,7 +652,8 @@ def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(main_
 
 
 @pytest.mark.parametrize(("flags", "said"), [
-    (["--port", "70000"], "--port: must be from 0 to 65535, not 70000"),  # had been Gradio's OverflowError
+    (["--port", "70000"], "--port: must be from 1 to 65535, not 70000"),  # had been Gradio's OverflowError
+    (["--port", "0"], "--port: must be from 1 to 65535, not 0"),  # had been an httpx traceback
     (["--host", "nosuch.invalid"], "--host nosuch.invalid: cannot serve at this address ("),  # had been "port in use"
     (["--host", "192.0.2.1"], "--host 192.0.2.1: cannot serve at this address ("),  # not this machine's address
     (["--host", "::1"], "not an IPv6 one"),  # had been an httpx traceback
@@ -684,6 +685,8 @@ def test_a_certificate_and_key_that_cannot_serve_https_are_a_usage_error_naming_
         assert stop.value.code == 2
         assert f"--ssl-certfile {tmp_path / 'a.pem'} and --ssl-keyfile {tmp_path / key}: {said}" in err
     assert serve.app.certificate_problem(str(tmp_path / "a.pem"), str(tmp_path / "a.key")) is None
+    # One it cannot read (had been a traceback; as root, a folder stands in for a key this user may not read).
+    assert serve.app.certificate_problem(str(tmp_path / "a.pem"), str(tmp_path)) == "cannot read them (Is a directory)"
     assert main_in_process == []  # refused before any start-up work
 
 
