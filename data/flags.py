@@ -4,6 +4,7 @@ work; warnings printed as plain lines; and a `kill` handled as Ctrl+C."""
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import warnings
@@ -50,6 +51,18 @@ def leave_signals_to_parent() -> None:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
+def write_problem(err: OSError) -> str:
+    """Why a file could not be written, in words. Where a file stands on the path of a folder to make, mkdir says
+    "File exists" (which reads as if the output were in the way) or "Not a directory", naming a path that may not
+    exist: this names the file instead."""
+    if err.errno in (errno.EEXIST, errno.ENOTDIR) and err.filename:
+        failed = Path(err.filename)
+        blocking = next((path for path in (failed, *failed.parents) if path.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            return "it is a file, not a folder" if blocking == failed else f"{blocking} is a file, not a folder"
+    return err.strerror or str(err)
 
 
 def named_path(text: str) -> str:

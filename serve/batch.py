@@ -57,7 +57,8 @@ except ImportError:  # Windows: not locked
     fcntl = None
 
 from data.datasets import CLASSES, files_under
-from data.flags import interrupt_on_termination, named_path, path_argument, plain_warnings, positive_int
+from data.flags import (interrupt_on_termination, named_path, path_argument, plain_warnings, positive_int,
+                        write_problem)
 from data.images import IMAGE_SUFFIXES, is_image_file
 from model.checkpoint import CheckpointError
 from model.decision import UNSURE
@@ -379,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # --out or --heatmaps under a file, no permission, a full disk
-        # A folder to make where a file is: mkdir says "File exists", which reads as if the CSV were in the way.
-        reason = "it is a file, not a folder" if err.errno in (errno.EEXIST, errno.ENOTDIR) else err.strerror or err
-        print(f"error: cannot write {err.filename or out}: {reason}", file=sys.stderr)
+        print(f"error: cannot write {err.filename or out}: {write_problem(err)}", file=sys.stderr)
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and out.is_file():
             print(f"the rows written so far are in {out}: make room, then add --resume to score the rest (it drops "
                   "a last row cut short)", file=sys.stderr)

@@ -391,6 +391,8 @@ def test_outputs_that_cannot_be_written_are_a_message_not_a_traceback(messy_fold
     a_file = write_rgb(tmp_path / "a.png", spot_photo("nevus", size=64))
     assert batch.main([str(messy_folder), "--out", str(a_file / "s.csv")]) == 2
     assert f"cannot write {a_file}: it is a file, not a folder" in capsys.readouterr().err  # had been "File exists"
+    assert batch.main([str(messy_folder), "--out", str(a_file / "sub" / "s.csv")]) == 2  # "Not a directory"
+    assert f"cannot write {a_file / 'sub'}: {a_file} is a file, not a folder" in capsys.readouterr().err
     assert batch.main([str(messy_folder), "--out", str(tmp_path / "s.csv"), "--heatmaps", str(a_file)]) == 2
     assert "is a file" in capsys.readouterr().err
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -277,6 +279,10 @@ def test_the_command_to_resume_repeats_the_machine_flags_given():
     assert resume_command(parse_args(argv), named_flags(argv)) == \
         "python -m training.train --out 'runs/my run' --resume --device cuda --threads 1"
     assert resume_command(parse_args([]), named_flags([])) == "python -m training.train --out runs/spotcheck --resume"
+    # A resumed run given its data's new place: last.pt names the old one until its next epoch is saved.
+    argv = ["--out", "runs/x", "--resume", "--data", "/disk/ham 2", "--workers", "0"]
+    assert resume_command(parse_args(argv), named_flags(argv)) == \
+        "python -m training.train --out runs/x --resume --data '/disk/ham 2' --workers 0"
 
 
 def test_training_frames_a_photo_over_the_working_size_as_the_predictor_does(tmp_path, predictor, monkeypatch):
@@ -515,8 +521,36 @@ def test_a_report_folder_that_cannot_be_written_is_refused_before_the_scoring(tm
     photos = tmp_path / "photos"
     write_rgb(photos / "nevus" / "a.png", spot_photo("nevus", size=64))
     (tmp_path / "a file").write_text("not a folder")
-    monkeypatch.setattr(evaluate, "predict_samples", lambda *a: pytest.fail("scored before checking the report"))
+    with monkeypatch.context() as patched:
+        patched.setattr(evaluate, "predict_samples", lambda *a: pytest.fail("scored before checking the report"))
+        for out, why in ((tmp_path / "a file" / "report", f"{tmp_path / 'a file'} is a file, not a folder"),
+                         (tmp_path / "locked", "Permission denied")):
+            with monkeypatch.context() as locked:
+                if out.name == "locked":  # (tests may run as root, whom no folder's permissions stop)
+                    locked.setattr(tempfile, "TemporaryFile", lambda **kw: (_ for _ in ()).throw(
+                        PermissionError(errno.EACCES, "Permission denied")))
+                with pytest.raises(SystemExit) as stop:
+                    evaluate.main(["--data", str(photos), "--split", "all", "--out", str(out)])
+            assert stop.value.code == 2
+            assert f"error: cannot write the report into {out}: {why}\n" in capsys.readouterr().err
+    # A disk that fills up while the report is written: exit 1, as training and the export.
+    monkeypatch.setattr(evaluate, "write_report", lambda *a: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(SystemExit) as stop:
-        evaluate.main(["--data", str(photos), "--split", "all", "--out", str(tmp_path / "a file" / "report")])
-    assert stop.value.code == 2
-    assert f"error: cannot write the report into {tmp_path / 'a file' / 'report'}" in capsys.readouterr().err
+        evaluate.main(["--data", str(photos), "--split", "all", "--out", str(tmp_path / "full")])
+    assert stop.value.code == 1 and "No space left on device (it may be incomplete)" in capsys.readouterr().err
+
+
+def test_checksums_left_of_a_run_count_as_the_run_and_go_with_it(tmp_path, capsys):
+    """--overwrite had left last.pt.sha256 and best.pt.sha256 behind, naming checkpoints that were gone."""
+    from training.train import previous_run, replace_run
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("last.pt", "best.pt"):
+        (out / f"{name}.sha256").write_text(f"{'0' * 64}  {name}\n")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="already holds a training run"):
+        previous_run(out, overwrite=False)
+    replace_run(out, previous_run(out, overwrite=True))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset, reading_problem
-from data.flags import named_path, run_command
+from data.flags import named_path, run_command, write_problem
 from data.identity import is_seen
 from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
                          split_digest, trained_folder_domain, trained_on, tree_note)
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
-        parser.exit(2, f"error: cannot write the report into {out}: {err.strerror or err}\n")
+        parser.exit(2, f"error: cannot write the report into {out}: {write_problem(err)}\n")
     samples, probs, decided = predict_samples(predictor, samples)
     # The checkpoint by name and content, not by path: the report stays the same wherever the repository lives.
     metrics = {"checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": predictor.checkpoint_sha256,
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:  # only now, every figure worked out: a run stopped before leaves the report it found whole
         write_report(out, metrics, predictor.meta, probs, samples)
     except OSError as err:  # a full disk
-        parser.exit(2, f"error: cannot write the report into {out}: {err.strerror or err} (it may be incomplete)\n")
+        parser.exit(1, f"error: cannot write the report into {out}: {err.strerror or err} (it may be incomplete)\n")
     print_summary(metrics)
     print(f"wrote {out / 'metrics.json'} and {out / 'MODEL_CARD.md'}")
     return metrics

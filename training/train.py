@@ -159,13 +159,17 @@ def named_flags(argv: list[str] | None = None) -> set[str]:
 
 # Flags of the machine, not of the run: a resumed run takes them from its command line (or their defaults).
 MACHINE_FLAGS = {"resume", "overwrite", "device", "workers", "decode_workers", "threads", "out"}
+
+
 def resume_command(args: argparse.Namespace, named: set[str]) -> str:
     """The command that continues the run in `args.out`, with the machine's flags that were `named` on its command
     line: a resumed run takes them from there, not from last.pt, and on another device or number of threads it does
     not come out the same (a run on the GPU had been told to resume without --device, on the CPU)."""
     machine = sorted(named & (MACHINE_FLAGS - {"resume", "overwrite", "out"}))
     given = "".join(f" --{name.replace('_', '-')} {shlex.quote(str(getattr(args, name)))}" for name in machine)
-    return f"python -m training.train --out {shlex.quote(args.out)} --resume{given}"
+    # --data given to a resumed run: its data had moved, and last.pt names where it was until an epoch is saved.
+    data = " --data " + " ".join(map(shlex.quote, args.data)) if args.resume and "data" in named else ""
+    return f"python -m training.train --out {shlex.quote(args.out)} --resume{data}{given}"
 
 
 # Flags of the final steps: which weights are kept and how the decision rule is fitted.
@@ -771,7 +775,8 @@ if __name__ == "__main__":
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
             raise
+        room = "" if err.errno == errno.EROFS else "make room, then "
         print(f"error: cannot write {err.filename or args.out}: {err.strerror}; "
-              + (f"every finished epoch is saved: make room, then continue with: {resume_command(args, named_flags())}"
+              + (f"every finished epoch is saved: {room}continue with: {resume_command(args, named_flags())}"
                  if saved() else "no epoch was saved"), file=sys.stderr)
         sys.exit(1)
