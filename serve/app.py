@@ -573,7 +573,8 @@ def host_problem(host: str) -> str | None:
         return "Gradio takes a host name or an IPv4 address, not an IPv6 one"
     try:
         # IPv4, as uvicorn binds a host name (a "localhost" listed as ::1 first, with IPv6 off, had been refused).
-        family, kind, proto, _, address = socket.getaddrinfo(host, 0, family=socket.AF_INET, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, family=socket.AF_INET,
+                                                             type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
             probe.bind(address)
     except OSError as err:
