@@ -64,6 +64,19 @@ class Visit:
     def check(self) -> None:
         self.page.locator("#check").click()
 
+    def upload_until_checkable(self, path: Path) -> None:
+        """Put in a photo and wait until the page has taken it: the check button, disabled meanwhile, is back. Pressed
+        before, on a busy machine, the check had gone out ahead of the photo and been answered at once."""
+        self.page.evaluate("""() => {
+            const button = document.querySelector('#check');
+            window.checkable = false;
+            new MutationObserver((records) => {
+                if (records.some((record) => record.oldValue !== null) && !button.disabled) window.checkable = true;
+            }).observe(button, {attributes: true, attributeFilter: ['disabled'], attributeOldValue: true});
+        }""")
+        self.upload(path)
+        self.page.wait_for_function("() => window.checkable")
+
     def answer_photo(self, path: Path) -> str:
         """Put in a photo, wait until it is shown, press the button and wait for its answer."""
         self.upload(path)
@@ -412,8 +425,7 @@ def test_a_photo_replaced_while_being_checked_does_not_get_the_old_answer(browse
     visit = Visit(browser, app.local_url)
     try:
         page = visit.page
-        visit.upload(write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200)))
-        page.locator("#photo img").wait_for()
+        visit.upload_until_checkable(write_rgb(tmp_path / "red.png", spot_photo("vascular", size=200)))
         visit.check()
         page.locator("#answer [data-testid=status-tracker]:not(.hide)").wait_for()  # being checked
         first_photo = page.locator("#photo img").get_attribute("src")
