@@ -78,13 +78,22 @@ def path_argument(text: str) -> Path:
     return Path(named_path(text))
 
 
-def seed(text: str) -> int:
-    """A random seed: numpy takes 0 to 2**32 - 1. A negative one had failed only after the data was read (and after
-    --overwrite had deleted the run it was to replace)."""
-    value = int(text)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {2**32 - 1}, not {value}")
-    return value
+def int_from(low: int, high: int, name: str) -> Callable[[str], int]:
+    """The type of an integer flag that must lie from `low` to `high`; `name` is what argparse calls it in "invalid
+    NAME value: 'x'"."""
+    def number(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, not {value}")
+        return value
+
+    number.__name__ = name
+    return number
+
+
+# A random seed: numpy takes 0 to 2**32 - 1. A negative one had failed only after the data was read (and after
+# --overwrite had deleted the run it was to replace).
+seed = int_from(0, 2**32 - 1, "seed")
 
 
 def positive_int(text: str) -> int:

@@ -146,8 +146,8 @@ def decode_image(data: bytes) -> np.ndarray:
         return _decode_avif(data)
     if transparent:
         return _decode_on_white(data)
-    if image_format in JPEG_FORMATS:
-        check_jpeg(data)
+    if image_format in JPEG_FORMATS and _jpeg_is_damaged(data):  # its size checked above, as check_jpeg does
+        raise ImageError(DAMAGED_JPEG)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)

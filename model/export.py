@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from data.flags import named_path, run_command
+from data.flags import int_from, named_path, run_command
 from model.checkpoint import (CheckpointError, atomic_write, checkpoint_path, network_from, read_checkpoint,
                               sha256_of)
 
@@ -194,17 +194,10 @@ def _check_against_torch(model, graph: bytes, size: int, tolerance: float = 1e-4
                                f"largest difference {worst:.2e}")
 
 
-def opset_number(text: str) -> int:
-    value = int(text)
-    if value not in OPSETS:
-        raise argparse.ArgumentTypeError(f"must be from {OPSETS[0]} to {OPSETS[-1]}, not {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=named_path, default=None, help="the .pt checkpoint to export (default: the embedded model)")
-    parser.add_argument("--opset", type=opset_number, default=OPSET,
+    parser.add_argument("--opset", type=int_from(OPSETS[0], OPSETS[-1], "opset_number"), default=OPSET,
                         help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default: {OPSET})")
     args = parser.parse_args(argv)
     try:

@@ -29,7 +29,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from data.flags import interrupt_on_termination, named_path  # noqa: E402
+from data.flags import int_from, interrupt_on_termination, named_path  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (JPEG_FORMATS, MAX_FILE_BYTES, ImageError, ImageTooLarge, NotAPhoto,  # noqa: E402
                          check_jpeg, decode_image, image_format, read_image, working_copy)
@@ -559,13 +559,6 @@ def build_app(predictor: Predictor) -> gr.Blocks:
     return app
 
 
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:  # Gradio had failed with an OverflowError traceback (and on 0, with httpx's)
-        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, not {value}")
-    return value
-
-
 def host_problem(host: str) -> str | None:
     """Why this machine cannot serve at `host` (a name that does not resolve, an address that is not this machine's),
     or None. Gradio's own failure had been worded as a busy port, or was a traceback for an IPv6 address."""
@@ -598,7 +591,8 @@ def certificate_problem(certfile: str, keyfile: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=port_number, default=7860, help="default: 7860")
+    # Gradio had failed on a port over 65535 with an OverflowError traceback, and on 0 with httpx's.
+    parser.add_argument("--port", type=int_from(1, 65535, "port_number"), default=7860, help="default: 7860")
     parser.add_argument("--host", default="127.0.0.1",
                         help="default: 127.0.0.1 (this machine only); use 0.0.0.0 to serve other machines")
     parser.add_argument("--checkpoint", type=named_path, default=None,
