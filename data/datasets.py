@@ -360,15 +360,20 @@ def _holds_data(folder: Path) -> bool:
         return False
 
 
+class NoDataFolder(FileNotFoundError):
+    """A data folder that does not exist, or is a file: a slip in the command line, which the commands refuse as one
+    (exit status 2), not data that cannot be read."""
+
+
 def load_dataset(root: str | Path, folder_domain: str = "dermoscopy") -> list[Sample]:
     """Pick the loader by what the folder holds. `folder_domain`: what a class-per-folder tree's photos are (HAM10000
     is dermoscopy, a `labels.csv` set clinical photos)."""
     root = Path(root)
     if not root.is_dir():
         if root.exists():
-            raise FileNotFoundError(f"data folder {root} is a file: give the folder that holds the data")
+            raise NoDataFolder(f"data folder {root} is a file: give the folder that holds the data")
         default = str(root) in DEFAULT_DATA  # a bare command run away from this project's machines
-        raise FileNotFoundError(f"data folder {root} does not exist" + (
+        raise NoDataFolder(f"data folder {root} does not exist" + (
             ": it is where this project's machines keep HAM10000 and the clinical photos, beside the repository; "
             "give your own folders with --data (`python -m data.download --out data_ham10000/` fetches HAM10000)"
             if default else ""))

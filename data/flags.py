@@ -28,10 +28,27 @@ def interrupt_on_termination() -> None:
             signal.signal(getattr(signal, name), signal.default_int_handler)
 
 
+class UsageError(SystemExit):
+    """A command line the command refuses, in words (flags that contradict each other, an output folder that holds a
+    run, a data folder or model that is not there): exit status 2, as argparse's own refusals, where a plain
+    `SystemExit(message)` exits 1, the status of work that failed. The command's entry point prints the message
+    (`run_command`, `report_refusal`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = 2
+
+
+def report_refusal(err: UsageError) -> NoReturn:
+    """Print a refused command line's reason and exit with its status, 2."""
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(err.code)
+
+
 def run_command(main: Callable[[], object]) -> NoReturn:
     """Run a command's `main`: warnings as plain lines, a `kill` taken as Ctrl+C, and either one ending it with
-    "interrupted" and exit status 130 instead of a traceback; otherwise `main`'s return value is the exit status if it
-    is a number, else 0."""
+    "interrupted" and exit status 130 instead of a traceback; a UsageError printed, with exit status 2; otherwise
+    `main`'s return value is the exit status if it is a number, else 0."""
     plain_warnings()
     interrupt_on_termination()
     try:
@@ -39,6 +56,8 @@ def run_command(main: Callable[[], object]) -> NoReturn:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
+    except UsageError as err:
+        report_refusal(err)
     sys.exit(status if isinstance(status, int) else 0)
 
 

@@ -191,11 +191,13 @@ def test_evaluate_scores_the_data_the_model_was_trained_on_by_default(class_tree
             "name a folder for their report with --out")
 
     (tmp_path / "empty").mkdir()
-    for folder, why in ((tmp_path / "missing", "does not exist"), (tmp_path / "empty", "no images found")):
-        for flags in ([], ["--split", "all", "--out", str(tmp_path / "refused")],  # what is wrong, not --out
-                      ["--folder-domain", "clinical", "--out", str(tmp_path / "refused")]):  # not a traceback
-            with pytest.raises(SystemExit, match=f"error: .*{why}"):
-                evaluate.main(["--checkpoint", str(final), "--data", str(folder), *flags])
+    for flags in ([], ["--split", "all", "--out", str(tmp_path / "refused")],  # what is wrong, not --out
+                  ["--folder-domain", "clinical", "--out", str(tmp_path / "refused")]):  # not a traceback
+        refused(capsys, ["--checkpoint", str(final), "--data", str(tmp_path / "missing"), *flags],
+                "error: data folder .*missing does not exist")  # a slip in the command line: 2
+        with pytest.raises(SystemExit, match="error: no images found") as stop:  # data that fails: 1
+            evaluate.main(["--checkpoint", str(final), "--data", str(tmp_path / "empty"), *flags])
+        assert stop.value.code != 2
     # Labelled photos it has never seen (a clinic's own): every one of them scored, into a report of their own.
     unseen = evaluate.main(["--checkpoint", str(final), "--data", str(other), "--split", "all",
                             "--out", str(tmp_path / "all")])
@@ -852,9 +854,9 @@ def test_a_run_is_advised_to_resume_only_while_it_has_something_left_to_do(tmp_p
 
 
 def test_a_run_refused_for_its_data_leaves_no_folder_behind(tmp_path):
-    with pytest.raises(SystemExit, match="error"):
+    with pytest.raises(SystemExit, match="data folder .*missing does not exist") as stop:
         train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), *FAST])
-    assert not (tmp_path / "run").exists()
+    assert stop.value.code == 2 and not (tmp_path / "run").exists()
 
 
 def test_resume_and_overwrite_together_are_refused(capsys):

@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from data.datasets import Sample, load_class_folders
-from data.flags import interrupt_on_termination, leave_signals_to_parent
+from data.flags import UsageError, interrupt_on_termination, leave_signals_to_parent
 from data.presets import EvalSettings, TrainPreset
 from model.decision import softmax
 from model import export
 from serve import batch
 from tests.conftest import ROOT, spot_photo, write_rgb
-from training import evaluate
+from training import ensemble, evaluate, train
 from training.calibrate import fit_calibration
 from training.evaluate import bootstrap_intervals
 from training.loaders import EpochDraws, decode_all, sampling_weights
@@ -514,6 +514,35 @@ def test_a_checkpoint_that_cannot_be_used_is_exit_status_2_for_every_command(tmp
     assert stop.value.code == 2
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ") and checkpoint in line]
     assert len(said) == 3  # each names the file given
+    for command in ([train.main, ["--start-from", checkpoint, "--data", str(photos), "--out", str(tmp_path / "run")]],
+                    [ensemble.main, [checkpoint, checkpoint, "--out", str(tmp_path / "average")]]):
+        with pytest.raises(UsageError, match=f"{checkpoint}|{bad}") as stop:
+            command[0](command[1])
+        assert stop.value.code == 2
+
+
+def command_status(module: str, *flags: str) -> tuple[int, str]:
+    """Run `python -m module flags`, as a user does; its exit status and what it printed on stderr."""
+    done = subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode, done.stderr
+
+
+def test_training_and_its_other_commands_exit_2_for_a_refused_command_line_and_1_for_data_that_fails(tmp_path):
+    """Training's refusals had exited 1, the status of work that failed, where batch scoring, the export and
+    evaluation exit 2 for a command line they refuse; a missing --data folder had been 1 in evaluation too."""
+    missing, empty = tmp_path / "missing", tmp_path / "empty"
+    empty.mkdir()
+    status, said = command_status("training.train", "--data", str(missing), "--out", str(tmp_path / "run"))
+    assert status == 2 and f"error: data folder {missing} does not exist" in said and "Traceback" not in said, said
+    status, said = command_status("training.train", "--data", str(empty), "--out", str(tmp_path / "run"))
+    assert status == 1 and f"error: no images found under {empty}" in said and "Traceback" not in said, said
+    status, said = command_status("training.ensemble", str(missing / "a.pt"), str(missing / "b.pt"), "--out",
+                                  str(tmp_path / "average"))
+    assert status == 2 and f"error: no checkpoint file at {missing / 'a.pt'}" in said and "Traceback" not in said, said
+    status, said = command_status("training.evaluate", "--data", str(missing), "--out", str(tmp_path / "report"))
+    assert status == 2 and f"error: data folder {missing} does not exist" in said and "Traceback" not in said, said
+    assert not (tmp_path / "run").exists() and not (tmp_path / "average").exists()
 
 
 def test_a_report_folder_that_cannot_be_written_is_refused_before_the_scoring(tmp_path, capsys, monkeypatch):

@@ -6,6 +6,10 @@ data, split seed, network, preprocessing and training flags, only `--run-seed` d
 finished as `training.train` finishes one run: out-of-distribution statistics from the training images, and
 the temperature, vascular bar and unsure threshold fitted on validation, for the ensemble as a whole. The test
 split is never touched here; score it with `python -m training.evaluate --checkpoint DIR/spotcheck.pt`.
+
+Exit status 0 when the average is written; 2 when the command line is refused (members that cannot be read or are
+not runs of one recipe on one split, a --data folder that is not there, an --out that holds another model);
+130 when stopped (Ctrl+C or a `kill`); 1 for any other error (data that cannot be read).
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from typing import Any
 
 import torch
 
-from data.flags import fraction, named_path, positive_int, run_command
+from data.datasets import NoDataFolder, reading_problem
+from data.flags import UsageError, fraction, named_path, positive_int, run_command
 from data.splits import all_its_folders, model_splits, resolved_paths
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
@@ -101,20 +106,20 @@ def main(argv: list[str] | None = None) -> Path:
     paths = [Path(p) for p in args.members]
     # Asked first: the refusal of a model already there had advised --overwrite, which this then refused.
     if {path.resolve() for path in paths} & {(Path(args.out) / name).resolve() for name in RUN_FILES}:
-        raise SystemExit(f"error: a member is part of the model in {args.out}, which the average would replace: "
+        raise UsageError(f"a member is part of the model in {args.out}, which the average would replace: "
                          "write the average into another --out")
     replaced = previous_run(Path(args.out), args.overwrite, resumable=False)
     try:
         checkpoints, digests = zip(*(read_checkpoint(p) for p in paths))
     except CheckpointError as err:
-        raise SystemExit(f"error: {err}")
+        raise UsageError(str(err))
     problem = recipe_problem(checkpoints)
     if problem:
-        raise SystemExit(f"error: {problem}")
+        raise UsageError(problem)
     members = [member_summary(c, digest) for c, digest in zip(checkpoints, digests)]
     seeds = [m["run_seed"] for m in members]
     if len({m["checkpoint_sha256"] for m in members}) < len(members) or len(set(seeds)) < len(seeds):
-        raise SystemExit(f"error: the same run is listed twice (run seeds {seeds}): a run averaged with itself is "
+        raise UsageError(f"the same run is listed twice (run seeds {seeds}): a run averaged with itself is "
                          "that run; train the others with --run-seed 1, 2, ...")
     torch.set_num_threads(args.threads)
     model = Ensemble([network_from(c) for c in checkpoints])
@@ -128,12 +133,14 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         if args.data:
             if not all_its_folders(checkpoints[0]["meta"], args.data):
-                raise SystemExit(f"error: --data {' '.join(args.data)}: not the folders the runs were trained on "
+                raise UsageError(f"--data {' '.join(args.data)}: not the folders the runs were trained on "
                                  f"({' '.join(recipe.data)}), all of them")
             recipe.data = args.data
         splits = model_splits(checkpoints[0]["meta"], recipe.data)
-    except (OSError, ValueError) as err:  # a missing data folder, too few images
-        raise SystemExit(f"error: {err}")
+    except NoDataFolder as err:  # a slip in --data, or the runs' folders moved
+        raise UsageError(str(err))
+    except (OSError, ValueError) as err:  # an unreadable data folder, too few images
+        raise SystemExit(f"error: {reading_problem(err)}")
     val_pixels, val_samples = decode_all(splits["val"], recipe.image_size, workers=recipe.decode_workers,
                                          desc="decode val", flatten_lightness=recipe.flatten_lightness)
     if not val_samples:

@@ -16,9 +16,9 @@ and batch scoring use), and writes to `--out`:
 model was not trained on, such as a clinic's own photos (in a class-per-folder
 tree of phone photos: add `--folder-domain clinical`).
 
-Exit status 0 when the report is written; 2 when the command line is refused or `--checkpoint` is missing or
-cannot be used (as for `serve.batch` and `model.export`); 130 when stopped (Ctrl+C or a `kill`: the report it
-found is replaced only once every figure is worked out); 1 for any other error.
+Exit status 0 when the report is written; 2 when the command line is refused, a `--data` folder is not there, or
+`--checkpoint` is missing or cannot be used (as for `serve.batch` and `model.export`); 130 when stopped (Ctrl+C or
+a `kill`: the report it found is replaced only once every figure is worked out); 1 for any other error.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, Sample, load_dataset, reading_problem
-from data.flags import named_path, run_command, write_problem
+from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, NoDataFolder, Sample, load_dataset, reading_problem
+from data.flags import UsageError, named_path, run_command, write_problem
 from data.identity import is_seen
 from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
                          split_digest, trained_folder_domain, trained_on, tree_note)
@@ -41,11 +41,6 @@ from model.export import plain
 from model.predictor import Predictor
 from training.metrics import balanced_accuracy, full_report
 from training.report import FIGURES, as_text, plot_confusion, plot_reliability, plot_roc, write_model_card
-
-
-class UsageError(Exception):
-    """The command line asks for something evaluation refuses (e.g. a report of other folders over the model's own):
-    exit status 2, as for a bad flag."""
 
 
 def predict_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 64,
@@ -200,6 +195,8 @@ def samples_to_score(args: argparse.Namespace, predictor: Predictor) -> tuple[li
             if not trained_here and not all(trained_on(predictor.meta, root) for root in data) and \
                     (seen := seen_warning(predictor.meta, args.split, samples)):
                 print(f"warning: {seen} (for labelled photos it has never seen, score them all: --split all)", file=sys.stderr)
+    except NoDataFolder as err:  # a slip in --data
+        raise UsageError(str(err))
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {reading_problem(err)}")
     if trained_here and (problem := split_problem(predictor.meta, args.split, samples)):

@@ -8,6 +8,13 @@
 recipe (`model/weights/spotcheck.pt`; README "Retraining" says why they no
 longer give its very weights). The test split is never touched here; score
 it with `python -m training.evaluate`.
+
+Exit status 0 when the model is written; 2 when the command line is refused
+(flags that contradict each other, a --data folder or --start-from model that
+is not there or cannot be used, an --out that holds another run or cannot be
+written, nothing to --resume); 130 when stopped (Ctrl+C or a `kill`: every
+finished epoch is kept, and the command that resumes is printed); 1 for any
+other error (data that cannot be read or split, a full disk).
 """
 from __future__ import annotations
 
@@ -27,9 +34,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, Sample, reading_problem
-from data.flags import (fraction, interrupt_on_termination, named_path, non_negative_float, non_negative_int,
-                        plain_warnings, positive_float, positive_int, seed)
+from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, DX_TO_CLASS, NoDataFolder, Sample, reading_problem
+from data.flags import (UsageError, fraction, interrupt_on_termination, named_path, non_negative_float,
+                        non_negative_int, plain_warnings, positive_float, positive_int, report_refusal, seed)
 from data.presets import EvalSettings, TrainPreset
 from data.identity import seen_keys
 from data.splits import (SPLIT_NAMING, class_counts, copies_into_training, legacy_names, load_splits, recorded_splits,
@@ -197,7 +204,7 @@ def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[
     `resumable`: the command can continue a run (training's --resume), if it left its last.pt; a finished run it
     would not train further (`finished_epochs`), and is not advised to be resumed."""
     if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: cannot use --out {out}: it is a file")
+        raise UsageError(f"cannot use --out {out}: it is a file")
     found = [out / name for name in RUN_FILES if (out / name).is_file()]
     if not found:
         return []
@@ -206,12 +213,12 @@ def previous_run(out: Path, overwrite: bool, *, resumable: bool = True) -> list[
         names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
         epochs = finished_epochs(out) if resumable else None
         if epochs is not None:
-            raise SystemExit(f"error: {out} already holds a finished training run ({names}; all {epochs} of its "
+            raise UsageError(f"{out} already holds a finished training run ({names}; all {epochs} of its "
                              "epochs trained): to train again, write into another --out, or replace it with "
                              "--overwrite (--resume trains nothing more in a finished run: it only picks the weights "
                              "and fits the decision rule again, e.g. with another --unsure-rate)")
         resume = "continue it with --resume, " if resumable and (out / "last.pt").is_file() else ""
-        raise SystemExit(f"error: {out} already holds a training run ({names}): {resume}write into another --out, or "
+        raise UsageError(f"{out} already holds a training run ({names}): {resume}write into another --out, or "
                          "replace it with --overwrite")
     return found
 
@@ -239,7 +246,7 @@ def replace_run(out: Path, previous: list[Path]) -> None:
         for path in previous:
             path.unlink()
     except OSError as err:  # no permission
-        raise SystemExit(f"error: cannot use --out {out}: {err.strerror or err}")
+        raise UsageError(f"cannot use --out {out}: {err.strerror or err}")
     if previous:
         names = ", ".join(str(p.relative_to(out)) for p in previous[:4]) + (", ..." if len(previous) > 4 else "")
         print(f"removed {len(previous)} out-of-date files from {out} ({names})")
@@ -255,15 +262,15 @@ def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tup
     rest as last.pt recorded them (the machine's flags aside). Refused if a named flag differs from the recorded
     one: the split, the schedule and the draws all follow from them."""
     if not out.is_dir():  # a slip in --out: starting "again without --resume" would train into it
-        raise SystemExit(f"error: nothing to resume in {out}: it {'is a file' if out.exists() else 'does not exist'}; "
+        raise UsageError(f"nothing to resume in {out}: it {'is a file' if out.exists() else 'does not exist'}; "
                          "give --out the folder of the run to resume")
     if not (out / "last.pt").is_file():
-        raise SystemExit(f"error: nothing to resume in {out}: it holds no last.pt (written after each epoch, so a run "
+        raise UsageError(f"nothing to resume in {out}: it holds no last.pt (written after each epoch, so a run "
                          "stopped during its first one leaves none): start the run again without --resume")
     try:
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several kinds for a cut-off or foreign file
-        raise SystemExit(f"error: {out / 'last.pt'} cannot be read ({type(err).__name__}: {str(err)[:200]}); it may "
+        raise UsageError(f"{out / 'last.pt'} cannot be read ({type(err).__name__}: {str(err)[:200]}); it may "
                          "have been cut off: train into a new --out, or delete it to start again")
     recorded = {k: old for k, old in state.get("flags", {}).items() if k in vars(args) and k not in MACHINE_FLAGS}
     if "data" in recorded:  # a last.pt of older code may hold the folders as typed
@@ -274,7 +281,7 @@ def interrupted_run(out: Path, args: argparse.Namespace, named: set[str]) -> tup
             [Path(d).name for d in changed["data"][0]] == [Path(d).name for d in changed["data"][1]]:
         del changed["data"]  # the same folders moved: the recorded split is found by the images' names (recorded_splits)
     if changed:
-        raise SystemExit(f"error: {out / 'last.pt'} was trained with other settings; resume with the same flags (or "
+        raise UsageError(f"{out / 'last.pt'} was trained with other settings; resume with the same flags (or "
                          "leave them out: last.pt has them), or train into a new --out: "
                          + ", ".join(f"--{k.replace('_', '-')} was {old}, now {new}" for k, (old, new) in changed.items()))
     return state, argparse.Namespace(**{**vars(args), **{k: v for k, v in recorded.items() if k not in named}})
@@ -365,11 +372,11 @@ def training_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise SystemExit(f"error: --device {name!r} is not a device PyTorch knows: use cpu, cuda or auto")
+        raise UsageError(f"--device {name!r} is not a device PyTorch knows: use cpu, cuda or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name}, but PyTorch sees no CUDA GPU here: use --device cpu (or auto)")
+        raise UsageError(f"--device {name}, but PyTorch sees no CUDA GPU here: use --device cpu (or auto)")
     if device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"error: --device {name}: SpotCheck trains on cpu or cuda")
+        raise UsageError(f"--device {name}: SpotCheck trains on cpu or cuda")
     return device
 
 
@@ -391,20 +398,20 @@ def starting_model(args: argparse.Namespace) -> tuple[dict | None, dict | None]:
     if args.start_from is None:
         return None, None
     if args.from_scratch:
-        raise SystemExit("error: --from-scratch and --start-from each say where to start: give one of them")
+        raise UsageError("--from-scratch and --start-from each say where to start: give one of them")
     try:
         start, digest = read_checkpoint(args.start_from)
     except CheckpointError as err:
-        raise SystemExit(f"error: --start-from: {err}")
+        raise UsageError(f"--start-from: {err}")
     if int(start.get("members", 1)) != 1:
-        raise SystemExit(f"error: --start-from {args.start_from} is an average of {start['members']} runs "
+        raise UsageError(f"--start-from {args.start_from} is an average of {start['members']} runs "
                          "(training.ensemble): start from one of them")
     settings = EvalSettings.from_checkpoint(start["preprocess"])
     theirs = {"arch": start.get("arch", "spotnet"), "image_size": settings.size,
               "colour_constancy": settings.colour_constancy, "flatten_lightness": settings.flatten_lightness}
     differ = [as_flag(k, v) for k, v in theirs.items() if vars(args)[k] != v]
     if differ:
-        raise SystemExit(f"error: --start-from {args.start_from} was trained with {', '.join(differ)}: fine-tuning it "
+        raise UsageError(f"--start-from {args.start_from} was trained with {', '.join(differ)}: fine-tuning it "
                          "needs the same network and preprocessing")
     meta = start["meta"]
     return start, {**inherited_record(meta), "started_from": {"checkpoint": Path(args.start_from).name,
@@ -437,7 +444,9 @@ def run_splits(args: argparse.Namespace, state: dict | None,
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
         splits = (recorded_splits(args.data, state["split_members"], args.folder_domain, legacy=legacy_names(state))
                   if recorded else load_splits(args.data, args.seed, args.folder_domain))
-    except (OSError, ValueError) as err:  # a missing or unreadable folder, no images in it, too few to split
+    except NoDataFolder as err:  # a slip in --data
+        raise UsageError(str(err))
+    except (OSError, ValueError) as err:  # an unreadable folder, no images in it, too few to split
         raise SystemExit(f"error: {reading_problem(err)}")
     advice = FOLDER_ADVICE
     if not recorded:  # copies across splits leak (a recorded split has had this done)
@@ -511,7 +520,7 @@ def kept_weights(model: torch.nn.Module, ema: AveragedModel | None, args: argpar
         try:
             model.load_state_dict(load_checkpoint(out / "best.pt", finished=False)["model"])
         except CheckpointError as err:
-            raise SystemExit(f"no usable best checkpoint: {err}")
+            raise SystemExit(f"error: no usable best checkpoint: {err}")
     else:
         kept = {"epoch": args.epochs - 1, "weights": "averaged" if ema else "raw"}
         if ema:
@@ -531,7 +540,7 @@ def main(argv: list[str] | None = None) -> Path:
     else:  # anything else there is refused, or replaced whole
         # Asked first: the refusal of a run already there had advised --overwrite, which this then refused.
         if args.start_from and Path(args.start_from).resolve() in {(out / name).resolve() for name in RUN_FILES}:
-            raise SystemExit(f"error: --start-from {args.start_from} is part of the run in {out}, which training "
+            raise UsageError(f"--start-from {args.start_from} is part of the run in {out}, which training "
                              "there would replace: train into another --out")
         replaced = previous_run(out, args.overwrite)
     run_seed = args.seed if args.run_seed is None else args.run_seed
@@ -768,6 +777,8 @@ if __name__ == "__main__":
 
     try:
         main()
+    except UsageError as err:
+        report_refusal(err)
     except KeyboardInterrupt:
         print(f"\ninterrupted: every finished epoch is saved; continue with: {resume_command(args, named_flags())}"
               if saved() else "\ninterrupted: this command had saved no epoch yet", file=sys.stderr)
