@@ -26,7 +26,9 @@
   skipped (compared as the files themselves, however the folder is spelled
   or whichever linked folder reached them), so
   every file appears exactly once; a file reached twice in one run (a link to
-  a photo that is also in the folder) is scored once. A CSV another run is
+  a photo that is also in the folder) is scored once. Files whose rows are
+  errors are tried again (fixed or replaced since, they are scored), their
+  old rows replaced. A CSV another run is
   writing is refused (on Linux and macOS: their rows would interleave).
 - The CSV is UTF-8 (no byte-order mark), comma-separated, with a dot for
   decimals; a file name's bytes that are not UTF-8 (old Windows zips,
@@ -229,18 +231,28 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
     out.parent.mkdir(parents=True, exist_ok=True)
     new_csv = not out.exists()
     scored = errors = lost_heatmaps = 0
-    with out.open("a", newline="", **ENCODING) as f:  # not "w": a CSV another run is writing must not be emptied
+    with contextlib.ExitStack() as open_files:
+        # "a", not "w": a CSV another run is writing must not be emptied.
+        f = open_files.enter_context(out.open("a", newline="", **ENCODING))
         write_alone(f, out)
-        # By the file itself: one reached through a linked folder has been in the CSV under either path.
         listed = already_scored(out, model) if resume else {}
-        done = {path_text(os.path.realpath(path)) for path in listed} | {path_text(path) for path in listed}
-        todo, seen = [], set()  # seen: this run's files, by their real path's bytes (two names can print alike)
+        # The files in the CSV, scored or not (an error row: tried again), by the file itself: one reached through a
+        # linked folder has been in the CSV under either path.
+        done, failed = {}, {}
+        for path, label in listed.items():
+            for name in (path_text(os.path.realpath(path)), path_text(path)):
+                (failed if label == "error" else done)[name] = path
+        todo, seen, retried = [], set(), set()  # seen: this run's files, by their real path's bytes
         for path in find_images(folder, skip=heatmaps):
             real = os.path.realpath(path)
-            key = os.fsencode(real)
-            if key not in seen and not {path_text(real), path_text(os.path.abspath(path))} & done:
+            key, names = os.fsencode(real), {path_text(real), path_text(os.path.abspath(path))}
+            if key not in seen and not names & done.keys():
                 seen.add(key)
                 todo.append(path)
+                retried |= {failed[name] for name in names & failed.keys()}  # an error row: tried again
+        if retried:  # their error rows go, before anything else is written: each file keeps one row
+            f = open_files.enter_context(rewritten_without(out, retried, f))
+            print(f"trying again {len(retried)} file{'s' * (len(retried) != 1)} that could not be read before")
         if heatmaps:  # after the CSV's own checks: a run refused there leaves no heatmaps folder
             try:
                 make_heatmaps_folder(heatmaps)
@@ -267,6 +279,29 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
         print(f"warning: {lost_heatmaps} heatmap{'s' * (lost_heatmaps != 1)} could not be written (the warnings above "
               "say why); their rows are in the CSV", file=sys.stderr)
     return scored, errors
+
+
+def rewritten_without(out: Path, paths: set[str], f: io.TextIOBase) -> io.TextIOBase:
+    """Put in the place of `out`, open as `f`, a copy without the rows of `paths` (as `already_scored` names them), and
+    return the copy open at its end and locked for this run. The copy is written whole beside `out` and then renamed
+    over it in one step, so a run stopped (or a disk filling up) midway leaves `out` as it was."""
+    rows = csv.DictReader(io.StringIO(out.read_bytes().decode(**ENCODING), newline=""))
+    copy = out.with_name(f".{out.name}.rewrite")
+    new = copy.open("w", newline="", **ENCODING)
+    try:
+        write_alone(new, copy)
+        writer = csv.DictWriter(new, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(row for row in rows if os.path.abspath(row["path"]) not in paths)
+        new.flush()
+        os.fsync(new.fileno())
+        f.close()  # before the rename: Windows renames no file over one that is open
+        os.replace(copy, out)
+    except BaseException:
+        new.close()
+        copy.unlink(missing_ok=True)
+        raise
+    return new
 
 
 def make_heatmaps_folder(heatmaps: Path) -> None:
@@ -392,10 +427,6 @@ def main(argv: list[str] | None = None) -> int:
     scored_before = args.resume and scored == 0 and any(label != "error" for label in answers)
     if scored_before and errors == 0:
         print(f"nothing left to score: every image under {folder} is in {out} already")
-    elif args.resume and scored == errors == 0:  # every row an error, none tried again
-        print(f"nothing left to score: every image under {folder} is in {out} already, and none of them could be "
-              "scored (their rows say why, in the error column); --resume does not try them again: replace or fix "
-              "those files and score with --overwrite")
     else:
         unread = f"; {errors} could not be read (their rows say why, in the error column)" if errors else ""
         print(f"scored {scored} image{'s' * (scored != 1)}{unread}; wrote {out}")

@@ -95,6 +95,32 @@ def test_rows_say_how_many_spots_were_seen_and_what_was_checked(tmp_path, predic
     assert x1 - x0 < 100 and (x1 <= 100 or x0 >= 100)  # one of the two, not both
 
 
+def test_resume_tries_the_files_that_could_not_be_read_again(messy_folder, tmp_path, predictor, monkeypatch):
+    """--resume had skipped error rows: a file fixed since (a copy finished, a permission given) stayed an error
+    until the whole folder was scored again with --overwrite. Now it is tried again and its row replaced, every other
+    row kept as it was; a run stopped while the CSV is rewritten leaves it whole."""
+    out = tmp_path / "scores.csv"
+    (messy_folder / "late.jpg").write_bytes(b"")  # a photo still being copied
+    assert batch.score_folder(predictor, messy_folder, out, progress=False) == (3, 3)
+    write_rgb(messy_folder / "late.jpg", spot_photo("nevus", size=160))  # its copy done
+    (messy_folder / "empty.jpg").unlink()  # gone since: its row stays
+    before = out.read_bytes()
+    kept = [line for line in before.splitlines(keepends=True) if b"late.jpg" not in line]
+    with monkeypatch.context() as stopped:  # a Ctrl+C as the rewritten CSV takes the old one's place
+        stopped.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            batch.score_folder(predictor, messy_folder, out, resume=True, progress=False)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["photos", "scores.csv"]
+    assert batch.score_folder(predictor, messy_folder, out, resume=True, progress=False) == (1, 1)  # and notes.jpg
+    after = out.read_bytes().splitlines(keepends=True)
+    by_name = {os.path.basename(r["path"]): r for r in rows(out)}
+    assert len(by_name) == len(after) - 1 == 6 and by_name["late.jpg"]["label"] != "error"
+    assert by_name["empty.jpg"]["label"] == by_name["notes.jpg"]["label"] == "error"
+    assert ([line for line in after if b"notes.jpg" not in line and b"late.jpg" not in line]
+            == [line for line in kept if b"notes.jpg" not in line])  # the other rows byte for byte
+    assert batch.score_folder(predictor, messy_folder, out, resume=True, progress=False) == (0, 1)  # notes.jpg again
+
+
 def test_resume_refuses_a_csv_with_other_columns(messy_folder, tmp_path):
     out = tmp_path / "old.csv"
     old = "path,label,confidence,p_vascular,p_nevus,p_other,reason,error\r\nx.jpg,nevus,0.9,0,0.9,0.1,,\r\ny.jp"
@@ -114,7 +140,7 @@ def test_resume_matches_files_however_the_folder_is_spelled(messy_folder, tmp_pa
     relative = tmp_path / "relative.csv"
     batch.score_folder(predictor, Path("photos"), relative, progress=False)
     monkeypatch.chdir(tmp_path.parent)
-    assert batch.score_folder(predictor, messy_folder, relative, resume=True, progress=False) == (0, 0)
+    assert batch.score_folder(predictor, messy_folder, relative, resume=True, progress=False) == (0, 2)  # the errors
     assert len(rows(relative)) == 5 and all(os.path.isabs(r["path"]) for r in rows(relative))
 
 
@@ -274,9 +300,10 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert "does not exist" in capsys.readouterr().err
     capsys.readouterr()
     assert batch.main([str(bad), "--out", str(tmp_path / "s.csv"), "--resume"]) == 1  # still nothing scored
-    said = capsys.readouterr()  # its rows are all errors: not "done", and not as if they had been tried again
-    assert "none of them could be scored" in said.out and "--overwrite" in said.out
-    assert "scored 0 images" not in said.out
+    said = capsys.readouterr()  # its rows are all errors: tried again, not taken as done
+    assert "trying again 1 file that could not be read before" in said.out and "nothing left" not in said.out
+    assert "scored 0 images; 1 could not be read" in said.out and "error: no image could be scored" in said.err
+    assert len(rows(tmp_path / "s.csv")) == 1
 
 
 def test_cli_messages(tmp_path, monkeypatch, capsys):
@@ -376,7 +403,12 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(messy_folder, tmp_pa
     assert counts["error"] == 2 and f"{out} holds 5 rows: " + ", ".join(
         f"{n} {label}" for label, n in counts.items() if n) in said
     assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0
-    assert "nothing left to score: every image under" in capsys.readouterr().out
+    said = capsys.readouterr().out  # the two files that could not be read are tried again, and fail again
+    assert "trying again 2 files that could not be read before" in said and "scored 0 images; 2 could not" in said
+    for bad in ("empty.jpg", "notes.jpg"):  # gone: their rows stay, and nothing is left to try
+        (messy_folder / bad).unlink()
+    assert batch.main([str(messy_folder), "--out", str(out), "--resume"]) == 0
+    assert "nothing left to score: every image under" in capsys.readouterr().out and len(rows(out)) == 5
 
 
 @pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--workers", "-1"], ["--threads", "x"],
@@ -447,7 +479,8 @@ def test_the_csv_is_utf8_whatever_the_file_names(messy_folder, tmp_path, predict
     text = out.read_bytes().decode("utf-8")  # strict
     names = [os.path.basename(r["path"]) for r in csv.DictReader(text.splitlines())]
     assert "caf\\xe9.png" in names
-    assert batch.score_folder(predictor, messy_folder, out, resume=True, progress=False) == (0, 0)  # known again
+    assert batch.score_folder(predictor, messy_folder, out, resume=True, progress=False) == (0, 2)  # known again
+    assert "caf\\xe9.png" in [os.path.basename(r["path"]) for r in rows(out)] and len(rows(out)) == 5
 
 
 def test_a_link_to_a_photo_in_the_folder_is_scored_once_fresh_or_resumed(tmp_path, predictor):
