@@ -1,7 +1,9 @@
 """Training, resuming and evaluating end to end on a tiny class-per-folder dataset."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shutil
 import signal
@@ -392,12 +394,13 @@ def test_a_killed_run_says_how_to_resume_and_exits_as_interrupted(class_tree, tm
 
 
 FILL_THE_DISK_AT_SECOND_EPOCH = """
-import errno, runpy, sys
+import errno, os, runpy, sys
 import model.checkpoint
 save = model.checkpoint.save_checkpoint
 def save_until_full(path, checkpoint):
     if path.name == "last.pt" and checkpoint["epoch"] == 1:
-        raise OSError(errno.ENOSPC, "No space left on device")
+        number = getattr(errno, os.environ["DISK_ERROR"])
+        raise OSError(number, os.strerror(number))
     save(path, checkpoint)
 model.checkpoint.save_checkpoint = save_until_full
 sys.argv = ["train.py", *sys.argv[1:]]
@@ -405,15 +408,19 @@ runpy.run_module("training.train", run_name="__main__")
 """
 
 
-def test_a_full_disk_is_a_message_with_how_to_resume(class_tree, tmp_path):
+@pytest.mark.parametrize("error,advice", [("ENOSPC", "make room, then "), ("EROFS", "")])
+def test_a_full_disk_is_a_message_with_how_to_resume(class_tree, tmp_path, error, advice):
     """A full disk while saving an epoch had ended training with a traceback from torch's zip writer (RuntimeError:
-    "unexpected pos 704 vs 598"), saying neither what was wrong nor that the epochs before were kept."""
+    "unexpected pos 704 vs 598"), saying neither what was wrong nor that the epochs before were kept. A disk that
+    turns read-only (Linux remounts one so after an error) gets the same, without "make room"."""
     out = tmp_path / "run"
     run = subprocess.run([sys.executable, "-c", FILL_THE_DISK_AT_SECOND_EPOCH, "--data", str(class_tree), "--out",
-                          str(out), *FAST], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          str(out), *FAST], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "DISK_ERROR": error})
+    why = os.strerror(getattr(errno, error))
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    assert (f"error: cannot write {out}: No space left on device; every finished epoch is saved: make room, then "
-            f"continue with: python -m training.train --out {out} --resume --workers 0\n") in run.stderr
+    assert (f"error: cannot write {out}: {why}; every finished epoch is saved: {advice}continue with: "
+            f"python -m training.train --out {out} --resume --workers 0\n") in run.stderr
     assert load_checkpoint(out / "last.pt", finished=False)["epoch"] == 0
 
 
@@ -423,8 +430,10 @@ def test_a_run_resumes_on_its_data_moved_elsewhere(class_tree, tmp_path, monkeyp
     interrupted_in_second_epoch(monkeypatch, tmp_path / "run", ["--data", str(class_tree), *FAST])
     (tmp_path / "elsewhere").mkdir()
     moved = shutil.move(class_tree, tmp_path / "elsewhere" / class_tree.name)  # another disk, the same folder
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(SystemExit, match="does not exist; if the data has moved, name its folders where they are now "
+                                         "with --data") as refused:
         train.main(["--out", str(tmp_path / "run"), "--resume"])
+    assert refused.value.code == 2
     for other in ([str(moved), str(make_ham(tmp_path / "ham"))], [str(shutil.copytree(moved, tmp_path / "mine"))]):
         with pytest.raises(SystemExit, match="--data was"):  # more folders, or another name: other data
             train.main(["--out", str(tmp_path / "run"), "--resume", "--data", *other])

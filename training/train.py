@@ -184,6 +184,8 @@ REFIT_FLAGS = {"keep", "unsure_rate", "max_false_vascular", "ood_pass"}
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
 RESUME_MAY_CHANGE = MACHINE_FLAGS | REFIT_FLAGS
+# For a resumed run whose data folder is not where last.pt recorded it.
+MOVED_ADVICE = "; if the data has moved, name its folders where they are now with --data, in the same order"
 # For a class a split lacks (`require_every_class`), unless there is better advice.
 FOLDER_ADVICE = "with a class-per-folder tree, add photos to that class's folder"
 # What a run leaves in OUT: training's files, and training.evaluate's report on it (beside it, or in val/).
@@ -444,8 +446,8 @@ def run_splits(args: argparse.Namespace, state: dict | None,
     try:  # a resumed run keeps its split, whatever the data or the splitting code did since
         splits = (recorded_splits(args.data, state["split_members"], args.folder_domain, legacy=legacy_names(state))
                   if recorded else load_splits(args.data, args.seed, args.folder_domain))
-    except NoDataFolder as err:  # a slip in --data
-        raise UsageError(str(err))
+    except NoDataFolder as err:  # a slip in --data, or a resumed run's data moved
+        raise UsageError(f"{err}{MOVED_ADVICE if recorded else ''}")
     except (OSError, ValueError) as err:  # an unreadable folder, no images in it, too few to split
         raise SystemExit(f"error: {reading_problem(err)}")
     advice = FOLDER_ADVICE
