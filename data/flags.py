@@ -4,11 +4,12 @@ work; warnings printed as plain lines; and a `kill` handled as Ctrl+C."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -61,15 +62,34 @@ def run_command(main: Callable[[], object]) -> NoReturn:
     sys.exit(status if isinstance(status, int) else 0)
 
 
+# Ctrl+C and a `kill`: what `interrupt_on_termination` takes as Ctrl+C (Windows has no SIGHUP).
+STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+
+
 def leave_signals_to_parent() -> None:
     """In a worker process (a pool's initializer): leave Ctrl+C and a `kill` to the parent, which stops its workers.
     A terminal sends Ctrl+C to every process of the command: each worker had printed a KeyboardInterrupt traceback,
     and one that died holding the pool's queue lock hung the parent (2 of 20 Ctrl+Cs while training decoded). And
-    `interrupt_on_termination`, inherited, turned the SIGTERM with which the parent stops a worker into the same."""
+    `interrupt_on_termination`, inherited, turned the SIGTERM with which the parent stops a worker into the same.
+    Then the signals `workers_starting` held back are let through: a Ctrl+C held is dropped, a `kill` stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def workers_starting() -> Iterator[None]:
+    """Hold Ctrl+C and a `kill` back while worker processes are forked (each with `leave_signals_to_parent` as its
+    initializer), and let them through after: a worker starts with its parent's handlers, and one that a Ctrl+C
+    reached before its initializer ran had printed a KeyboardInterrupt traceback. The parent still gets every
+    Ctrl+C: once the block ends, or sooner through another of its threads."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def write_problem(err: OSError) -> str:

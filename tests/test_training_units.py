@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from data.datasets import Sample, load_class_folders
-from data.flags import UsageError, interrupt_on_termination, leave_signals_to_parent
+from data.flags import UsageError, interrupt_on_termination, leave_signals_to_parent, workers_starting
 from data.presets import EvalSettings, TrainPreset
 from model.decision import softmax
 from model import export
@@ -493,10 +493,33 @@ def test_ctrl_c_while_decoding_stops_the_workers_quietly(jpeg_tree, attempt):
 
 
 def test_a_worker_leaves_ctrl_c_and_a_kill_to_its_parent():
-    """What the test above catches one try in three, for certain: a worker ignores Ctrl+C, and a SIGTERM stops it."""
-    with multiprocessing.get_context("fork").Pool(1, initializer=leave_signals_to_parent) as pool:
+    """What the test above catches one try in three, for certain: a worker ignores Ctrl+C, and a SIGTERM stops it;
+    started with them held back (`workers_starting`), it lets them through once its initializer has run."""
+    with workers_starting():
+        pool = multiprocessing.get_context("fork").Pool(1, initializer=leave_signals_to_parent)
+    with pool:
         assert pool.apply(signal.getsignal, (signal.SIGINT,)) == signal.SIG_IGN
         assert pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
+        assert pool.apply(signal.pthread_sigmask, (signal.SIG_BLOCK, [])) == set()
+
+
+def test_a_ctrl_c_that_reaches_a_worker_before_its_initializer_is_dropped():
+    """The gap `workers_starting` closes: a Ctrl+C between a worker's fork and its initializer had reached it while
+    it still had its parent's handlers (a KeyboardInterrupt traceback in the worker). Forked with it held back, the
+    worker drops it when its initializer ignores Ctrl+C."""
+    with workers_starting():
+        pid = os.fork()
+        if pid == 0:  # the worker, its initializer not run yet
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl+C
+                time.sleep(0.05)
+                leave_signals_to_parent()
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                os._exit(1)
+            os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # the parent's signals let through again
 
 
 @pytest.mark.parametrize("bad", ["missing.pt", "garbage.pt", "folder"])

@@ -1,6 +1,7 @@
 """Turning samples into tensors for training: decode once, sample with balance, augment per draw."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import sys
@@ -12,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from data.datasets import Sample
-from data.flags import leave_signals_to_parent
+from data.flags import leave_signals_to_parent, workers_starting
 from data.images import MIN_PHOTO_SIDE, ImageError, read_image, working_copy
 from data.presets import EvalSettings, TrainPreset, frame_and_resize, normalize_as
 
@@ -45,7 +46,10 @@ def decode_all(samples: list[Sample], side: int, workers: int, desc: str,
         # (evaluation, in a test process) had been destroyed in a worker, where its threads do not exist, and its
         # destructor waited for them for ever.
         gc.collect()
-        with multiprocessing.get_context("fork").Pool(workers, initializer=leave_signals_to_parent) as pool:
+        with contextlib.ExitStack() as stack:
+            with workers_starting():
+                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(
+                    workers, initializer=leave_signals_to_parent))
             pixels = list(tqdm(pool.imap(_framed, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False, disable=None))
     else:
         pixels = [_framed(job) for job in tqdm(jobs, desc=desc, leave=False, disable=None)]
