@@ -121,7 +121,8 @@ def summary(history: list[dict]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.ablation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--epochs", type=int, default=10, help="epochs per run (default: 10, the budget of the stored rows)")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),

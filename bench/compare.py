@@ -15,9 +15,10 @@ from data.splits import model_splits
 from model.checkpoint import DEFAULT_CHECKPOINT
 
 
-def parse_models(doc: str, results: Path, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """--checkpoints, --names (default: each checkpoint's folder name) and --write."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_models(prog: str, doc: str, results: Path,
+                 argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """--checkpoints, --names (default: each checkpoint's folder name) and --write, for the command `prog`."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoints", nargs="+", default=[str(DEFAULT_CHECKPOINT)])
     p.add_argument("--names", nargs="+", default=None, help="a short name per checkpoint for the table")
     p.add_argument("--write", action="store_true", help=f"also write the table to {results.name}")

@@ -45,7 +45,8 @@ def pair_tile(image: np.ndarray, plain: tuple, flat: tuple, caption: str) -> np.
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
     """Write the sheets; return how many photos of each class the two framings disagree on."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.framing_sheet", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clinical", default=DEFAULT_DATA[1], help="the clinical set (labels.csv + images/)")
     parser.add_argument("--out", default="runs/framing_sheets", help="folder for the contact sheets")
     args = parser.parse_args(argv)

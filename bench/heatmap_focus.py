@@ -75,7 +75,8 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.heatmap_focus", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="default: the embedded model")
     p.add_argument("--data", default=DEFAULT_DATA[1], help="the clinical set")
     p.add_argument("--sheets", default=None, help="folder for contact sheets (not for the repository)")

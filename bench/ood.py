@@ -146,7 +146,8 @@ def unsure_share(logits: np.ndarray, distances: np.ndarray, problems: list, cal:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.ood", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--data", nargs="+", default=DEFAULT_DATA)
     p.add_argument("--write", action="store_true", help=f"also write the tables to {RESULTS.name}")

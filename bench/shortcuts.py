@@ -67,7 +67,7 @@ def mark_effects(predictor: Predictor, squares: list[np.ndarray], targets: np.nd
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, names = parse_models(__doc__, RESULTS, argv)
+    args, names = parse_models("python -m bench.shortcuts", __doc__, RESULTS, argv)
 
     columns = ("answer changed", "non-nevi turned nevus", "turned vascular", "mean change in p(nevus), non-nevi",
                "non-vascular over the vascular bar: plain / marked", "balanced accuracy: plain / marked")

@@ -71,7 +71,8 @@ def scores(logits: np.ndarray, distances: np.ndarray, problems: list[str | None]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.tta", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--data", nargs="+", default=DEFAULT_DATA)
     args = p.parse_args(argv)

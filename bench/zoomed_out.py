@@ -63,7 +63,7 @@ def scores(predictor: Predictor, images: list[np.ndarray], targets: np.ndarray, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, names = parse_models(__doc__, RESULTS, argv)
+    args, names = parse_models("python -m bench.zoomed_out", __doc__, RESULTS, argv)
 
     columns = ("balanced accuracy", "vascular recall", "answered", "non-vascular called vascular")
     lines = ["| model | validation images | spot size | input | " + " | ".join(columns) + " |",

@@ -386,7 +386,8 @@ def web_address(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m data.download", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=path_argument, required=True, help="folder to fill (created if needed)")
     parser.add_argument("--server", type=web_address, default=DEFAULT_SERVER,
                         help=f"Dataverse base URL (default: {DEFAULT_SERVER})")

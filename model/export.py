@@ -195,7 +195,8 @@ def _check_against_torch(model, graph: bytes, size: int, tolerance: float = 1e-4
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m model.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=named_path, default=None, help="the .pt checkpoint to export (default: the embedded model)")
     parser.add_argument("--opset", type=int_from(OPSETS[0], OPSETS[-1], "opset_number"), default=OPSET,
                         help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default: {OPSET})")

@@ -590,7 +590,7 @@ def certificate_problem(certfile: str, keyfile: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m serve.app", description=__doc__)
     # Gradio had failed on a port over 65535 with an OverflowError traceback, and on 0 with httpx's.
     parser.add_argument("--port", type=int_from(1, 65535, "port_number"), default=7860, help="default: 7860")
     parser.add_argument("--host", default="127.0.0.1",

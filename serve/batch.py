@@ -373,7 +373,8 @@ def argument_problem(args: argparse.Namespace, folder: Path, out: Path) -> str |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m serve.batch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=path_argument, help="folder of images (searched recursively)")
     parser.add_argument("--out", default=None, help="CSV to write (default: ./scores.csv)")
     parser.add_argument("--checkpoint", type=named_path, default=None,

@@ -34,7 +34,8 @@ TRAINING_DEFAULTS = vars(train_args([]))  # parsed once
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("members", nargs="+", type=named_path, help="the runs' finished checkpoints (spotcheck.pt), at least two")
     p.add_argument("--out", type=named_path, default="runs/ensemble", help="output folder (default: runs/ensemble)")
     p.add_argument("--overwrite", action="store_true",

@@ -152,7 +152,8 @@ def data_folders(meta: dict) -> list[str]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=named_path, default=str(DEFAULT_CHECKPOINT), help="default: the shipped model")
     parser.add_argument("--data", nargs="+", type=named_path, default=None,
                         help="the data folders the model was trained on, or with --split all labelled folders it has "

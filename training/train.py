@@ -52,7 +52,8 @@ from training.report import FIGURES, clinical_sources_of
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", nargs="+", type=named_path, default=DEFAULT_DATA,
                    help="data folders: HAM10000 (metadata CSV + images, or the ISIC 2018 Task 3 ground truth + "
                         "lesion groupings + images), the clinical set (labels.csv) or a class-per-folder tree "

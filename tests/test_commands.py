@@ -1,0 +1,23 @@
+"""Every command's own usage line: the command to type, as the README gives it."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+COMMANDS = ["serve.app", "serve.batch", "training.train", "training.evaluate", "training.ensemble", "model.export",
+            "data.download", "bench.ablation", "bench.framing_sheet", "bench.heatmap_focus", "bench.ood",
+            "bench.shortcuts", "bench.tta", "bench.zoomed_out"]
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_usage_and_errors_name_the_command_to_type(module, capsys):
+    """argparse had named the file (`usage: batch.py ...`, `batch.py: error: ...`), which does not run as such: the
+    modules import the project's packages, so they run as `python -m serve.batch` from the repository."""
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith(f"usage: python -m {module} ")
+    with pytest.raises(SystemExit) as stop:
+        main(["--no-such-flag"])
+    assert stop.value.code == 2 and f"\npython -m {module}: error: " in capsys.readouterr().err
