@@ -32,18 +32,14 @@ def interrupt_on_termination() -> None:
 class UsageError(SystemExit):
     """A command line the command refuses, in words (flags that contradict each other, an output folder that holds a
     run, a data folder or model that is not there): exit status 2, as argparse's own refusals, where a plain
-    `SystemExit(message)` exits 1, the status of work that failed. The command's entry point prints the message
-    (`run_command`, `report_refusal`)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.code = 2
+    `SystemExit(message)` exits 1, the status of work that failed. The command's entry point prints the message and
+    exits 2 (`run_command`, `report_refusal`); one that escapes elsewhere is still printed, with status 1."""
 
 
 def report_refusal(err: UsageError) -> NoReturn:
-    """Print a refused command line's reason and exit with its status, 2."""
+    """Print a refused command line's reason and exit with status 2."""
     print(f"error: {err}", file=sys.stderr)
-    sys.exit(err.code)
+    sys.exit(2)
 
 
 def run_command(main: Callable[[], object]) -> NoReturn:
@@ -85,11 +81,11 @@ def workers_starting() -> Iterator[None]:
     initializer), and let them through after: a worker starts with its parent's handlers, and one that a Ctrl+C
     reached before its initializer ran had printed a KeyboardInterrupt traceback. The parent still gets every
     Ctrl+C: once the block ends, or sooner through another of its threads."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def write_problem(err: OSError) -> str:

@@ -45,6 +45,7 @@ import csv
 import errno
 import io
 import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -250,9 +251,6 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                 seen.add(key)
                 todo.append(path)
                 retried |= {failed[name] for name in names & failed.keys()}  # an error row: tried again
-        if retried:  # their error rows go, before anything else is written: each file keeps one row
-            f = open_files.enter_context(rewritten_without(out, retried, f))
-            print(f"trying again {len(retried)} file{'s' * (len(retried) != 1)} that could not be read before")
         if heatmaps:  # after the CSV's own checks: a run refused there leaves no heatmaps folder
             try:
                 make_heatmaps_folder(heatmaps)
@@ -260,6 +258,9 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
                 if new_csv:  # nor an empty CSV
                     out.unlink(missing_ok=True)
                 raise
+        if retried:  # their error rows go, only now that scoring starts: each file keeps one row
+            f = open_files.enter_context(rewritten_without(out, retried, f))
+            print(f"trying again {len(retried)} file{'s' * (len(retried) != 1)} that could not be read before")
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if not (resume and out.stat().st_size > 0):
             f.truncate(0)
@@ -283,22 +284,28 @@ def score_folder(predictor: Predictor, folder: Path, out: Path, *, resume: bool 
 
 def rewritten_without(out: Path, paths: set[str], f: io.TextIOBase) -> io.TextIOBase:
     """Put in the place of `out`, open as `f`, a copy without the rows of `paths` (as `already_scored` names them), and
-    return the copy open at its end and locked for this run. The copy is written whole beside `out` and then renamed
-    over it in one step, so a run stopped (or a disk filling up) midway leaves `out` as it was."""
-    rows = csv.DictReader(io.StringIO(out.read_bytes().decode(**ENCODING), newline=""))
-    copy = out.with_name(f".{out.name}.rewrite")
+    return the copy open at its end and locked for this run. The copy is written whole beside `out` (beside the file
+    itself, with its permissions, where `out` is a link to it) and then renamed over it in one step, so a run stopped
+    (or a disk filling up) midway leaves `out` as it was."""
+    target = Path(os.path.realpath(out))
+    rows = csv.DictReader(io.StringIO(target.read_bytes().decode(**ENCODING), newline=""))
+    copy = target.with_name(f".{target.name}.rewrite")
     new = copy.open("w", newline="", **ENCODING)
     try:
-        write_alone(new, copy)
+        write_alone(new, out)
         writer = csv.DictWriter(new, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(row for row in rows if os.path.abspath(row["path"]) not in paths)
         new.flush()
         os.fsync(new.fileno())
-        f.close()  # before the rename: Windows renames no file over one that is open
-        os.replace(copy, out)
+        shutil.copymode(target, copy)
+        if fcntl is None:  # Windows renames no file over one that is open (and nothing is locked there)
+            f.close()
+        os.replace(copy, target)
+        f.close()  # only now: its lock kept another run out until the copy, locked too, took its place
     except BaseException:
-        new.close()
+        with contextlib.suppress(OSError):  # a full disk fails the close's flush too
+            new.close()
         copy.unlink(missing_ok=True)
         raise
     return new

@@ -111,7 +111,21 @@ def test_resume_tries_the_files_that_could_not_be_read_again(messy_folder, tmp_p
         with pytest.raises(KeyboardInterrupt):
             batch.score_folder(predictor, messy_folder, out, resume=True, progress=False)
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["photos", "scores.csv"]
+    with monkeypatch.context() as full:  # a disk that fills up while the copy is written: no copy left behind
+        full.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+        with pytest.raises(OSError, match="No space left"):
+            batch.score_folder(predictor, messy_folder, out, resume=True, progress=False)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["photos", "scores.csv"]
+    (tmp_path / "a file").write_text("")  # a --heatmaps folder that cannot be made: refused, the error rows kept
+    with pytest.raises(OSError):
+        batch.score_folder(predictor, messy_folder, out, resume=True, heatmaps=tmp_path / "a file" / "maps",
+                           progress=False)
+    assert out.read_bytes() == before
+    (tmp_path / "a file").unlink()
+    os.rename(out, tmp_path / "kept.csv")  # --out a link to the CSV: the file it points to is the one rewritten
+    os.symlink(tmp_path / "kept.csv", out)
     assert batch.score_folder(predictor, messy_folder, out, resume=True, progress=False) == (1, 1)  # and notes.jpg
+    assert out.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv", "photos", "scores.csv"]
     after = out.read_bytes().splitlines(keepends=True)
     by_name = {os.path.basename(r["path"]): r for r in rows(out)}
     assert len(by_name) == len(after) - 1 == 6 and by_name["late.jpg"]["label"] != "error"

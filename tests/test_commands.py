@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
+
+from tests.conftest import ROOT
 
 COMMANDS = ["serve.app", "serve.batch", "training.train", "training.evaluate", "training.ensemble", "model.export",
             "data.download", "bench.ablation", "bench.framing_sheet", "bench.heatmap_focus", "bench.ood",
@@ -21,3 +25,11 @@ def test_usage_and_errors_name_the_command_to_type(module, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--no-such-flag"])
     assert stop.value.code == 2 and f"\npython -m {module}: error: " in capsys.readouterr().err
+
+
+def test_a_refusal_that_escapes_its_command_is_still_printed():
+    """A UsageError exits 2 through a command's entry point (tests/test_training_units.py); raised from a script that
+    calls a command's `main` itself, Python prints it and exits 1, as it does any `SystemExit` with a message."""
+    done = subprocess.run([sys.executable, "-c", "from data.flags import UsageError; raise UsageError('no --out')"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "no --out\n")
