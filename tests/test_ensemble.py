@@ -10,6 +10,7 @@ import torch
 
 import bench.ood as ood_bench
 import training.train as train
+from data.flags import UsageError
 from data.images import read_image
 from model.checkpoint import load_checkpoint, network_from, save_checkpoint
 from model.net import Ensemble, LiteNet, SpotNet
@@ -98,6 +99,8 @@ def test_ensemble_finishes_two_runs_into_one_served_model(two_runs, class_tree, 
         ood_bench.main(["--checkpoint", str(final)])
     # Runs trained on another machine: their data where it lies here, found by the names of its images.
     moved = class_tree.rename(tmp_path / "moved")
+    with pytest.raises(UsageError, match="does not exist; if the data has moved, name its folders where they are now"):
+        ensemble.main([*map(str, two_runs), "--out", str(tmp_path / "here")])
     here = ensemble.main([*map(str, two_runs), "--out", str(tmp_path / "here"), "--data", str(moved)])
     assert load_checkpoint(here)["calibration"] == ckpt["calibration"]
     assert load_checkpoint(here)["meta"]["data"] == [str(moved)]

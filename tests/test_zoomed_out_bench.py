@@ -61,7 +61,7 @@ def test_the_table_is_kept_with_its_command_only_when_asked(tmp_path, capsys):
     results = tmp_path / "table.md"
     for argv in (["--checkpoints", "runs/a/spotcheck.pt", "b.pt", "--names", "a", "b"],
                  ["--checkpoints", "runs/a/spotcheck.pt", "--write"]):
-        args, names = parse_models(bench.__doc__, results, argv)
+        args, names = parse_models("python -m bench.zoomed_out", bench.__doc__, results, argv)
         publish(["| a table |"], title="Title", module="bench.zoomed_out", doc=bench.__doc__, results=results,
                 args=args, names=names)
         assert "| a table |" in capsys.readouterr().out
@@ -80,7 +80,7 @@ def test_writing_a_table_keeps_the_rows_of_models_the_run_does_not_name(tmp_path
 
     def run(rows: list[str], *names: str, columns: list[str] = header) -> str:
         argv = ["--checkpoints", *(f"runs/{n}/spotcheck.pt" for n in names), "--names", *names, "--write"]
-        args, names = parse_models(bench.__doc__, results, argv)
+        args, names = parse_models("python -m bench.zoomed_out", bench.__doc__, results, argv)
         publish(columns + rows, title="Title", module="bench.zoomed_out", doc=bench.__doc__, results=results,
                 args=args, names=names)
         return results.read_text()

@@ -25,8 +25,8 @@ from data.splits import all_its_folders, model_splits, resolved_paths
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
 from training.loaders import decode_all
-from training.train import (RESUME_MAY_CHANGE, RUN_FILES, inherited_record, parse_args as train_args, previous_run,
-                            replace_run, write_model)
+from training.train import (MOVED_ADVICE, RESUME_MAY_CHANGE, RUN_FILES, inherited_record, parse_args as train_args,
+                            previous_run, replace_run, write_model)
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
             recipe.data = args.data
         splits = model_splits(checkpoints[0]["meta"], recipe.data)
     except NoDataFolder as err:  # a slip in --data, or the runs' folders moved
-        raise UsageError(str(err))
+        raise UsageError(f"{err}{'' if args.data else MOVED_ADVICE}")
     except (OSError, ValueError) as err:  # an unreadable data folder, too few images
         raise SystemExit(f"error: {reading_problem(err)}")
     val_pixels, val_samples = decode_all(splits["val"], recipe.image_size, workers=recipe.decode_workers,

@@ -185,7 +185,7 @@ REFIT_FLAGS = {"keep", "unsure_rate", "max_false_vascular", "ood_pass"}
 # Flags a resumed run may change: they do not alter what is trained (the rest must match the interrupted run's).
 # Resuming a finished run redoes only the final steps, so it can re-pick the weights and recalibrate.
 RESUME_MAY_CHANGE = MACHINE_FLAGS | REFIT_FLAGS
-# For a resumed run whose data folder is not where last.pt recorded it.
+# For a resumed run (or an average of runs) whose data folder is not where the checkpoint recorded it.
 MOVED_ADVICE = "; if the data has moved, name its folders where they are now with --data, in the same order"
 # For a class a split lacks (`require_every_class`), unless there is better advice.
 FOLDER_ADVICE = "with a class-per-folder tree, add photos to that class's folder"
