@@ -124,7 +124,18 @@ def test_resume_tries_the_files_that_could_not_be_read_again(messy_folder, tmp_p
     (tmp_path / "a file").unlink()
     os.rename(out, tmp_path / "kept.csv")  # --out a link to the CSV: the file it points to is the one rewritten
     os.symlink(tmp_path / "kept.csv", out)
+    replace, others = os.replace, []
+
+    def another_run_then_replace(copy, target):  # a second run starting as the copy takes the CSV's place
+        with open(target, "a") as f:
+            with pytest.raises(batch.BusyError):  # the old file is still locked by this run: no rows lost into it
+                batch.write_alone(f, target)
+        others.append(target)
+        replace(copy, target)
+
+    monkeypatch.setattr(os, "replace", another_run_then_replace)
     assert batch.score_folder(predictor, messy_folder, out, resume=True, progress=False) == (1, 1)  # and notes.jpg
+    assert others == [tmp_path / "kept.csv"]
     assert out.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv", "photos", "scores.csv"]
     after = out.read_bytes().splitlines(keepends=True)
     by_name = {os.path.basename(r["path"]): r for r in rows(out)}
