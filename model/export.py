@@ -15,6 +15,10 @@ Writes two files beside the checkpoint (`spotcheck.pt` -> `spotcheck.onnx` and
 With these two files `model.predictor.Predictor(..., backend="onnx")` needs
 only onnxruntime and numpy, no torch. The export is checked before it is
 written: ONNX Runtime must reproduce PyTorch's outputs.
+
+Exit status 0 when both files are written; 2 for a bad command line or a
+checkpoint that cannot be used; 1 when they cannot be written (a full disk,
+no permission); 130 when stopped (Ctrl+C or a `kill`).
 """
 from __future__ import annotations
 

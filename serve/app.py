@@ -4,6 +4,10 @@ Plain functions answer a photo (`check_spot`, `check_frame`) and `PageHandlers`
 holds what each button does, all called directly by the tests; `build_app` lays
 out the page and wires its events to them. Runs fully offline: analytics off,
 system fonts only, no share link; uploads are deleted once answered.
+
+Exit status 2 for a bad command line (a port, host, certificate or checkpoint
+that cannot be used), 1 when it cannot serve at the port; stopped with Ctrl+C
+or a `kill`, it deletes the uploads and exits 0.
 """
 from __future__ import annotations
 
