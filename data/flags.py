@@ -20,13 +20,19 @@ def plain_warnings() -> None:
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
 
 
+# A `kill` (SIGTERM) and a closed terminal (SIGHUP; Windows has none), which `interrupt_on_termination` takes as
+# Ctrl+C; with Ctrl+C itself, the signals that stop a command.
+KILL_SIGNALS = {getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)}
+STOP_SIGNALS = {signal.SIGINT, *KILL_SIGNALS}
+
+
 def interrupt_on_termination() -> None:
     """Make SIGTERM and SIGHUP (a `kill`, systemd, `docker stop`, a closed terminal) stop the program as Ctrl+C
     does, so that it says what was kept and cleans up on the way out; a signal already ignored (`nohup` ignores
     SIGHUP) stays ignored."""
-    for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
-        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is signal.SIG_DFL:
-            signal.signal(getattr(signal, name), signal.default_int_handler)
+    for number in KILL_SIGNALS:
+        if signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, signal.default_int_handler)
 
 
 class UsageError(SystemExit):
@@ -58,9 +64,6 @@ def run_command(main: Callable[[], object]) -> NoReturn:
     sys.exit(status if isinstance(status, int) else 0)
 
 
-# Ctrl+C and a `kill`: what `interrupt_on_termination` takes as Ctrl+C (Windows has no SIGHUP).
-STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
-
 
 def leave_signals_to_parent() -> None:
     """In a worker process (a pool's initializer): leave Ctrl+C and a `kill` to the parent, which stops its workers.
@@ -69,9 +72,8 @@ def leave_signals_to_parent() -> None:
     `interrupt_on_termination`, inherited, turned the SIGTERM with which the parent stops a worker into the same.
     Then the signals `workers_starting` held back are let through: a Ctrl+C held is dropped, a `kill` stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    for number in KILL_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 

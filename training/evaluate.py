@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.datasets import CLASSES, DEFAULT_DATA, DOMAINS, NoDataFolder, Sample, load_dataset, reading_problem
-from data.flags import UsageError, named_path, run_command, write_problem
+from data.flags import UsageError, named_path, report_refusal, run_command, write_problem
 from data.identity import is_seen
 from data.splits import (all_its_folders, at_recorded_path, class_counts, legacy_names, model_splits,
                          split_digest, trained_folder_domain, trained_on, tree_note)
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         data, samples, left_out = samples_to_score(args, predictor)
     except UsageError as err:
-        parser.exit(2, f"error: {err}\n")
+        report_refusal(err)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / ("val" if args.split == "val" else "")
     try:  # before the scoring: a report that cannot be written had failed only after it, with a traceback
         out.mkdir(parents=True, exist_ok=True)
