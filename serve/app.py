@@ -7,7 +7,7 @@ system fonts only, no share link; uploads are deleted once answered.
 
 Exit status 2 for a bad command line (a port, host, certificate or checkpoint
 that cannot be used), 1 when it cannot serve at the port; stopped with Ctrl+C
-or a `kill`, it deletes the uploads and exits 0.
+or a `kill`, it deletes the uploads and exits 0 (130 if stopped before it serves).
 """
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ import argparse  # noqa: E402
 import base64  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import ssl  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 import urllib.parse  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -33,7 +35,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from data.flags import int_from, interrupt_on_termination, named_path  # noqa: E402
+from data.flags import STOP_SIGNALS, int_from, named_path, run_command  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (JPEG_FORMATS, MAX_FILE_BYTES, ImageError, ImageTooLarge, NotAPhoto,  # noqa: E402
                          check_jpeg, decode_image, image_format, read_image, working_copy)
@@ -623,9 +625,6 @@ def main(argv: list[str] | None = None) -> None:
     uploads = private_upload_folder()
     if uploads is not None:  # Gradio's cache cleaning misses uploads cut off midway
         sweep_every(uploads, CACHE_SECONDS)
-    # A `kill` (systemd, docker stop) stops the server as Ctrl+C does, so that the uploads and every copy made of
-    # them are deleted on the way out: with SIGTERM they had stayed on disk, and a restarted server served them.
-    interrupt_on_termination()
     app = build_app(predictor)
     try:
         app.queue(default_concurrency_limit=2, max_size=64).launch(
@@ -644,8 +643,28 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: cannot serve at {args.host}:{args.port} (the port is in use, or under 1024 without "
                          f"the right to serve there): choose another with --port N{detail}")
     print(f"SpotCheck is running at {app.local_url} (offline; stop it with Ctrl+C)", flush=True)
-    app.block_thread()
+    serve_until_stopped(app)
+
+
+def serve_until_stopped(app: gr.Blocks) -> None:
+    """Serve until Ctrl+C or a `kill`, then close the server. From then on those signals are ignored, until the
+    program has ended (closing takes a few seconds, then the uploads are deleted): with Gradio's `block_thread` a
+    second one had stopped the closing with a KeyboardInterrupt traceback. A signal already ignored (`nohup`'s
+    SIGHUP) stays so."""
+    stops: list[int] = []
+    for number in STOP_SIGNALS:
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, lambda number, _frame: stops.append(number))
+    while app.is_running and not stops:
+        time.sleep(0.1)
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    print("stopping: closing the server", flush=True)
+    app.close(verbose=False)
 
 
 if __name__ == "__main__":
-    main()
+    # A `kill` (systemd, docker stop) stops the server as Ctrl+C does, so that the uploads and every copy made of
+    # them are deleted on the way out (atexit): with SIGTERM they had stayed on disk, and a restarted server served
+    # them. Either one while the model loads ends it with "interrupted", not a traceback.
+    run_command(main)

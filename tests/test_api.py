@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -298,3 +299,18 @@ def test_uploads_go_to_a_folder_of_the_servers_own_removed_when_it_is_killed(tmp
         assert uploaded.is_file() and uploaded.is_relative_to(folder)
         assert folder.stat().st_mode & 0o077 == 0  # the server's user's alone
     assert app.process.returncode is not None and not folder.exists()  # stopped by SIGTERM, and cleaned up
+
+
+def test_a_second_kill_while_the_server_closes_is_taken_as_the_first(tmp_path):
+    """A second Ctrl+C or `kill` while Gradio closed the server had stopped the closing with a KeyboardInterrupt
+    traceback (exit 130): two `kill`s (`timeout` and `pkill` together) or an impatient second Ctrl+C."""
+    with serve_app(tmp_path, own_upload_folder=True) as app:
+        folder = next(app.uploads.glob("spotcheck-uploads-*"))
+        for _ in range(20):  # the first one, then more while it closes
+            app.process.terminate()
+            time.sleep(0.02)
+        app.process.wait(timeout=30)
+        log = app.log_tail()
+    assert app.process.returncode == 0, log
+    assert "Traceback" not in log and log.count("stopping: closing the server") == 1, log
+    assert not folder.exists()

@@ -605,13 +605,13 @@ def test_a_photo_replaced_before_it_was_checked_is_not_kept(uploads, predictor, 
 @pytest.fixture
 def main_in_process(monkeypatch, predictor) -> list[str]:
     """`serve.app.main` run in the test's own process, on the session's predictor, without the steps that change the
-    whole process (an upload folder in GRADIO_TEMP_DIR, a sweeping thread, signal handlers): the names of those
-    steps as main took them."""
+    whole process (an upload folder in GRADIO_TEMP_DIR, a sweeping thread, serving until a signal): the names of
+    those steps as main took them."""
     steps = []
     monkeypatch.setattr(serve.app, "Predictor", lambda *args, **kwargs: predictor)
     monkeypatch.setattr(serve.app, "private_upload_folder", lambda: steps.append("upload folder") or Path("/u"))
     monkeypatch.setattr(serve.app, "sweep_every", lambda folder, seconds: steps.append(f"sweep {folder} {seconds}"))
-    monkeypatch.setattr(serve.app, "interrupt_on_termination", lambda: steps.append("kill as Ctrl+C"))
+    monkeypatch.setattr(serve.app, "serve_until_stopped", lambda app: steps.append("served"))
     return steps
 
 
@@ -625,7 +625,6 @@ def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(
         return self
 
     monkeypatch.setattr(gr.Blocks, "launch", launch)
-    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
     monkeypatch.setattr(gr.Blocks, "local_url", "http://127.0.0.1:7860/", raising=False)
     serve.app.main([])
     assert started["server_name"] == "127.0.0.1" and started["server_port"] == 7860
@@ -633,7 +632,7 @@ def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(
     assert started["max_file_size"] == serve.app.MAX_UPLOAD
     assert started["run_history"] is False and started["enable_monitoring"] is False
     assert [m.cls for m in started["app_kwargs"]["middleware"]] == [RequestGuard]
-    assert main_in_process == ["upload folder", f"sweep /u {serve.app.CACHE_SECONDS}", "kill as Ctrl+C"]
+    assert main_in_process == ["upload folder", f"sweep /u {serve.app.CACHE_SECONDS}", "served"]
 
 
 def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(main_in_process, tmp_path):
