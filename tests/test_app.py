@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -30,7 +31,7 @@ from serve.guidance import CAUTION, DISCLAIMER, GUIDANCE, HEADLINES, WAITING
 import data.images
 import data.framing
 from data.images import ImageError, ImageTooLarge, read_image
-from tests.conftest import COLOURS, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
+from tests.conftest import COLOURS, ROOT, ROTATED_HEIC, shaded_photo, spot_photo, write_rgb
 
 
 @pytest.fixture
@@ -633,6 +634,22 @@ def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(
     assert started["run_history"] is False and started["enable_monitoring"] is False
     assert [m.cls for m in started["app_kwargs"]["middleware"]] == [RequestGuard]
     assert main_in_process == ["upload folder", f"sweep /u {serve.app.CACHE_SECONDS}", "served"]
+
+
+STOPPED_WHILE_LOADING = """
+import runpy, sys, model.predictor
+def loading(*args, **kwargs):
+    raise KeyboardInterrupt  # Ctrl+C while the model loads
+model.predictor.Predictor = loading
+sys.argv = ["serve.app"]
+runpy.run_module("serve.app", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_the_model_loads_says_interrupted_not_a_traceback():
+    run = subprocess.run([sys.executable, "-c", STOPPED_WHILE_LOADING], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert (run.returncode, run.stderr.strip()) == (130, "interrupted")
 
 
 def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(main_in_process, tmp_path):
