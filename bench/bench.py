@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: python bench/bench.py
 
+from data.flags import positive_int  # noqa: E402
+
 IMAGES = ROOT.parent / "shared" / "data" / "ham10000" / "images"
 SMALL = 1000  # the smaller folder whose peak RSS is compared with the whole one's
 RESULTS = ROOT / "bench" / "results.md"
@@ -291,9 +293,10 @@ def mib(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N images (default: all)")
-    parser.add_argument("--latency-images", type=int, default=200, help="images for the latency percentiles")
+    parser = argparse.ArgumentParser(prog="python bench/bench.py", description=__doc__,  # a script, not a module
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=positive_int, default=None, help="score only the first N images (default: all)")
+    parser.add_argument("--latency-images", type=positive_int, default=200, help="images for the latency percentiles")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--skip-ui", action="store_true", help="leave out the app's cold start")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table is written (default: bench/results.md)")

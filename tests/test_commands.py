@@ -33,3 +33,14 @@ def test_a_refusal_that_escapes_its_command_is_still_printed():
     done = subprocess.run([sys.executable, "-c", "from data.flags import UsageError; raise UsageError('no --out')"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (1, "no --out\n")
+
+
+def test_the_speed_bench_names_itself_as_a_script_and_refuses_a_count_under_one(capsys):
+    """bench/bench.py runs as a script; `--latency-images 0` had failed after its start-up with ZeroDivisionError."""
+    from bench.bench import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--latency-images", "0"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith("python bench/bench.py: error: argument --latency-images: must be at "
+                                            "least 1, not 0\n")
