@@ -33,9 +33,10 @@
 - The CSV is UTF-8 (no byte-order mark), comma-separated, with a dot for
   decimals; a file name's bytes that are not UTF-8 (old Windows zips,
   network shares) are written as `\\xNN`, so that any CSV reader takes it.
-- Exit status 0 if at least one file was scored, 1 if none could be, 2 for
-  bad arguments or a CSV that cannot be written, 130 when interrupted (Ctrl+C,
-  or a `kill`: the CSV keeps every row written).
+- Exit status 0 if at least one file was scored, 1 if none could be or the
+  disk filled up, 2 for bad arguments or a CSV that cannot be written (no
+  permission, a file in the way), 130 when interrupted (Ctrl+C, or a `kill`:
+  the CSV keeps every row written).
 """
 from __future__ import annotations
 
@@ -422,12 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ResumeError, BusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # --out or --heatmaps under a file, no permission, a full disk
+    except OSError as err:  # --out or --heatmaps under a file, no permission (refused: 2), a full disk (failed: 1)
         print(f"error: cannot write {err.filename or out}: {write_problem(err)}", file=sys.stderr)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and out.is_file():
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return 2
+        if out.is_file():
             print(f"the rows written so far are in {out}: make room, then add --resume to score the rest (it drops "
                   "a last row cut short)", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: the rows written so far are in {out}; add --resume to score the rest", file=sys.stderr)
         return 130
