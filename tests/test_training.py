@@ -19,6 +19,7 @@ import torch
 import data.datasets as datasets_module
 import data.presets as presets
 import data.splits as splits_module
+import training.runs as runs
 import training.train as train
 from data.datasets import Sample, load_dataset
 from data.flags import UsageError
@@ -854,11 +855,11 @@ def test_a_run_is_advised_to_resume_only_while_it_has_something_left_to_do(tmp_p
         if model_written:
             (out / "spotcheck.pt").write_bytes(b"its model")
         with pytest.raises(SystemExit) as refused:
-            train.previous_run(out, False)
+            runs.previous_run(out, False)
         assert ("continue it with --resume" in str(refused.value)) is not finished
         assert ("a finished training run" in str(refused.value)) is finished
     with pytest.raises(SystemExit, match=r"holds a training run \(.*\): write into another --out") as refused:
-        train.previous_run(out, False, resumable=False)  # training.ensemble's runs: --resume is never advised
+        runs.previous_run(out, False, resumable=False)  # training.ensemble's runs: --resume is never advised
     assert "--resume" not in str(refused.value)
 
 

@@ -273,7 +273,8 @@ def test_the_default_command_is_the_one_that_trained_the_shipped_model():
 def test_the_command_to_resume_repeats_the_machine_flags_given():
     """A resumed run takes --device and --threads from its own command line, not from last.pt: the advice printed on
     Ctrl+C had left them out, so a run on the GPU, or on one thread, would have gone on otherwise."""
-    from training.train import named_flags, parse_args, resume_command
+    from training.runs import resume_command
+    from training.train import named_flags, parse_args
 
     argv = ["--out", "runs/my run", "--device", "cuda", "--threads", "1", "--epochs", "3"]
     assert resume_command(parse_args(argv), named_flags(argv)) == \
@@ -601,7 +602,7 @@ def test_a_report_folder_that_cannot_be_written_is_refused_before_the_scoring(tm
 
 def test_checksums_left_of_a_run_count_as_the_run_and_go_with_it(tmp_path, capsys):
     """--overwrite had left last.pt.sha256 and best.pt.sha256 behind, naming checkpoints that were gone."""
-    from training.train import previous_run, replace_run
+    from training.runs import previous_run, replace_run
 
     out = tmp_path / "run"
     out.mkdir()

@@ -25,8 +25,8 @@ from data.splits import all_its_folders, model_splits, resolved_paths
 from model.checkpoint import CheckpointError, network_from, read_checkpoint
 from model.net import Ensemble
 from training.loaders import decode_all
-from training.train import (MOVED_ADVICE, RESUME_MAY_CHANGE, RUN_FILES, inherited_record, parse_args as train_args,
-                            previous_run, replace_run, write_model)
+from training.runs import MOVED_ADVICE, RESUME_MAY_CHANGE, RUN_FILES, previous_run, replace_run
+from training.train import inherited_record, parse_args as train_args, write_model
 
 # Flags members may differ in: the run's own seed, and the flags that do not change what is trained.
 MAY_DIFFER = RESUME_MAY_CHANGE | {"run_seed"}
