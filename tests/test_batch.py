@@ -615,3 +615,13 @@ def test_a_folder_named_like_a_photo_is_walked_into_not_scored(tmp_path):
     inside = write_rgb(tmp_path / "photos" / "visit.jpg" / "a.png", spot_photo("nevus", size=64))
     assert batch.main([str(tmp_path / "photos"), "--out", str(tmp_path / "s.csv")]) == 0
     assert [(r["path"], r["error"]) for r in rows(tmp_path / "s.csv")] == [(str(inside), "")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_named_like_a_photo_gets_an_error_row_and_does_not_hang_the_run(tmp_path):
+    """Opened to be read, a pipe waits for a writer that never comes: the whole run would hang on it."""
+    photo = write_rgb(tmp_path / "photos" / "a.png", spot_photo("nevus", size=64))
+    os.mkfifo(tmp_path / "photos" / "b.jpg")
+    assert batch.main([str(tmp_path / "photos"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert [(r["path"], r["label"] == "error", r["error"]) for r in rows(tmp_path / "s.csv")] == [
+        (str(photo), False, ""), (str(tmp_path / "photos" / "b.jpg"), True, "not a regular file")]
