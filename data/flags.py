@@ -64,7 +64,6 @@ def run_command(main: Callable[[], object]) -> NoReturn:
     sys.exit(status if isinstance(status, int) else 0)
 
 
-
 def leave_signals_to_parent() -> None:
     """In a worker process (a pool's initializer): leave Ctrl+C and a `kill` to the parent, which stops its workers.
     A terminal sends Ctrl+C to every process of the command: each worker had printed a KeyboardInterrupt traceback,
