@@ -35,6 +35,14 @@ def interrupt_on_termination() -> None:
             signal.signal(number, signal.default_int_handler)
 
 
+def ignore_stop_signals() -> None:
+    """Ignore Ctrl+C and a `kill` from now until the program ends, once it is stopping: another one had cut its
+    clean-up short with a traceback (deleting temporary files, closing a server), and one that came while Python shut
+    down killed it (status -2 or -15 instead of the 130 or 0 it was ending with). `kill -9` still stops it."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 class UsageError(SystemExit):
     """A command line the command refuses, in words (flags that contradict each other, an output folder that holds a
     run, a data folder or model that is not there): exit status 2, as argparse's own refusals, where a plain
@@ -57,6 +65,7 @@ def run_command(main: Callable[[], object]) -> NoReturn:
     try:
         status = main()
     except KeyboardInterrupt:
+        ignore_stop_signals()
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
     except UsageError as err:

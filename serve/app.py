@@ -17,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import signal  # noqa: E402
@@ -35,7 +36,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from data.flags import STOP_SIGNALS, int_from, named_path, run_command  # noqa: E402
+from data.flags import STOP_SIGNALS, ignore_stop_signals, int_from, named_path, run_command  # noqa: E402
 from data.framing import box_around, spot_at  # noqa: E402
 from data.images import (JPEG_FORMATS, MAX_FILE_BYTES, ImageError, ImageTooLarge, NotAPhoto,  # noqa: E402
                          check_jpeg, decode_image, image_format, read_image, working_copy)
@@ -647,19 +648,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def serve_until_stopped(app: gr.Blocks) -> None:
-    """Serve until Ctrl+C or a `kill`, then close the server. From then on those signals are ignored, until the
-    program has ended (closing takes a few seconds, then the uploads are deleted): with Gradio's `block_thread` a
-    second one had stopped the closing with a KeyboardInterrupt traceback. A signal already ignored (`nohup`'s
-    SIGHUP) stays so."""
+    """Serve until Ctrl+C or a `kill`, then close the server; more of them are then ignored (`ignore_stop_signals`:
+    closing takes a few seconds, then the uploads are deleted). With Gradio's `block_thread` a second one had stopped
+    the closing with a KeyboardInterrupt traceback. A signal already ignored (`nohup`'s SIGHUP) stays so."""
     stops: list[int] = []
     for number in STOP_SIGNALS:
         if signal.getsignal(number) is not signal.SIG_IGN:
             signal.signal(number, lambda number, _frame: stops.append(number))
     while app.is_running and not stops:
         time.sleep(0.1)
-    for number in STOP_SIGNALS:
-        signal.signal(number, signal.SIG_IGN)
-    print("stopping: closing the server", flush=True)
+    ignore_stop_signals()
+    with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) cannot be written to: close all the same
+        print("stopping: closing the server", flush=True)
     app.close(verbose=False)
 
 

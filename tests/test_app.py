@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -637,19 +638,62 @@ def test_the_app_serves_this_machine_only_offline_and_queues_as_the_readme_says(
 
 
 STOPPED_WHILE_LOADING = """
-import runpy, sys, model.predictor
+import atexit, os, runpy, signal, sys, time
+import model.predictor
+
 def loading(*args, **kwargs):
     raise KeyboardInterrupt  # Ctrl+C while the model loads
+
+def clean_up():  # as the uploads folder is deleted on the way out; an impatient second Ctrl+C meanwhile
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.3)
+    print("cleaned up", file=sys.stderr)
+
+atexit.register(clean_up)
 model.predictor.Predictor = loading
 sys.argv = ["serve.app"]
 runpy.run_module("serve.app", run_name="__main__")
 """
 
 
-def test_ctrl_c_while_the_model_loads_says_interrupted_not_a_traceback():
+def test_ctrl_c_while_the_model_loads_says_interrupted_and_a_second_one_does_not_cut_the_clean_up_short():
+    """The first had printed a KeyboardInterrupt traceback; a second, during the clean-up, had stopped it midway."""
     run = subprocess.run([sys.executable, "-c", STOPPED_WHILE_LOADING], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
-    assert (run.returncode, run.stderr.strip()) == (130, "interrupted")
+                         timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (run.returncode, run.stderr.strip()) == (130, "interrupted\ncleaned up")
+
+
+STOPPED_BY_A_CLOSED_TERMINAL = """
+import os, signal, sys
+import serve.app
+from data.flags import run_command
+
+class App:  # serving until its terminal is closed
+    @property
+    def is_running(self):
+        os.kill(os.getpid(), signal.SIGHUP)
+        return True
+
+    def close(self, verbose):
+        print("closed", file=sys.stderr)
+
+run_command(lambda: serve.app.serve_until_stopped(App()))
+"""
+
+
+def test_a_closed_terminal_closes_the_server_without_a_traceback():
+    """Its "stopping" line cannot be written to a terminal that is gone (EIO): it had ended the server with a
+    traceback, status 1, before closing it."""
+    pty = pytest.importorskip("pty")
+    terminal, its_output = pty.openpty()
+    os.close(terminal)  # closed
+    try:
+        run = subprocess.run([sys.executable, "-c", STOPPED_BY_A_CLOSED_TERMINAL], cwd=ROOT, stdout=its_output,
+                             stderr=subprocess.PIPE, text=True, timeout=120,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    finally:
+        os.close(its_output)
+    assert (run.returncode, run.stderr) == (0, "closed\n")
 
 
 def test_a_busy_port_or_missing_certificate_is_a_message_a_user_can_act_on(main_in_process, tmp_path):
