@@ -78,9 +78,9 @@ class Visit:
         self.page.wait_for_function("() => window.checkable")
 
     def answer_photo(self, path: Path) -> str:
-        """Put in a photo, wait until it is shown, press the button and wait for its answer."""
-        self.upload(path)
-        self.page.locator("#photo img").wait_for()  # the upload has finished and is shown
+        """Put in a photo, wait until the page has taken it and shows it, press the button and wait for its answer."""
+        self.upload_until_checkable(path)
+        self.page.locator("#photo img").wait_for()
         self.check()
         return self.wait_for_answer(*HEADLINES.values())
 
@@ -491,7 +491,8 @@ def test_the_page_works_on_a_phone(browser, running_app, tmp_path):
         page.locator("#photo").get_by_text("Click to Upload").wait_for()
         # An image file input: phone browsers offer the camera or the photo library for it.
         assert "image" in page.locator("#photo input[type=file]").get_attribute("accept")
-        phone.upload(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=300, radius=30)))
+        # (waiting for the photo to be shown was not enough: in CI a tap went out ahead of it, answered "add a photo")
+        phone.upload_until_checkable(write_rgb(tmp_path / "spot.png", spot_photo("nevus", size=300, radius=30)))
         page.locator("#photo img").wait_for()
         page.locator("#check").tap()
         answer = phone.wait_for_answer(*HEADLINES.values())
