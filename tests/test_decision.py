@@ -61,10 +61,47 @@ def test_a_photo_problem_makes_any_answer_unsure_and_names_itself():
     assert decide(np.array([0.99, 0.005, 0.005]), 5.0, CLASSES, CAL, None)[0] == "vascular"
 
 
+def test_the_reasons_for_unsure_come_in_order_photo_then_unlike_training_then_a_weak_guess():
+    """Each reason tells the person what to do, so the first one that applies is the one named: a blurred photo is
+    told to hold steady, a photo unlike the training ones to retake it close up, before either is "not confident"."""
+    weak = np.array([0.2, 0.45, 0.35])
+    assert decide(weak, 150.0, CLASSES, CAL, "blurred: hold the camera steady") == (
+        "unsure", "the photo is blurred: hold the camera steady")
+    label, reason = decide(weak, 150.0, CLASSES, CAL)
+    assert label == "unsure" and "does not look like" in reason and "retake it close up" in reason
+
+
+def test_a_best_guess_needs_five_points_over_chance():
+    """With no bar from the calibration, three groups need a best guess of 1/3 + CHANCE_MARGIN (38.3%)."""
+    lenient = Calibration(temperature=1.0, unsure_below=0.0, vascular_min=0.5, ood_distance_max=100.0)
+    assert decide(np.array([0.31, 0.39, 0.30]), 5.0, CLASSES, lenient)[0] == "nevus"
+    assert decide(np.array([0.31, 0.38, 0.31]), 5.0, CLASSES, lenient)[0] == "unsure"
+
+
+def test_an_answer_other_than_vascular_names_its_own_group():
+    assert decide(np.array([0.05, 0.85, 0.10]), 5.0, CLASSES, CAL) == ("nevus", "the model rates it 85% nevus")
+    assert decide(np.array([0.05, 0.10, 0.85]), 5.0, CLASSES, CAL) == ("other", "the model rates it 85% other")
+
+
+def test_a_calibration_without_a_distance_bar_never_calls_a_photo_unlike_training():
+    """A checkpoint's calibration without ood_distance_max has no out-of-distribution check, rather than one that
+    turns every photo away."""
+    cal = Calibration.from_dict({"temperature": 1.0, "unsure_below": 0.6, "vascular_min": 0.9})
+    assert decide(np.array([0.05, 0.85, 0.10]), 1e9, CLASSES, cal)[0] == "nevus"
+
+
 def test_softmax():
     logits = np.array([[2.0, 0.0, -1.0]])
     assert np.isclose(softmax(logits).sum(), 1.0)
     assert softmax(logits, 10.0).max() < softmax(logits, 1.0).max()  # higher temperature, softer
+
+
+def test_softmax_of_huge_logits_stays_finite():
+    """exp(1000) overflows: without taking the largest logit off first the probabilities would be NaN, which no
+    bar in decide() turns away."""
+    p = softmax(np.array([[1000.0, 0.0, -1000.0], [-1000.0, 1000.0, 999.0]]))
+    assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1.0)
+    assert np.allclose(p[0], [1, 0, 0]) and np.argmax(p[1]) == 1
 
 
 def test_feature_distance_is_to_the_nearest_group():

@@ -68,6 +68,26 @@ def test_a_vascular_bar_resting_on_less_than_one_image_is_a_warning(recwarn):
         fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.005)
 
 
+def test_the_strictest_domain_sets_the_vascular_bar_whatever_its_name():
+    """The domains are gone through in name order; with the names swapped, so that the stricter domain is
+    dermoscopy (after clinical), the bar is the same."""
+    logits, targets, domains = validation_logits()
+    swapped = np.where(domains == "clinical", "dermoscopy", "clinical")
+    bar = fit_calibration(logits, targets, domains, np.zeros(200), max_false_vascular=0.1)["vascular_min"]
+    assert fit_calibration(logits, targets, swapped, np.zeros(200), max_false_vascular=0.1)["vascular_min"] == \
+        pytest.approx(bar)
+
+
+def test_a_domain_whose_validation_images_are_all_vascular_leaves_the_bar_to_the_others():
+    """No non-vascular clinical image to set a bar on: the dermoscopy nevi set it alone (and calibration runs)."""
+    logits, targets, domains = validation_logits()
+    keep = ~((targets == 1) & (domains == "clinical"))  # the clinical nevi left out
+    logits, targets, domains = logits[keep], targets[keep], domains[keep]
+    cal = fit_calibration(logits, targets, domains, np.zeros(len(targets)), max_false_vascular=0.1)
+    nevi = softmax(logits, cal["temperature"])[targets == 1, 0]
+    assert cal["vascular_min"] == pytest.approx(max(0.5, np.quantile(nevi, 0.9)))
+
+
 def test_unsure_threshold_puts_the_requested_share_of_validation_images_below_it():
     """unsure_below is the `unsure_rate` quantile of the top probability: 20% of validation images fall under it."""
     logits, targets, domains = validation_logits()
