@@ -426,6 +426,33 @@ def test_a_full_disk_is_a_message_with_how_to_resume(class_tree, tmp_path, error
     assert load_checkpoint(out / "last.pt", finished=False)["epoch"] == 0
 
 
+def test_a_diverging_run_stops_at_once_and_says_to_lower_the_learning_rate(class_tree, tmp_path, monkeypatch):
+    """A learning rate far too high turns the loss to NaN: the run had gone on to its last epoch, answering
+    "vascular" for every validation image (the argmax of NaN), then ended with a traceback from the calibration."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--data", str(class_tree), "--out", str(out), *FAST, "--lr", "1e30"])
+    assert re.fullmatch(r"error: training diverged in epoch 1 of 2 \(the loss became nan at step \d of 3\): its "
+                        r"weights are no longer usable, so it stopped. Start again with a lower learning rate "
+                        r"\(this run's: --lr 1e\+30\)", stop.value.code)
+    assert not list(out.glob("*.pt"))
+
+    real = train.train_one_epoch  # weights that turn NaN in the second epoch: the first one's are saved
+
+    def diverging_in_second_epoch(model, *args, desc, **kwargs):
+        if desc.startswith("epoch 2"):
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return real(model, *args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", diverging_in_second_epoch)
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--data", str(class_tree), "--out", str(out), *FAST])
+    assert stop.value.code.startswith("error: training diverged in epoch 2 of 2 (the loss became nan at step 1 of 3)")
+    assert stop.value.code.endswith(f"(this run's: --lr 0.001), adding --overwrite to replace what it saved in {out}")
+    assert not (out / "spotcheck.pt").exists()
+
+
 def test_a_run_resumes_on_its_data_moved_elsewhere(class_tree, tmp_path, monkeypatch, capsys):
     """Its folder moved (another disk, a renamed project folder above it): --data names where it is now, and the
     recorded split is found there by the images' names. Other folders (more, or of another name) are another run."""

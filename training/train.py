@@ -366,12 +366,12 @@ def train_one_epoch(model: torch.nn.Module, dx_head: torch.nn.Module | None, loa
                     ema: AveragedModel | None, args: argparse.Namespace, device: torch.device,
                     *, desc: str) -> tuple[int, float, int]:
     """One pass over the epoch's draws; returns how many images were drawn, their summed loss and how many the
-    model got right as it went."""
+    model got right as it went. A loss that is not a number (the run diverged) raises FloatingPointError."""
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     dx_loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
     seen, loss_sum, correct = 0, 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None)
-    for images, labels in bar:
+    for step, (images, labels) in enumerate(bar, 1):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         targets, dx, bad = labels[:, 0], labels[:, 1], labels[:, 2].bool()
         features = model.dropout(model.pooled(images))
@@ -381,6 +381,8 @@ def train_one_epoch(model: torch.nn.Module, dx_head: torch.nn.Module | None, loa
             loss = loss + args.malignant_weight * vascular_penalty(logits[bad]).sum() / len(targets)
         if dx_head and (dx >= 0).any():
             loss = loss + args.dx_weight * dx_loss_fn(dx_head(features), dx)
+        if not math.isfinite(value := loss.item()):  # before the step, which would make every weight NaN
+            raise FloatingPointError(f"the loss became {value} at step {step} of {len(loader)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -388,7 +390,7 @@ def train_one_epoch(model: torch.nn.Module, dx_head: torch.nn.Module | None, loa
         if ema:
             ema.update_parameters(model)
         seen += len(targets)
-        loss_sum += loss.item() * len(targets)
+        loss_sum += value * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
     return seen, loss_sum, correct
@@ -500,8 +502,14 @@ def main(argv: list[str] | None = None) -> Path:
         loader = torch.utils.data.DataLoader(draws, batch_size=args.batch_size, num_workers=args.workers,
                                              pin_memory=device.type == "cuda")
         epoch_start = time.time()
-        seen, loss_sum, correct = train_one_epoch(model, dx_head, loader, optimizer, schedule, ema, args, device,
-                                                  desc=f"epoch {epoch + 1}/{args.epochs}")
+        try:
+            seen, loss_sum, correct = train_one_epoch(model, dx_head, loader, optimizer, schedule, ema, args, device,
+                                                      desc=f"epoch {epoch + 1}/{args.epochs}")
+        except FloatingPointError as err:  # diverged: had gone on to the end, its every answer "vascular"
+            again = f", adding --overwrite to replace what it saved in {out}" if (out / "last.pt").is_file() else ""
+            raise SystemExit(f"error: training diverged in epoch {epoch + 1} of {args.epochs} ({err}): its weights "
+                             f"are no longer usable, so it stopped. Start again with a lower learning rate (this "
+                             f"run's: --lr {args.lr:g}){again}")
         train_seconds = time.time() - epoch_start
         # The average lags far behind while the learning rate is high, so the raw weights stay candidates
         # (they win in short runs). The average comes first, so a tie keeps it (max keeps the first).
