@@ -78,8 +78,8 @@ def confidence_needed(unsure_below: float, classes: int) -> float:
 
 def unlike_training(distance: float, cal: Calibration) -> bool:
     """Whether a photo's `FeatureDistance` is past the bar: it is unlike the photos the model was trained on, and its
-    probabilities say nothing about it."""
-    return distance > cal.ood_distance_max
+    probabilities say nothing about it. A distance that is not a number is past every bar."""
+    return not distance <= cal.ood_distance_max
 
 
 def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...], cal: Calibration,
@@ -88,6 +88,8 @@ def decide(probabilities: np.ndarray, distance: float, classes: tuple[str, ...],
     is wrong with the photo itself (`data.quality.photo_problem`), which makes it `unsure` before anything else."""
     if problem:
         return UNSURE, f"the photo is {problem}"
+    if not np.isfinite(probabilities).all():  # NaN passes every bar below: argmax would answer the first group
+        return UNSURE, "the model could not rate this photo: try another photo of the spot"
     top = int(np.argmax(probabilities))
     confidence = float(probabilities[top])
     if unlike_training(distance, cal):

@@ -82,8 +82,8 @@ class Prediction:
     @property
     def judged(self) -> bool:
         """Whether the probabilities say anything about this photo: not when the photo is unusable, or unlike the
-        photos the model was trained on (it is `unsure` then, whatever they are)."""
-        return not self.problem and not self.unlike_training
+        photos the model was trained on (it is `unsure` then, whatever they are), or when they are not numbers."""
+        return not self.problem and not self.unlike_training and np.isfinite(list(self.probabilities.values())).all()
 
 
 class _TorchEngine:
@@ -351,7 +351,7 @@ def class_activation_map(maps: np.ndarray, class_weights: np.ndarray, size: int)
     evenly (at 13.5 ... 97.5) and draw the heatmap up to 18 px too far right and down; against occlusion sensitivity (bench/README.md, "Does it look at
     the lesion?") the placed map correlates better (r 0.45 against 0.36).
     """
-    cam = np.maximum(np.tensordot(class_weights, maps, axes=1), 0).astype(np.float32)
+    cam = np.fmax(np.tensordot(class_weights, maps, axes=1), 0).astype(np.float32)  # fmax: NaN (a broken model) -> 0
     stride = feature_stride(size, cam.shape[0])
     placed = np.float32([[stride, 0, 0], [0, stride, 0]])  # cell (i, j) -> pixel (stride * i, stride * j)
     cam = cv2.warpAffine(cam, placed, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)

@@ -20,7 +20,7 @@ import serve.app
 from model.checkpoint import DEFAULT_CHECKPOINT
 from data.framing import Framing
 from data.presets import EvalSettings
-from model.predictor import Prediction, Predictor
+from model.predictor import Prediction, Predictor, overlay_heatmap
 from serve.app import (PageHandlers, browser_copy, build_app, check_frame, check_spot, frame_note, frame_percent,
                        framing_view, moved_frame)
 from serve.batch import score_folder
@@ -92,6 +92,26 @@ def test_a_photo_it_cannot_judge_gets_no_confidence_bars(tmp_path, uploads, pred
     # Its frame can be moved, unless the photo is too small, dark or blurred to look for a spot in at all: a tap
     # on a 10 px photo blown up to fill the framing view said the same again.
     assert (page.show_frame(held)[0]["visible"] is True) is (not unusable)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # NaN cast to the heatmap's colours
+def test_a_model_that_rates_photos_nan_answers_unsure_without_bars(tmp_path):
+    """A checkpoint whose head holds a NaN (from a run that diverged before training stopped on it): the answer had
+    been "vascular" (the argmax of NaN passes every bar), with NaN bars beside it."""
+    import torch
+    from model.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint()
+    checkpoint["model"]["head.weight"] = torch.full_like(checkpoint["model"]["head.weight"], float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", checkpoint)
+    broken = Predictor(tmp_path / "nan.pt")
+    broken.calibration = dataclasses.replace(broken.calibration, ood_distance_max=float("inf"))  # judged, as `judging`
+    answer = check_frame(broken, spot_photo("vascular", size=200))
+    assert answer.label == "unsure" and "could not rate this photo" in answer.summary
+    assert answer.probabilities == {} and answer.guidance == GUIDANCE["unsure"]
+    side = answer.heatmap.shape[0]  # the framed spot, a gap, and the same with an empty heatmap (not NaN cast to 0-255)
+    square, shown = answer.heatmap[:, :side], answer.heatmap[:, -side:]
+    assert np.array_equal(shown, overlay_heatmap(square, np.zeros((side, side), np.float32)))
 
 
 def test_a_bad_file_gets_a_message_not_a_crash(tmp_path, predictor):

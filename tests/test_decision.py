@@ -90,6 +90,16 @@ def test_a_calibration_without_a_distance_bar_never_calls_a_photo_unlike_trainin
     assert decide(np.array([0.05, 0.85, 0.10]), 1e9, CLASSES, cal)[0] == "nevus"
 
 
+def test_probabilities_or_a_distance_that_are_not_numbers_are_unsure_never_vascular():
+    """A model with a NaN weight (a checkpoint from a run that diverged) rates every photo NaN: argmax names the first
+    group, vascular, and NaN passes every bar (each comparison is False), so it had answered "vascular"."""
+    label, reason = decide(np.full(3, np.nan), 5.0, CLASSES, CAL)
+    assert label == "unsure" and "could not rate this photo" in reason
+    label, reason = decide(np.array([0.99, 0.005, 0.005]), float("nan"), CLASSES, CAL)
+    assert label == "unsure" and "does not look like the skin spots" in reason
+    assert decide(np.array([0.99, 0.005, 0.005]), 5.0, CLASSES, CAL)[0] == "vascular"
+
+
 def test_softmax():
     logits = np.array([[2.0, 0.0, -1.0]])
     assert np.isclose(softmax(logits).sum(), 1.0)
