@@ -14,7 +14,8 @@ Exit status 0 when the model is written; 2 when the command line is refused
 is not there or cannot be used, an --out that holds another run or cannot be
 written, nothing to --resume); 130 when stopped (Ctrl+C or a `kill`: every
 finished epoch is kept, and the command that resumes is printed); 1 for any
-other error (data that cannot be read or split, a full disk).
+other error (data that cannot be read or split, a full disk, a run that
+diverges: it stops at the first loss that is not a number).
 """
 from __future__ import annotations
 
