@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from data.datasets import load_clinical, load_ham10000
 from data.framing import CONTEXT, box_around, frame_spot, spot_at
 from data.images import read_image, working_copy
 from data.quality import photo_problem
-from tests.conftest import SHARED_DATA, needs_shared, shaded_photo, side_lit_photo, spot_photo
+from tests.conftest import COLOURS, SHARED_DATA, needs_shared, shaded_photo, side_lit_photo, spot_photo
 
 
 def test_framing_finds_an_off_centre_spot():
@@ -141,3 +142,107 @@ def test_the_photo_checks_let_the_training_photos_through():
     problems = [photo_problem(working_copy(read_image(s.path))) for s in samples]
     refused = [p for p in problems if p]
     assert len(refused) / len(samples) <= 0.01, refused[:5]
+
+
+def test_brightness_is_each_pixels_largest_channel_so_deep_brown_skin_is_not_too_dark():
+    """MAX_DARK counts pixels whose largest channel is under 40: deep brown skin (red 52, grey level about 37) is lit
+    well enough; a grey-level measure would call it "too dark" and refuse photos of such skin."""
+    skin = np.clip(np.random.default_rng(0).normal((52, 32, 22), 3, (200, 200, 3)), 0, 255).astype(np.uint8)
+    cv2.circle(skin, (100, 100), 20, (30, 15, 12), -1, cv2.LINE_AA)
+    assert (cv2.cvtColor(skin, cv2.COLOR_RGB2GRAY) < 40).mean() > 0.9
+    assert photo_problem(skin) is None
+
+
+def test_glare_a_few_levels_short_of_white_is_overexposed_too():
+    """Blown-out glare need not reach 255 exactly: brightness over 250 counts."""
+    photo = spot_photo("vascular", size=200, centre=(180, 100), radius=10)
+    photo[:, :130] = 252
+    assert photo_problem(photo).startswith("overexposed")
+
+
+def test_a_black_and_white_photo_with_a_faint_tint_is_named_black_and_white():
+    """A scan or a toned black-and-white photo keeps a channel spread of a few levels: under MIN_COLOUR it is
+    still black and white, not "not a close-up of skin", which a closer photo could never mend."""
+    good = spot_photo("vascular", size=200)
+    grey = cv2.cvtColor(cv2.cvtColor(good, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    tinted = np.clip(grey.astype(int) + (1, 0, -1), 0, 255).astype(np.uint8)
+    assert photo_problem(tinted).startswith("black and white")
+
+
+def test_a_small_patch_of_skin_in_a_wider_scene_is_not_a_close_up():
+    """Under MIN_SKIN (a tenth of the photo) skin-coloured, a sharp spot on a patch of skin is still refused."""
+    scene = np.clip(np.random.default_rng(0).normal((60, 110, 70), 6, (200, 200, 3)), 0, 255).astype(np.uint8)
+    scene[80:125, 80:125] = spot_photo("vascular", size=45, radius=8)  # about 5% of the photo
+    assert photo_problem(scene).startswith("not a close-up of skin")
+
+
+@pytest.mark.parametrize("drawn_first", ["middle", "corner"])
+def test_of_two_like_spots_the_one_nearer_the_middle_is_framed(drawn_first):
+    """A person centres the spot they mean: of two spots alike in colour and size, the central one is framed."""
+    centres = {"middle": (200, 200), "corner": (80, 320)}
+    image = spot_photo("nevus", size=400, radius=18, centre=centres[drawn_first])
+    cv2.circle(image, centres["corner" if drawn_first == "middle" else "middle"], 18, COLOURS["nevus"], -1, cv2.LINE_AA)
+    framing = frame_spot(image)
+    x0, y0, x1, y1 = framing.box
+    assert framing.spots == 2 and x0 < 200 < x1 and y0 < 200 < y1 and x1 - x0 < 100
+
+
+def test_grain_on_plain_skin_is_not_taken_for_a_spot():
+    """Where no colour differs visibly from the skin, nothing is a spot: the grain's own specks are not counted."""
+    skin = np.clip(np.random.default_rng(0).normal((205, 160, 140), 4, (600, 800, 3)), 0, 255).astype(np.uint8)
+    framing = frame_spot(skin)
+    assert not framing.found and framing.spots == 0 and framing.box == (100, 0, 700, 600)
+    assert spot_at(skin, (400, 300)) is None
+
+
+@pytest.mark.parametrize("edge", ["top", "bottom", "left", "right"])
+def test_a_dark_bar_along_any_one_edge_loses_to_a_smaller_spot_in_the_middle(edge):
+    """A ruler or caption bar is told by touching the edge, whichever edge it is. Each bar here touches that edge only
+    (a bar the photo's full width touches three), and without the edge's discount it would win."""
+    image = spot_photo("nevus", size=400, radius=22, seed=1)
+    bar = {"top": np.s_[:12, 60:340], "bottom": np.s_[388:, 60:340], "left": np.s_[60:340, :12],
+           "right": np.s_[60:340, 388:]}[edge]
+    image[bar] = (40, 40, 45)
+    x0, y0, x1, y1 = frame_spot(image).box
+    assert x0 < 200 < x1 and y0 < 200 < y1 and x1 - x0 <= 120
+
+
+def test_a_frame_near_the_bottom_of_a_portrait_photo_reaches_the_bottom():
+    """Phone photos are mostly upright: the frame is kept inside by the photo's height, not its width."""
+    assert box_around((100, 295), 60, (300, 200)) == (70, 240, 130, 300)
+    x0, y0, x1, y1 = frame_spot(spot_photo("vascular", size=300, radius=12, centre=(150, 280))[:, 50:250]).box
+    assert y0 < 280 < y1 and y1 == 300 and x1 - x0 == y1 - y0
+
+
+def test_an_elongated_spot_is_framed_by_its_length():
+    """The frame is CONTEXT x the spot's larger side, so that the whole of a long spot is in it."""
+    image = spot_photo("nevus", size=400, radius=0)
+    cv2.ellipse(image, (200, 200), (30, 10), 0, 0, 360, COLOURS["nevus"], -1, cv2.LINE_AA)  # 60 x 20 px
+    for x0, y0, x1, y1 in (frame_spot(image).box, spot_at(image, (200, 200))):
+        assert 100 <= x1 - x0 <= 140 and x0 < 170 and x1 > 230
+
+
+def test_a_large_spot_short_of_filling_the_photo_is_still_framed_at_twice_its_size():
+    """Only a spot whose box covers over FILLS_FRAME (a quarter) of the photo gets the largest square: one covering
+    15% (a 116-px spot in 300 px) is framed at twice its size like any other, with skin around it."""
+    x0, y0, x1, y1 = frame_spot(spot_photo("nevus", size=300, radius=58)).box
+    assert 220 <= x1 - x0 <= 250 and x0 > 15 and x1 < 285
+
+
+def test_a_tap_a_fingertip_beside_a_small_spot_still_frames_it():
+    """TAP_REACH: a tap 10 px off the edge of a 12-px dot (a fingertip is wider than the dot) means the dot."""
+    photo = spot_photo("vascular", size=400, radius=6, centre=(200, 200))
+    x0, y0, x1, y1 = spot_at(photo, (216, 200))
+    assert x0 < 194 and x1 > 206 and y0 < 194 and y1 > 206 and x1 - x0 <= 40
+
+
+def test_a_tap_frames_a_faint_spot_that_stands_out_only_in_a_window_around_the_tap():
+    """A large dark birthmark decides what stands out in the whole photo, and the faint spot is not seen there; in a
+    window around the tap (off the photo's diagonal, so its left and top edges differ) it is found and framed."""
+    photo = np.clip(np.random.default_rng(0).normal((205, 160, 140), 4, (600, 800, 3)), 0, 255).astype(np.uint8)
+    cv2.circle(photo, (200, 320), 130, (70, 45, 35), -1, cv2.LINE_AA)
+    cv2.circle(photo, (620, 180), 12, (195, 110, 105), -1, cv2.LINE_AA)
+    x0, y0, x1, y1 = frame_spot(photo).box
+    assert x0 < 200 < x1 and not x0 < 620 < x1  # the birthmark
+    x0, y0, x1, y1 = spot_at(photo, (620, 180))
+    assert x0 < 605 and x1 > 635 and y0 < 165 and y1 > 195 and x1 - x0 <= 70

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data.augment import MARKS, add_marks, clinicalize, random_colour, random_geometry, zoom_out
-from data.presets import EvalSettings, TrainPreset, eval_preset, normalize_as, shades_of_grey
+from data.presets import EvalSettings, TrainPreset, eval_preset, normalize_as, shades_of_grey, square_resize
 
 
 def skin_with_spot(cast=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -122,3 +122,58 @@ def test_zoom_out_off_replays_the_older_recipe_exactly():
     off, on = (TrainPreset(settings=settings, clinical_p=0.0, zoom_out_p=p) for p in (0.0, 1.0))
     assert np.array_equal(off(image, np.random.default_rng(5)), plain)
     assert not np.allclose(on(image, np.random.default_rng(5)), plain)
+
+
+def test_a_crop_that_is_not_square_is_cut_to_its_middle_not_squeezed():
+    """A box of the whole photo (bench.ablation, bench.zoomed_out) reaches `square_resize` as it is: its short side
+    is brought to the size and its middle kept, with the spot's shape unchanged."""
+    image = np.zeros((100, 300, 3), np.uint8)
+    image[:, :100], image[:, 100:200], image[:, 200:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    assert np.array_equal(np.unique(square_resize(image, 50).reshape(-1, 3), axis=0), [[0, 255, 0]])
+    assert np.array_equal(np.unique(square_resize(image.transpose(1, 0, 2), 50).reshape(-1, 3), axis=0), [[0, 255, 0]])
+
+
+def test_shrinking_averages_fine_detail_rather_than_sampling_it():
+    """A frame is shrunk with INTER_AREA, as the training images were: one-pixel stripes (hairs, skin texture) become
+    an even grey, not the moire that sampling them (INTER_LINEAR) makes."""
+    stripes = np.zeros((300, 300, 3), np.uint8)
+    stripes[:, ::2] = 255
+    square = square_resize(stripes, 112)
+    assert square.shape == (112, 112, 3) and abs(square.mean() - 127.5) < 2 and square.std() < 40
+
+
+def test_the_input_keeps_each_pixel_at_its_row_column_and_channel():
+    """normalize_as makes CHW: x[c, y, x] is pixel (y, x)'s channel c, normalised with that channel's mean and std (a
+    network trained on every rotation would hardly notice a transposed input, but its heatmap would)."""
+    square = np.random.default_rng(0).integers(0, 256, (6, 4, 3), np.uint8)
+    settings = EvalSettings(size=4, mean=(0.1, 0.5, 0.9), std=(0.2, 0.3, 0.4))
+    x = normalize_as(square, settings)
+    expected = (square / 255.0 - np.array(settings.mean)) / np.array(settings.std)
+    assert x.shape == (3, 6, 4) and x.dtype == np.float32
+    assert np.allclose(x, expected.transpose(2, 0, 1), atol=1e-5)
+
+
+def test_a_checkpoint_written_before_a_setting_existed_is_read_with_it_off():
+    """Checkpoints from before colour constancy or flattened framing were prepared without them."""
+    old = EvalSettings.from_checkpoint({"size": 96, "mean": [0.5] * 3, "std": [0.25] * 3})
+    assert old == EvalSettings(size=96)
+    settings = EvalSettings(size=64, colour_constancy=6, flatten_lightness=True)
+    assert EvalSettings.from_checkpoint(settings.to_checkpoint()) == settings
+
+
+def test_colour_constancy_keeps_a_bright_photo_within_0_to_255():
+    """Under a strong cast the weak channel is raised: near-white glare would go past 255 unless clipped."""
+    glare = skin_with_spot(cast=(1.15, 1.0, 0.8))
+    glare[:8] = (255, 250, 200)
+    out = shades_of_grey(glare, 6)
+    assert out.max() == 255 and out.min() >= 0
+
+
+def test_clinical_photos_are_never_zoomed_out():
+    """zoom_out puts a dermoscopic image, which fills its frame, on a wider surround; a clinical photo already shows
+    the spot small, so at zoom_out_p = 1 it goes through exactly as without zooming out (no draw either)."""
+    image, settings = skin_with_spot(), EvalSettings(size=48)
+    plain = TrainPreset(settings=settings, clinical_p=0.0)(image, np.random.default_rng(5), clinical=True)
+    zoomed = TrainPreset(settings=settings, clinical_p=0.0, zoom_out_p=1.0)(image, np.random.default_rng(5),
+                                                                             clinical=True)
+    assert np.array_equal(zoomed, plain)
