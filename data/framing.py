@@ -153,9 +153,9 @@ def spot_at(image: np.ndarray, point: tuple[float, float], *,
             inside = share == 1 or (x0 > 0 and y0 > 0 and x1 < sw and y1 < sh)
             fills = (x1 - x0) * (y1 - y0) > FILLS_FRAME * sh * sw
             if under and inside and blob.contrast >= TAP_CONTRAST and not (fills and share < 1):
-                if fills:  # the spot fills the photo: frame all it can
-                    return box_around(point, min(h, w), (h, w))
                 centre = (wx0 + (x0 + x1) / 2 / scale, wy0 + (y0 + y1) / 2 / scale)
+                if fills:  # the spot fills the photo: frame all it can, around the spot (not the tap)
+                    return box_around(centre, min(h, w), (h, w))
                 return box_around(centre, max(x1 - x0, y1 - y0) / scale * CONTEXT, (h, w))
     return None
 

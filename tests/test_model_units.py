@@ -13,7 +13,7 @@ import torch
 
 import data.images
 from data.datasets import CLASSES
-from data.framing import frame_spot
+from data.framing import frame_spot, spot_at
 from data.images import ImageError, decode_image
 from model.checkpoint import DEFAULT_CHECKPOINT, FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from model.decision import Calibration, decide
@@ -193,6 +193,17 @@ def test_a_spot_filling_the_frame_gets_the_largest_square_around_it():
     cv2.circle(off_centre, (110, 112), 100, COLOURS["nevus"], -1, cv2.LINE_AA)
     framing = frame_spot(off_centre)
     assert framing.found and framing.box == (0, 0, 225, 225)  # the square the photo holds around the spot, not its middle
+
+
+def test_a_tap_on_a_spot_filling_the_photo_frames_it_as_the_automatic_frame_does():
+    """Tapped near its edge, a spot that fills a wide photo gets the largest square around the spot: it had been
+    centred on the tap, and cut off the spot's far side (60 px of this one)."""
+    image = spot_photo("nevus", size=400, radius=0, seed=3)[:200]
+    cv2.ellipse(image, (150, 100), (90, 75), 0, 0, 360, COLOURS["nevus"], -1, cv2.LINE_AA)  # x 60-240
+    automatic = frame_spot(image).box
+    assert abs(automatic[0] - 50) <= 2 and automatic[2] - automatic[0] == 200
+    for tap in ((220, 100), (80, 100), (150, 30)):
+        assert spot_at(image, tap) == automatic
 
 
 def test_decode_image_refuses_bytes_over_the_file_limit(monkeypatch):
