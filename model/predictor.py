@@ -83,7 +83,7 @@ class Prediction:
     def judged(self) -> bool:
         """Whether the probabilities say anything about this photo: not when the photo is unusable, or unlike the
         photos the model was trained on (it is `unsure` then, whatever they are), or when they are not numbers."""
-        return not self.problem and not self.unlike_training and np.isfinite(list(self.probabilities.values())).all()
+        return not self.problem and not self.unlike_training and bool(np.isfinite(self.confidence))  # argmax: a NaN
 
 
 class _TorchEngine:

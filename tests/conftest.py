@@ -42,6 +42,11 @@ def spot_photo(label: str = "vascular", *, size: int = 160, radius: int = 18, ce
     return image
 
 
+def plain_skin(height: int, width: int, colour=(205, 160, 140), spread: float = 4) -> np.ndarray:
+    """An RGB uint8 surface of one colour with a little grain (normal noise of `spread` levels), no spot."""
+    return np.clip(np.random.default_rng(0).normal(colour, spread, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
 def side_lit_photo() -> np.ndarray:
     """An 800 x 600 photo lit from the right: the left third falls into shadow; a 20-px red dot at (560, 300)."""
     rng = np.random.default_rng(0)

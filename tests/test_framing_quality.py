@@ -9,7 +9,8 @@ from data.datasets import load_clinical, load_ham10000
 from data.framing import CONTEXT, box_around, frame_spot, spot_at
 from data.images import read_image, working_copy
 from data.quality import photo_problem
-from tests.conftest import COLOURS, SHARED_DATA, needs_shared, shaded_photo, side_lit_photo, spot_photo
+from tests.conftest import (COLOURS, SHARED_DATA, needs_shared, plain_skin, shaded_photo, side_lit_photo,
+                            spot_photo)
 
 
 def test_framing_finds_an_off_centre_spot():
@@ -147,7 +148,7 @@ def test_the_photo_checks_let_the_training_photos_through():
 def test_brightness_is_each_pixels_largest_channel_so_deep_brown_skin_is_not_too_dark():
     """MAX_DARK counts pixels whose largest channel is under 40: deep brown skin (red 52, grey level about 37) is lit
     well enough; a grey-level measure would call it "too dark" and refuse photos of such skin."""
-    skin = np.clip(np.random.default_rng(0).normal((52, 32, 22), 3, (200, 200, 3)), 0, 255).astype(np.uint8)
+    skin = plain_skin(200, 200, (52, 32, 22), 3)
     cv2.circle(skin, (100, 100), 20, (30, 15, 12), -1, cv2.LINE_AA)
     assert (cv2.cvtColor(skin, cv2.COLOR_RGB2GRAY) < 40).mean() > 0.9
     assert photo_problem(skin) is None
@@ -171,7 +172,7 @@ def test_a_black_and_white_photo_with_a_faint_tint_is_named_black_and_white():
 
 def test_a_small_patch_of_skin_in_a_wider_scene_is_not_a_close_up():
     """Under MIN_SKIN (a tenth of the photo) skin-coloured, a sharp spot on a patch of skin is still refused."""
-    scene = np.clip(np.random.default_rng(0).normal((60, 110, 70), 6, (200, 200, 3)), 0, 255).astype(np.uint8)
+    scene = plain_skin(200, 200, (60, 110, 70), 6)
     scene[80:125, 80:125] = spot_photo("vascular", size=45, radius=8)  # about 5% of the photo
     assert photo_problem(scene).startswith("not a close-up of skin")
 
@@ -189,7 +190,7 @@ def test_of_two_like_spots_the_one_nearer_the_middle_is_framed(drawn_first):
 
 def test_grain_on_plain_skin_is_not_taken_for_a_spot():
     """Where no colour differs visibly from the skin, nothing is a spot: the grain's own specks are not counted."""
-    skin = np.clip(np.random.default_rng(0).normal((205, 160, 140), 4, (600, 800, 3)), 0, 255).astype(np.uint8)
+    skin = plain_skin(600, 800)
     framing = frame_spot(skin)
     assert not framing.found and framing.spots == 0 and framing.box == (100, 0, 700, 600)
     assert spot_at(skin, (400, 300)) is None
@@ -239,7 +240,7 @@ def test_a_tap_a_fingertip_beside_a_small_spot_still_frames_it():
 def test_a_tap_frames_a_faint_spot_that_stands_out_only_in_a_window_around_the_tap():
     """A large dark birthmark decides what stands out in the whole photo, and the faint spot is not seen there; in a
     window around the tap (off the photo's diagonal, so its left and top edges differ) it is found and framed."""
-    photo = np.clip(np.random.default_rng(0).normal((205, 160, 140), 4, (600, 800, 3)), 0, 255).astype(np.uint8)
+    photo = plain_skin(600, 800)
     cv2.circle(photo, (200, 320), 130, (70, 45, 35), -1, cv2.LINE_AA)
     cv2.circle(photo, (620, 180), 12, (195, 110, 105), -1, cv2.LINE_AA)
     x0, y0, x1, y1 = frame_spot(photo).box
